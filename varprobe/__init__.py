@@ -1,0 +1,1 @@
+"""varprobe: variance-transmission analysis for PyTorch."""
