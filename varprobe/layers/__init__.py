@@ -5,8 +5,9 @@ from .deploy import reparameterize
 from .factory import SCHEMES, ConvNorm, make_conv
 from .pws import PWSConv2d
 from .reparam import ReparamConv2d
+from .residual import ResidualBlock
 from .wn import WNConv2d
 from .ws import WSConv2d
 
 __all__ = ["SCHEMES", "ConvNorm", "make_conv", "ReparamConv2d", "PWSConv2d", "WSConv2d", "WNConv2d",
-           "CenteredConv2d", "init_alpha", "reparameterize"]
+           "CenteredConv2d", "ResidualBlock", "init_alpha", "reparameterize"]
