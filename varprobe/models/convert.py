@@ -8,6 +8,7 @@ from torch import nn
 
 from ..layers import PWSConv2d, WNConv2d, make_conv
 from ..layers.deploy import conv_bn_pairs, replace_module
+from ..layers.factory import check_scheme
 
 __all__ = ["convert"]
 
@@ -31,6 +32,7 @@ def convert(model: nn.Module, scheme: str, *, drop_batchnorm: bool = False, **op
     BatchNorm2d that cannot be matched to a conv raises ValueError naming it. ``options`` go to
     ``make_conv`` (``gamma``, ``gamma_mode``, ``fan``, ``gn_groups``, ...). ``model`` is not modified.
     """
+    check_scheme(scheme)
     new_model = copy.deepcopy(model)
     if drop_batchnorm:
         pairs, trace_error = conv_bn_pairs(new_model)
@@ -43,6 +45,8 @@ def convert(model: nn.Module, scheme: str, *, drop_batchnorm: bool = False, **op
             replace_module(new_model, name, nn.Identity())
     for name, old in list(new_model.named_modules()):
         if type(old) is nn.Conv2d:
+            if not name:  # the model is itself a conv: there is no parent to put the new one in
+                return _convert_conv(old, scheme, options)
             replace_module(new_model, name, _convert_conv(old, scheme, options))
     return new_model
 

@@ -36,12 +36,13 @@ class ResNetCifar(nn.Module):
         if depth < 8 or (depth - 2) % 6:
             raise ValueError(f"depth must be 6n+2 with n >= 1 (8, 14, 20, 32, ...), got {depth!r}")
         n = (depth - 2) // 6
-        conv = lambda *a, **k: make_conv(scheme, *a, gn_groups=gn_groups, **conv_options, **k)  # noqa: E731
+        def conv(*args, **kwargs):
+            return make_conv(scheme, *args, gn_groups=gn_groups, **{**conv_options, **kwargs})
 
         stem = conv(in_channels, width, 3, padding=1)
         if scheme in PWS_LAYOUT:  # the official stem builds a GN(1) when the conv brings no norm
             stem.norm = nn.GroupNorm(1, width)
-        self.stem = nn.Sequential(stem, nn.ReLU(inplace=True))
+        self.stem = nn.Sequential(stem, nn.ReLU())
 
         stages, c_in = [], width
         for i, c_out in enumerate((width, 2 * width, 4 * width)):
@@ -50,7 +51,7 @@ class ResNetCifar(nn.Module):
                 stride = 2 if (i > 0 and j == 0) else 1
                 branch = nn.Sequential(
                     conv(c_in, c_out, 3, stride=stride, padding=1),
-                    nn.ReLU(inplace=True),
+                    nn.ReLU(),
                     conv(c_out, c_out, 3, padding=1, **self._no_data_init(scheme)),
                 )
                 shortcut = conv(c_in, c_out, 1, stride=stride) if (stride != 1 or c_in != c_out) else None
@@ -58,7 +59,7 @@ class ResNetCifar(nn.Module):
                 c_in = c_out
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.Sequential(*stages)
-        self.neck = nn.Sequential(_neck_norm(scheme, c_in, gn_groups), nn.ReLU(inplace=True),
+        self.neck = nn.Sequential(_neck_norm(scheme, c_in, gn_groups), nn.ReLU(),
                                   nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.head = nn.Linear(c_in, num_classes)
         nn.init.normal_(self.head.weight, 0.0, 0.01)

@@ -30,7 +30,7 @@ def _stack(scheme: str, plan: list, in_channels: int, gn_groups: int, options: d
             continue
         c_out, k, padding = item
         layers += [make_conv(scheme, c, c_out, k, padding=padding, gn_groups=gn_groups, **options),
-                   nn.ReLU(inplace=True)]
+                   nn.ReLU()]
         c = c_out
     return nn.Sequential(*layers), c
 
