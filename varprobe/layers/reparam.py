@@ -3,8 +3,21 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 __all__ = ["ReparamConv2d", "conv_fan", "kaiming_normal_"]
+
+# Fused optimizers (``torch.optim.SGD/Adam/AdamW(..., fused=True)``) update parameters in place without
+# bumping their version counters, so every step of any ``torch.optim.Optimizer`` also invalidates the caches.
+_optimizer_steps = 0
+
+
+def _count_optimizer_step(optimizer, args, kwargs) -> None:
+    global _optimizer_steps
+    _optimizer_steps += 1
+
+
+register_optimizer_step_post_hook(_count_optimizer_step)
 
 
 class ReparamConv2d(nn.Conv2d):
@@ -12,14 +25,18 @@ class ReparamConv2d(nn.Conv2d):
 
     Subclasses implement ``kernel()`` only. In training mode the kernel is recomputed on every
     forward, with autograd. In eval mode the forward uses a kernel cached without autograd; the
-    cache is keyed on the identity, version counter, dtype and device of every parameter, so it is
+    cache is keyed on the identity, version counter, dtype and device of every parameter and on a
+    global count of ``torch.optim`` steps (fused optimizers do not bump version counters), so it is
     never stale after an optimizer step, ``load_state_dict``, ``.to()`` or a change of mode (the
-    official PWS cache is a plain attribute, filled once at ``.eval()``, and has all four bugs).
+    official PWS cache is filled once at ``.eval()`` and never refreshed: it has all four bugs). The
+    cache is a plain attribute, not a buffer, so it never shows in ``buffers()`` or ``state_dict()``.
+    Not tracked: in-place writes through ``param.data`` (``.data`` has its own version counter) and
+    changes to non-parameter attributes such as ``gamma``; call ``.train(False)`` again after those.
     """
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.register_buffer("_cached_kernel", None, persistent=False)
+        self._cached_kernel: Tensor | None = None  # a plain attribute: not in buffers() or state_dict()
         self._cache_key: tuple | None = None
 
     def kernel(self) -> Tensor:
@@ -32,13 +49,16 @@ class ReparamConv2d(nn.Conv2d):
         return self.weight[0].numel()
 
     def _key(self) -> tuple:
-        return tuple((id(p), p._version, p.data_ptr(), p.dtype, p.device) for p in self.parameters())
+        return (_optimizer_steps,
+                tuple((id(p), p._version, p.data_ptr(), p.dtype, p.device) for p in self.parameters()))
 
     def eval_kernel(self) -> Tensor:
         """``kernel()`` computed under ``no_grad`` and cached until any parameter changes."""
         key = self._key()
         if self._cached_kernel is None or key != self._cache_key:
-            with torch.no_grad():
+            # Not an inference tensor even under inference_mode: a later autograd-tracked forward
+            # (e.g. input gradients in eval mode) must be able to save the cached kernel for backward.
+            with torch.inference_mode(False), torch.no_grad():
                 self._cached_kernel = self.kernel().detach()
             self._cache_key = key
         return self._cached_kernel
