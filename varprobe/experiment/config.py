@@ -1,0 +1,154 @@
+"""The configuration of one training run, validated, with its model and data builders."""
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import asdict, dataclass, field, fields
+
+from torch import nn
+
+from ..data import Split, cifar10, digits, synthetic
+from ..layers import SCHEMES
+from ..models import resnet_cifar, simple_cnn, vgg_cifar
+
+__all__ = ["RunConfig", "MODELS", "DATASETS", "build_model", "load_data"]
+
+MODELS = ("simple_cnn", "vgg", "resnet8", "resnet14", "resnet20", "resnet32", "resnet44", "resnet56")
+DATASETS = ("digits", "synthetic", "cifar10")
+QUANTITY_PRESETS = ("all", "forward")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines a run. Two runs with equal configs (and the same torch version and
+    thread count) produce bit-identical records.
+
+    Attributes:
+        model: "simple_cnn", "vgg" (``vgg_cifar``) or "resnet<6n+2>" (``resnet_cifar``).
+        scheme: one of ``varprobe.layers.SCHEMES``.
+        data: "digits" (bundled), "synthetic" (labelled synthetic images) or "cifar10" (local copy).
+        size: image side: digits 8, 16 or 32; synthetic any; cifar10 must be 32. None: 8 for digits
+            with simple_cnn, 16 otherwise (32 for cifar10).
+        width: base width of the model (None: the model's default).
+        lr, batch_size, steps, seed: SGD learning rate (constant unless ``lr_milestones``), mini-batch
+            size, number of optimizer steps, seed of the initialisation and of the batch order.
+        momentum, weight_decay: SGD momentum and weight decay (never applied to PWS alpha).
+        lr_milestones: steps at which the learning rate is multiplied by 0.1.
+        gamma, gamma_mode: PWS gamma and its mode (None: the layer default, 1e-3 raw); 0 is allowed.
+        freeze_alpha: PWS alpha fixed at its initial value (not trained).
+        init_alpha: run ``varprobe.layers.init_alpha`` on the first batch before training.
+        every: probe every k steps; quantities: "all" or "forward".
+        eval_steps: steps at which a fixed held-out batch (the first ``eval_batch`` test images) is
+            probed in eval mode, before that step's update.
+        collapse_var: the run stops as "collapsed" when the variance of the logits over the batch
+            exceeds this bound (or the loss is not finite). 1e6 is far beyond any trained net's logits.
+        threads: torch CPU threads (None: leave as is).
+        data_limit: keep at most this many training and test images (cifar10/synthetic size control).
+        synthetic_n: number of synthetic images.
+    """
+
+    model: str = "simple_cnn"
+    scheme: str = "pws"
+    data: str = "digits"
+    size: int | None = None
+    width: int | None = None
+    lr: float = 0.05
+    batch_size: int = 64
+    steps: int = 300
+    seed: int = 0
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    lr_milestones: tuple[int, ...] = ()
+    gamma: float | None = None
+    gamma_mode: str = "raw"
+    freeze_alpha: bool = False
+    init_alpha: bool = False
+    every: int = 1
+    quantities: str = "all"
+    eval_steps: tuple[int, ...] = field(default_factory=tuple)
+    eval_batch: int = 256
+    collapse_var: float = 1e6
+    threads: int | None = None
+    data_limit: int | None = None
+    synthetic_n: int = 2000
+
+    def __post_init__(self) -> None:
+        _choice("model", self.model, MODELS)
+        _choice("scheme", self.scheme, SCHEMES)
+        _choice("data", self.data, DATASETS)
+        _choice("quantities", self.quantities, QUANTITY_PRESETS)
+        _choice("gamma_mode", self.gamma_mode, ("raw", "equiv"))
+        for name in ("batch_size", "steps", "every", "eval_batch"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not (self.lr > 0):
+            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        if self.gamma is not None and not (self.gamma >= 0):
+            raise ValueError(f"gamma must be >= 0, got {self.gamma!r}")
+        if self.gamma is not None and self.scheme != "pws":
+            raise ValueError(f"gamma applies to scheme 'pws' only, got scheme {self.scheme!r}")
+        if self.data == "digits" and self.size not in (None, 8, 16, 32):
+            raise ValueError(f"digits size must be 8, 16 or 32, got {self.size!r}")
+        if self.data == "cifar10" and self.size not in (None, 32):
+            raise ValueError(f"cifar10 size must be 32, got {self.size!r}")
+        object.__setattr__(self, "lr_milestones", tuple(self.lr_milestones))
+        object.__setattr__(self, "eval_steps", tuple(self.eval_steps))
+
+    @property
+    def image_size(self) -> int:
+        if self.size is not None:
+            return self.size
+        if self.data == "cifar10":
+            return 32
+        return 8 if (self.data == "digits" and self.model == "simple_cnn") else 16
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["lr_milestones"], d["eval_steps"] = list(self.lr_milestones), list(self.eval_steps)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def replace(self, **changes) -> "RunConfig":
+        return RunConfig.from_dict({**self.to_dict(), **changes})
+
+
+def _choice(name: str, value, valid: tuple) -> None:
+    if value not in valid:
+        raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(map(str, valid))}")
+
+
+@functools.lru_cache(maxsize=8)
+def load_data(data: str, size: int, seed: int, limit: int | None, synthetic_n: int) -> Split:
+    """The data set of a run (cached: runs of a grid share it). Test/train split by ``seed``."""
+    if data == "digits":
+        split = digits(size=size, channels=1, seed=seed)
+    elif data == "synthetic":
+        split = synthetic(synthetic_n, size, 3, 10, seed)
+    else:
+        split = cifar10(limit=limit)
+    if limit is not None and data != "cifar10":
+        split = Split(split.name, split.x_train[:limit], split.y_train[:limit], split.x_test[:limit],
+                      split.y_test[:limit], split.num_classes)
+    return split
+
+
+def build_model(config: RunConfig, in_channels: int, num_classes: int) -> nn.Module:
+    """The model named by ``config`` with its scheme, width and PWS options."""
+    options = {}
+    if config.gamma is not None:
+        options["gamma"] = config.gamma
+    if config.scheme == "pws" and config.gamma_mode != "raw":
+        options["gamma_mode"] = config.gamma_mode
+    if config.width is not None:
+        options["width"] = config.width
+    if config.model == "simple_cnn":
+        return simple_cnn(config.scheme, num_classes, in_channels, **options)
+    if config.model == "vgg":
+        return vgg_cifar(config.scheme, num_classes, in_channels, **options)
+    depth = int(re.fullmatch(r"resnet(\d+)", config.model).group(1))
+    return resnet_cifar(depth, config.scheme, num_classes, in_channels=in_channels, **options)
