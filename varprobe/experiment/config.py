@@ -82,8 +82,23 @@ class RunConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("width", "size", "threads", "data_limit"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
+            raise ValueError(f"seed must be an integer in [0, 2**32), got {self.seed!r}")
         if not (self.lr > 0):
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        if not (0 <= self.momentum < 1):
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
+        if not (self.weight_decay >= 0):
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if not (self.collapse_var > 0):
+            raise ValueError(f"collapse_var must be > 0, got {self.collapse_var!r}")
+        outside = [s for s in tuple(self.eval_steps) + tuple(self.lr_milestones) if not 0 <= s < self.steps]
+        if outside:
+            raise ValueError(f"eval_steps and lr_milestones must lie in [0, steps={self.steps}), got {outside}")
         if self.gamma is not None and not (self.gamma >= 0):
             raise ValueError(f"gamma must be >= 0, got {self.gamma!r}")
         if self.gamma is not None and self.scheme != "pws":

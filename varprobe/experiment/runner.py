@@ -17,9 +17,10 @@ from ..record import Run, load_run
 from .config import RunConfig, build_model, load_data
 from .train import accuracy, sgd
 
-__all__ = ["run", "grid", "run_name", "DONE"]
+__all__ = ["run", "grid", "run_name", "load_model", "DONE"]
 
 DONE = ("finished", "collapsed")  # statuses a grid does not rerun
+MODEL_FILE = "model.pt"  # the final state_dict, beside meta.json
 
 
 def run(config: RunConfig, out: str | os.PathLike, *, overwrite: bool = False) -> Run:
@@ -29,7 +30,8 @@ def run(config: RunConfig, out: str | os.PathLike, *, overwrite: bool = False) -
     recorded step), and ``meta.json`` with the config, the status ("finished", "collapsed" or
     "failed") and ``result``: final training loss, train and test accuracy, and ``collapsed_at``
     (the step whose loss was non-finite or whose logit variance exceeded ``config.collapse_var``;
-    the run stops there, and everything recorded up to that step is kept).
+    the run stops there, and everything recorded up to that step is kept). The final weights are
+    saved as ``model.pt`` (a state_dict; rebuild the model with ``load_model(run)``).
     """
     if config.threads is not None:
         torch.set_num_threads(config.threads)
@@ -74,6 +76,7 @@ def run(config: RunConfig, out: str | os.PathLike, *, overwrite: bool = False) -
             opt.step()
             opt.zero_grad(set_to_none=True)
         probe.remove()  # the accuracy forwards below are not part of the record
+        torch.save(model.state_dict(), Path(out) / MODEL_FILE)
         n_train = min(len(split.x_train), 2048)
         result = {"final_loss": last_loss, "collapsed_at": collapsed_at,
                   "train_accuracy": accuracy(model, split.x_train[:n_train], split.y_train[:n_train]),
@@ -82,11 +85,21 @@ def run(config: RunConfig, out: str | os.PathLike, *, overwrite: bool = False) -
     return load_run(out)
 
 
+def load_model(run_: Run) -> torch.nn.Module:
+    """The final model of a run, rebuilt from its config and ``model.pt``, in eval mode."""
+    config = RunConfig.from_dict(run_.meta["config"])
+    split = load_data(config.data, config.image_size, config.seed, config.data_limit, config.synthetic_n)
+    model = build_model(config, split.in_channels, split.num_classes)
+    model.load_state_dict(torch.load(Path(run_.path) / MODEL_FILE, weights_only=True))
+    return model.eval()
+
+
 def run_name(config: RunConfig, base: RunConfig | None = None) -> str:
     """A directory name from the fields of ``config`` that differ from ``base`` (default config)."""
     base = base or RunConfig()
     diff = [(k, v) for k, v in config.to_dict().items() if v != base.to_dict()[k]]
-    return "-".join(f"{k}={v}" for k, v in diff).replace("/", "_").replace(" ", "") or "default"
+    text = lambda v: "_".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)  # noqa: E731
+    return "-".join(f"{k}={text(v)}" for k, v in diff).replace("/", "_").replace(" ", "") or "default"
 
 
 def grid(base: RunConfig, root: str | os.PathLike, *, schemes: Iterable[str] | None = None,

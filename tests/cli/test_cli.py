@@ -1,0 +1,356 @@
+"""The ``varprobe`` command line, run in-process through ``main(argv)`` (one subprocess test of the
+installed entry point)."""
+from __future__ import annotations
+
+import inspect
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+
+import varprobe.experiment
+from varprobe.cli import main
+from varprobe.cli.main import GRID_AXES, PLOT_KINDS, RUN_OPTIONS, build_parser, config_from_args
+from varprobe.experiment import RunConfig
+from varprobe.layers import SCHEMES
+from varprobe.record import load_run
+
+TINY = ["--steps", "5", "--batch-size", "32", "--threads", "1"]
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def _exit_code(argv) -> int:
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return exc.code
+
+
+def _lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip()]
+
+
+# -- run ---------------------------------------------------------------------------------------------
+def test_run_trains_writes_and_prints_summary(tmp_path, capsys):
+    out = tmp_path / "r"
+    assert main(["run", *TINY, "--eval-steps", "0,3", "--out", str(out)]) == 0
+    lines = _lines(capsys.readouterr().out)
+    assert len(lines) == 1
+    summary = lines[0]
+    assert summary.startswith("finished") and "final loss" in summary and "test accuracy" in summary
+    assert summary.endswith(f"run dir {out}")
+    run = load_run(out)
+    assert run.status == "finished"
+    assert RunConfig.from_dict(run.config) == RunConfig(steps=5, batch_size=32, threads=1, eval_steps=(0, 3))
+    assert f"{run.meta['result']['test_accuracy']:.4f}" in summary
+
+    # the same --out again: refused (exit 2, pointing at --overwrite), then replaced with --overwrite
+    capsys.readouterr()
+    assert _exit_code(["run", *TINY, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "already exists" in err and "--overwrite" in err and "Traceback" not in err
+    start = run.meta["start_time"]
+    assert main(["run", *TINY, "--seed", "1", "--overwrite", "--out", str(out)]) == 0
+    rerun = load_run(out)
+    assert rerun.config["seed"] == 1 and rerun.meta["start_time"] != start
+
+
+def test_run_collapse_is_reported_not_an_error(tmp_path, capsys):
+    out = tmp_path / "c"
+    code = main(["run", "--scheme", "plain", "--lr", "50", "--steps", "30", "--batch-size", "32",
+                 "--threads", "1", "--out", str(out)])
+    assert code == 0
+    (summary,) = _lines(capsys.readouterr().out)
+    at = load_run(out).meta["result"]["collapsed_at"]
+    assert summary.startswith(f"collapsed at step {at} ")
+
+
+def test_every_runconfig_field_maps_to_an_option():
+    argv = ["run", "--out", "x", "--model", "resnet8", "--scheme", "pws", "--data", "synthetic", "--size", "12",
+            "--width", "4", "--lr", "0.2", "--batch-size", "16", "--steps", "7", "--seed", "3", "--momentum",
+            "0.5", "--weight-decay", "0", "--lr-milestones", "3,5", "--gamma", "0", "--gamma-mode", "equiv",
+            "--freeze-alpha", "--init-alpha", "--every", "2", "--quantities", "forward", "--eval-steps", "0,6",
+            "--eval-batch", "32", "--collapse-var", "10", "--threads", "1", "--data-limit", "100",
+            "--synthetic-n", "200"]
+    args = build_parser().parse_args(argv)
+    expected = RunConfig(model="resnet8", scheme="pws", data="synthetic", size=12, width=4, lr=0.2, batch_size=16,
+                         steps=7, seed=3, momentum=0.5, weight_decay=0.0, lr_milestones=(3, 5), gamma=0.0,
+                         gamma_mode="equiv", freeze_alpha=True, init_alpha=True, every=2, quantities="forward",
+                         eval_steps=(0, 6), eval_batch=32, collapse_var=10.0, threads=1, data_limit=100,
+                         synthetic_n=200)
+    assert config_from_args(args) == expected
+    # options left out keep RunConfig's defaults
+    assert config_from_args(build_parser().parse_args(["run", "--out", "x"])) == RunConfig()
+    assert {o.field for o in RUN_OPTIONS} == set(RunConfig().to_dict())
+
+
+# -- grid --------------------------------------------------------------------------------------------
+def test_grid_runs_prints_table_and_resumes(tmp_path, capsys):
+    argv = ["grid", "--schemes", "plain,pws", "--lrs", "0.05", "--batch-sizes", "32", "--seeds", "0",
+            "--steps", "3", "--threads", "1", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "grid" in captured.err and "2/2" in captured.err  # the tqdm bar
+    header, *rows = _lines(captured.out)
+    assert header.split() == ["name", "status", "test", "acc"]
+    assert len(rows) == 2
+    dirs = sorted(p for p in tmp_path.iterdir() if p.is_dir())
+    assert len(dirs) == 2
+    for row, scheme in zip(rows, ("plain", "pws")):
+        name, status, acc = row.split()
+        assert status == "finished" and 0.0 <= float(acc) <= 1.0
+        run = load_run(tmp_path / name)
+        assert run.config["scheme"] == scheme and run.config["steps"] == 3
+        assert acc == f"{run.meta['result']['test_accuracy']:.4f}"
+    starts = {d.name: load_run(d).meta["start_time"] for d in dirs}
+
+    assert main([*argv, "--no-progress"]) == 0  # everything finished: skipped, same table
+    captured = capsys.readouterr()
+    assert _lines(captured.out) == [header, *rows] and "grid" not in captured.err
+    assert {d.name: load_run(d).meta["start_time"] for d in dirs} == starts
+
+
+# -- bad arguments -----------------------------------------------------------------------------------
+BAD = [
+    (["run", "--scheme", "foo"], ["'foo'", ", ".join(SCHEMES)]),
+    (["run", "--steps", "0"], ["steps", "got 0", "positive integer"]),
+    (["run", "--steps", "-5"], ["steps", "got -5", "positive integer"]),
+    (["run", "--model", "resnet21"], ["'resnet21'", "simple_cnn", "resnet20"]),
+    (["run", "--data", "mnist"], ["'mnist'", "digits, synthetic, cifar10"]),
+    (["run", "--data", "digits", "--size", "12"], ["12", "8, 16 or 32"]),
+    (["run", "--scheme", "bn", "--gamma", "0.1"], ["'bn'", "'pws' only"]),
+    (["run", "--lr", "abc"], ["--lr", "'abc'", "not a number"]),
+    (["run", "--lr", "0"], ["lr must be > 0", "0.0"]),
+    (["run", "--lr", "inf"], ["'inf'", "finite"]),
+    (["run", "--threads", "0"], ["--threads", "'0'", "positive integer"]),
+    (["run", "--momentum", "-0.9"], ["--momentum", "'-0.9'", ">= 0"]),
+    (["run", "--weight-decay", "-1"], ["--weight-decay", "'-1'", ">= 0"]),
+    (["run", "--collapse-var", "0"], ["--collapse-var", "'0'", "> 0"]),
+    (["run", "--eval-steps", "1,x"], ["--eval-steps", "'x'", "comma-separated"]),
+    (["run", "--quantities", "some"], ["'some'", "all, forward"]),
+    (["run", "--gamma-mode", "scaled"], ["'scaled'", "raw, equiv"]),
+    (["grid", "--lrs", "0.1,abc"], ["--lrs", "'abc'", "comma-separated", "0.05,0.2"]),
+    (["grid", "--lrs", "0.1,-1"], ["lr must be > 0", "-1.0"]),
+    (["grid", "--schemes", "plain,foo"], ["'foo'", ", ".join(SCHEMES)]),
+    (["grid", "--schemes", "plain,pws", "--gamma", "0"], ["'plain'", "'pws' only"]),
+    (["grid", "--batch-sizes", "64,0"], ["batch_size", "got 0"]),
+    (["grid", "--seeds", "0,-1"], ["--seeds", "'-1'", "non-negative"]),
+    (["reproduce", "--quick", "--full"], ["--full", "--quick"]),
+    (["reproduce", "--seeds", "zero"], ["--seeds", "'zero'"]),
+    (["plot", "RUN", "--kind", "spp", "--out", "fig.jpg"], ["'.jpg'", ".png, .svg, .pdf"]),
+    (["plot", "RUN", "--kind", "spp", "--out", "fig"], ["(none)", ".png, .svg, .pdf"]),
+    (["plot", "RUN", "--kind", "bars", "--out", "fig.png"], ["'bars'", "'spp'", "'collapse'"]),
+    (["plot", "RUN", "--kind", "spp", "--out", "fig.png"], ["'RUN'", "not found"]),
+    (["bogus"], ["'bogus'", "run", "grid", "reproduce", "plot"]),
+]
+
+
+@pytest.mark.parametrize("argv, fragments", BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_arguments_exit_2_with_one_line(argv, fragments, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    command = argv[0] if argv[0] in ("run", "grid", "reproduce", "plot") else None
+    if command in ("run", "grid"):
+        argv = [*argv, "--out", "out"]
+    assert _exit_code(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "Traceback" not in captured.err
+    usage, error = _lines(captured.err)  # the usage line and ONE error line
+    prog = f"varprobe {command}" if command else "varprobe"
+    assert usage.startswith(f"usage: {prog}")
+    assert error.startswith(f"{prog}: error: ")
+    for fragment in fragments:
+        assert fragment in error, (fragment, error)
+    assert not (tmp_path / "out").exists()  # nothing started
+
+
+def test_missing_cifar_folder_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # no ./data/cifar-10-batches-py here
+    for argv in (["run", "--data", "cifar10", "--out", "r"], ["grid", "--data", "cifar10", "--out", "g"]):
+        assert _exit_code(argv) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err
+        usage, error = _lines(err)
+        assert "cifar10" in error and "not found" in error and "cifar-10-batches-py" in error
+
+
+def test_missing_out_is_a_usage_error(capsys):
+    assert _exit_code(["run", *TINY]) == 2
+    assert "--out" in _lines(capsys.readouterr().err)[-1]
+
+
+def test_keyboard_interrupt_exits_130(tmp_path, monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(varprobe.experiment, "run", interrupted)
+    assert main(["run", *TINY, "--out", str(tmp_path / "r")]) == 130
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert _lines(err)[-1] == "varprobe run: interrupted"
+
+
+# -- help --------------------------------------------------------------------------------------------
+def _help(argv, capsys) -> str:
+    assert _exit_code([*argv, "--help"]) == 0
+    return capsys.readouterr().out
+
+
+def _option_blocks(text: str) -> dict[str, str]:
+    """The help text of each option, keyed by its flag."""
+    blocks, current = {}, None
+    for line in text.splitlines():
+        stripped = line.strip()
+        if line.startswith("  -") and not line.startswith("   "):
+            current = stripped.split()[1] if stripped.startswith("-h,") else stripped.split()[0]
+            blocks[current] = stripped
+        elif current and line.startswith("   "):
+            blocks[current] += " " + stripped
+        else:
+            current = None
+    return blocks
+
+
+def test_top_level_help_lists_commands(capsys):
+    text = _help([], capsys)
+    for command in ("run", "grid", "reproduce", "plot"):
+        assert f"    {command}" in text
+
+
+@pytest.mark.parametrize("command", ["run", "grid", "reproduce", "plot"])
+def test_help_explains_every_option(command, capsys):
+    text = _help([command], capsys)
+    assert text.startswith(f"usage: varprobe {command}")
+    blocks = _option_blocks(text)
+    blocks.pop("--help")
+    assert blocks, text
+    for flag, block in blocks.items():
+        help_text = block[len(flag):].strip()
+        assert len(help_text.split()) >= 3, (flag, block)  # a real explanation
+        assert "(default:" in block or "(required" in block or "default)" in block, (flag, block)
+
+
+def test_run_and_grid_help_cover_every_runconfig_field(capsys):
+    run_blocks = _option_blocks(_help(["run"], capsys))
+    grid_blocks = _option_blocks(_help(["grid"], capsys))
+    for option in RUN_OPTIONS:
+        assert option.flag in run_blocks
+        assert (option.flag in grid_blocks) == (option.field not in GRID_AXES)
+    for plural in ("--schemes", "--lrs", "--batch-sizes", "--seeds"):
+        assert plural in grid_blocks
+    # defaults come from RunConfig, units are said
+    assert "(default: 0.05)" in run_blocks["--lr"]
+    assert "(default: 300)" in run_blocks["--steps"] and "steps" in run_blocks["--steps"]
+    assert "images" in run_blocks["--batch-size"]
+    assert ", ".join(SCHEMES) in run_blocks["--scheme"]
+
+
+def test_plot_help_lists_kinds_and_formats(capsys):
+    blocks = _option_blocks(_help(["plot"], capsys))
+    assert ", ".join(PLOT_KINDS) in blocks["--kind"]
+    assert ".png, .svg, .pdf" in blocks["--out"]
+
+
+def test_installed_entry_point_help():
+    script = Path(sys.executable).parent / "varprobe"
+    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "varprobe.cli"]
+    proc = subprocess.run([*cmd, "--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage: varprobe")
+    for command in ("run", "grid", "reproduce", "plot"):
+        assert command in proc.stdout
+
+
+# -- plot and reproduce: wiring to the modules that do the work ---------------------------------------
+def _fake_module(monkeypatch, name: str, **functions) -> None:
+    module = types.ModuleType(name)
+    for key, fn in functions.items():
+        setattr(module, key, fn)
+    monkeypatch.setitem(sys.modules, name, module)
+
+
+def test_plot_passes_its_arguments_to_cli_plot(tmp_path, monkeypatch, capsys):
+    seen = []
+
+    def cli_plot(args):
+        seen.append(args)
+        Path(args.out).write_text("figure")
+        print(args.out)
+        return Path(args.out)
+
+    _fake_module(monkeypatch, "varprobe.plot", cli_plot=cli_plot)
+    runs = [tmp_path / "r1", tmp_path / "r2"]
+    for r in runs:
+        r.mkdir()
+    out = tmp_path / "fig.SVG"  # the extension check ignores case
+    assert main(["plot", *map(str, runs), "--kind", "heatmap", "--quantity", "out.var", "--out", str(out)]) == 0
+    (args,) = seen
+    assert args.run_dirs == [str(r) for r in runs]
+    assert (args.kind, args.quantity, Path(args.out)) == ("heatmap", "out.var", out)
+    assert capsys.readouterr().out.strip() == str(out)
+
+
+def test_plot_value_error_is_a_usage_error(tmp_path, monkeypatch, capsys):
+    def cli_plot(args):
+        raise ValueError("plot kind 'curves' needs a quantity (--quantity Q, e.g. out.var)")
+
+    _fake_module(monkeypatch, "varprobe.plot", cli_plot=cli_plot)
+    assert _exit_code(["plot", str(tmp_path), "--kind", "curves", "--out", str(tmp_path / "f.png")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and _lines(err)[-1].endswith("needs a quantity (--quantity Q, e.g. out.var)")
+
+
+def test_plot_end_to_end_if_available(tmp_path, capsys):
+    plot = pytest.importorskip("varprobe.plot")
+    if not hasattr(plot, "cli_plot"):
+        pytest.skip("varprobe.plot.cli_plot not written yet")
+    run_dir = tmp_path / "r"
+    assert main(["run", *TINY, "--out", str(run_dir)]) == 0
+    out = tmp_path / "curves.png"
+    assert main(["plot", str(run_dir), "--kind", "curves", "--quantity", "out.var", "--out", str(out)]) == 0
+    assert out.read_bytes().startswith(b"\x89PNG")
+
+
+def test_reproduce_calls_claims_reproduce(tmp_path, monkeypatch, capsys):
+    calls = []
+
+    def reproduce(profile, out, seeds):
+        calls.append((profile, out, seeds))
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "claims.md").write_text("| claim |")
+        (out / "claims.json").write_text("[]")
+
+    _fake_module(monkeypatch, "varprobe.experiment.claims", reproduce=reproduce)
+    monkeypatch.chdir(tmp_path)
+    assert main(["reproduce"]) == 0
+    assert main(["reproduce", "--full", "--out", "elsewhere", "--seeds", "5"]) == 0
+    assert main(["reproduce", "--quick", "--seeds", "1"]) == 0
+    assert calls == [("quick", Path("runs/reproduce"), None), ("full", Path("elsewhere"), 5),
+                     ("quick", Path("runs/reproduce"), 1)]
+    assert _lines(capsys.readouterr().out)[1] == "wrote elsewhere/claims.md and elsewhere/claims.json"
+
+
+def test_reproduce_without_claims_module_is_one_line(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "varprobe.experiment.claims", None)  # import fails: not there
+    assert main(["reproduce"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and _lines(err) == [
+        "varprobe reproduce: error: varprobe.experiment.claims.reproduce is not available in this installation"]
+
+
+def test_real_claims_reproduce_accepts_the_cli_call():
+    claims = pytest.importorskip("varprobe.experiment.claims")
+    signature = inspect.signature(claims.reproduce)
+    signature.bind("quick", Path("out"), None)  # how cmd_reproduce calls it
+    profiles = getattr(claims, "PROFILES", None)
+    if profiles is not None:
+        assert {"quick", "full"} <= set(profiles)

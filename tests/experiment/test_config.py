@@ -1,0 +1,105 @@
+"""RunConfig: validation messages name the bad value and the valid ones; dict round trip; image size."""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import fields
+
+import pytest
+
+from varprobe.experiment import RunConfig
+from varprobe.experiment.config import DATASETS, MODELS, QUANTITY_PRESETS
+from varprobe.layers import SCHEMES
+
+
+@pytest.mark.parametrize("field, bad, valid", [
+    ("model", "resnet21", MODELS),
+    ("scheme", "foo", SCHEMES),
+    ("data", "mnist", DATASETS),
+    ("quantities", "some", QUANTITY_PRESETS),
+    ("gamma_mode", "scaled", ("raw", "equiv")),
+])
+def test_unknown_choice_names_value_and_lists_valid(field, bad, valid):
+    with pytest.raises(ValueError) as info:
+        RunConfig(**{field: bad})
+    message = str(info.value)
+    assert repr(bad) in message and field in message
+    for v in valid:
+        assert re.search(rf"\b{re.escape(v)}\b", message), (v, message)
+
+
+@pytest.mark.parametrize("field", ["batch_size", "steps", "every", "eval_batch"])
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True])
+def test_counts_must_be_positive_integers(field, bad):
+    with pytest.raises(ValueError, match=rf"{field} must be a positive integer, got {re.escape(repr(bad))}"):
+        RunConfig(**{field: bad})
+
+
+@pytest.mark.parametrize("kwargs, pattern", [
+    ({"lr": 0.0}, r"lr must be > 0, got 0\.0"),
+    ({"lr": -0.1}, r"lr must be > 0, got -0\.1"),
+    ({"lr": float("nan")}, r"lr must be > 0, got nan"),
+    ({"gamma": -1e-3}, r"gamma must be >= 0, got -0\.001"),
+    ({"gamma": 0.1, "scheme": "bn"}, r"gamma applies to scheme 'pws' only, got scheme 'bn'"),
+    ({"data": "digits", "size": 12}, r"digits size must be 8, 16 or 32, got 12"),
+    ({"data": "cifar10", "size": 16}, r"cifar10 size must be 32, got 16"),
+])
+def test_value_errors_name_the_value(kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        RunConfig(**kwargs)
+
+
+def test_gamma_zero_is_allowed_for_pws():
+    assert RunConfig(scheme="pws", gamma=0.0).gamma == 0.0
+
+
+def test_replace_validates():
+    with pytest.raises(ValueError, match="unknown scheme 'nope'"):
+        RunConfig().replace(scheme="nope")
+    assert RunConfig().replace(lr=0.2, seed=3) == RunConfig(lr=0.2, seed=3)
+
+
+def _full_config() -> RunConfig:
+    return RunConfig(model="resnet8", scheme="pws", data="synthetic", size=12, width=4, lr=0.2, batch_size=16,
+                     steps=7, seed=3, momentum=0.5, weight_decay=0.0, lr_milestones=[3, 5], gamma=0.0,
+                     gamma_mode="equiv", freeze_alpha=True, init_alpha=True, every=2, quantities="forward",
+                     eval_steps=[0, 6], eval_batch=32, collapse_var=10.0, threads=1, data_limit=100,
+                     synthetic_n=200)
+
+
+def test_every_field_differs_from_default_in_the_full_config():
+    """So that the round trip below exercises every field (scheme must stay pws: gamma is set)."""
+    full, default = _full_config(), RunConfig()
+    same = [f.name for f in fields(RunConfig) if getattr(full, f.name) == getattr(default, f.name)]
+    assert same == ["scheme"]
+
+
+def test_to_dict_from_dict_round_trip():
+    config = _full_config()
+    d = config.to_dict()
+    assert set(d) == {f.name for f in fields(RunConfig)}
+    assert d["lr_milestones"] == [3, 5] and d["eval_steps"] == [0, 6]  # lists: JSON-friendly
+    assert RunConfig.from_dict(d) == config
+    assert RunConfig.from_dict(json.loads(json.dumps(d))) == config  # through meta.json
+    assert RunConfig.from_dict({**d, "unknown_key": 1}) == config  # extra keys are ignored
+    assert RunConfig.from_dict(RunConfig().to_dict()) == RunConfig()
+
+
+def test_sequences_become_tuples_and_config_is_hashable():
+    config = RunConfig(eval_steps=[2, 0], lr_milestones=[10])
+    assert config.eval_steps == (2, 0) and config.lr_milestones == (10,)
+    assert hash(config) == hash(RunConfig(eval_steps=(2, 0), lr_milestones=(10,)))
+
+
+@pytest.mark.parametrize("kwargs, size", [
+    ({}, 8),                                          # digits + simple_cnn
+    ({"data": "digits", "model": "resnet8"}, 16),
+    ({"data": "digits", "model": "vgg"}, 16),
+    ({"data": "synthetic"}, 16),
+    ({"data": "synthetic", "model": "resnet20"}, 16),
+    ({"data": "cifar10"}, 32),
+    ({"data": "digits", "size": 32}, 32),             # an explicit size wins
+    ({"data": "synthetic", "size": 24}, 24),
+])
+def test_image_size_defaults(kwargs, size):
+    assert RunConfig(**kwargs).image_size == size

@@ -1,0 +1,6 @@
+"""Analysis of probe tables: uncertainty over seeds, verdicts, theory against measurement."""
+from .compare import compare, layer_table
+from .uncertainty import Interval, mean_ci, slope_ci
+from .verdict import VERDICTS, verdict
+
+__all__ = ["compare", "layer_table", "Interval", "mean_ci", "slope_ci", "verdict", "VERDICTS"]

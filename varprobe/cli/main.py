@@ -1,0 +1,441 @@
+"""The ``varprobe`` command line: ``run``, ``grid``, ``reproduce`` and ``plot``.
+
+Every :class:`~varprobe.experiment.RunConfig` field is one option, declared once in
+:data:`RUN_OPTIONS` (``--batch-size`` sets ``batch_size``, ...). Options left out keep the
+RunConfig default, so the CLI and the Python API agree on every default.
+
+Exit codes: 0 success (a collapsed run is a result, not an error); 2 bad arguments, including
+values argparse accepts but RunConfig rejects, an existing ``--out`` without ``--overwrite`` and
+a missing data folder (the usage line and one line naming the bad value; no traceback);
+1 a subcommand whose module is not installed; 130 interrupted (Ctrl-C).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import itertools
+import math
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .. import __version__
+from ..experiment.config import DATASETS, MODELS, QUANTITY_PRESETS, RunConfig, load_data
+from ..layers import SCHEMES
+from ..record import Run, RunLockedError
+
+__all__ = ["main", "build_parser", "RUN_OPTIONS", "config_from_args", "FIGURE_EXTENSIONS", "PLOT_KINDS"]
+
+PROG = "varprobe"
+EXIT_OK, EXIT_MISSING, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+FIGURE_EXTENSIONS = (".png", ".svg", ".pdf")
+PLOT_KINDS = ("spp", "heatmap", "curves", "shift", "transmission", "theory", "collapse")
+_DEFAULTS = RunConfig()
+
+
+# -- argument types: each error names the bad value and what is valid -----------------------------
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+
+
+def _positive_int(text: str) -> int:
+    value = _int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer (valid: 1, 2, ...)")
+    return value
+
+
+def _nonneg_int(text: str) -> int:
+    value = _int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a non-negative integer (valid: 0, 1, ...)")
+    return value
+
+
+def _float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def _nonneg_float(text: str) -> float:
+    value = _float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is negative (valid: a number >= 0)")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not positive (valid: a number > 0)")
+    return value
+
+
+def _str(text: str) -> str:
+    return text.strip()
+
+
+def _list_of(item: Callable[[str], Any], example: str) -> Callable[[str], tuple]:
+    """A comma-separated list of ``item`` values ("" is the empty list)."""
+    def parse(text: str) -> tuple:
+        if not text.strip():
+            return ()
+        out = []
+        for part in text.split(","):
+            try:
+                if not part.strip():
+                    raise argparse.ArgumentTypeError("empty item")
+                out.append(item(part.strip()))
+            except argparse.ArgumentTypeError as exc:
+                raise argparse.ArgumentTypeError(
+                    f"bad item in list {text!r}: {exc}; expected a comma-separated list like {example}") from None
+        return tuple(out)
+    parse.__name__ = f"list of {getattr(item, '__name__', 'values').lstrip('_')}"
+    return parse
+
+
+def _figure_path(text: str) -> Path:
+    suffix = Path(text).suffix.lower()
+    if suffix not in FIGURE_EXTENSIONS:
+        raise argparse.ArgumentTypeError(
+            f"unsupported figure extension {suffix or '(none)'!r} in {text!r}; valid: {', '.join(FIGURE_EXTENSIONS)}")
+    return Path(text)
+
+
+# -- the RunConfig options ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Option:
+    """One RunConfig field as a command-line option (``--field-name``, dest ``field``)."""
+
+    field: str
+    help: str
+    type: Callable[[str], Any] | None = None  # None: an on/off flag (store_true)
+    metavar: str | None = None
+    default: str | None = None  # the default in words, where RunConfig's value needs explaining
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.field.replace("_", "-")
+
+    def add_to(self, parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+        if self.type is None:
+            parser.add_argument(self.flag, dest=self.field, action="store_true",
+                                help=f"{self.help} (default: off)")
+            return
+        default = self.default if self.default is not None else _words(getattr(_DEFAULTS, self.field))
+        parser.add_argument(self.flag, dest=self.field, type=self.type, default=None,
+                            metavar=self.metavar, help=f"{self.help} (default: {default})")
+
+
+def _words(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ",".join(map(str, value)) or "none"
+    return (f"{value:g}" if isinstance(value, float) else str(value)).replace("%", "%%")
+
+
+RUN_OPTIONS: tuple[Option, ...] = (
+    Option("model", f"network: {', '.join(MODELS)} (vgg is vgg_cifar, resnetN is resnet_cifar(N))", _str, "NAME"),
+    Option("scheme", f"normalization scheme of every conv: {', '.join(SCHEMES)}", _str, "SCHEME"),
+    Option("data", f"data set: {', '.join(DATASETS)} (digits: sklearn's 8x8 digits, bundled; synthetic: "
+                   "labelled synthetic images; cifar10: a local copy in ./data/cifar-10-batches-py, never "
+                   "downloaded)", _str, "NAME"),
+    Option("size", "image side in pixels: digits 8, 16 or 32; cifar10 32; synthetic any", _positive_int, "PX",
+           "8 for digits with simple_cnn, 32 for cifar10, else 16"),
+    Option("width", "base channel width of the model", _positive_int, "CHANNELS", "the model's own"),
+    Option("lr", "SGD learning rate, constant unless --lr-milestones", _float, "LR"),
+    Option("batch_size", "mini-batch size, images per step", _int, "N"),
+    Option("steps", "number of SGD steps (optimizer updates, not epochs)", _int, "N"),
+    Option("seed", "seed of the initialisation, the train/test split and the batch order", _nonneg_int, "SEED"),
+    Option("momentum", "SGD momentum", _nonneg_float, "M"),
+    Option("weight_decay", "SGD weight decay (L2 coefficient), never applied to PWS alpha", _nonneg_float, "WD"),
+    Option("lr_milestones", "comma-separated steps at which the learning rate is multiplied by 0.1, "
+                            "e.g. 150,225", _list_of(_nonneg_int, "150,225"), "STEPS", "none: constant lr"),
+    Option("gamma", "PWS gamma (scheme pws only; 0 allowed)", _float, "GAMMA",
+           "the layer's own, 1e-3"),
+    Option("gamma_mode", "how PWS reads --gamma: raw (gamma' = gamma) or equiv (gamma' = 2 gamma / fan)",
+           _str, "MODE"),
+    Option("freeze_alpha", "keep PWS alpha at its initial value (not trained)"),
+    Option("init_alpha", "set PWS alpha from the first batch (varprobe.layers.init_alpha) before training"),
+    Option("every", "probe every K steps", _int, "K"),
+    Option("quantities", f"what the probe records: {', '.join(QUANTITY_PRESETS)} (forward: activation "
+                         "statistics, loss and lr only; faster)", _str, "PRESET"),
+    Option("eval_steps", "comma-separated steps at which a fixed held-out batch (the first --eval-batch test "
+                         "images) is probed in eval mode, before that step's update, e.g. 0,100,299",
+           _list_of(_nonneg_int, "0,100,299"), "STEPS", "none"),
+    Option("eval_batch", "size of the held-out batch probed at --eval-steps, in images", _int, "N"),
+    Option("collapse_var", "stop the run as 'collapsed' when the variance of the logits over a batch exceeds "
+                           "this bound (or the loss is not finite)", _positive_float, "VAR"),
+    Option("threads", "torch CPU threads; runs with the same config, torch version and thread count are "
+                      "bit-identical", _positive_int, "N", "torch's default"),
+    Option("data_limit", "keep at most N training and N test images", _positive_int, "N", "all"),
+    Option("synthetic_n", "number of images of --data synthetic", _positive_int, "N"),
+)
+
+#: The RunConfig fields that ``grid`` sweeps, and the plural option of each.
+GRID_AXES = {"scheme": "schemes", "lr": "lrs", "batch_size": "batch_sizes", "seed": "seeds"}
+
+def config_from_args(args: argparse.Namespace, **fixed: Any) -> RunConfig:
+    """The RunConfig of parsed ``args`` (options not given keep RunConfig's defaults), with ``fixed``
+    fields on top. Raises ValueError (from RunConfig) naming a bad value."""
+    given = {o.field: getattr(args, o.field) for o in RUN_OPTIONS if hasattr(args, o.field)}
+    return RunConfig(**{k: v for k, v in given.items() if v is not None and v is not False}, **fixed)
+
+
+# -- subcommands ----------------------------------------------------------------------------------
+def cmd_run(args: argparse.Namespace) -> int:
+    """``varprobe run``: one training run into ``--out``."""
+    from ..experiment import run
+
+    parser = args.parser
+    try:
+        config = config_from_args(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    out = Path(args.out)
+    if not args.overwrite and out.is_dir() and any(out.iterdir()):
+        parser.error(f"run directory {out} already exists and is not empty; "
+                     "pass --overwrite to replace it, or choose another --out")
+    _check_data(config, parser)
+    print(f"{PROG} run: {config.model}/{config.scheme} on {config.data}, {config.steps} steps -> {out}",
+          file=sys.stderr)
+    try:
+        result = run(config, out, overwrite=args.overwrite)
+    except (FileExistsError, NotADirectoryError, RunLockedError) as exc:
+        parser.error(str(exc))
+    print(_summary(result))
+    return EXIT_OK
+
+
+def cmd_grid(args: argparse.Namespace) -> int:
+    """``varprobe grid``: schemes x lrs x batch sizes x seeds into ``--out/<name>``, resumable."""
+    from ..experiment import grid
+
+    parser = args.parser
+    axes = {field: getattr(args, plural) or (getattr(_DEFAULTS, field),) for field, plural in GRID_AXES.items()}
+    try:  # every config of the grid is validated before the first run starts
+        base = config_from_args(args, **{field: values[0] for field, values in axes.items()})
+        for combo in itertools.product(*axes.values()):
+            base.replace(**dict(zip(axes, combo)))
+    except ValueError as exc:
+        parser.error(str(exc))
+    _check_data(base, parser)
+    try:
+        runs = grid(base, args.out, schemes=axes["scheme"], lrs=axes["lr"], batch_sizes=axes["batch_size"],
+                    seeds=axes["seed"], progress=not args.no_progress)
+    except (FileExistsError, NotADirectoryError, RunLockedError) as exc:
+        parser.error(str(exc))
+    print(_table(runs))
+    return EXIT_OK
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    """``varprobe reproduce``: the experiments behind the paper's claims, into ``--out``."""
+    reproduce = _optional("varprobe.experiment.claims", "reproduce", args.command)
+    if reproduce is None:
+        return EXIT_MISSING
+    out = Path(args.out)
+    reproduce(args.profile, out, args.seeds)
+    written = [str(out / name) for name in ("claims.md", "claims.json") if (out / name).exists()]
+    if written:
+        print(f"wrote {' and '.join(written)}")
+    return EXIT_OK
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    """``varprobe plot``: a figure of run directories, by ``varprobe.plot.cli_plot(args)`` (which
+    writes ``args.out`` and prints its path)."""
+    missing = [d for d in args.run_dirs if not Path(d).is_dir()]
+    if missing:
+        args.parser.error(f"run directory {str(missing[0])!r} not found")
+    cli_plot = _optional("varprobe.plot", "cli_plot", args.command)
+    if cli_plot is None:
+        return EXIT_MISSING
+    try:
+        cli_plot(args)
+    except (ValueError, FileNotFoundError) as exc:  # e.g. a kind that needs --quantity
+        args.parser.error(str(exc))
+    return EXIT_OK
+
+
+# -- helpers --------------------------------------------------------------------------------------
+def _check_data(config: RunConfig, parser: argparse.ArgumentParser) -> None:
+    """Load the config's data now (cached for the run) so that a missing CIFAR-10 folder or a bad
+    data option is a one-line usage error."""
+    try:
+        load_data(config.data, config.image_size, config.seed, config.data_limit, config.synthetic_n)
+    except (FileNotFoundError, ValueError) as exc:
+        parser.error(str(exc))
+
+
+def _optional(module: str, name: str, command: str) -> Callable | None:
+    """``module.name``, imported now; None (after a one-line error) where another part of varprobe
+    that the subcommand needs is not there."""
+    try:
+        found = getattr(importlib.import_module(module), name, None)
+    except ModuleNotFoundError as exc:
+        if exc.name != module:
+            raise
+        found = None
+    if found is None:
+        print(f"{PROG} {command}: error: {module}.{name} is not available in this installation",
+              file=sys.stderr)
+    return found
+
+
+def _number(value: Any, fmt: str) -> str:
+    return "nan" if value is None else format(value, fmt)
+
+
+def _summary(result: Run) -> str:
+    res = result.meta.get("result") or {}
+    status = result.status
+    if res.get("collapsed_at") is not None:
+        status += f" at step {res['collapsed_at']}"
+    return (f"{status}  final loss {_number(res.get('final_loss'), '.4g')}  "
+            f"test accuracy {_number(res.get('test_accuracy'), '.4f')}  run dir {result.path}")
+
+
+def _table(runs: Sequence[Run]) -> str:
+    rows = [("name", "status", "test acc")]
+    for r in runs:
+        res = r.meta.get("result") or {}
+        acc = res.get("test_accuracy")
+        rows.append((r.path.name, r.status, "-" if acc is None else f"{acc:.4f}"))
+    widths = [max(len(row[i]) for row in rows) for i in range(2)]
+    return "\n".join(f"{a:<{widths[0]}}  {b:<{widths[1]}}  {c}" for a, b, c in rows)
+
+
+# -- the parser -----------------------------------------------------------------------------------
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=32)
+
+
+def _paragraphs(text: str, example: str | None = None) -> str:
+    """A description: ``text`` wrapped, then ``example`` as is (the formatter keeps it unwrapped)."""
+    out = textwrap.fill(text, width=88)
+    return f"{out}\n\nexample:\n  {example}" if example else out
+
+
+def _subparser(sub, name: str, usage: str, help: str, description: str, func,
+               example: str | None = None) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help, description=_paragraphs(description, example),
+                       usage=f"%(prog)s {usage}", formatter_class=_Formatter)
+    p.set_defaults(func=func, parser=p)
+    return p
+
+
+def _add_run(sub) -> None:
+    p = _subparser(sub, "run", "--out DIR [options]", "train one configured run into a run directory",
+                   "Train one model with the probe attached; write the run directory (meta.json with the "
+                   "config, status and result; the probe table with per-layer statistics, loss and lr) "
+                   "and print a one-line summary: status, final loss, test accuracy, run dir.", cmd_run,
+                   "varprobe run --model resnet20 --scheme pws --data digits --lr 0.1 --batch-size 64 "
+                   "--steps 300 --seed 0 --out runs/pws")
+    p.add_argument("--out", required=True, metavar="DIR", help="run directory to write (required)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace --out if it already holds a run (default: off: refuse)")
+    group = p.add_argument_group("run configuration")
+    for option in RUN_OPTIONS:
+        option.add_to(group)
+
+
+def _add_grid(sub) -> None:
+    p = _subparser(sub, "grid", "--out DIR [--schemes LIST] [--lrs LIST] [--batch-sizes LIST] [--seeds LIST] "
+                   "[options]", "run schemes x learning rates x batch sizes x seeds, resumably",
+                   "Run every combination of --schemes, --lrs, --batch-sizes and --seeds, one after the "
+                   "other, into DIR/<name> (name: the config fields that differ from the defaults), then "
+                   "print a table of the runs (name, status, test accuracy). Rerunning skips finished "
+                   "and collapsed runs and restarts unfinished ones. Every config is checked before the "
+                   "first run starts.", cmd_grid,
+                   "varprobe grid --schemes plain,bn,pws --lrs 0.05,0.2 --batch-sizes 64 --seeds 0,1,2 "
+                   "--out runs/grid")
+    p.add_argument("--out", required=True, metavar="DIR", help="root directory of the grid's runs (required)")
+    p.add_argument("--schemes", type=_list_of(_str, "plain,bn,pws"), metavar="LIST",
+                   help=f"comma-separated schemes, of: {', '.join(SCHEMES)} (default: {_DEFAULTS.scheme})")
+    p.add_argument("--lrs", type=_list_of(_float, "0.05,0.2"), metavar="LIST",
+                   help=f"comma-separated SGD learning rates (default: {_DEFAULTS.lr})")
+    p.add_argument("--batch-sizes", dest="batch_sizes", type=_list_of(_int, "64,128"), metavar="LIST",
+                   help=f"comma-separated mini-batch sizes, images per step (default: {_DEFAULTS.batch_size})")
+    p.add_argument("--seeds", type=_list_of(_nonneg_int, "0,1,2"), metavar="LIST",
+                   help=f"comma-separated seeds (default: {_DEFAULTS.seed})")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (default: a tqdm bar on stderr)")
+    group = p.add_argument_group("run configuration, shared by every run of the grid")
+    for option in RUN_OPTIONS:
+        if option.field not in GRID_AXES:
+            option.add_to(group)
+
+
+def _add_reproduce(sub) -> None:
+    p = _subparser(sub, "reproduce", "[--quick | --full] [--out DIR] [--seeds N]",
+                   "check the paper's claims numerically; write claims.md and claims.json",
+                   "Run the experiments behind every claim of the paper and write DIR/claims.md (claim, "
+                   "quantity, expected, measured with a 95% confidence interval over seeds, verdict), "
+                   "DIR/claims.json and the figures next to them.", cmd_reproduce)
+    profile = p.add_mutually_exclusive_group()
+    profile.add_argument("--quick", dest="profile", action="store_const", const="quick",
+                         help="small scale: small nets on digits or small synthetic images, a few hundred "
+                              "steps, 3 seeds; meant to take at most about 5 minutes on a 2-core CPU "
+                              "(default: on)")
+    profile.add_argument("--full", dest="profile", action="store_const", const="full",
+                         help="the paper's settings (resnet20 and vgg on CIFAR-10 when a local copy is "
+                              "present, synthetic 32x32 otherwise), for a bigger machine; prints its "
+                              "estimated time first (default: off)")
+    p.set_defaults(profile="quick")
+    p.add_argument("--out", default="runs/reproduce", metavar="DIR",
+                   help="directory of the report, figures and runs (default: %(default)s)")
+    p.add_argument("--seeds", type=_positive_int, default=None, metavar="N",
+                   help="number of seeds per experiment (default: the profile's, 3 for --quick)")
+
+
+def _add_plot(sub) -> None:
+    p = _subparser(sub, "plot", "RUN_DIR [RUN_DIR ...] --kind KIND [--quantity NAME] --out FILE",
+                   "draw a figure of one or more run directories",
+                   "Draw a figure of the runs in RUN_DIR... (by varprobe.plot) into FILE; the format "
+                   f"follows FILE's extension: {', '.join(FIGURE_EXTENSIONS)}.", cmd_plot)
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories written by run or grid")
+    p.add_argument("--kind", choices=PLOT_KINDS, required=True, metavar="KIND",
+                   help=f"figure (required): {', '.join(PLOT_KINDS)}")
+    p.add_argument("--quantity", metavar="NAME", default=None,
+                   help="probe quantity to show, for the kinds that take one (heatmap, curves), e.g. out.var "
+                        "(default: none)")
+    p.add_argument("--out", required=True, type=_figure_path, metavar="FILE",
+                   help=f"figure file to write (required); {', '.join(FIGURE_EXTENSIONS)} by extension")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``varprobe`` argument parser; each subcommand sets ``func`` and ``parser``."""
+    parser = argparse.ArgumentParser(
+        prog=PROG, formatter_class=_Formatter,
+        description="varprobe: variance transmission in PyTorch networks (BN vs WN vs PWS).",
+        epilog=f"Run '{PROG} COMMAND --help' for the options of a command.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_run(sub)
+    _add_grid(sub)
+    _add_reproduce(sub)
+    _add_plot(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line on ``argv`` (default ``sys.argv[1:]``) and return the exit status.
+
+    Bad arguments raise ``SystemExit(2)`` (argparse's convention), ``--help`` ``SystemExit(0)``.
+    """
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print(f"{PROG} {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
