@@ -1,0 +1,425 @@
+"""Tests of varprobe.plot.
+
+Most tests use SYNTHETIC long-format frames built below (made-up numbers with the shape of a
+probe table from ``varprobe.load_runs``), so they are fast and cover edge cases; one fixture
+trains a real tiny run (``RunConfig(steps=6, every=2)``) and draws every figure from it.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib import colors as mcolors
+from matplotlib.collections import PolyCollection, QuadMesh
+from matplotlib.figure import Figure
+
+import varprobe.plot as vp
+from varprobe.plot import _derive
+
+SCHEMES = ("plain", "bn", "wn", "pws")
+
+
+# ----------------------------------------------------------------------------- synthetic frames
+
+def synthetic_runs(schemes=SCHEMES, lrs=(0.05, 0.5), seeds=(0, 1), steps=range(0, 25, 5), n_conv=4,
+                   residual=False) -> pd.DataFrame:
+    """SYNTHETIC probe table shaped like ``varprobe.load_runs`` output (not real training data):
+    per run, ``n_conv`` conv layers and a linear head (plus a BatchNorm per conv for scheme bn),
+    layer/step-level quantities, and config columns. Unnormalized schemes grow with depth and
+    step; plain at the largest lr "collapses" (stops after the second recorded step) for seed 0."""
+    rows = []
+    steps = list(steps)
+    for scheme in schemes:
+        for lr in lrs:
+            for seed in seeds:
+                rng = np.random.default_rng([SCHEMES.index(scheme) if scheme in SCHEMES else 9,
+                                             int(lr * 1000), seed])
+                out = []
+                run = f"scheme={scheme}-lr={lr}-seed={seed}"
+                collapsed = scheme == "plain" and lr == max(lrs) and seed == 0
+                run_steps = steps[:2] if collapsed else steps
+                grow = 1.0 if scheme in ("bn", "pws") else 1.6
+                layers = []
+                for i in range(n_conv):
+                    layers.append((f"features.{i}.conv", i, "Conv2d" if scheme != "pws" else "PWSConv2d"))
+                    if scheme == "bn":
+                        layers.append((f"features.{i}.norm", i, "BatchNorm2d"))
+                layers.append(("head", n_conv, "Linear"))
+                for step in run_steps:
+                    t = 1 + step / 10 * lr * 10 * (grow - 1)
+                    for layer, depth, mtype in layers:
+                        noise = float(np.exp(rng.normal(0, 0.1)))
+                        v = grow ** depth * t * noise
+                        q = {"out.var": v, "in.var": v / grow * (1.0 if depth else 1.0 / t),
+                             "out.ch_var": 0.9 * v, "out.ch_sq_mean": 0.1 * v * t,
+                             "out.mean": rng.normal(0, 0.5),
+                             "grad_out.var": 1e-4 / grow ** depth, "grad_in.var": 1e-4 / grow ** (depth - 1)}
+                        if "Conv" in mtype:
+                            q.update({"gw.shift_ratio": 0.8 + (grow - 1) * 5 * noise,
+                                      "w.filter_sum_var": 2.0 * t * noise})
+                        if depth == 0:
+                            del q["grad_in.var"]
+                        for name, value in q.items():
+                            out.append((run, step, layer, depth, "train", mtype, name, float(value)))
+                    if residual:
+                        for b in range(n_conv // 2):
+                            for name, value in (("block.out.ch_var", grow ** b * t),
+                                                ("block.out.ch_sq_mean", 0.1 * grow ** b * t)):
+                                out.append((run, step, f"layer{b}", 2 * b + 1, "train", "ResidualBlock",
+                                            name, value))
+                    loss = 2.3 / (1 + step / 5) if not collapsed else float("inf") if step else 2.3
+                    out.append((run, step, "", -1, "train", "", "loss", loss))
+                    out.append((run, step, "", -1, "train", "", "lr", lr))
+                if scheme == "bn":  # a few eval-mode rows, which must never mix with train rows
+                    out.append((run, 0, "features.0.conv", 0, "eval", "Conv2d", "out.ch_var", 123.0))
+                status = "collapsed" if collapsed else "finished"
+                rows.extend(r + (status, scheme, lr, seed, 64) for r in out)
+    return pd.DataFrame(rows, columns=["run", "step", "layer", "depth", "mode", "module_type", "quantity",
+                                       "value", "status", "scheme", "lr", "seed", "batch_size"])
+
+
+@pytest.fixture(scope="module")
+def runs():
+    return synthetic_runs()
+
+
+@pytest.fixture(scope="module")
+def one_run(runs):
+    return runs[runs["run"] == "scheme=bn-lr=0.05-seed=0"]
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory):
+    """A REAL tiny training run (simple_cnn on digits, 6 steps, probed every 2), loaded back."""
+    from varprobe.experiment import RunConfig, run
+    import varprobe
+    root = tmp_path_factory.mktemp("real")
+    run(RunConfig(steps=6, every=2, threads=1), root / "tiny")
+    return varprobe.load_runs(root / "tiny"), root / "tiny"
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def panels(fig: Figure):
+    """Axes that hold data (not colorbars, not switched off)."""
+    return [ax for ax in fig.axes if ax.get_visible() and ax.axison and ax.get_label() != "<colorbar>"]
+
+
+def has_data(ax) -> bool:
+    return bool(ax.lines or ax.collections or ax.images)
+
+
+def assert_labelled(fig: Figure, n_panels: int) -> list:
+    axes = panels(fig)
+    assert len(axes) == n_panels, [a.get_title() for a in axes]
+    assert all(has_data(ax) for ax in axes)
+    assert any(ax.get_xlabel() for ax in axes) and any(ax.get_ylabel() for ax in axes)
+    assert fig.get_suptitle() or any(ax.get_title() for ax in axes)
+    return axes
+
+
+def close(fig):  # figures are not registered with pyplot; dropping them frees them
+    fig.clear()
+
+
+# ----------------------------------------------------------------------------- import hygiene
+
+def test_import_does_not_pull_torch_or_matplotlib_into_the_root():
+    code = ("import sys, varprobe; assert 'matplotlib' not in sys.modules, 'root imports matplotlib'\n"
+            "import varprobe.plot; assert 'torch' not in sys.modules, 'varprobe.plot imports torch'\n"
+            "import matplotlib; print(matplotlib.get_backend())")
+    env = {k: v for k, v in __import__("os").environ.items() if k not in ("DISPLAY", "MPLBACKEND")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().lower() == "agg"
+
+
+def test_every_recorded_quantity_has_a_short_label():
+    from varprobe.probe.quantities import QUANTITIES
+    from varprobe.plot.style import SHORT
+    assert set(QUANTITIES) <= set(SHORT), sorted(set(QUANTITIES) - set(SHORT))
+
+
+# ----------------------------------------------------------------------------- derivations
+
+def test_hue_style_merges_seeds_and_styles_other_settings(runs):
+    f, hue, style = _derive.hue_style(runs)
+    assert (hue, style) == ("scheme", "setting")
+    assert set(f["setting"]) == {"lr=0.05", "lr=0.5"}
+    one_lr = runs[runs["lr"] == 0.05]
+    assert _derive.hue_style(one_lr)[1:] == ("scheme", None)
+    single = runs[runs["run"] == runs["run"].iloc[0]].drop(columns=["scheme"])
+    assert _derive.hue_style(single)[1:] == (None, None)
+
+
+def test_ratios_are_out_over_in_and_grad_in_over_grad_out(runs):
+    r = _derive.ratios(runs)
+    f = runs[(runs["run"] == "scheme=wn-lr=0.05-seed=1") & (runs["step"] == 10) & (runs["layer"] == "features.2.conv")]
+    v = f.set_index("quantity")["value"]
+    got = r[(r["run"] == "scheme=wn-lr=0.05-seed=1") & (r["step"] == 10) & (r["layer"] == "features.2.conv")]
+    got = got.set_index("quantity")["value"]
+    assert got["fwd.var_ratio"] == pytest.approx(v["out.var"] / v["in.var"])
+    assert got["bwd.var_ratio"] == pytest.approx(v["grad_in.var"] / v["grad_out.var"])
+    first = r[(r["layer"] == "features.0.conv")]
+    assert set(first["quantity"]) == {"fwd.var_ratio"}  # no grad_in.var for the first layer
+    assert {"scheme", "lr", "seed", "depth"} <= set(r.columns)
+
+
+def test_pick_steps_default_and_snapping(runs):
+    assert _derive.pick_steps(runs) == [0, 10, 20]
+    assert _derive.pick_steps(runs, [1, 19]) == [0, 20]
+    assert _derive.pick_steps(runs, 2) == [0, 20]
+
+
+# ----------------------------------------------------------------------------- figures, synthetic
+
+def test_spp(runs):
+    fig = vp.spp(runs)
+    axes = assert_labelled(fig, 6)
+    assert axes[0].get_yscale() == "log"
+    assert "out.ch_var" in axes[0].get_ylabel() and "out.ch_sq_mean" in axes[3].get_ylabel()
+    assert [a.get_title().split("\n")[0] for a in axes[:3]] == ["step 0", "step 10", "step 20"]
+    assert "1 of 16 runs had stopped" in axes[2].get_title()  # the collapsed synthetic run
+    assert any(isinstance(c, PolyCollection) for c in axes[0].collections), "no CI band over seeds"
+    assert fig.legends and "plain" in [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "conv/linear" in fig.get_suptitle()
+    close(fig)
+
+
+def test_spp_steps_and_residual_blocks():
+    frame = synthetic_runs(schemes=("plain", "bn"), lrs=(0.1,), seeds=(0,), residual=True)
+    fig = vp.spp(frame, steps=[0, 20])
+    axes = assert_labelled(fig, 4)
+    assert "block" in axes[-1].get_xlabel() and "block.out.ch_var" in axes[0].get_ylabel()
+    assert "residual stream" in fig.get_suptitle()
+    close(fig)
+    fig = vp.spp(frame, blocks=False)
+    assert "depth" in panels(fig)[-1].get_xlabel()
+    close(fig)
+
+
+def test_spp_eval_mode_uses_only_eval_rows(runs):
+    fig = vp.spp(runs[runs["scheme"] == "bn"], mode="eval")
+    ys = np.concatenate([l.get_ydata() for l in panels(fig)[0].lines])
+    assert np.allclose(ys, 123.0)
+    close(fig)
+    with pytest.raises(ValueError, match="mode 'nope'"):
+        vp.spp(runs, mode="nope")
+
+
+def test_heatmap_one_run_and_per_scheme(runs, one_run):
+    fig = vp.heatmap(one_run, "out.var")
+    (ax,) = assert_labelled(fig, 1)
+    mesh = [c for c in ax.collections if isinstance(c, QuadMesh)][0]
+    assert mesh.get_array().shape == (9, 5)  # 4 conv + 4 bn + head, 5 steps
+    assert isinstance(mesh.norm, mcolors.LogNorm) or isinstance(mesh.norm, mcolors.Normalize)
+    assert [t.get_text() for t in ax.get_yticklabels()][:2] == ["features.0.conv", "features.0.norm"]
+    close(fig)
+    fig = vp.heatmap(runs, "out.var")
+    axes = assert_labelled(fig, 8)  # 4 schemes x 2 learning rates, seeds averaged
+    assert axes[0].get_title() == "plain, lr=0.05\n(mean of 2 seeds)"
+    assert axes[4].get_title() == "plain, lr=0.5\n(mean of 2 seeds; 1 stopped by step 5)"
+    assert any("colorbar" in a.get_label() for a in fig.axes)
+    close(fig)
+
+
+def test_heatmap_color_scales(runs):
+    fig = vp.heatmap(runs, "w.filter_sum_var", run="scheme=plain-lr=0.5-seed=1")
+    mesh = [c for c in panels(fig)[0].collections if isinstance(c, QuadMesh)][0]
+    assert isinstance(mesh.norm, mcolors.Normalize)
+    close(fig)
+    fig = vp.heatmap(runs, "out.mean")  # signed: linear, centred on 0
+    mesh = [c for c in panels(fig)[0].collections if isinstance(c, QuadMesh)][0]
+    assert not isinstance(mesh.norm, mcolors.LogNorm) and mesh.norm.vmin == -mesh.norm.vmax
+    close(fig)
+    fig = vp.heatmap(runs, "out.var", run="scheme=plain-lr=0.5-seed=1", log=True)
+    mesh = [c for c in panels(fig)[0].collections if isinstance(c, QuadMesh)][0]
+    assert isinstance(mesh.norm, mcolors.LogNorm)
+    close(fig)
+
+
+def test_heatmap_errors(runs):
+    with pytest.raises(ValueError, match="'no.such'.*out.var"):
+        vp.heatmap(runs, "no.such")
+    with pytest.raises(ValueError, match="step-level"):
+        vp.heatmap(runs, "loss")
+    with pytest.raises(ValueError, match="run 'nope' not in the frame"):
+        vp.heatmap(runs, "out.var", run="nope")
+
+
+def test_curves(runs):
+    fig = vp.curves(runs, "out.var")
+    axes = assert_labelled(fig, 5)  # 4 convs and the head (norm layers left out across schemes)
+    assert axes[0].get_title() == "features.0.conv (depth 0)"
+    assert any(isinstance(c, PolyCollection) for c in axes[-1].collections)
+    close(fig)
+    fig = vp.curves(runs, "out.var", layers=[0, "features.3.c*"])
+    assert [a.get_title() for a in assert_labelled(fig, 2)] == ["features.0.conv (depth 0)",
+                                                               "features.3.conv (depth 3)"]
+    close(fig)
+    fig = vp.curves(runs, "loss")
+    assert_labelled(fig, 1)
+    close(fig)
+    with pytest.raises(ValueError, match="layer 'nope' matches no layer"):
+        vp.curves(runs, "out.var", layers=["nope"])
+    with pytest.raises(ValueError, match="'nope'"):
+        vp.curves(runs, "nope")
+
+
+def test_curves_single_scheme_colours_layers(one_run):
+    fig = vp.curves(one_run, "out.var")
+    (ax,) = assert_labelled(fig, 1)
+    assert len(ax.lines) == 9  # every layer of the bn run, coloured by depth
+    close(fig)
+    fig = vp.curves(one_run, "out.var", max_layers=2)
+    assert len(panels(fig)[0].lines) == 4 and "4 of 9 layers" in fig.get_suptitle()
+    close(fig)
+
+
+def test_shift(runs):
+    fig = vp.shift(runs)
+    axes = assert_labelled(fig, 2)
+    assert "gw.shift_ratio" in axes[0].get_ylabel() and "w.filter_sum_var" in axes[1].get_ylabel()
+    assert any(isinstance(c, PolyCollection) for c in axes[0].collections)
+    close(fig)
+
+
+def test_transmission(runs):
+    fig = vp.transmission(runs)
+    axes = assert_labelled(fig, 6)
+    assert "fwd.var_ratio" in axes[0].get_ylabel() and "bwd.var_ratio" in axes[3].get_ylabel()
+    assert all(a.get_yscale() == "log" for a in axes)
+    close(fig)
+
+
+def test_theory_vs_measured():
+    rng = np.random.default_rng(0)
+    pred = np.geomspace(0.1, 100, 40)
+    frame = pd.DataFrame({"predicted": pred, "measured": pred * np.exp(rng.normal(0, 0.15, 40)),
+                          "scheme": np.repeat(SCHEMES, 10), "layer": "x", "step": 0})
+    fig = vp.theory_vs_measured(frame, band=0.2, quantity="out.var")
+    (ax,) = assert_labelled(fig, 1)
+    assert ax.get_xscale() == ax.get_yscale() == "log"
+    assert "within ±20%" in ax.get_title()
+    assert [t.get_text() for t in fig.legends[0].get_texts()][:4] == list(SCHEMES)
+    close(fig)
+    with pytest.raises(ValueError, match="predicted"):
+        vp.theory_vs_measured(frame.drop(columns="predicted"))
+
+
+def test_collapse_map(runs):
+    fig = vp.collapse_map(runs)
+    (ax,) = assert_labelled(fig, 1)
+    texts = [t.get_text() for t in ax.texts]
+    assert "loss inf\n1/2 collapsed" in texts  # plain at the large lr: one seed blew up
+    assert sum("0/2 collapsed" in t for t in texts) == 7
+    assert [t.get_text() for t in ax.get_xticklabels()] == list(SCHEMES)
+    close(fig)
+    summary = pd.DataFrame({"scheme": ["plain", "pws"], "lr": [1.0, 1.0],
+                            "status": ["collapsed", "finished"], "final_loss": [np.nan, 0.5]})
+    fig = vp.collapse_map(summary)
+    assert "loss 0.5\n0/1 collapsed" in [t.get_text() for t in panels(fig)[0].texts]
+    close(fig)
+
+
+def test_collapse_map_facets_other_settings(runs):
+    more = pd.concat([runs, runs.assign(batch_size=128, run=runs["run"] + "-b128")])
+    fig = vp.collapse_map(more)
+    assert [a.get_title() for a in assert_labelled(fig, 2)] == ["batch_size=128", "batch_size=64"]
+    close(fig)
+
+
+@pytest.mark.parametrize("ext", ["png", "svg", "pdf"])
+def test_save_formats(one_run, tmp_path, ext):
+    fig = vp.curves(one_run, "loss")
+    path = vp.save_figure(fig, tmp_path / f"sub/fig.{ext}")
+    head = path.read_bytes()[:8]
+    assert {"png": head.startswith(b"\x89PNG"), "svg": b"<?xml" in head,
+            "pdf": head.startswith(b"%PDF")}[ext]
+    close(fig)
+    with pytest.raises(ValueError, match="'jpg'.*png, .svg, .pdf"):
+        vp.save_figure(vp.curves(one_run, "loss"), tmp_path / "fig.jpg")
+
+
+def test_legends_sit_outside_the_panels():
+    runs = synthetic_runs(lrs=(0.05, 0.5), seeds=(0, 1), steps=(0, 10), n_conv=2)
+    frame = pd.DataFrame({"predicted": [1.0, 2.0], "measured": [1.1, 1.9], "scheme": ["bn", "pws"]})
+    # curves and transmission place their legend with the same code as spp and shift
+    for fig in (vp.spp(runs), vp.shift(runs), vp.theory_vs_measured(frame)):
+        fig.canvas.draw()
+        (legend,) = fig.legends
+        box = legend.get_window_extent()
+        for ax in panels(fig):
+            assert not box.overlaps(ax.get_window_extent()), (fig.get_suptitle(), ax.get_title())
+        close(fig)
+
+
+def test_a_bare_probe_frame_works(one_run):
+    bare = one_run[["step", "layer", "depth", "mode", "module_type", "quantity", "value"]]  # Probe.frame()
+    for fig, n in [(vp.spp(bare), 6), (vp.curves(bare, "out.var"), 1), (vp.shift(bare), 2),
+                   (vp.heatmap(bare, "out.var"), 1), (vp.transmission(bare), 6)]:
+        assert_labelled(fig, n)
+        close(fig)
+    with pytest.raises(ValueError, match="needs the runs. scheme, lr"):
+        vp.collapse_map(bare)
+
+
+def test_figures_show_in_notebooks_without_pyplot(one_run):
+    fig = vp.curves(one_run, "loss")
+    assert fig._repr_png_().startswith(b"\x89PNG")
+    close(fig)
+
+
+def test_layer_order_puts_blocks_after_their_convs():
+    frame = pd.DataFrame({"layer": ["s.0", "s.0.branch.0.conv", "s.0.branch.0.norm", "s.0.branch.2.conv", "head"],
+                          "depth": [1, 0, 0, 1, 2],
+                          "module_type": ["ResidualBlock", "Conv2d", "BatchNorm2d", "Conv2d", "Linear"]})
+    assert _derive.layer_order(frame) == ["s.0.branch.0.conv", "s.0.branch.0.norm", "s.0.branch.2.conv",
+                                          "s.0", "head"]
+
+
+# ----------------------------------------------------------------------------- a real tiny run
+
+def test_real_run_every_figure(real):
+    frame, _ = real
+    assert frame["step"].max() == 4
+    for fig, n in [(vp.spp(frame), 6), (vp.heatmap(frame, "out.ch_var"), 1),
+                   (vp.curves(frame, "gw.shift_ratio"), 1), (vp.curves(frame, "loss"), 1),
+                   (vp.shift(frame), 2), (vp.transmission(frame), 6), (vp.collapse_map(frame), 1)]:
+        assert_labelled(fig, n)
+        close(fig)
+
+
+def test_cli_plot_writes_the_file(real, tmp_path, capsys):
+    _, path = real
+    out = tmp_path / "spp.png"
+    got = vp.cli_plot(SimpleNamespace(run_dirs=[str(path)], kind="spp", quantity=None, out=str(out)))
+    assert got == out and out.read_bytes().startswith(b"\x89PNG")
+    assert capsys.readouterr().out.strip() == str(out)
+    out = tmp_path / "h.svg"
+    vp.cli_plot(SimpleNamespace(run_dirs=[str(path)], kind="heatmap", quantity="out.var", out=str(out)))
+    assert out.stat().st_size > 1000
+
+
+@pytest.mark.parametrize("kind, quantity, out, match", [
+    ("nope", None, "f.png", r"unknown plot kind 'nope'; valid kinds: spp, heatmap, curves"),
+    ("heatmap", None, "f.png", r"'heatmap' needs a quantity"),
+    ("spp", "out.var", "f.png", r"'spp' takes no quantity"),
+    ("spp", None, "f.gif", r"unknown figure format 'gif'"),
+])
+def test_cli_plot_errors(tmp_path, kind, quantity, out, match):
+    args = SimpleNamespace(run_dirs=[str(tmp_path / "missing")], kind=kind, quantity=quantity,
+                           out=str(tmp_path / out))
+    with pytest.raises(ValueError, match=match):
+        vp.cli_plot(args)
+
+
+def test_cli_plot_unknown_quantity_names_it(real, tmp_path):
+    _, path = real
+    with pytest.raises(ValueError, match="quantity 'out.nope' is not in the frame"):
+        vp.cli_plot(SimpleNamespace(run_dirs=[str(path)], kind="curves", quantity="out.nope",
+                                    out=str(tmp_path / "c.png")))

@@ -1,0 +1,32 @@
+"""Figures from probe tables: signal propagation, heat maps, curves, the gradient shift,
+transmission ratios, theory checks and collapse maps.
+
+Every function takes a DataFrame in the long format of ``Probe.frame()`` or
+``varprobe.load_runs`` (one run or many) and returns a matplotlib ``Figure``; none touches a
+model or a probe, and ``import varprobe.plot`` does not import torch. Runs that differ only by
+``seed`` are averaged, with a 95% confidence band (seaborn ``errorbar=("ci", 95)``); colour is
+the scheme, dashes other settings that vary (e.g. learning rate). Figures live on an Agg canvas
+outside pyplot: return one from a notebook cell to show it, or ``save_figure(fig, "f.png")``.
+
+=======================  ====================================================================
+``spp``                  channel variance and squared channel mean over depth, per step
+``heatmap``              one quantity, depth x step
+``curves``               one quantity over steps, per layer
+``shift``                ``gw.shift_ratio`` and ``w.filter_sum_var`` over training, by scheme
+``transmission``         forward Var(out)/Var(in) and backward gradient ratio per layer
+``theory_vs_measured``   predicted vs measured, y = x and an error band
+``collapse_map``         learning rate x scheme: collapsed or finished, final loss
+``cli_plot``             the ``varprobe plot`` subcommand (``draw`` + ``save_figure``)
+=======================  ====================================================================
+"""
+from .cli import FORMATS, KINDS, cli_plot, draw, save_figure
+from .collapse import collapse_map
+from .curves import curves
+from .heatmap import heatmap
+from .shift import shift
+from .spp import spp
+from .theory import theory_vs_measured
+from .transmission import transmission
+
+__all__ = ["spp", "heatmap", "curves", "shift", "transmission", "theory_vs_measured", "collapse_map",
+           "cli_plot", "draw", "save_figure", "KINDS", "FORMATS"]

@@ -1,0 +1,274 @@
+"""Pure pandas derivations behind the plots: grouping runs, picking steps and layers, ratios.
+
+Nothing here imports matplotlib (or torch); every function takes and returns DataFrames in the
+long format of a probe table (``step, layer, depth, mode, module_type, quantity, value``, and for
+frames from ``varprobe.load_runs`` also ``run``, ``status`` and one column per config entry).
+"""
+from __future__ import annotations
+
+import fnmatch
+import re
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["STAT_COLUMNS", "config_columns", "prepare", "hue_style", "run_table", "pick_steps",
+           "is_weight_layer", "spp_table", "ratios", "conv_mean", "final_state", "select_layers",
+           "layer_order", "RATIO_QUANTITIES"]
+
+STAT_COLUMNS = ("step", "layer", "depth", "mode", "module_type", "quantity", "value")
+_NOT_CONFIG = set(STAT_COLUMNS) | {"run", "status", "setting", "final_loss", "last_step"}
+#: Config entries that say how the run was recorded, not what was trained; never split groups.
+_RECORDING = re.compile(r"^(probe\.|threads$|every$|eval_steps$|eval_batch$|quantities$|config\.)")
+#: Derived by :func:`ratios`.
+RATIO_QUANTITIES = ("fwd.var_ratio", "bwd.var_ratio")
+_WEIGHT_TYPE = re.compile(r"conv|linear", re.IGNORECASE)
+
+
+def config_columns(frame: pd.DataFrame) -> list[str]:
+    """The columns of ``frame`` that come from the runs' configs (everything not a statistic)."""
+    return [c for c in frame.columns if c not in _NOT_CONFIG]
+
+
+def prepare(frame: pd.DataFrame, mode: str | None = "train") -> pd.DataFrame:
+    """Rows of ``mode`` (all modes if None), with a ``run`` column ("run" for a single probe frame)."""
+    if not isinstance(frame, pd.DataFrame):
+        raise TypeError(f"expected a pandas DataFrame (a probe table), got {type(frame).__name__}")
+    missing = [c for c in ("step", "layer", "quantity", "value") if c not in frame.columns]
+    if missing:
+        raise ValueError(f"not a probe table: missing column(s) {', '.join(missing)}; "
+                         f"columns: {', '.join(map(str, frame.columns))}")
+    out = frame
+    if mode is not None and "mode" in out.columns:
+        modes = sorted(set(out["mode"].dropna().astype(str)))
+        if mode not in modes:
+            raise ValueError(f"no rows with mode {mode!r}; modes in the frame: {', '.join(modes) or 'none'}")
+        out = out[out["mode"] == mode]
+    if "run" not in out.columns:
+        out = out.assign(run="run")
+    return out
+
+
+def run_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per run: its config columns and status (first row of each run)."""
+    cols = ["run"] + [c for c in ("status",) if c in frame.columns] + config_columns(frame)
+    return frame[cols].drop_duplicates("run").reset_index(drop=True)
+
+
+def _varying(runs: pd.DataFrame, cols: Iterable[str], within: str | None) -> list[str]:
+    out = []
+    for c in cols:
+        key = runs[c].astype(str)  # None/NaN-safe comparison
+        if within is None:
+            if key.nunique() > 1:
+                out.append(c)
+        elif key.groupby(runs[within].astype(str)).nunique().max() > 1:
+            out.append(c)
+    return out
+
+
+def hue_style(frame: pd.DataFrame) -> tuple[pd.DataFrame, str | None, str | None]:
+    """Label runs for seaborn: ``(frame, hue, style)``.
+
+    Runs that differ only by ``seed`` get the same labels, so seaborn averages them and draws a
+    confidence band. The hue is ``scheme`` when the frame has that column; config entries that
+    also vary within a scheme (e.g. ``lr``) become the style (a ``setting`` column such as
+    "lr=0.5"). Without a ``scheme`` column the varying config entries (seed excluded) become the
+    hue (``setting``), or the run name when nothing else tells runs apart. A single run has no hue.
+    Recording options (``probe.*``, ``every``, ...) never split groups.
+    """
+    runs = run_table(frame)
+    cand = [c for c in config_columns(frame) if c not in ("seed", "scheme") and not _RECORDING.match(c)]
+    if "scheme" in runs.columns and runs["scheme"].notna().all():
+        extra = _varying(runs, cand, "scheme")
+        if not extra:
+            return frame, "scheme", None
+        labels = _labels(runs, extra)
+        return frame.assign(setting=frame["run"].map(labels)), "scheme", "setting"
+    if len(runs) == 1:
+        return frame, None, None
+    extra = _varying(runs, cand, None)
+    if extra:
+        return frame.assign(setting=frame["run"].map(_labels(runs, extra))), "setting", None
+    return frame, "run", None
+
+
+def _labels(runs: pd.DataFrame, cols: list[str]) -> dict:
+    def fmt(v):
+        return f"{v:g}" if isinstance(v, float) else str(v)
+    return {r["run"]: ", ".join(f"{c}={fmt(r[c])}" for c in cols) for _, r in runs.iterrows()}
+
+
+def setting_labels(runs: pd.DataFrame, exclude: Iterable[str] = ()) -> pd.Series | None:
+    """For a one-row-per-run table: a label per row (e.g. "batch_size=128") from the config
+    columns that vary, except seed, recording options and ``exclude``; None if none vary."""
+    cand = [c for c in config_columns(runs) if c not in ("seed", *exclude) and not _RECORDING.match(c)]
+    extra = _varying(runs, cand, None)
+    if not extra:
+        return None
+    labels = _labels(runs, extra)
+    return runs["run"].map(labels)
+
+
+def pick_steps(frame: pd.DataFrame, steps: Sequence[int] | int | None = None) -> list[int]:
+    """Steps to show. None: first, middle and last recorded step (fewer if fewer are recorded);
+    an int n: n steps evenly spread; a list: each snapped to the nearest recorded step."""
+    have = np.array(sorted(set(int(s) for s in frame["step"].unique())))
+    if have.size == 0:
+        raise ValueError("the frame has no rows to plot (no recorded steps)")
+    if steps is None or isinstance(steps, (int, np.integer)):
+        n = 3 if steps is None else int(steps)
+        if n < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        idx = np.unique(np.round(np.linspace(0, have.size - 1, min(n, have.size))).astype(int))
+        return [int(have[i]) for i in idx]
+    out = []
+    for s in steps:
+        near = int(have[np.argmin(np.abs(have - int(s)))])
+        if near not in out:
+            out.append(near)
+    return out
+
+
+def is_weight_layer(module_type: pd.Series) -> pd.Series:
+    """Whether each row's module is a conv or linear layer (the layers that define ``depth``)."""
+    return module_type.astype(str).str.contains(_WEIGHT_TYPE)
+
+
+def layer_order(frame: pd.DataFrame) -> list[str]:
+    """Layer names in forward order: by depth; within a depth the conv/linear layer first, then
+    the layers after it (norms), then residual blocks (a name that is a parent of another layer's
+    name, whose output follows its branch); ties by first appearance. Step-level rows last."""
+    cols = ["layer", "depth"] + (["module_type"] if "module_type" in frame.columns else [])
+    f = frame[cols].drop_duplicates("layer")
+    names = f["layer"].astype(str).tolist()
+    prefixes = {n[:i] for n in names for i, ch in enumerate(n) if ch == "."}
+    weight = is_weight_layer(f["module_type"]).to_numpy() if "module_type" in f.columns else np.zeros(len(f), bool)
+    rank = [0 if w else 2 if n in prefixes else 1 for n, w in zip(names, weight)]
+    f = f.assign(_pos=range(len(f)), _d=f["depth"].where(f["depth"] >= 0, 10**9), _r=rank)
+    return f.sort_values(["_d", "_r", "_pos"])["layer"].tolist()
+
+
+def spp_table(frame: pd.DataFrame, steps: Sequence[int], prefer_blocks: bool = True) -> tuple[pd.DataFrame, str]:
+    """Signal-propagation rows at ``steps``: columns run, step, x, layer, stat ("ch_var" or
+    "ch_sq_mean"), value, plus config columns.
+
+    Returns ``(table, kind)``: kind "block" when ``block.out.*`` rows exist (residual nets: x =
+    block index in forward order, the residual stream after each add) and ``prefer_blocks``;
+    otherwise "layer" (x = depth, the output of each conv/linear layer: norm layers share their
+    conv's depth and are left out so nets with and without norm layers align).
+    """
+    f = frame[frame["step"].isin(steps)]
+    blocks = f[f["quantity"].isin(["block.out.ch_var", "block.out.ch_sq_mean"])]
+    if prefer_blocks and len(blocks):
+        kind = "block"
+        rows = blocks.assign(stat=blocks["quantity"].str.slice(len("block.out.")))
+        order = {}
+        for run, g in rows.groupby("run", sort=False):
+            for i, name in enumerate(layer_order(g)):
+                order[(run, name)] = i
+        rows = rows.assign(x=[order[(r, l)] for r, l in zip(rows["run"], rows["layer"])])
+    else:
+        kind = "layer"
+        rows = f[f["quantity"].isin(["out.ch_var", "out.ch_sq_mean"])]
+        if "module_type" in rows.columns:
+            rows = rows[is_weight_layer(rows["module_type"])]
+        rows = rows[rows["depth"] >= 0]
+        rows = rows.assign(stat=rows["quantity"].str.slice(len("out.")), x=rows["depth"])
+    return rows.reset_index(drop=True), kind
+
+
+def ratios(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per-layer transmission ratios, long format (quantity ``fwd.var_ratio`` = out.var / in.var
+    and ``bwd.var_ratio`` = grad_in.var / grad_out.var) with the layer's depth, module_type and
+    the run's config columns. A layer without ``in.var`` or ``grad_in.var`` (e.g. the first layer,
+    whose input needs no gradient) has no row for that ratio, nor has a non-finite ratio."""
+    need = ["out.var", "in.var", "grad_in.var", "grad_out.var"]
+    keys = [c for c in ("run", "step", "mode", "layer") if c in frame.columns]
+    base = frame[frame["quantity"].isin(need)]
+    cols = ["fwd.var_ratio", "bwd.var_ratio"]
+    if base.empty:
+        return pd.DataFrame(columns=[*keys, "depth", "module_type", "quantity", "value"])
+    wide = base.pivot_table(index=keys, columns="quantity", values="value", aggfunc="first")
+    for q in need:
+        if q not in wide.columns:
+            wide[q] = np.nan
+    with np.errstate(divide="ignore", invalid="ignore"):
+        wide["fwd.var_ratio"] = wide["out.var"] / wide["in.var"]
+        wide["bwd.var_ratio"] = wide["grad_in.var"] / wide["grad_out.var"]
+    long = wide[cols].reset_index().melt(id_vars=keys, value_vars=cols, var_name="quantity",
+                                         value_name="value")
+    long["value"] = long["value"].replace([np.inf, -np.inf], np.nan)
+    long = long.dropna(subset=["value"])
+    attrs = [c for c in ("depth", "module_type") if c in frame.columns]
+    per_layer = frame[[c for c in ("run", "layer") if c in frame.columns] + attrs].drop_duplicates(
+        [c for c in ("run", "layer") if c in frame.columns])
+    long = long.merge(per_layer, on=[c for c in ("run", "layer") if c in frame.columns], how="left")
+    if "run" in frame.columns:
+        long = long.merge(run_table(frame), on="run", how="left")
+    return long
+
+
+def conv_mean(frame: pd.DataFrame, quantities: Sequence[str]) -> pd.DataFrame:
+    """Per run, step and quantity: the mean over conv layers (module_type containing "Conv") of
+    each of ``quantities``, with the run's config columns. Non-finite values are dropped first."""
+    f = frame[frame["quantity"].isin(quantities)]
+    if "module_type" in f.columns:
+        f = f[f["module_type"].astype(str).str.contains("conv", case=False)]
+    f = f[np.isfinite(f["value"].to_numpy(dtype=float))]
+    g = f.groupby(["run", "step", "quantity"], sort=False)["value"].mean().reset_index()
+    return g.merge(run_table(frame), on="run", how="left")
+
+
+def final_state(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per run: config columns, ``status`` ("unknown" if the frame has none),
+    ``final_loss`` (the last recorded training loss, NaN if none; inf/NaN if it blew up),
+    ``last_step`` (last recorded step)."""
+    runs = run_table(frame)
+    if "status" not in runs.columns:
+        runs["status"] = "unknown"
+    loss = frame[frame["quantity"] == "loss"]
+    if "mode" in loss.columns:
+        loss = loss[loss["mode"] == "train"]
+    last_loss = loss.sort_values("step").groupby("run")["value"].last()
+    runs["final_loss"] = runs["run"].map(last_loss).astype(float)
+    runs["last_step"] = runs["run"].map(frame.groupby("run")["step"].max())
+    return runs
+
+
+def select_layers(frame: pd.DataFrame, layers, *, max_default: int = 6,
+                  weight_only: bool = False) -> tuple[list[str], int]:
+    """Layer names to show, in forward order, and how many layers they were picked from.
+
+    ``layers``: None (all, or ``max_default`` spread over depth when there are more; only
+    conv/linear layers, when there are any, with ``weight_only``), or a
+    list of names, glob patterns on names (``"features.*"``) and ints (depths: the conv/linear
+    layer of that depth). Raises ValueError
+    naming an entry that matches nothing, with the layers available."""
+    order = layer_order(frame)
+    if layers is None:
+        if weight_only and "module_type" in frame.columns:
+            weights = set(frame.loc[is_weight_layer(frame["module_type"]), "layer"])
+            order = [l for l in order if l in weights] or order
+        if len(order) <= max_default:
+            return order, len(order)
+        idx = np.unique(np.round(np.linspace(0, len(order) - 1, max_default)).astype(int))
+        return [order[i] for i in idx], len(order)
+    if isinstance(layers, (str, int, np.integer)):
+        layers = [layers]
+    depth = frame.drop_duplicates("layer").set_index("layer")["depth"] if "depth" in frame.columns else None
+    chosen: list[str] = []
+    for entry in layers:
+        if isinstance(entry, (int, np.integer)) and not isinstance(entry, bool):
+            hits = [] if depth is None else [l for l in order if depth.get(l) == int(entry)]
+            if len(hits) > 1 and "module_type" in frame.columns:  # the conv/linear layer of that depth
+                mtype = frame.drop_duplicates("layer").set_index("layer")["module_type"]
+                hits = [h for h in hits if is_weight_layer(pd.Series([mtype.get(h, "")])).iloc[0]] or hits
+        else:
+            hits = [l for l in order if fnmatch.fnmatchcase(l, str(entry))]
+        if not hits:
+            shown = ", ".join(repr(l) for l in order[:40]) + (", ..." if len(order) > 40 else "")
+            raise ValueError(f"layer {entry!r} matches no layer with this quantity; layers: {shown}")
+        chosen.extend(h for h in hits if h not in chosen)
+    return [l for l in order if l in chosen], len(order)

@@ -1,0 +1,80 @@
+"""Signal-propagation plots over depth, as small multiples over training steps."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from . import _derive as d
+from .style import DEPTH_LABEL, Lines, finite, new_figure, note, qlabel
+
+__all__ = ["spp"]
+
+
+def spp(frame: pd.DataFrame, steps: Sequence[int] | int | None = None, mode: str = "train",
+        *, blocks: bool = True) -> Figure:
+    """Signal-propagation plot: how the activation statistics grow or stay put with depth, and how
+    that changes during training.
+
+    Rows: ``out.ch_var`` (mean over channels of each channel's variance) and ``out.ch_sq_mean``
+    (mean over channels of the squared channel mean, the SPP quantity of Brock et al.), log y.
+    Columns: training steps (default: first, a middle and the last recorded step; an int n picks
+    n evenly spread steps; a list is snapped to recorded steps). x: depth, i.e. the output of
+    each conv/linear layer in forward order (norm layers are left out, so nets with and without
+    norm layers line up). For residual nets with ``block.out.*`` rows (and ``blocks=True``) the
+    residual stream after each block's add is plotted instead, x = block index. Colour: scheme
+    (or run); runs that differ only by seed are averaged with a 95% CI band; other settings
+    (e.g. learning rate) get dashes.
+
+    What a reader should see: at step 0 all schemes roughly agree (flat or gently sloping over
+    depth; the linear head's logits start small). As training goes on, without normalization
+    (plain, and WN) the variance and especially the squared channel mean (the mean shift) grow
+    and vary from layer to layer, most at a large learning rate; if the paper's claim holds, BN
+    and PWS stay lower and flatter. A run missing from a later column stopped early (collapsed);
+    the column title says how many.
+
+    Args:
+        frame: a probe table (``Probe.frame()``) or several runs from ``varprobe.load_runs``.
+        steps: steps to show (see above).
+        mode: "train" (training forwards) or "eval" (eval-mode forwards, where recorded).
+        blocks: prefer ``block.out.*`` rows when present.
+    """
+    f = d.prepare(frame, mode)
+    steps = d.pick_steps(f[f["quantity"].isin(["out.ch_var", "block.out.ch_var"])], steps)
+    rows, kind = d.spp_table(f, steps, prefer_blocks=blocks)
+    if rows.empty:
+        raise ValueError("no out.ch_var / out.ch_sq_mean rows of conv/linear layers (or block.out.* "
+                         "rows) in the frame; record them with Probe(..., quantities='all' or 'forward')")
+    rows, hue, style = d.hue_style(rows)
+    rows, dropped = finite(rows, positive=True)
+    lines = Lines(rows, hue, style)
+    prefix = "block.out." if kind == "block" else "out."
+    stats = ["ch_var", "ch_sq_mean"]
+    fig, axes = new_figure(2, len(steps), panel=(3.3, 2.7), extra=(1.8, 0), sharex=True, sharey="row")
+    n_runs = f["run"].nunique()
+    for j, step in enumerate(steps):
+        at = rows[rows["step"] == step]
+        for i, stat in enumerate(stats):
+            ax = axes[i, j]
+            lines.draw(ax, at[at["stat"] == stat], "x")
+            ax.set_yscale("log")
+            ax.grid(True, which="major", alpha=0.3)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            if i == 0:
+                missing = n_runs - at["run"].nunique()
+                ax.set_title(f"step {step}" + (f"\n({missing} of {n_runs} runs had stopped)" if missing else ""),
+                             fontsize=10)
+            if j == 0:
+                ax.set_ylabel(qlabel(prefix + stat, width=30))
+            if i == 1:
+                ax.set_xlabel("residual block (forward order)" if kind == "block"
+                              else DEPTH_LABEL)
+    what = ("residual stream after each block's add" if kind == "block"
+            else "output of each conv/linear layer")
+    fig.suptitle(f"Signal propagation over depth ({what}, {mode} mode)")
+    lines.legend(fig)
+    if dropped:
+        note(fig, f"{dropped} non-finite or non-positive values left out (log scale).")
+    return fig

@@ -1,0 +1,70 @@
+"""Forward and backward variance transmission ratios per layer."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from . import _derive as d
+from .style import DEPTH_LABEL, Lines, finite, new_figure, note, qlabel
+
+__all__ = ["transmission"]
+
+
+def transmission(frame: pd.DataFrame, steps: Sequence[int] | int | None = None,
+                 mode: str = "train") -> Figure:
+    """Variance transmission per layer: what each conv/linear layer does to the variance of the
+    signal going forward and of the gradient going backward.
+
+    Top row: forward ratio Var(out) / Var(in) (``out.var / in.var`` of the layer). Bottom row:
+    backward ratio Var(dL/d in) / Var(dL/d out) (``grad_in.var / grad_out.var``; the first
+    layer has none, its input needs no gradient; for a layer whose input also feeds a residual
+    path the gradient reaching its input includes that path). x: depth (conv/linear layers in
+    forward order), log y, dotted line at 1 (variance preserved). Columns: training steps
+    (default first, a middle and the last recorded; ratios derived by
+    ``varprobe.plot._derive.ratios``). Colour = scheme, dashes = other settings, mean over seeds
+    with a 95% CI band.
+
+    What a reader should see: at step 0 the forward ratios agree across schemes, about 2-3 for a
+    He-initialized conv after a ReLU (He init preserves E[x^2], not the variance of the ReLU
+    output); during training the unnormalized nets' ratios drift far above that, so their product
+    (the variance at depth) grows; if the paper's claim holds, BN and PWS keep them close to
+    their initial values. Backward ratios show the same for gradients flowing back.
+    """
+    f = d.prepare(frame, mode)
+    r = d.ratios(f)
+    if "module_type" in r.columns:
+        r = r[d.is_weight_layer(r["module_type"])]
+    r = r[r["depth"] >= 0] if "depth" in r.columns else r
+    if r.empty:
+        raise ValueError("no transmission ratios: the frame needs out.var and in.var (forward) or "
+                         "grad_in.var and grad_out.var (backward) of conv/linear layers")
+    steps = d.pick_steps(r, steps)
+    r = r[r["step"].isin(steps)]
+    r, dropped = finite(r, positive=True)
+    r, hue, style = d.hue_style(r)
+    lines = Lines(r, hue, style)
+    qs = list(d.RATIO_QUANTITIES)
+    fig, axes = new_figure(2, len(steps), panel=(3.3, 2.7), extra=(1.8, 0), sharex=True, sharey="row")
+    for j, step in enumerate(steps):
+        at = r[r["step"] == step]
+        for i, qn in enumerate(qs):
+            ax = axes[i, j]
+            lines.draw(ax, at[at["quantity"] == qn], "depth")
+            ax.set_yscale("log")
+            ax.axhline(1.0, color="#777777", linestyle=":", linewidth=1.2)
+            ax.grid(True, alpha=0.3)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            if i == 0:
+                ax.set_title(f"step {step}", fontsize=10)
+            if j == 0:
+                ax.set_ylabel(qlabel(qn, width=28))
+            if i == len(qs) - 1:
+                ax.set_xlabel(DEPTH_LABEL)
+    lines.legend(fig)
+    fig.suptitle(f"Variance transmission per layer ({mode} mode; 1 = preserved)")
+    if dropped:
+        note(fig, f"{dropped} non-finite or non-positive ratios left out (log scale).")
+    return fig
