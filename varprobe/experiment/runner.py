@@ -9,7 +9,7 @@ from typing import Iterable
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from ..layers import PWSConv2d, init_alpha
 from ..probe import Probe

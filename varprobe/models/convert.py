@@ -31,6 +31,10 @@ def convert(model: nn.Module, scheme: str, *, drop_batchnorm: bool = False, **op
     torch.fx where the model traces, else inside ``nn.Sequential``) becomes ``nn.Identity``; a
     BatchNorm2d that cannot be matched to a conv raises ValueError naming it. ``options`` go to
     ``make_conv`` (``gamma``, ``gamma_mode``, ``fan``, ``gn_groups``, ...). ``model`` is not modified.
+
+    The converted kernels keep the old weights' scale, which for PyTorch's default conv init is
+    fan * Var = 1/3, not He's 2: without its BatchNorms such a network starts with a vanishing
+    signal. Call ``varprobe.layers.init_alpha(converted, batch)`` to rescale PWS convs from data.
     """
     check_scheme(scheme)
     new_model = copy.deepcopy(model)
