@@ -1,0 +1,121 @@
+"""Every quantity the Probe records, against a float64 reference computed without hooks.
+
+Net (tests/probe/nets.py) has odd shapes, a grouped dilated conv followed by an in-place ReLU, a PWS
+conv, a residual add (ResidualBlock), BatchNorm, GroupNorm and a Linear head. Four training steps,
+one of them with two forwards (gradient accumulation, different batch sizes), and an eval forward.
+"""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from varprobe.probe import Probe
+
+from .nets import LAYERS, clone, expected_eval, expected_train, make_net
+
+F64 = torch.float64
+
+
+def _batch(n: int, seed: int, dtype=F64):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, 11, 9, generator=g).to(dtype), torch.randint(0, 4, (n,), generator=g)
+
+
+def _run(dtype):
+    """Train the probed net; return the probe's table and the expected {(step, mode, layer, q): v}."""
+    net = make_net(0, dtype)
+    opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
+    plan = {0: [_batch(5, 1, dtype)], 1: [_batch(5, 2, dtype), _batch(3, 3, dtype)],
+            2: [_batch(4, 4, dtype)], 3: [_batch(5, 5, dtype)]}
+    eval_x = _batch(6, 9, dtype)[0]
+    expected: dict[tuple, float] = {}
+    prev_gi = None
+    probe = Probe(net)
+    with probe:
+        for step, batches in plan.items():
+            exp, prev_gi = expected_train(clone(net), [(x.to(F64), y) for x, y in batches], prev_gi)
+            for k, v in exp.items():
+                expected[(step, "train") + k] = v
+            losses = []
+            for x, y in batches:
+                loss = F.cross_entropy(net(x), y)
+                loss.backward()
+                losses.append(loss.item())
+            probe.step(loss=losses[-1], lr=0.05)
+            expected[(step, "train", "", "loss")] = losses[-1]
+            expected[(step, "train", "", "lr")] = 0.05
+            opt.step()
+            opt.zero_grad()
+            if step == 1:  # an eval forward between steps 1 and 2: recorded at step 2, mode "eval"
+                ref = clone(net).eval()
+                for k, v in expected_eval(ref, [eval_x.to(F64)]).items():
+                    expected[(2, "eval") + k] = v
+                net.eval()
+                with torch.no_grad():
+                    net(eval_x)
+                net.train()
+    return probe.frame(), expected
+
+
+def _compare(frame, expected, rtol, atol, only=None, zero_tol=None):
+    got = {(r.step, r.mode, r.layer, r.quantity): r.value for r in frame.itertuples()}
+    assert len(got) == len(frame), "duplicate (step, mode, layer, quantity) rows"
+    if only is None:
+        missing = sorted(set(expected) - set(got), key=str)
+        extra = sorted(set(got) - set(expected), key=str)
+        assert not missing, f"missing rows: {missing[:10]}"
+        assert not extra, f"unexpected rows: {extra[:10]}"
+    bad = []
+    for key, want in expected.items():
+        if only is not None and not any(key[3].startswith(p) for p in only):
+            continue
+        have = got[key]
+        if math.isnan(want) and math.isnan(have):
+            continue
+        if zero_tol is not None and abs(want) < 1e-12 and abs(have) < zero_tol:
+            continue  # zero by construction (PWS filter means), rounding noise in float32
+        if not math.isclose(have, want, rel_tol=rtol, abs_tol=atol):
+            bad.append((key, have, want))
+    assert not bad, f"{len(bad)} mismatches, e.g. {bad[:8]}"
+
+
+def test_every_quantity_matches_float64_reference():
+    frame, expected = _run(F64)
+    _compare(frame, expected, rtol=1e-9, atol=1e-13)
+    # metadata columns
+    meta = frame[frame.layer != ""].drop_duplicates(["layer"]).set_index("layer")
+    for name, (mtype, depth, *_rest) in LAYERS.items():
+        assert meta.loc[name, "module_type"] == mtype
+        assert meta.loc[name, "depth"] == depth
+    assert meta.loc["block", "module_type"] == "ResidualBlock" and meta.loc["block", "depth"] == 2
+    assert set(frame["mode"]) == {"train", "eval"}
+    assert (frame[frame["mode"] == "eval"]["step"] == 2).all()
+    assert frame.dtypes["step"] == "int64" and frame.dtypes["depth"] == "int64"
+    assert frame.dtypes["value"] == "float64"
+
+
+def test_float32_model_matches_float64_reference():
+    frame, expected = _run(torch.float32)
+    only = ("in.var", "in.sq_mean", "out.var", "out.sq_mean", "out.ch_var", "block.out.var",
+            "branch.out.var", "grad_out.sq_mean", "grad_in.var", "w.", "k.", "gw.avg_abs", "gw.rms",
+            "bn.var_ratio", "norm.")
+    _compare(frame, expected, rtol=2e-4, atol=1e-12, only=only, zero_tol=1e-7)
+
+
+@pytest.mark.parametrize("every,recorded", [(2, {0, 2}), (3, {0, 3})])
+def test_schedule_records_only_scheduled_steps(every, recorded):
+    net = make_net(0)
+    probe = Probe(net, every=every, modes=("train",))
+    with probe:
+        for _ in range(4):
+            x, y = _batch(3, 0)
+            F.cross_entropy(net(x), y).backward()
+            probe.step()
+            net.zero_grad()
+    frame = probe.frame()
+    assert set(frame["step"]) == recorded
+    # sign persistence compares with the previous *recorded* step
+    assert set(frame[frame.quantity == "gw.sign_persistence"]["step"]) == recorded - {0}

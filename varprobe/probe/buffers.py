@@ -1,0 +1,186 @@
+"""Device-side accumulators of a Probe: per-channel moments of many tensors in one flat buffer.
+
+A *site* is one recorded tensor role of one layer (its input, output, output gradient, ...). Each
+site owns a slice of C channels of a preallocated float64 buffer holding, per channel, the sum, the
+sum of squares and the maximum of everything seen since the last reset, plus a non-finite count per
+site. Element counts are host integers (known from shapes), so accumulating never syncs. At the end
+of a step, :meth:`Moments.summary` turns every site into its statistics with a few vectorized ops,
+whatever the number of sites, and :meth:`Moments.all_reduce_` sums the buffer across ranks in one
+collective.
+"""
+from __future__ import annotations
+
+import zlib
+from collections.abc import Hashable
+
+import torch
+from torch import Tensor
+
+__all__ = ["Moments", "SUMMARY_COLUMNS"]
+
+#: Columns of :meth:`Moments.summary`, one row per site.
+SUMMARY_COLUMNS = ("mean", "var", "sq_mean", "ch_var", "ch_sq_mean", "dead_frac", "nonfinite")
+_F64 = torch.float64
+
+
+class Moments:
+    """Accumulators of per-channel (sum, sum of squares, max) and non-finite counts of many sites."""
+
+    def __init__(self) -> None:
+        self.index: dict[Hashable, int] = {}
+        self.channels: list[int] = []
+        self.offsets: list[int] = []
+        self.counts: list[int] = []  # elements per channel since the last reset, per site (host)
+        self.size = 0
+        self.device: torch.device | None = None
+        self.data: Tensor | None = None  # (3, capacity): sum, sum of squares, max
+        self.nonfinite: Tensor | None = None  # (site capacity,)
+        self._views: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []
+        self._layout_cache: tuple[tuple, tuple[Tensor, Tensor, Tensor, Tensor]] | None = None
+        self._counts_dev: Tensor | None = None  # counts after a cross-rank reduction
+
+    def __len__(self) -> int:
+        return len(self.channels)
+
+    # -- allocation ------------------------------------------------------------------------------
+    def site(self, key: Hashable, channels: int, device: torch.device) -> int:
+        """Index of the site ``key``, allocating C = ``channels`` zeroed channels the first time."""
+        i = self.index.get(key)
+        if i is not None:
+            return i
+        if self.device is None:
+            self.device = device
+        i = len(self.channels)
+        self.index[key] = i
+        self.channels.append(channels)
+        self.offsets.append(self.size)
+        self.counts.append(0)
+        self.size += channels
+        self._grow()
+        self._layout_cache = None
+        return i
+
+    def _view(self, i: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        o, c = self.offsets[i], self.channels[i]
+        return self.data[0, o:o + c], self.data[1, o:o + c], self.data[2, o:o + c], self.nonfinite[i:i + 1]
+
+    def _grow(self) -> None:
+        cap = 0 if self.data is None else self.data.shape[1]
+        site_cap = 0 if self.nonfinite is None else self.nonfinite.shape[0]
+        if self.size > cap or len(self.channels) > site_cap:  # reallocate (doubling), keep contents
+            data = torch.zeros(3, max(2 * cap, self.size, 256), dtype=_F64, device=self.device)
+            data[2].fill_(-torch.inf)
+            nonfinite = torch.zeros(max(2 * site_cap, len(self.channels), 64), dtype=_F64, device=self.device)
+            if self.data is not None:
+                data[:, :cap].copy_(self.data)
+                nonfinite[:site_cap].copy_(self.nonfinite)
+            self.data, self.nonfinite = data, nonfinite
+            self._views = [self._view(i) for i in range(len(self.channels))]
+        else:
+            self._views.append(self._view(len(self.channels) - 1))
+
+    def nbytes(self) -> int:
+        """Bytes held by the accumulators (independent of the batch size)."""
+        return sum(t.numel() * t.element_size() for t in (self.data, self.nonfinite) if t is not None)
+
+    # -- hot path --------------------------------------------------------------------------------
+    def add(self, i: int, n: int, s: Tensor, q: Tensor, m: Tensor | None = None,
+            nonfinite: Tensor | None = None) -> None:
+        """Add per-channel sums ``s``, ``q`` of n elements per channel (and maxima ``m``) to site i."""
+        sv, qv, mv, fv = self._views[i]
+        if s.device != self.device:
+            s, q = s.to(self.device), q.to(self.device)
+            m = m.to(self.device) if m is not None else None
+        sv.add_(s)
+        qv.add_(q)
+        if m is not None:
+            torch.maximum(mv, m, out=mv)
+        if nonfinite is not None:
+            fv.add_(nonfinite.to(fv.device))
+        self.counts[i] += n
+
+    def reset(self) -> None:
+        """Zero every site (allocation is kept)."""
+        if self.data is not None:
+            self.data[:2].zero_()
+            self.data[2].fill_(-torch.inf)
+            self.nonfinite.zero_()
+        self.counts = [0] * len(self.channels)
+        self._counts_dev = None
+
+    def fired(self, i: int) -> bool:
+        return self.counts[i] > 0
+
+    def channel_sums(self, i: int) -> tuple[Tensor, Tensor]:
+        """Views of site i's per-channel sum and sum of squares (C,)."""
+        return self._views[i][0], self._views[i][1]
+
+    def count(self, i: int) -> Tensor | int:
+        """Elements per channel of site i (a device scalar after ``all_reduce_``)."""
+        return self._counts_dev[i] if self._counts_dev is not None else self.counts[i]
+
+    # -- end of step -----------------------------------------------------------------------------
+    def signature(self) -> tuple[int, int, int]:
+        """(sites, channels, hash of the layout): equal on every rank when layouts agree."""
+        layout = repr((list(self.index), self.channels)).encode()
+        return len(self.channels), self.size, zlib.crc32(layout) % (2 ** 31)
+
+    def all_reduce_(self, group=None) -> None:
+        """Sum sums, sums of squares, non-finite counts and counts, and max the maxima, across ranks.
+
+        Every rank must have allocated the same sites in the same order (the same layers fired)."""
+        import torch.distributed as dist
+
+        k, t = len(self.channels), self.size
+        if k == 0:
+            return
+        counts = torch.tensor(self.counts, dtype=_F64).to(self.device)
+        flat = torch.cat([self.data[:2, :t].reshape(-1), self.nonfinite[:k], counts])
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=group)
+        self.data[:2, :t].copy_(flat[:2 * t].view(2, t))
+        self.nonfinite[:k].copy_(flat[2 * t:2 * t + k])
+        self._counts_dev = flat[2 * t + k:]
+        maxima = self.data[2, :t].contiguous()
+        dist.all_reduce(maxima, op=dist.ReduceOp.MAX, group=group)
+        self.data[2, :t].copy_(maxima)
+        self._layout_cache = None
+
+    def _layout(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        # Segment ids and counts per channel; rebuilt only when the layout or the counts change
+        # (with a fixed batch size, once), so the steady state does no host-to-device copy.
+        key = (self.size, tuple(self.counts)) if self._counts_dev is None else None
+        if key is not None and self._layout_cache is not None and self._layout_cache[0] == key:
+            return self._layout_cache[1]
+        dev = self.device
+        channels = torch.tensor(self.channels, dtype=torch.long)
+        seg = torch.repeat_interleave(torch.arange(len(self.channels)), channels).to(dev)
+        counts = (self._counts_dev if self._counts_dev is not None
+                  else torch.tensor(self.counts, dtype=_F64).to(dev))
+        c = channels.to(dev, _F64)
+        layout = (seg, counts[seg], counts * c, c)
+        if key is not None:
+            self._layout_cache = (key, layout)
+        return layout
+
+    def summary(self) -> Tensor | None:
+        """Statistics of every site, shape (sites, 7), columns ``SUMMARY_COLUMNS``, float64.
+
+        Site with C channels, n elements per channel, per-channel sums s_c, q_c and maxima m_c:
+        mean = sum_c s_c / (nC), sq_mean = sum_c q_c / (nC), var = sq_mean - mean^2;
+        ch_var = mean_c (q_c / n - (s_c / n)^2), ch_sq_mean = mean_c (s_c / n)^2,
+        dead_frac = mean_c [m_c <= 0]. Sites with n = 0 give NaN.
+        """
+        k, t = len(self.channels), self.size
+        if k == 0:
+            return None
+        seg, n_c, n_site, c = self._layout()
+        s, q, m = self.data[0, :t], self.data[1, :t], self.data[2, :t]
+        mean_c = s / n_c
+        var_c = (q / n_c - mean_c * mean_c).clamp_min(0.0)
+        per_channel = torch.stack([s, q, var_c, mean_c * mean_c, (m <= 0).to(_F64)])
+        tot = torch.zeros(5, k, dtype=_F64, device=self.device).index_add_(1, seg, per_channel)
+        mean = tot[0] / n_site
+        sq_mean = tot[1] / n_site
+        var = (sq_mean - mean * mean).clamp_min(0.0)
+        return torch.stack([mean, var, sq_mean, tot[2] / c, tot[3] / c, tot[4] / c,
+                            self.nonfinite[:k]], dim=1)

@@ -1,0 +1,132 @@
+"""The quantities a Probe records: names, definitions, presets.
+
+Conventions for every quantity below:
+
+- Variances are biased (divide by the number of elements n, not n - 1).
+- "Channel" is axis 1 of a module's input or output (N, C, ...) for convs, norms and blocks, and the
+  last axis for ``nn.Linear`` and ``nn.LayerNorm`` (features). Whole-tensor statistics reduce over
+  every axis; channel-wise ones reduce over every axis but the channel axis (batch and positions),
+  then average over channels.
+- Statistics of a step merge every forward of that step exactly (gradient accumulation), in float64.
+- Gradients are those autograd computes for the loss the user backpropagates. With a mean-reduced
+  loss over a batch of B samples, dL/dy of each activation scales as 1/B, so ``grad_out.var``,
+  ``grad_out.sq_mean`` and ``grad_in.var`` scale as 1/B^2 and ``gw.avg_abs`` and ``gw.rms`` as 1/B
+  relative to a sum-reduced loss; ratios (``gw.shift_ratio``, ``gw.bias_corr``,
+  ``gw.sign_persistence``, backward transmission ratios) do not depend on the reduction. Under
+  torch.distributed the gradient statistics refer to the global loss L = mean over ranks of the
+  rank losses (DDP's gradient averaging): each rank's activation gradients are scaled by
+  1 / world_size before the moments are summed across ranks.
+"""
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable
+
+__all__ = ["QUANTITIES", "PRESETS", "OUT_SUFFIXES", "resolve_quantities", "describe"]
+
+_OUT_DOCS = {
+    "mean": "mean of all elements of {t}",
+    "var": "biased variance of all elements of {t}: E[x^2] - E[x]^2 over batch, channels, positions",
+    "sq_mean": "second moment E[x^2] of all elements of {t}",
+    "ch_var": "mean over channels c of the biased variance of channel c of {t} over batch and positions",
+    "ch_sq_mean": "mean over channels c of the squared channel mean mu_c^2 of {t} (mu_c over batch and "
+                  "positions): the signal-propagation-plot (SPP) quantity",
+    "dead_frac": "fraction of channels of {t} that are never positive over the step's batch(es): "
+                 "max_c <= 0, i.e. all zero after a ReLU",
+    "nonfinite": "count of non-finite (inf or NaN) elements of {t} over the step's batch(es)",
+}
+#: Suffixes recorded for ``out.``, ``block.out.`` and ``branch.out.``.
+OUT_SUFFIXES = tuple(_OUT_DOCS)
+
+QUANTITIES: dict[str, str] = {}
+for _s in ("mean", "var", "sq_mean"):
+    QUANTITIES[f"in.{_s}"] = _OUT_DOCS[_s].format(t="the module's input x (its first positional argument)")
+for _s, _d in _OUT_DOCS.items():
+    QUANTITIES[f"out.{_s}"] = _d.format(t="the module's output y")
+for _s, _d in _OUT_DOCS.items():
+    QUANTITIES[f"block.out.{_s}"] = _d.format(
+        t="a residual block's output (the residual stream after the add; ResidualBlock, a marked "
+          "block, or the input of a Tap(kind='block'))")
+for _s, _d in _OUT_DOCS.items():
+    QUANTITIES[f"branch.out.{_s}"] = _d.format(
+        t="a residual block's branch output before the add (the block's branch child, or the input "
+          "of a Tap(kind='branch')); rows carry the block's name")
+QUANTITIES.update({
+    "grad_out.var": "biased variance of all elements of dL/dy, y the module's output (train forwards only)",
+    "grad_out.sq_mean": "E[(dL/dy)^2] over all elements of dL/dy",
+    "grad_in.var": "biased variance of all elements of dL/dx, x the module's input: the total gradient "
+                   "reaching x, summed over all its consumers (e.g. a residual identity path and the "
+                   "branch), not only through this module. Absent when x does not require grad (first layer)",
+    "w.fan_var": "raw weight W (O, ...), n = W[0].numel(): mean_i n * Var(W_i), Var biased over filter i",
+    "w.filter_mean_abs": "raw weight: mean_i |mean(W_i)|",
+    "w.filter_sum_var": "raw weight: biased variance over filters of the filter sums 1^T W_i (the authors' shift)",
+    "w.filter_sum_sq": "raw weight: mean_i (1^T W_i)^2, the squared filter sum of the shift term",
+    "w.sq_norm": "raw weight: mean_i ||W_i||^2, the squared filter norm of the zero-mean term sigma^2 ||W_i||^2",
+    "k.fan_var": "effective kernel K = kernel() of a reparametrized conv (WN/WS/PWS/centered) or "
+                 "torch parametrization: mean_i n * Var(K_i)",
+    "k.filter_mean_abs": "effective kernel: mean_i |mean(K_i)|",
+    "k.filter_sum_var": "effective kernel: biased variance over filters of 1^T K_i",
+    "k.filter_sum_sq": "effective kernel: mean_i (1^T K_i)^2",
+    "k.sq_norm": "effective kernel: mean_i ||K_i||^2",
+    "k.alpha_mean": "PWS: mean over filters of the learnable gain alpha_i",
+    "k.shrink": "PWS: mean over filters of sqrt(s_i^2 / (s_i^2 + gamma')), s_i^2 the biased variance of "
+                "raw filter i: how much gamma' shrinks the kernel (1 = not at all)",
+    "gw.avg_abs": "g_i = mean over filter i of dL/dW (raw weight): mean_i |g_i|",
+    "gw.rms": "sqrt(mean of (dL/dW)^2 over all entries)",
+    "gw.shift_ratio": "gw.avg_abs / (gw.rms / sqrt(n)): about 0.8 for zero-mean independent entries, "
+                      ">> 1 when every filter's gradient is offset (the shift of the average gradient)",
+    "gw.sign_persistence": "fraction of filters whose g_i has the same sign as at the previous recorded "
+                           "step (absent at the first; NaN when every g_i is zero up to rounding, "
+                           "|g_i| <= 1000 eps rms_i, as for PWS, whose average gradient is exactly zero)",
+    "gw.bias_corr": "Pearson correlation over filters between g_i and mean(x) * sum over batch and "
+                    "positions of dL/dy_i (= mu * dL/db_i whether or not the layer has a bias; mu the "
+                    "mean of the input over the step): near 1 when the average gradient is the bias "
+                    "gradient times the input mean, as the shift theory predicts. NaN when every "
+                    "sum of dL/dy_i is zero up to rounding (|sum| <= 1000 eps sqrt(n sum (dL/dy_i)^2)), "
+                    "e.g. a conv followed by BatchNorm in training mode, whose backward makes it "
+                    "exactly zero, or when every g_i is (PWS)",
+    "bn.mean_gap": "BatchNorm: mean over channels of |mu_B,c - mu_R,c| / sqrt(var_R,c + eps), mu_B, var_B "
+                   "the batch statistics of the input over the step, mu_R, var_R the running "
+                   "statistics before the step's first forward",
+    "bn.var_ratio": "BatchNorm: mean over channels of var_B,c / var_R,c (var_B biased)",
+    "norm.weight_mean": "BatchNorm/GroupNorm/LayerNorm with affine weight: mean of gamma",
+    "norm.bias_mean": "BatchNorm/GroupNorm/LayerNorm with affine bias: mean of beta",
+    "loss": "step level (layer ''): the loss passed to Probe.step (its mean if not a scalar)",
+    "lr": "step level (layer ''): the learning rate passed to Probe.step",
+})
+
+FORWARD_OUT = tuple(q for q in QUANTITIES if q.split(".")[0] in ("out", "block", "branch"))
+PRESETS: dict[str, tuple[str, ...]] = {
+    "all": tuple(QUANTITIES),
+    # Output statistics only: one read of each probed output, no gradients or weights.
+    "forward": FORWARD_OUT + ("loss", "lr"),
+}
+
+
+def resolve_quantities(quantities: str | Iterable[str]) -> frozenset[str]:
+    """Names selected by a preset ("all", "forward"), or by an iterable of names and glob patterns.
+
+    Raises ValueError naming the entry that matches nothing, with the valid presets and names.
+    """
+    if isinstance(quantities, str):
+        if quantities in PRESETS:
+            return frozenset(PRESETS[quantities])
+        quantities = [quantities]
+    chosen: set[str] = set()
+    for pattern in quantities:
+        if not isinstance(pattern, str):
+            raise TypeError(f"quantities entries must be str, got {pattern!r}")
+        hits = [q for q in QUANTITIES if fnmatch.fnmatchcase(q, pattern)]
+        if not hits:
+            raise ValueError(f"quantity {pattern!r} matches nothing; presets: {', '.join(PRESETS)}; "
+                             f"quantities: {', '.join(QUANTITIES)}")
+        chosen.update(hits)
+    return frozenset(chosen)
+
+
+def describe(name: str) -> str:
+    """The definition of quantity ``name`` (see the module docstring for shared conventions)."""
+    try:
+        return QUANTITIES[name]
+    except KeyError:
+        raise ValueError(f"unknown quantity {name!r}; quantities: {', '.join(QUANTITIES)}") from None

@@ -1,0 +1,155 @@
+"""Which modules of a model a Probe hooks, and in which role."""
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from ..layers import ResidualBlock
+from .tap import Tap
+
+__all__ = ["Target", "Selector", "DEFAULT_BLOCKS", "unwrap", "role_of", "candidates", "select"]
+
+CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+NORM_TYPES = (_BatchNorm, nn.GroupNorm, nn.LayerNorm)
+#: Residual block types recorded as ``block.out.*`` by default, with the name of their branch child.
+DEFAULT_BLOCKS: dict[type, str | None] = {ResidualBlock: "branch"}
+
+Selector = "str | type | nn.Module | Callable[[str, nn.Module], bool] | Iterable[...] | None"
+
+
+@dataclass(eq=False)
+class Target:
+    """One hooked module. ``name`` is the ``layer`` column: the module's ``named_modules()`` name,
+    or for a block's branch and for a Tap, the name of the block they belong to."""
+
+    name: str
+    module: nn.Module
+    role: str  # "conv", "linear", "norm", "block", "branch" or "other"
+    module_type: str
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module to hook: DDP / DataParallel wrappers are unwrapped (``.module``), so layer names
+    are the same with and without them. A ``torch.compile``'d module is refused (ValueError): hooks
+    added after compiling are silently skipped by the compiled code."""
+    while isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+        model = model.module
+    compiled = [n for n, m in model.named_modules()
+                if hasattr(m, "_orig_mod") or getattr(m, "_compiled_call_impl", None) is not None]
+    if compiled:
+        where = "the model" if compiled[0] == "" else f"submodule {compiled[0]!r}"
+        raise ValueError(
+            f"{where} is already torch.compile'd: hooks added now would be skipped by the compiled "
+            "code. Create and attach the Probe on the original module before calling torch.compile "
+            "(probe = Probe(model); probe.attach(); model_c = torch.compile(model)), or probe the "
+            "original (model_c._orig_mod) and run probe steps through it eagerly")
+    return model
+
+
+def role_of(module: nn.Module, blocks: Mapping[type, str | None]) -> str | None:
+    """The role of a module a Probe records by default, or None."""
+    if isinstance(module, Tap):
+        return module.kind
+    if isinstance(module, tuple(blocks)):
+        return "block"
+    if isinstance(module, CONV_TYPES):
+        return "conv"
+    if isinstance(module, nn.Linear):
+        return "linear"
+    if isinstance(module, NORM_TYPES):
+        return "norm"
+    return None
+
+
+def _parent(name: str) -> str:
+    return name.rpartition(".")[0]
+
+
+def candidates(model: nn.Module, blocks: Mapping[type, str | None] = DEFAULT_BLOCKS
+               ) -> list[tuple[str, nn.Module, str]]:
+    """(name, module, role) of every module recorded by default, in ``named_modules()`` order."""
+    return [(n, m, r) for n, m in model.named_modules() if (r := role_of(m, blocks)) is not None]
+
+
+def _targets(model: nn.Module, name: str, module: nn.Module, role: str,
+             blocks: Mapping[type, str | None]) -> list[Target]:
+    if isinstance(module, Tap):
+        parent = _parent(name)
+        owner = model.get_submodule(parent) if parent else module
+        return [Target(parent or name, module, module.kind, type(owner).__name__)]
+    kind = type(module).__name__
+    if role != "block":
+        return [Target(name, module, role, kind)]
+    out = [Target(name, module, "block", kind)]
+    branch_attr = next((b for t, b in blocks.items() if isinstance(module, t)), None)
+    branch = getattr(module, branch_attr, None) if branch_attr else None
+    if isinstance(branch, nn.Module):
+        out.append(Target(name, branch, "branch", kind))
+    return out
+
+
+def _describe(model: nn.Module, blocks: Mapping[type, str | None], limit: int = 40) -> str:
+    found = candidates(model, blocks)
+    if not found:
+        names = [f"{n} ({type(m).__name__})" for n, m in model.named_modules() if n][:limit]
+        return ("the model has no probe-able module (Conv, Linear, BatchNorm/GroupNorm/LayerNorm, "
+                f"residual blocks, Tap); its modules: {', '.join(names) or 'none'}")
+    listed = ", ".join(f"{n or '<root>'} ({type(m).__name__})" for n, m, _ in found[:limit])
+    more = f", ... ({len(found)} in all)" if len(found) > limit else ""
+    return f"probe-able modules: {listed}{more}"
+
+
+def _match(model: nn.Module, sel, blocks: Mapping[type, str | None]) -> list[tuple[str, nn.Module]]:
+    named = list(model.named_modules())
+    if isinstance(sel, str):
+        if not any(ch in sel for ch in "*?["):
+            return [(n, m) for n, m in named if n == sel]
+        return [(n, m, ) for n, m, _ in candidates(model, blocks) if fnmatch.fnmatchcase(n, sel)]
+    if isinstance(sel, type):
+        return [(n, m) for n, m in named if isinstance(m, sel)]
+    if isinstance(sel, nn.Module):
+        return [(n, m) for n, m in named if m is sel]
+    if callable(sel):
+        return [(n, m) for n, m in named if sel(n, m)]
+    raise TypeError(f"layers entries must be a name or glob, a module type, a module or a "
+                    f"callable (name, module) -> bool, got {sel!r}")
+
+
+def select(model: nn.Module, layers=None, blocks: Mapping[type, str | None] = DEFAULT_BLOCKS
+           ) -> list[Target]:
+    """The targets a Probe hooks for a ``layers`` selection.
+
+    ``layers``: None (every Conv1d/2d/3d, Linear, BatchNorm/GroupNorm/LayerNorm, residual block of a
+    type in ``blocks`` and Tap), a glob on module names (among those), an exact module name (any
+    module), a module type, a module, a callable ``(name, module) -> bool``, or a list of these.
+    Modules selected explicitly that have no role above are recorded as "other" (input, output and
+    their gradients). Raises ValueError, listing the probe-able modules, when the selection or one
+    of its entries matches nothing.
+    """
+    if layers is None:
+        chosen = [(n, m) for n, m, _ in candidates(model, blocks)]
+        if not chosen:
+            raise ValueError(_describe(model, blocks))
+    else:
+        entries = list(layers) if isinstance(layers, (list, tuple, set, frozenset)) else [layers]
+        if not entries:
+            raise ValueError(f"layers={layers!r} selects nothing; {_describe(model, blocks)}")
+        chosen, seen = [], set()
+        for sel in entries:
+            hits = _match(model, sel, blocks)
+            if not hits:
+                raise ValueError(f"layers entry {sel!r} matches no module; {_describe(model, blocks)}")
+            for n, m in hits:
+                if id(m) not in seen:
+                    seen.add(id(m))
+                    chosen.append((n, m))
+        order = {id(m): i for i, (_, m) in enumerate(model.named_modules())}
+        chosen.sort(key=lambda nm: order[id(nm[1])])
+    targets: list[Target] = []
+    for n, m in chosen:
+        targets += _targets(model, n, m, role_of(m, blocks) or "other", blocks)
+    return targets
