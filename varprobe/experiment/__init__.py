@@ -1,6 +1,6 @@
-"""Training experiments: a configured run into a run directory, grids of runs, the shared loop."""
+"""Training experiments: a configured run into a run directory, grids of runs, the paper's claims."""
 from .config import RunConfig
-from .runner import grid, run
-from .train import TrainResult, accuracy, sgd, train
+from .runner import grid, load_model, run
+from .train import accuracy, sgd
 
-__all__ = ["RunConfig", "run", "grid", "sgd", "accuracy", "train", "TrainResult"]
+__all__ = ["RunConfig", "run", "grid", "load_model", "sgd", "accuracy"]

@@ -155,6 +155,16 @@ PROFILES = {
                     40000, "resnet20", 32, 128, 9),
 }
 MAIN_SCHEMES = ("plain", "bn", "gn", "wn", "centered", "pws")
+CIFAR_ROOT = "data/cifar-10-batches-py"
+# Seconds per training step on a 2-core CPU, measured with the probe attached (benchmarks/RESULTS.md).
+_STEP_SECONDS = {("simple_cnn", 8): 0.01, ("resnet20", 32): 0.3}
+
+
+def _estimate_minutes(p: Profile) -> float:
+    per_step = _STEP_SECONDS.get((p.model, p.size), 0.3)
+    steps = p.seeds * ((len(MAIN_SCHEMES) * 2 + 2) * p.steps
+                       + 3 * sum(max(1, p.samples // b) * b / p.batch_size for b in p.batch_sizes))
+    return steps * per_step / 60
 
 
 @dataclass
@@ -331,9 +341,15 @@ def reproduce(profile: str | Profile = "quick", out: str | Path = "reproduce", s
     p = PROFILES[profile] if isinstance(profile, str) else profile
     if seeds is not None:
         p = replace(p, seeds=seeds)
+    if p.data == "cifar10" and not (Path(CIFAR_ROOT) / "data_batch_1").exists():
+        log(f"[reproduce] no CIFAR-10 at {CIFAR_ROOT}: using labelled synthetic 32x32 images instead")
+        p = replace(p, data="synthetic")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(p.threads)
+    n_runs = p.seeds * (len(MAIN_SCHEMES) * 2 + 2 + 3 * len(p.batch_sizes))
+    log(f"[reproduce] {n_runs} training runs; estimated time on a 2-core CPU: "
+        f"{_estimate_minutes(p):.0f} min")
     seed_list = list(range(p.seeds))
     base = p.base()
     start = time.perf_counter()
