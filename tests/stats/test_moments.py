@@ -101,7 +101,8 @@ def test_merges_equal_direct_computation(sizes, loc, scale, dtype, seed):
     np.testing.assert_array_less(((wel[1] - ref_mean).abs() / scale_m).numpy(), rtol * 10)
     tol_var = rtol * 10 * (1 + (ref_mean.square() / spread))  # E[x^2] - E[x]^2 cancellation
     np.testing.assert_array_less(((var - ref_var).abs() / spread).numpy(), tol_var.numpy())
-    np.testing.assert_array_less(((wel[2] / n - ref_var).abs() / spread).numpy(), rtol * 10 * np.ones(3) + 1e-9)
+    # partials converted from sums inherit their E[x^2] - E[x]^2 cancellation, so the same bound applies
+    np.testing.assert_array_less(((wel[2] / n - ref_var).abs() / spread).numpy(), tol_var.numpy() + 1e-9)
     torch.testing.assert_close(sq, whole.square().mean(0), rtol=rtol * 10, atol=0)
     back = welford_to_sums(*wel)
     torch.testing.assert_close(back[1], acc[1], rtol=1e-9, atol=1e-9 * float(scale_m.max()) * n)
