@@ -13,6 +13,8 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from ..analysis.ratios import transmission_ratios
+
 __all__ = ["STAT_COLUMNS", "config_columns", "prepare", "hue_style", "run_table", "pick_steps",
            "is_weight_layer", "spp_table", "ratios", "conv_mean", "final_state", "select_layers",
            "layer_order", "RATIO_QUANTITIES"]
@@ -180,31 +182,8 @@ def spp_table(frame: pd.DataFrame, steps: Sequence[int], prefer_blocks: bool = T
 
 
 def ratios(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per-layer transmission ratios, long format (quantity ``fwd.var_ratio`` = out.var / in.var
-    and ``bwd.var_ratio`` = grad_in.var / grad_out.var) with the layer's depth, module_type and
-    the run's config columns. A layer without ``in.var`` or ``grad_in.var`` (e.g. the first layer,
-    whose input needs no gradient) has no row for that ratio, nor has a non-finite ratio."""
-    need = ["out.var", "in.var", "grad_in.var", "grad_out.var"]
-    keys = [c for c in ("run", "step", "mode", "layer") if c in frame.columns]
-    base = frame[frame["quantity"].isin(need)]
-    cols = ["fwd.var_ratio", "bwd.var_ratio"]
-    if base.empty:
-        return pd.DataFrame(columns=[*keys, "depth", "module_type", "quantity", "value"])
-    wide = base.pivot_table(index=keys, columns="quantity", values="value", aggfunc="first")
-    for q in need:
-        if q not in wide.columns:
-            wide[q] = np.nan
-    with np.errstate(divide="ignore", invalid="ignore"):
-        wide["fwd.var_ratio"] = wide["out.var"] / wide["in.var"]
-        wide["bwd.var_ratio"] = wide["grad_in.var"] / wide["grad_out.var"]
-    long = wide[cols].reset_index().melt(id_vars=keys, value_vars=cols, var_name="quantity",
-                                         value_name="value")
-    long["value"] = long["value"].replace([np.inf, -np.inf], np.nan)
-    long = long.dropna(subset=["value"])
-    attrs = [c for c in ("depth", "module_type") if c in frame.columns]
-    per_layer = frame[[c for c in ("run", "layer") if c in frame.columns] + attrs].drop_duplicates(
-        [c for c in ("run", "layer") if c in frame.columns])
-    long = long.merge(per_layer, on=[c for c in ("run", "layer") if c in frame.columns], how="left")
+    """``varprobe.analysis.transmission_ratios`` with the run's config columns joined."""
+    long = transmission_ratios(frame)
     if "run" in frame.columns:
         long = long.merge(run_table(frame), on="run", how="left")
     return long

@@ -24,7 +24,7 @@ def transmission(frame: pd.DataFrame, steps: Sequence[int] | int | None = None,
     path the gradient reaching its input includes that path). x: depth (conv/linear layers in
     forward order), log y, dotted line at 1 (variance preserved). Columns: training steps
     (default first, a middle and the last recorded; ratios derived by
-    ``varprobe.plot._derive.ratios``). Colour = scheme, dashes = other settings, mean over seeds
+    ``varprobe.analysis.transmission_ratios``). Colour = scheme, dashes = other settings, mean over seeds
     with a 95% CI band.
 
     What a reader should see: at step 0 the forward ratios agree across schemes, about 2-3 for a
