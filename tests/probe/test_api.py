@@ -11,7 +11,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 import varprobe.probe.probe as probe_module
-from varprobe.layers import PWSConv2d, ResidualBlock, make_conv
+from varprobe.layers import ResidualBlock, make_conv
 from varprobe.probe import PRESETS, QUANTITIES, Probe, Tap, describe, log_schedule
 from varprobe.probe.schedule import as_schedule
 

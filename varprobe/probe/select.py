@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from torch import nn
@@ -11,14 +11,12 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from ..layers import ResidualBlock
 from .tap import Tap
 
-__all__ = ["Target", "Selector", "DEFAULT_BLOCKS", "unwrap", "role_of", "candidates", "select"]
+__all__ = ["Target", "DEFAULT_BLOCKS", "unwrap", "role_of", "candidates", "select"]
 
 CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 NORM_TYPES = (_BatchNorm, nn.GroupNorm, nn.LayerNorm)
 #: Residual block types recorded as ``block.out.*`` by default, with the name of their branch child.
 DEFAULT_BLOCKS: dict[type, str | None] = {ResidualBlock: "branch"}
-
-Selector = "str | type | nn.Module | Callable[[str, nn.Module], bool] | Iterable[...] | None"
 
 
 @dataclass(eq=False)
