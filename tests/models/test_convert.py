@@ -18,15 +18,6 @@ CONV_NAMES = ("conv1", "conv2", "conv3", "conv4")
 BN_NAMES = ("bn1", "bn2", "bn3")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one intra-op thread is faster, and far faster on a loaded 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class UserNet(nn.Module):
     """A user's model written by hand: conv -> BN -> ReLU in forward, grouped, dilated and strided convs."""
 

@@ -2,7 +2,6 @@
 2.6-2.7), checked structurally and numerically rather than by re-reading the implementation."""
 from __future__ import annotations
 
-import math
 
 import pytest
 import torch
@@ -11,6 +10,7 @@ from torch import nn
 
 from varprobe.layers import (SCHEMES, CenteredConv2d, ConvNorm, PWSConv2d, ResidualBlock, WNConv2d, WSConv2d,
                              init_alpha)
+from tests.models.conftest import _batch, assert_memorises, memorise
 from varprobe.models import resnet_cifar
 
 NORM_TYPES = (nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm, nn.InstanceNorm2d, nn.LocalResponseNorm)
@@ -18,40 +18,6 @@ CONV_TYPE = {"plain": nn.Conv2d, "bn": nn.Conv2d, "gn": nn.Conv2d, "ws": WSConv2
              "pws": PWSConv2d, "centered": CenteredConv2d}
 NORM_AFTER = ("bn", "gn", "ws")
 PWS_LAYOUT = ("pws", "wn", "centered")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one intra-op thread is faster, and far faster on a loaded 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _batch(shape, seed=1, classes=10):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(*shape, generator=g), torch.randint(0, classes, (shape[0],), generator=g)
-
-
-def memorise(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int = 10) -> list[float]:
-    """SGD (lr 0.05, momentum 0.9) on one fixed batch; returns the loss before each step."""
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    losses = []
-    model.train()
-    for _ in range(steps):
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    return losses
-
-
-def assert_memorises(losses: list[float]) -> None:
-    assert all(math.isfinite(v) for v in losses), losses
-    assert losses[-1] < losses[0] - 0.03, losses
-    assert min(losses[-3:]) < losses[0] - 0.05, losses
 
 
 def convs(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:

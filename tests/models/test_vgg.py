@@ -1,54 +1,19 @@
 """VGG-style CIFAR net and the small digits CNN: trainability and layout under every scheme."""
 from __future__ import annotations
 
-import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from varprobe.layers import SCHEMES, CenteredConv2d, ConvNorm, PWSConv2d, WNConv2d, WSConv2d
+from tests.models.conftest import _batch, assert_memorises, memorise
 from varprobe.models import simple_cnn, vgg_cifar
 
 NORM_TYPES = (nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm, nn.InstanceNorm2d, nn.LocalResponseNorm)
 CONV_TYPE = {"plain": nn.Conv2d, "bn": nn.Conv2d, "gn": nn.Conv2d, "ws": WSConv2d, "wn": WNConv2d,
              "pws": PWSConv2d, "centered": CenteredConv2d}
 NO_NORM = ("plain", "wn", "pws", "centered")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one intra-op thread is faster, and far faster on a loaded 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _batch(shape, seed=1, classes=10):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(*shape, generator=g), torch.randint(0, classes, (shape[0],), generator=g)
-
-
-def memorise(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int = 10) -> list[float]:
-    """SGD (lr 0.05, momentum 0.9) on one fixed batch; returns the loss before each step."""
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    losses = []
-    model.train()
-    for _ in range(steps):
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    return losses
-
-
-def assert_memorises(losses: list[float]) -> None:
-    assert all(math.isfinite(v) for v in losses), losses
-    assert losses[-1] < losses[0] - 0.03, losses
-    assert min(losses[-3:]) < losses[0] - 0.05, losses
 
 
 def norms(model: nn.Module) -> list[nn.Module]:
