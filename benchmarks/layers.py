@@ -10,66 +10,13 @@ shared, noisy machine hit all of them alike; we report medians over rounds and r
 from __future__ import annotations
 
 import argparse
-import random
-import statistics
-import time
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from machine import machine_info
-from varprobe.experiment import sgd
+from varprobe.experiment.timing import eval_fn, interleaved_medians, plain_with_two_gn, train_step_fn
 from varprobe.layers import SCHEMES, reparameterize
 from varprobe.models import resnet_cifar
-
-
-def train_step_timer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int):
-    opt = sgd(model, lr=0.01)
-
-    def run() -> float:
-        start = time.perf_counter()
-        for _ in range(steps):
-            loss = F.cross_entropy(model(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        return (time.perf_counter() - start) / steps
-    return run
-
-
-def eval_timer(model: nn.Module, x: torch.Tensor, steps: int):
-    model.eval()
-
-    @torch.no_grad()
-    def run() -> float:
-        start = time.perf_counter()
-        for _ in range(steps):
-            model(x)
-        return (time.perf_counter() - start) / steps
-    return run
-
-
-def interleave(timers: dict, rounds: int, seed: int = 0) -> dict[str, float]:
-    """Median seconds per call of each timer over ``rounds`` shuffled rounds (one warm-up round)."""
-    rng = random.Random(seed)
-    samples = {k: [] for k in timers}
-    for r in range(rounds + 1):
-        order = list(timers)
-        rng.shuffle(order)
-        for k in order:
-            t = timers[k]()
-            if r:  # round 0 warms up allocators and caches
-                samples[k].append(t)
-    return {k: statistics.median(v) for k, v in samples.items()}
-
-
-def plain_with_two_gn(depth: int) -> nn.Module:
-    """resnet_cifar(depth, "plain") plus the two GroupNorm(1) layers of the PWS layout."""
-    model = resnet_cifar(depth, "plain")
-    model.stem[0].norm = nn.GroupNorm(1, model.stem[0].conv.out_channels)
-    model.neck[0] = nn.GroupNorm(1, model.head.in_features)
-    return model
 
 
 def main() -> None:
@@ -84,11 +31,14 @@ def main() -> None:
     x = torch.randn(args.batch_size, 3, 32, 32)
     y = torch.randint(0, 10, (args.batch_size,))
 
-    train = interleave({s: train_step_timer(resnet_cifar(20, s), x, y, steps) for s in SCHEMES}, rounds)
+    # medians are per call of `steps` (train) or `3 * steps` (eval) steps: divide to get per step
+    train = interleaved_medians({s: train_step_fn(resnet_cifar(20, s), x, y, steps) for s in SCHEMES}, rounds)
+    train = {k: v / steps for k, v in train.items()}
     pws = resnet_cifar(20, "pws")
-    evals = interleave({"pws (reparameterized)": eval_timer(reparameterize(pws), x, 3 * steps),
-                        "pws (eval cache)": eval_timer(pws, x, 3 * steps),
-                        "plain + 2 GN": eval_timer(plain_with_two_gn(20), x, 3 * steps)}, rounds)
+    evals = interleaved_medians({"pws (reparameterized)": eval_fn(reparameterize(pws), x, 3 * steps),
+                                 "pws (eval cache)": eval_fn(pws, x, 3 * steps),
+                                 "plain + 2 GN": eval_fn(plain_with_two_gn(20), x, 3 * steps)}, rounds)
+    evals = {k: v / (3 * steps) for k, v in evals.items()}
 
     print(f"Machine: {machine_info()}\n")
     print(f"resnet_cifar(20), batch {args.batch_size}, 32x32, {rounds} interleaved rounds x {steps} steps\n")

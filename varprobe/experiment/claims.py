@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
-import statistics
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -20,7 +18,6 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from .. import theory
 from ..analysis import Interval, mean_ci, verdict
@@ -29,7 +26,7 @@ from ..models import resnet_cifar
 from ..record import Run, load_runs
 from .config import RunConfig, load_data
 from .runner import grid, load_model
-from .train import sgd
+from .timing import eval_fn, interleaved_medians, plain_with_two_gn, train_step_fn
 
 __all__ = ["Claim", "Finding", "Profile", "PROFILES", "CLAIMS", "reproduce"]
 
@@ -301,36 +298,11 @@ def _time_steps(profile: Profile, seed: int) -> tuple[dict[str, float], dict[str
     depth = int(profile.speed_model.removeprefix("resnet"))
     x = torch.randn(profile.speed_batch, 3, profile.speed_size, profile.speed_size)
     y = torch.randint(0, 10, (profile.speed_batch,))
-    models = {s: resnet_cifar(depth, s) for s in ("bn", "gn", "pws")}
-    opts = {s: sgd(m, 0.01) for s, m in models.items()}
-    plain = resnet_cifar(depth, "plain")
-    plain.stem[0].norm = torch.nn.GroupNorm(1, plain.stem[0].conv.out_channels)
-    plain.neck[0] = torch.nn.GroupNorm(1, plain.head.in_features)
-    evals = {"pws": reparameterize(models["pws"]), "plain": plain.eval()}
-
-    def train_step(s: str) -> None:
-        loss = F.cross_entropy(models[s](x), y)
-        opts[s].zero_grad(set_to_none=True)
-        loss.backward()
-        opts[s].step()
-
-    timers: dict[str, Callable[[], None]] = {s: (lambda s=s: train_step(s)) for s in models}
-    timers.update({f"eval:{k}": (lambda m=m: m(x)) for k, m in evals.items()})
-    samples: dict[str, list[float]] = {k: [] for k in timers}
-    rng = random.Random(seed)
-    for r in range(profile.speed_rounds + 1):
-        order = list(timers)
-        rng.shuffle(order)
-        for k in order:
-            grad = torch.enable_grad() if not k.startswith("eval") else torch.no_grad()
-            with grad:
-                t = time.perf_counter()
-                timers[k]()
-                dt = time.perf_counter() - t
-            if r:
-                samples[k].append(dt)
-    med = {k: statistics.median(v) for k, v in samples.items()}
-    return ({s: med[s] for s in models}, {k: med[f"eval:{k}"] for k in evals})
+    timers = {s: train_step_fn(resnet_cifar(depth, s), x, y) for s in ("bn", "gn", "pws")}
+    timers["eval:pws"] = eval_fn(reparameterize(resnet_cifar(depth, "pws")), x)
+    timers["eval:plain"] = eval_fn(plain_with_two_gn(depth), x)
+    med = interleaved_medians(timers, profile.speed_rounds, seed)
+    return ({s: med[s] for s in ("bn", "gn", "pws")}, {k: med[f"eval:{k}"] for k in ("pws", "plain")})
 
 
 # -- the pipeline ----------------------------------------------------------------------------------
