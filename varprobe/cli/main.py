@@ -33,6 +33,8 @@ EXIT_OK, EXIT_MISSING, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 FIGURE_EXTENSIONS = (".png", ".svg", ".pdf")
 PLOT_KINDS = ("spp", "heatmap", "curves", "shift", "transmission", "theory", "collapse")
 _DEFAULTS = RunConfig()
+#: What ``experiment.run`` and ``experiment.grid`` raise for an unusable ``--out``: a usage error.
+_OUT_ERRORS = (FileExistsError, NotADirectoryError, RunLockedError)
 
 
 # -- argument types: each error names the bad value and what is valid -----------------------------
@@ -41,20 +43,6 @@ def _int(text: str) -> int:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-
-
-def _positive_int(text: str) -> int:
-    value = _int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer (valid: 1, 2, ...)")
-    return value
-
-
-def _nonneg_int(text: str) -> int:
-    value = _int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a non-negative integer (valid: 0, 1, ...)")
-    return value
 
 
 def _float(text: str) -> float:
@@ -67,18 +55,22 @@ def _float(text: str) -> float:
     return value
 
 
-def _nonneg_float(text: str) -> float:
-    value = _float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is negative (valid: a number >= 0)")
-    return value
+def _bounded(parse: Callable[[str], Any], ok: Callable[[Any], bool], valid_text: str,
+             name: str) -> Callable[[str], Any]:
+    """``parse``, then reject a value that fails ``ok`` with "{text!r} {valid_text}"."""
+    def check(text: str) -> Any:
+        value = parse(text)
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"{text!r} {valid_text}")
+        return value
+    check.__name__ = name  # argparse and _list_of name the type by it
+    return check
 
 
-def _positive_float(text: str) -> float:
-    value = _float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not positive (valid: a number > 0)")
-    return value
+_positive_int = _bounded(_int, lambda v: v >= 1, "is not a positive integer (valid: 1, 2, ...)", "_positive_int")
+_nonneg_int = _bounded(_int, lambda v: v >= 0, "is not a non-negative integer (valid: 0, 1, ...)", "_nonneg_int")
+_nonneg_float = _bounded(_float, lambda v: v >= 0, "is negative (valid: a number >= 0)", "_nonneg_float")
+_positive_float = _bounded(_float, lambda v: v > 0, "is not positive (valid: a number > 0)", "_positive_float")
 
 
 def _str(text: str) -> str:
@@ -184,6 +176,7 @@ RUN_OPTIONS: tuple[Option, ...] = (
 #: The RunConfig fields that ``grid`` sweeps, and the plural option of each.
 GRID_AXES = {"scheme": "schemes", "lr": "lrs", "batch_size": "batch_sizes", "seed": "seeds"}
 
+
 def config_from_args(args: argparse.Namespace, **fixed: Any) -> RunConfig:
     """The RunConfig of parsed ``args`` (options not given keep RunConfig's defaults), with ``fixed``
     fields on top. Raises ValueError (from RunConfig) naming a bad value."""
@@ -210,7 +203,7 @@ def cmd_run(args: argparse.Namespace) -> int:
           file=sys.stderr)
     try:
         result = run(config, out, overwrite=args.overwrite)
-    except (FileExistsError, NotADirectoryError, RunLockedError) as exc:
+    except _OUT_ERRORS as exc:
         parser.error(str(exc))
     print(_summary(result))
     return EXIT_OK
@@ -232,7 +225,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
     try:
         runs = grid(base, args.out, schemes=axes["scheme"], lrs=axes["lr"], batch_sizes=axes["batch_size"],
                     seeds=axes["seed"], progress=not args.no_progress)
-    except (FileExistsError, NotADirectoryError, RunLockedError) as exc:
+    except _OUT_ERRORS as exc:
         parser.error(str(exc))
     print(_table(runs))
     return EXIT_OK

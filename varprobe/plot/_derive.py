@@ -166,10 +166,8 @@ def spp_table(frame: pd.DataFrame, steps: Sequence[int], prefer_blocks: bool = T
     if prefer_blocks and len(blocks):
         kind = "block"
         rows = blocks.assign(stat=blocks["quantity"].str.slice(len("block.out.")))
-        order = {}
-        for run, g in rows.groupby("run", sort=False):
-            for i, name in enumerate(layer_order(g)):
-                order[(run, name)] = i
+        order = {(run, name): i for run, g in rows.groupby("run", sort=False)
+                 for i, name in enumerate(layer_order(g))}
         rows = rows.assign(x=[order[(r, l)] for r, l in zip(rows["run"], rows["layer"])])
     else:
         kind = "layer"

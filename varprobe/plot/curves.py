@@ -54,6 +54,8 @@ def curves(frame: pd.DataFrame, quantity: str, layers=None, mode: str = "train",
         q, more = finite(q, positive=True)
         dropped += more
     depth_of = q.drop_duplicates("layer").set_index("layer")["depth"] if "depth" in q.columns else {}
+    sub = (f"\n({len(chosen)} of {pool} layers, spread over depth; pass layers=[...] for others)"
+           if subset else "")
 
     if one_group and not step_level:
         # One group: every layer in one panel, coloured by depth.
@@ -80,8 +82,6 @@ def curves(frame: pd.DataFrame, quantity: str, layers=None, mode: str = "train",
                else f"{n_runs} runs")
         if n_runs > 1:
             who += f", mean of {n_runs} runs"
-        sub = f"\n({len(chosen)} of {pool} layers, spread " \
-              "over depth; pass layers=[...] for others)" if subset else ""
         fig.suptitle(f"{quantity} over training, per layer ({who}; {mode} mode){sub}", fontsize=10.5)
     else:
         lines = Lines(q, hue, style)
@@ -103,8 +103,6 @@ def curves(frame: pd.DataFrame, quantity: str, layers=None, mode: str = "train",
         for k in range(n, rows * cols):
             axes.flat[k].set_axis_off()
         lines.legend(fig)
-        sub = f"\n({len(chosen)} of {pool} layers, spread " \
-              "over depth; pass layers=[...] for others)" if subset else ""
         fig.suptitle(f"{quantity} over training ({mode} mode){sub}", fontsize=10.5)
     if dropped:
         note(fig, f"{dropped} non-finite{' or non-positive' if log else ''} values left out.")

@@ -5,10 +5,9 @@ from typing import Sequence
 
 import pandas as pd
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
 from . import _derive as d
-from .style import DEPTH_LABEL, Lines, finite, new_figure, note, qlabel
+from .style import DEPTH_LABEL, Lines, finite, log_step_grid, note, qlabel
 
 __all__ = ["spp"]
 
@@ -52,25 +51,15 @@ def spp(frame: pd.DataFrame, steps: Sequence[int] | int | None = None, mode: str
     lines = Lines(rows, hue, style)
     prefix = "block.out." if kind == "block" else "out."
     stats = ["ch_var", "ch_sq_mean"]
-    fig, axes = new_figure(2, len(steps), panel=(3.3, 2.7), extra=(1.8, 0), sharex=True, sharey="row")
     n_runs = f["run"].nunique()
-    for j, step in enumerate(steps):
-        at = rows[rows["step"] == step]
-        for i, stat in enumerate(stats):
-            ax = axes[i, j]
-            lines.draw(ax, at[at["stat"] == stat], "x")
-            ax.set_yscale("log")
-            ax.grid(True, which="major", alpha=0.3)
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            if i == 0:
-                missing = n_runs - at["run"].nunique()
-                ax.set_title(f"step {step}" + (f"\n({missing} of {n_runs} runs had stopped)" if missing else ""),
-                             fontsize=10)
-            if j == 0:
-                ax.set_ylabel(qlabel(prefix + stat, width=30))
-            if i == 1:
-                ax.set_xlabel("residual block (forward order)" if kind == "block"
-                              else DEPTH_LABEL)
+
+    def title(step, at):
+        missing = n_runs - at["run"].nunique()
+        return f"step {step}" + (f"\n({missing} of {n_runs} runs had stopped)" if missing else "")
+    fig, _ = log_step_grid(lines, rows, steps, "stat", stats, "x",
+                           ylabels=[qlabel(prefix + stat, width=30) for stat in stats],
+                           xlabel="residual block (forward order)" if kind == "block" else DEPTH_LABEL,
+                           title=title)
     what = ("residual stream after each block's add" if kind == "block"
             else "output of each conv/linear layer")
     fig.suptitle(f"Signal propagation over depth ({what}, {mode} mode)")

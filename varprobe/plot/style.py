@@ -26,7 +26,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 __all__ = ["new_figure", "qlabel", "short", "scheme_colors", "legend_right", "legend_below",
            "bold_headers", "use_log", "fmt_num", "ci95", "order_levels", "Lines", "finite", "note",
-           "tidy_log", "SHORT", "STEP_LABEL", "DEPTH_LABEL", "SCHEME_ORDER"]
+           "tidy_log", "log_step_grid", "SHORT", "STEP_LABEL", "DEPTH_LABEL", "SCHEME_ORDER"]
 
 #: One-line meanings of the recorded quantities, for axis labels (full definitions:
 #: ``varprobe.probe.quantities.QUANTITIES``; kept in sync by the tests).
@@ -281,6 +281,33 @@ class Lines:
         if leg is not None:
             bold_headers(leg, headers)
         return leg
+
+
+def log_step_grid(lines: Lines, data, steps, key: str, levels, x: str, *, ylabels, xlabel: str,
+                  title=lambda step, at: f"step {step}", unity: bool = False):
+    """A figure of ``len(levels)`` rows x ``len(steps)`` columns of log-y panels: panel (i, j) draws
+    the rows of ``data`` at ``steps[j]`` whose ``key`` is ``levels[i]`` with ``lines`` over ``x``.
+    Column titles are ``title(step, rows at that step)``, row labels ``ylabels``; ``unity`` adds a
+    dotted line at 1. Returns ``(fig, axes)``."""
+    from matplotlib.ticker import MaxNLocator
+
+    fig, axes = new_figure(len(levels), len(steps), panel=(3.3, 2.7), extra=(1.8, 0), sharex=True,
+                           sharey="row")
+    for j, step in enumerate(steps):
+        at = data[data["step"] == step]
+        for i, level in enumerate(levels):
+            ax = axes[i, j]
+            lines.draw(ax, at[at[key] == level], x)
+            ax.set_yscale("log")
+            if unity:
+                ax.axhline(1.0, color="#777777", linestyle=":", linewidth=1.2)
+            ax.grid(True, which="major", alpha=0.3)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes[0, j].set_title(title(step, at), fontsize=10)
+        axes[-1, j].set_xlabel(xlabel)
+    for i, label in enumerate(ylabels):
+        axes[i, 0].set_ylabel(label)
+    return fig, axes
 
 
 def finite(data, *, positive: bool = False):

@@ -5,10 +5,9 @@ from typing import Sequence
 
 import pandas as pd
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
 from . import _derive as d
-from .style import DEPTH_LABEL, Lines, finite, new_figure, note, qlabel
+from .style import DEPTH_LABEL, Lines, finite, log_step_grid, note, qlabel
 
 __all__ = ["transmission"]
 
@@ -47,22 +46,8 @@ def transmission(frame: pd.DataFrame, steps: Sequence[int] | int | None = None,
     r, hue, style = d.hue_style(r)
     lines = Lines(r, hue, style)
     qs = list(d.RATIO_QUANTITIES)
-    fig, axes = new_figure(2, len(steps), panel=(3.3, 2.7), extra=(1.8, 0), sharex=True, sharey="row")
-    for j, step in enumerate(steps):
-        at = r[r["step"] == step]
-        for i, qn in enumerate(qs):
-            ax = axes[i, j]
-            lines.draw(ax, at[at["quantity"] == qn], "depth")
-            ax.set_yscale("log")
-            ax.axhline(1.0, color="#777777", linestyle=":", linewidth=1.2)
-            ax.grid(True, alpha=0.3)
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            if i == 0:
-                ax.set_title(f"step {step}", fontsize=10)
-            if j == 0:
-                ax.set_ylabel(qlabel(qn, width=28))
-            if i == len(qs) - 1:
-                ax.set_xlabel(DEPTH_LABEL)
+    fig, _ = log_step_grid(lines, r, steps, "quantity", qs, "depth", ylabels=[qlabel(qn, width=28) for qn in qs],
+                           xlabel=DEPTH_LABEL, unity=True)
     lines.legend(fig)
     fig.suptitle(f"Variance transmission per layer ({mode} mode; 1 = preserved)")
     if dropped:
