@@ -23,7 +23,8 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LOCK_NAME", "RunLockedError", "RunLock", "writer_alive", "describe_holder"]
+__all__ = ["LOCK_NAME", "RunLockedError", "RunLock", "writer_alive", "describe_holder",
+           "locked_error"]
 
 LOCK_NAME = ".lock"
 
@@ -35,6 +36,13 @@ _HELD: "weakref.WeakSet[RunLock]" = weakref.WeakSet()
 
 class RunLockedError(RuntimeError):
     """Another live process (or another writer in this process) is writing the run directory."""
+
+
+def locked_error(run_dir: str | Path, holder: str = "") -> RunLockedError:
+    """The :class:`RunLockedError` for ``run_dir``; ``holder`` is :func:`describe_holder`'s text."""
+    return RunLockedError(f"run directory {run_dir} is already being written by another "
+                          f"RunWriter{holder}; close that writer first, or write this run to "
+                          "another directory")
 
 
 def _close_in_child() -> None:
@@ -91,10 +99,7 @@ class RunLock:
                     continue
                 holder = _describe_holder(fd)
                 os.close(fd)
-                raise RunLockedError(
-                    f"run directory {self.path.parent} is already being written by another "
-                    f"RunWriter{holder}; close that writer first, or write this run to another "
-                    "directory") from None
+                raise locked_error(self.path.parent, holder) from None
             except OSError as exc:
                 if not _unsupported(exc):
                     os.close(fd)
@@ -156,8 +161,8 @@ def _pid_alive(meta: dict[str, Any]) -> bool | None:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except PermissionError:  # the process exists but belongs to another user
+        pass
     return True
 
 

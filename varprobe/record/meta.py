@@ -30,9 +30,8 @@ FORMAT_VERSION = 1
 MANAGED_KEYS: frozenset[str] = frozenset(
     {"format", "format_version", "versions", "host", "start_time", "end_time", "chunks", "rows"})
 
-# distribution name -> importable module name
-_PACKAGES = {"torch": "torch", "numpy": "numpy", "pandas": "pandas", "pyarrow": "pyarrow",
-             "varprobe": "varprobe"}
+# distribution names, each also its importable module name
+_PACKAGES = ("torch", "numpy", "pandas", "pyarrow", "varprobe")
 
 
 def now_iso() -> str:
@@ -41,7 +40,7 @@ def now_iso() -> str:
 
 
 def _version(dist: str) -> str | None:
-    mod = sys.modules.get(_PACKAGES.get(dist, dist))
+    mod = sys.modules.get(dist)
     v = getattr(mod, "__version__", None) if mod is not None else None
     if isinstance(v, str):
         return v
@@ -59,8 +58,7 @@ def versions() -> dict[str, str | None]:
     ``varprobe`` falls back to ``"unknown"`` when it is not installed as a distribution.
     """
     out: dict[str, str | None] = {"python": platform.python_version()}
-    for dist in _PACKAGES:
-        out[dist] = _version(dist)
+    out.update((dist, _version(dist)) for dist in _PACKAGES)
     if out["varprobe"] is None:
         out["varprobe"] = "unknown"
     return out
@@ -150,10 +148,7 @@ def write_json_atomic(path: str | Path, data: Mapping[str, Any]) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        Path(tmp).unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 from glob import glob
 from pathlib import Path
@@ -28,7 +29,6 @@ __all__ = ["Run", "load_run", "load_runs"]
 
 _CHUNK_RE = re.compile(r"^chunk-(\d{6,})\.parquet$")
 _GLOB_MAGIC = re.compile(r"[*?[]")
-
 
 
 @dataclass
@@ -182,19 +182,18 @@ def _run_names(paths: list[Path]) -> list[str]:
 
     while True:
         names = {p: name(p) for p in distinct}
-        counts: dict[str, int] = {}
-        for n in names.values():
-            counts[n] = counts.get(n, 0) + 1
+        counts = Counter(names.values())
         grow = [p for p in distinct if counts[names[p]] > 1 and depth[p] < len(p.parts)]
         if not grow:
             break
         for p in grow:
             depth[p] += 1
-    seen: dict[Path, int] = {}
+    total = Counter(full)
+    seen: Counter[Path] = Counter()
     out = []
     for p in full:
-        seen[p] = seen.get(p, 0) + 1
-        out.append(names[p] if full.count(p) == 1 else f"{names[p]}#{seen[p]}")
+        seen[p] += 1
+        out.append(names[p] if total[p] == 1 else f"{names[p]}#{seen[p]}")
     return out
 
 
@@ -242,11 +241,10 @@ def load_runs(paths_or_glob: str | os.PathLike[str] | Iterable[str | os.PathLike
     frames = []
     for name, p in zip(names, paths):
         run = load_run(p, skip_corrupt=skip_corrupt)
-        f = run.frame.copy()
+        f = run.frame  # freshly built by load_run, not shared
         f.insert(0, "run", name)
         f["status"] = run.status
-        config = _flatten(run.config)
-        for k, v in config.items():
+        for k, v in _flatten(run.config).items():
             f[f"config.{k}" if k in reserved else k] = v
         frames.append(f)
     non_empty = [f for f in frames if len(f)] or frames[:1]

@@ -46,7 +46,7 @@ PLAIN_SCHEMA: pa.Schema = pa.schema([(c, _PLAIN_TYPES[c]) for c in COLUMNS])
 
 def _int_column(frame: pd.DataFrame, name: str) -> pa.Array:
     s = frame[name]
-    if pd.api.types.is_bool_dtype(s) or not pd.api.types.is_integer_dtype(s):
+    if not pd.api.types.is_integer_dtype(s):
         raise ValueError(f"column {name!r} must have an integer dtype, got {s.dtype}")
     if s.isna().any():
         raise ValueError(f"column {name!r} has missing values")

@@ -28,7 +28,7 @@ from typing import Any
 import pandas as pd
 import pyarrow.parquet as pq
 
-from .lock import LOCK_NAME, RunLock, RunLockedError, describe_holder, writer_alive
+from .lock import LOCK_NAME, RunLock, describe_holder, locked_error, writer_alive
 from .meta import (FORMAT, FORMAT_VERSION, MANAGED_KEYS, META_NAME, fsync_dir, host_info,
                    now_iso, to_jsonable, versions, write_json_atomic)
 from .schema import frame_to_table
@@ -113,7 +113,6 @@ class RunWriter:
             if overwrite:
                 self._clear()
             self._stats.mkdir(exist_ok=True)
-            self._chunks = 0
             self._meta: dict[str, Any] = {
                 "format": FORMAT, "format_version": FORMAT_VERSION, "status": "running",
                 "start_time": now_iso(), "end_time": None, "duration_s": None,
@@ -136,9 +135,7 @@ class RunWriter:
             return
         if not overwrite:
             if writer_alive(p) is True:
-                raise RunLockedError(f"run directory {p} is already being written by another "
-                                     f"RunWriter{describe_holder(p)}; close that writer first, "
-                                     "or write this run to another directory")
+                raise locked_error(p, describe_holder(p))
             raise FileExistsError(f"run directory {p} already exists and is not empty "
                                   f"({', '.join(entries[:5])}{', ...' if len(entries) > 5 else ''}); "
                                   "pass overwrite=True to replace it, or choose another directory")
@@ -150,9 +147,7 @@ class RunWriter:
     def _clear(self) -> None:
         # Remove meta.json first, so an interrupted clear never leaves a half-old run that
         # looks complete.
-        meta = self._path / META_NAME
-        if meta.exists():
-            meta.unlink()
+        (self._path / META_NAME).unlink(missing_ok=True)
         for entry in sorted(self._path.iterdir()):
             if entry.name == LOCK_NAME:
                 continue
@@ -177,7 +172,7 @@ class RunWriter:
     @property
     def chunks(self) -> int:
         """Number of chunks written so far."""
-        return self._chunks
+        return self._meta["chunks"]
 
     @property
     def closed(self) -> bool:
@@ -229,7 +224,7 @@ class RunWriter:
             if len(frame) == 0:
                 return None
             table = frame_to_table(frame)
-            final = self._stats / chunk_name(self._chunks)
+            final = self._stats / chunk_name(self._meta["chunks"])
             tmp = self._stats / f".{final.name}.{os.getpid()}.tmp"
             try:
                 with open(tmp, "wb") as f:
@@ -238,15 +233,11 @@ class RunWriter:
                     os.fsync(f.fileno())
                 os.replace(tmp, final)
             except BaseException:
-                try:
-                    tmp.unlink()
-                except FileNotFoundError:
-                    pass
+                tmp.unlink(missing_ok=True)
                 raise
             fsync_dir(self._stats)
-            self._chunks += 1
-            self._meta["chunks"] = self._chunks
-            self._meta["rows"] = int(self._meta["rows"]) + table.num_rows
+            self._meta["chunks"] += 1
+            self._meta["rows"] += table.num_rows
             self._write_meta()
             return final
 
@@ -317,10 +308,8 @@ class RunWriter:
         except Exception as close_exc:  # never mask the body's exception
             warnings.warn(f"could not mark run {self._path} as failed: {close_exc!r}",
                           RuntimeWarning, stacklevel=2)
-            self._closed = True
-            self._lock.release()
         return False
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
-        return f"RunWriter({str(self._path)!r}, {state}, chunks={self._chunks})"
+        return f"RunWriter({str(self._path)!r}, {state}, chunks={self.chunks})"
