@@ -159,6 +159,8 @@ RUN_OPTIONS: tuple[Option, ...] = (
     Option("freeze_alpha", "keep PWS alpha at its initial value (not trained)"),
     Option("init_alpha", "set PWS alpha from the first batch (varprobe.layers.init_alpha) before training"),
     Option("every", "probe every K steps", _int, "K"),
+    Option("flush_every", "write to disk every K recorded steps: a killed run keeps every step up to its "
+                          "last write", _int, "K"),
     Option("quantities", f"what the probe records: {', '.join(QUANTITY_PRESETS)} (forward: activation "
                          "statistics, loss and lr only; faster)", _str, "PRESET"),
     Option("eval_steps", "comma-separated steps at which a fixed held-out batch (the first --eval-batch test "

@@ -38,6 +38,8 @@ class RunConfig:
         freeze_alpha: PWS alpha fixed at its initial value (not trained).
         init_alpha: run ``varprobe.layers.init_alpha`` on the first batch before training.
         every: probe every k steps; quantities: "all" or "forward".
+        flush_every: recorded steps buffered between writes to disk: a killed run loses at most
+            the steps recorded since its last flush (the values themselves do not depend on it).
         eval_steps: steps at which a fixed held-out batch (the first ``eval_batch`` test images) is
             probed in eval mode, before that step's update.
         collapse_var: the run stops as "collapsed" when the variance of the logits over the batch
@@ -64,6 +66,7 @@ class RunConfig:
     freeze_alpha: bool = False
     init_alpha: bool = False
     every: int = 1
+    flush_every: int = 50
     quantities: str = "all"
     eval_steps: tuple[int, ...] = field(default_factory=tuple)
     eval_batch: int = 256
@@ -78,7 +81,7 @@ class RunConfig:
         _choice("data", self.data, DATASETS)
         _choice("quantities", self.quantities, QUANTITY_PRESETS)
         _choice("gamma_mode", self.gamma_mode, ("raw", "equiv"))
-        for name in ("batch_size", "steps", "every", "eval_batch"):
+        for name in ("batch_size", "steps", "every", "flush_every", "eval_batch"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")

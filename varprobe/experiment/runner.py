@@ -50,7 +50,7 @@ def run(config: RunConfig, out: str | os.PathLike, *, overwrite: bool = False) -
     held_out = split.x_test[:config.eval_batch]
     eval_steps = set(config.eval_steps)
     collapsed_at, last_loss = None, math.nan
-    probe = Probe(model, every=config.every, quantities=config.quantities, out=out,
+    probe = Probe(model, every=config.every, quantities=config.quantities, out=out, flush_every=config.flush_every,
                   meta=config.to_dict(), overwrite=overwrite)
     model.train()
     with probe:
