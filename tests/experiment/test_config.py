@@ -28,7 +28,7 @@ def test_unknown_choice_names_value_and_lists_valid(field, bad, valid):
         assert re.search(rf"\b{re.escape(v)}\b", message), (v, message)
 
 
-@pytest.mark.parametrize("field", ["batch_size", "steps", "every", "eval_batch"])
+@pytest.mark.parametrize("field", ["batch_size", "steps", "every", "flush_every", "eval_batch"])
 @pytest.mark.parametrize("bad", [0, -3, 2.5, True])
 def test_counts_must_be_positive_integers(field, bad):
     with pytest.raises(ValueError, match=rf"{field} must be a positive integer, got {re.escape(repr(bad))}"):

@@ -126,3 +126,21 @@ def test_overflowing_activations_are_recorded_and_mark_the_run_collapsed(tmp_pat
     assert before.status == "finished"
     pd.testing.assert_frame_equal(frame[frame["step"] < at].reset_index(drop=True), before.frame,
                                   check_exact=True)
+
+
+def test_ctrl_c_stops_a_run_cleanly_and_keeps_what_it_recorded(tmp_path):
+    out = tmp_path / "run"
+    proc = _start(["run", *ARGS, "--out", str(out)])
+    try:
+        _wait_for("stats/chunk-000001.parquet", out, proc)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 130
+        err = proc.stderr.read()
+    finally:
+        _kill(proc)
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == "varprobe run: interrupted"
+    stopped = load_run(out)
+    assert stopped.status == "failed" and stopped.meta["error"]["type"] == "KeyboardInterrupt"
+    assert not stopped.writer_alive  # the lock is released
+    recorded = sorted(stopped.frame["step"].unique())
+    assert recorded == list(range(len(recorded))) and len(recorded) >= 20  # flushed at exit too
