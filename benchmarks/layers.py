@@ -14,7 +14,7 @@ import argparse
 import torch
 
 from machine import machine_info
-from varprobe.experiment.timing import eval_fn, interleaved_medians, plain_with_two_gn, train_step_fn
+from varprobe.experiment.timing import eval_fn, interleaved_medians, train_step_fn
 from varprobe.layers import SCHEMES, reparameterize
 from varprobe.models import resnet_cifar
 
@@ -37,7 +37,7 @@ def main() -> None:
     pws = resnet_cifar(20, "pws")
     evals = interleaved_medians({"pws (reparameterized)": eval_fn(reparameterize(pws), x, 3 * steps),
                                  "pws (eval cache)": eval_fn(pws, x, 3 * steps),
-                                 "plain + 2 GN": eval_fn(plain_with_two_gn(20), x, 3 * steps)}, rounds)
+                                 "plain + 2 GN": eval_fn(resnet_cifar(20, "plain+gn"), x, 3 * steps)}, rounds)
     evals = {k: v / (3 * steps) for k, v in evals.items()}
 
     print(f"Machine: {machine_info()}\n")

@@ -62,7 +62,8 @@ def test_replace_validates():
 def _full_config() -> RunConfig:
     return RunConfig(model="resnet8", scheme="pws", data="synthetic", size=12, width=4, lr=0.2, batch_size=16,
                      steps=7, seed=3, momentum=0.5, weight_decay=0.0, lr_milestones=[3, 5], gamma=0.0,
-                     gamma_mode="equiv", freeze_alpha=True, init_alpha=True, every=2, quantities="forward",
+                     gamma_mode="equiv", freeze_alpha=True, init_alpha=True, project_shift=True, every=2,
+                     flush_every=5, quantities="forward",
                      eval_steps=[0, 6], eval_batch=32, collapse_var=10.0, threads=1, data_limit=100,
                      synthetic_n=200)
 

@@ -13,6 +13,7 @@ from varprobe.layers import SCHEMES, CenteredConv2d, ConvNorm, PWSConv2d, WNConv
 # scheme -> (exact conv type, has bias, exact norm type)
 EXPECTED = {
     "plain": (nn.Conv2d, True, nn.Identity),
+    "plain+gn": (nn.Conv2d, True, nn.Identity),  # differs from plain in the models' norm layout only
     "bn": (nn.Conv2d, False, nn.BatchNorm2d),
     "gn": (nn.Conv2d, False, nn.GroupNorm),
     "ws": (WSConv2d, False, nn.GroupNorm),
@@ -22,7 +23,7 @@ EXPECTED = {
 }
 
 
-def test_schemes_are_the_documented_seven():
+def test_schemes_are_the_documented_ones():
     assert set(SCHEMES) == set(EXPECTED) and len(SCHEMES) == len(EXPECTED)
 
 

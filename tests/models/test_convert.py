@@ -11,8 +11,8 @@ from torch import nn
 from varprobe.layers import SCHEMES, CenteredConv2d, ConvNorm, PWSConv2d, WNConv2d, WSConv2d
 from varprobe.models import convert
 
-CONV_TYPE = {"plain": nn.Conv2d, "bn": nn.Conv2d, "gn": nn.Conv2d, "ws": WSConv2d, "wn": WNConv2d,
-             "pws": PWSConv2d, "centered": CenteredConv2d}
+CONV_TYPE = {"plain": nn.Conv2d, "plain+gn": nn.Conv2d, "bn": nn.Conv2d, "gn": nn.Conv2d, "ws": WSConv2d,
+             "wn": WNConv2d, "pws": PWSConv2d, "centered": CenteredConv2d}
 NORM_AFTER = ("bn", "gn", "ws")
 CONV_NAMES = ("conv1", "conv2", "conv3", "conv4")
 BN_NAMES = ("bn1", "bn2", "bn3")

@@ -14,7 +14,7 @@ from tests.models.conftest import _batch, assert_memorises, memorise
 from varprobe.models import resnet_cifar
 
 NORM_TYPES = (nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm, nn.InstanceNorm2d, nn.LocalResponseNorm)
-CONV_TYPE = {"plain": nn.Conv2d, "bn": nn.Conv2d, "gn": nn.Conv2d, "ws": WSConv2d, "wn": WNConv2d,
+CONV_TYPE = {"plain": nn.Conv2d, "plain+gn": nn.Conv2d, "bn": nn.Conv2d, "gn": nn.Conv2d, "ws": WSConv2d, "wn": WNConv2d,
              "pws": PWSConv2d, "centered": CenteredConv2d}
 NORM_AFTER = ("bn", "gn", "ws")
 PWS_LAYOUT = ("pws", "wn", "centered")
@@ -265,6 +265,23 @@ def test_pws_layout_has_exactly_two_gn1(scheme):
     # the neck is norm -> ReLU before pooling, and the stem is conv -> norm -> ReLU
     assert isinstance(model.neck[1], nn.ReLU)
     assert isinstance(model.stem[1], nn.ReLU)
+
+
+def test_plain_gn_is_plain_convs_with_exactly_the_pws_norm_layers():
+    control, pws, plain = resnet_cifar(8, "plain+gn"), resnet_cifar(8, "pws"), resnet_cifar(8, "plain")
+    names = lambda m, types: [n for n, x in m.named_modules() if isinstance(x, types)]  # noqa: E731
+    assert names(control, NORM_TYPES) == names(pws, NORM_TYPES)
+    assert [type(m) for m in control.modules() if isinstance(m, nn.Conv2d)] == \
+           [type(m) for m in plain.modules() if isinstance(m, nn.Conv2d)]
+    torch.manual_seed(0)
+    a = resnet_cifar(8, "plain")
+    torch.manual_seed(0)
+    b = resnet_cifar(8, "plain+gn")  # the same initial weights: only the two GroupNorms differ
+    conv_state = {k: v for k, v in b.state_dict().items() if k in a.state_dict()}
+    assert set(b.state_dict()) - set(a.state_dict()) == {"stem.0.norm.weight", "stem.0.norm.bias",
+                                                         "neck.0.weight", "neck.0.bias"}
+    for k, v in conv_state.items():
+        assert torch.equal(v, a.state_dict()[k]), k
 
 
 def test_pws_data_init_flags():

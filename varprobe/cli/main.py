@@ -158,6 +158,8 @@ RUN_OPTIONS: tuple[Option, ...] = (
            _str, "MODE"),
     Option("freeze_alpha", "keep PWS alpha at its initial value (not trained)"),
     Option("init_alpha", "set PWS alpha from the first batch (varprobe.layers.init_alpha) before training"),
+    Option("project_shift", "remove the per-filter mean of every conv weight's gradient before each SGD step: "
+                            "the shift of the average gradient taken out, nothing else changed (any scheme)"),
     Option("every", "probe every K steps", _int, "K"),
     Option("flush_every", "write to disk every K recorded steps: a killed run keeps every step up to its "
                           "last write", _int, "K"),

@@ -26,7 +26,7 @@ from ..models import resnet_cifar
 from ..record import Run, load_runs
 from .config import RunConfig, load_data
 from .runner import grid, load_model
-from .timing import eval_fn, interleaved_medians, plain_with_two_gn, train_step_fn
+from .timing import eval_fn, interleaved_medians, train_step_fn
 
 __all__ = ["Claim", "Finding", "Profile", "PROFILES", "CLAIMS", "reproduce"]
 
@@ -300,7 +300,7 @@ def _time_steps(profile: Profile, seed: int) -> tuple[dict[str, float], dict[str
     y = torch.randint(0, 10, (profile.speed_batch,))
     timers = {s: train_step_fn(resnet_cifar(depth, s), x, y) for s in ("bn", "gn", "pws")}
     timers["eval:pws"] = eval_fn(reparameterize(resnet_cifar(depth, "pws")), x)
-    timers["eval:plain"] = eval_fn(plain_with_two_gn(depth), x)
+    timers["eval:plain"] = eval_fn(resnet_cifar(depth, "plain+gn"), x)
     med = interleaved_medians(timers, profile.speed_rounds, seed)
     return ({s: med[s] for s in ("bn", "gn", "pws")}, {k: med[f"eval:{k}"] for k in ("pws", "plain")})
 

@@ -37,6 +37,10 @@ class RunConfig:
         gamma, gamma_mode: PWS gamma and its mode (None: the layer default, 1e-3 raw); 0 is allowed.
         freeze_alpha: PWS alpha fixed at its initial value (not trained).
         init_alpha: run ``varprobe.layers.init_alpha`` on the first batch before training.
+        project_shift: remove the per-filter mean of every conv weight's gradient before each
+            optimizer step (``project_filter_mean_``), with any scheme: the shift of the average
+            gradient taken out and nothing else changed. Momentum and weight decay act on the
+            projected gradient; the probe records it (``gw.avg_abs`` is zero up to rounding).
         every: probe every k steps; quantities: "all" or "forward".
         flush_every: recorded steps buffered between writes to disk: a killed run loses at most
             the steps recorded since its last flush (the values themselves do not depend on it).
@@ -65,6 +69,7 @@ class RunConfig:
     gamma_mode: str = "raw"
     freeze_alpha: bool = False
     init_alpha: bool = False
+    project_shift: bool = False
     every: int = 1
     flush_every: int = 50
     quantities: str = "all"

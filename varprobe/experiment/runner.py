@@ -15,6 +15,7 @@ from ..layers import PWSConv2d, init_alpha
 from ..probe import Probe
 from ..record import Run, load_run
 from .config import RunConfig, build_model, load_data
+from .projection import project_filter_mean_
 from .train import accuracy, sgd
 
 __all__ = ["run", "grid", "run_name", "load_model", "DONE"]
@@ -68,6 +69,8 @@ def run(config: RunConfig, out: str | os.PathLike, *, overwrite: bool = False) -
             logits = model(x)
             loss = F.cross_entropy(logits, y)
             loss.backward()
+            if config.project_shift:
+                project_filter_mean_(model)
             probe.step(loss=loss, lr=lr)
             last_loss = float(loss.detach())
             if not math.isfinite(last_loss) or not float(logits.detach().var()) <= config.collapse_var:

@@ -10,10 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..models import resnet_cifar
 from .train import sgd
 
-__all__ = ["interleaved_medians", "train_step_fn", "eval_fn", "plain_with_two_gn"]
+__all__ = ["interleaved_medians", "train_step_fn", "eval_fn"]
 
 
 def interleaved_medians(timers: dict[str, Callable[[], None]], rounds: int, seed: int = 0) -> dict[str, float]:
@@ -56,11 +55,3 @@ def eval_fn(model: nn.Module, x: Tensor, steps: int = 1) -> Callable[[], None]:
             model(x)
     return run
 
-
-def plain_with_two_gn(depth: int) -> nn.Module:
-    """``resnet_cifar(depth, "plain")`` plus the two GroupNorm(1) layers of the PWS layout: what a
-    deployed PWS network must cost at inference."""
-    model = resnet_cifar(depth, "plain")
-    model.stem[0].norm = nn.GroupNorm(1, model.stem[0].conv.out_channels)
-    model.neck[0] = nn.GroupNorm(1, model.head.in_features)
-    return model

@@ -11,7 +11,7 @@ from .ws import WSConv2d
 
 __all__ = ["SCHEMES", "ConvNorm", "make_conv", "check_scheme"]
 
-SCHEMES = ("plain", "bn", "gn", "wn", "ws", "pws", "centered")
+SCHEMES = ("plain", "plain+gn", "bn", "gn", "wn", "ws", "pws", "centered")
 _NORM_AFTER = {"bn", "gn", "ws"}  # schemes whose conv is followed by a normalization layer
 
 
@@ -40,6 +40,8 @@ def make_conv(scheme: str, in_channels: int, out_channels: int, kernel_size, str
     """A conv under ``scheme``, as ``ConvNorm(conv, norm)``.
 
     - "plain": ``nn.Conv2d`` with bias, Kaiming-normal weight (fan_in, ReLU gain), zero bias.
+    - "plain+gn": the same conv. The scheme differs from "plain" in the models only, which give it
+      exactly the norm layers a PWS network keeps (a control: plain convs plus PWS's GroupNorms).
     - "bn": the same conv without bias, then ``BatchNorm2d``.
     - "gn": the same conv without bias, then ``GroupNorm(gn_groups)``.
     - "ws": ``WSConv2d`` without bias, then ``GroupNorm(gn_groups)``.
@@ -50,7 +52,7 @@ def make_conv(scheme: str, in_channels: int, out_channels: int, kernel_size, str
     """
     check_scheme(scheme)
     geometry = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
-    conv_cls = {"plain": nn.Conv2d, "bn": nn.Conv2d, "gn": nn.Conv2d, "ws": WSConv2d,
+    conv_cls = {"plain": nn.Conv2d, "plain+gn": nn.Conv2d, "bn": nn.Conv2d, "gn": nn.Conv2d, "ws": WSConv2d,
                 "wn": WNConv2d, "pws": PWSConv2d, "centered": CenteredConv2d}[scheme]
     accepted = {PWSConv2d: {"gamma", "gamma_mode", "fan", "data_init"}, WSConv2d: {"eps"},
                 WNConv2d: {"eps"}}.get(conv_cls, set())

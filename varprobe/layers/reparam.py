@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-__all__ = ["ReparamConv2d", "conv_fan", "kaiming_normal_"]
+__all__ = ["ReparamConv2d", "conv_fan", "kaiming_normal_", "raw_weight"]
 
 # Fused optimizers (``torch.optim.SGD/Adam/AdamW(..., fused=True)``) update parameters in place without
 # bumping their version counters, so every step of any ``torch.optim.Optimizer`` also invalidates the caches.
@@ -103,3 +104,18 @@ def conv_fan(weight: Tensor, mode: str) -> int:
         return weight.shape[0] * weight[0, 0].numel()
     raise ValueError(f"fan must be 'fan_in' or 'fan_out', got {mode!r}")
 
+
+
+def raw_weight(m: nn.Module) -> Tensor:
+    """The weight tensor the optimizer updates for a conv or linear layer ``m``: its ``weight``
+    (for a ``ReparamConv2d``, the raw V that ``kernel()`` reparametrizes); under a torch
+    parametrization, the original of the kernel's shape (``v`` of ``weight_norm``); for the
+    legacy ``torch.nn.utils.weight_norm``, ``weight_v``."""
+    if parametrize.is_parametrized(m, "weight"):
+        plist = m.parametrizations.weight
+        originals = [getattr(plist, n) for n in ("original", *(f"original{i}" for i in range(8)))
+                     if hasattr(plist, n)]
+        return next((o for o in originals if o.shape == m.weight.shape), originals[0])
+    if isinstance(getattr(m, "weight_v", None), Tensor):
+        return m.weight_v
+    return m.weight

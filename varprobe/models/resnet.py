@@ -9,7 +9,7 @@ from ..layers.factory import check_scheme
 __all__ = ["resnet_cifar", "ResNetCifar"]
 
 # Schemes that follow the official PWS layout: no norm inside blocks, GroupNorm(1) at stem and neck.
-PWS_LAYOUT = ("pws", "wn", "centered")
+PWS_LAYOUT = ("pws", "wn", "centered", "plain+gn")
 
 
 def _neck_norm(scheme: str, channels: int, gn_groups: int) -> nn.Module:
@@ -86,8 +86,10 @@ def resnet_cifar(depth: int, scheme: str, num_classes: int = 10, width: int = 16
     - "plain": no normalization layer anywhere (neck is ReLU only).
     - "bn", "gn", "ws": the scheme's norm after every conv (projection shortcuts included) and in the
       neck (BatchNorm2d / GroupNorm(gn_groups)).
-    - "pws", "wn", "centered": the official PWS layout: no norm inside blocks or shortcuts, GroupNorm(1)
-      only after the stem conv and in the neck, so comparisons with PWS change one thing at a time.
+    - "pws", "wn", "centered", "plain+gn": the official PWS layout: no norm inside blocks or shortcuts,
+      GroupNorm(1) only after the stem conv and in the neck, so comparisons with PWS change one thing
+      at a time ("plain+gn" is plain convs with exactly PWS's norm layers: the control that tells
+      what those two GroupNorms do on their own).
       For "pws" the second conv of each branch has ``data_init=False`` (as ``initalpha`` in the
       official code); use ``varprobe.layers.init_alpha`` to run the data-dependent init.
 

@@ -42,7 +42,8 @@ def vgg_cifar(scheme: str, num_classes: int = 10, in_channels: int = 3, width: i
     3 x conv3x3-w, max-pool, 3 x conv3x3-2w, max-pool, conv3x3-2w (valid), 2 x conv1x1-2w, global
     average pool, 1x1 logits (here an ``nn.Linear``, the same map after pooling). Each conv is
     ``make_conv(scheme, ...)`` followed by ReLU: "bn"/"gn"/"ws" have their norm after every conv, and
-    "plain"/"pws"/"wn"/"centered" have no normalization layer at all, as in the TF code.
+    "plain"/"pws"/"wn"/"centered" have no normalization layer at all, as in the TF code ("plain+gn",
+    plain convs with the norm layers PWS keeps, is therefore the same network as "plain").
     """
     check_scheme(scheme)
     w = width
@@ -54,7 +55,8 @@ def vgg_cifar(scheme: str, num_classes: int = 10, in_channels: int = 3, width: i
 def simple_cnn(scheme: str, num_classes: int = 10, in_channels: int = 1, width: int = 32,
                gn_groups: int = 8, **options) -> ConvNet:
     """Small 5-conv CNN for 8x8 digits: conv3x3-w x2, max-pool, conv3x3-2w x2, max-pool, conv3x3-2w,
-    global average pool, linear. Norm layout as ``vgg_cifar`` (none for "plain"/"pws"/"wn"/"centered").
+    global average pool, linear. Norm layout as ``vgg_cifar`` (none for "plain", "plain+gn", "pws", "wn",
+    "centered").
     """
     check_scheme(scheme)
     w = width

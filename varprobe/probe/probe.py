@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils import parametrize
 
-from ..layers import PWSConv2d, ReparamConv2d
+from ..layers import PWSConv2d, ReparamConv2d, raw_weight
 from ..stats import (FILTER_STATS, channel_count, channel_max, channel_sums, correlation, count_nonfinite, filter_stats,
                      fused_channel_sums, grad_shift_stats, sign_persistence, within_rounding)
 from .buffers import SUMMARY_COLUMNS, Moments
@@ -110,18 +110,10 @@ def _has_kernel(m: nn.Module) -> bool:
 
 def _weights(m: nn.Module) -> tuple[Tensor, Tensor | None]:
     """(raw weight parameter that the optimizer updates, effective kernel or None)."""
-    if parametrize.is_parametrized(m, "weight"):
-        plist = m.parametrizations.weight
-        originals = [getattr(plist, n) for n in ("original", *(f"original{i}" for i in range(8)))
-                     if hasattr(plist, n)]
-        kernel = m.weight
-        raw = next((o for o in originals if o.shape == kernel.shape), originals[0])
-        return raw, kernel
-    if isinstance(getattr(m, "weight_v", None), Tensor):  # legacy torch.nn.utils.weight_norm
-        return m.weight_v, m.weight
+    raw = raw_weight(m)
     if isinstance(m, ReparamConv2d):
-        return m.weight, m.kernel()
-    return m.weight, None
+        return raw, m.kernel()
+    return raw, (m.weight if raw is not m.weight else None)
 
 
 def _first_tensor(obj: Any) -> Tensor | None:

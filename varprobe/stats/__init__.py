@@ -1,5 +1,7 @@
 """Pure tensor reductions behind the probes: channel moments and their exact merges, filter
-statistics of a weight, and the shift of the average gradient. Imports nothing from varprobe."""
+statistics of a weight, the shift of the average gradient, and the split of a conv's output second
+moment into its i.i.d., filter-sum and remaining parts. Imports nothing from varprobe."""
+from .decomposition import second_moment_parts, tap_overlap
 from .filters import FILTER_STATS, filter_moments, filter_stats
 from .grads import (GRAD_STATS, correlation, filter_grad_means, grad_shift_stats, sign_persistence,
                     within_rounding)
@@ -9,4 +11,5 @@ from .moments import (chan_merge, channel_count, channel_max, channel_sums, coun
 __all__ = ["channel_sums", "channel_max", "fused_channel_sums", "channel_count", "count_nonfinite",
            "moments_from_sums", "merge_sums", "chan_merge", "sums_to_welford", "welford_to_sums",
            "FILTER_STATS", "filter_stats", "filter_moments", "GRAD_STATS", "grad_shift_stats",
-           "filter_grad_means", "sign_persistence", "correlation", "within_rounding"]
+           "filter_grad_means", "sign_persistence", "correlation", "within_rounding", "tap_overlap",
+           "second_moment_parts"]
