@@ -132,6 +132,27 @@ def pws_kernel_ref(conv: PWSConv2d) -> Tensor:
     return (2.0 / conv.fan_value) ** 0.5 * conv.alpha.detach().to(F64).flatten()[:, None] * std
 
 
+def decomposition_ref(mod: nn.Module, kernel: Tensor, xs: list[Tensor], ys: list[Tensor]) -> dict[str, float]:
+    """dec.* of a conv or linear layer over the input and output tensors of a step, written out: the
+    receptive field of every output position from an unfolded all-ones input (padding reads 0)."""
+    x = torch.cat([t.to(F64).flatten() for t in xs])
+    mu, var = x.mean(), x.var(unbiased=False)
+    bias = mod.bias.detach().to(F64)
+    cdim = -1 if isinstance(mod, nn.Linear) else 1
+    y = torch.cat([t.to(F64).movedim(cdim, -1).reshape(-1, t.shape[cdim]) for t in ys])
+    measured = (y - bias).square().mean(0).mean()
+    w = kernel.detach().to(F64).flatten(1)  # (O, C_in/groups * taps)
+    if isinstance(mod, nn.Linear):
+        mask = torch.ones(w.shape[1], 1, dtype=F64)
+    else:
+        ones = torch.ones(1, mod.in_channels // mod.groups, *xs[0].shape[2:], dtype=F64)
+        mask = F.unfold(ones, mod.kernel_size, mod.dilation, mod.padding, mod.stride)[0]  # (C*T, positions)
+    iid = var * (w.square() @ mask).mean(1).mean()
+    shift = mu * mu * (w @ mask).square().mean(1).mean()
+    return {"measured": measured.item(), "iid": iid.item(), "shift": shift.item(),
+            "rest": (measured - iid - shift).item()}
+
+
 def pearson(a: Tensor, b: Tensor) -> float:
     return torch.corrcoef(torch.stack([a.to(F64), b.to(F64)]))[0, 1].item()
 
@@ -178,6 +199,12 @@ def expected_train(net: Net, batches, prev_gi: dict | None) -> tuple[dict, dict]
         # BatchNorm after the stem makes sum dL/dh0 zero per channel: the probe reports NaN.
         exp[(name, "gw.bias_corr")] = float("nan") if name == "stem" or pws else pearson(gi, mu * db)
     pws = net.block.branch[2]
+    for name in WEIGHTED:
+        mod = net.get_submodule(name)
+        kernel = pws_kernel_ref(pws).reshape(pws.weight.shape) if mod is pws else mod.weight
+        _, _, k_in, k_out, _, _, _ = LAYERS[name]
+        for s, v in decomposition_ref(mod, kernel, [f[k_in] for f in fwd], [f[k_out] for f in fwd]).items():
+            exp[(name, f"dec.{s}")] = v
     for s, v in filter_ref(pws_kernel_ref(pws).reshape(pws.weight.shape)).items():
         exp[("block.branch.2", f"k.{s}")] = v
     exp[("block.branch.2", "k.alpha_mean")] = pws.alpha.detach().mean().item()

@@ -15,11 +15,13 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.conv import _ConvNd
 from torch.nn.utils import parametrize
 
 from ..layers import PWSConv2d, ReparamConv2d, raw_weight
 from ..stats import (FILTER_STATS, channel_count, channel_max, channel_sums, correlation, count_nonfinite, filter_stats,
-                     fused_channel_sums, grad_shift_stats, sign_persistence, within_rounding)
+                     fused_channel_sums, grad_shift_stats, second_moment_parts, sign_persistence, tap_overlap,
+                     within_rounding)
 from .buffers import SUMMARY_COLUMNS, Moments
 from .quantities import QUANTITIES, resolve_quantities
 from .schedule import as_schedule
@@ -74,6 +76,9 @@ class _Layer:
         if not isinstance(m, PWSConv2d):
             self.k_q = [k for k in self.k_q if k not in ("k.alpha_mean", "k.shrink")]
         self.gw_q = [k for k in q if k.startswith("gw.")] if self.weighted else []
+        self.dec_q = [k for k in q if k.startswith("dec.")] if self.weighted and _decomposable(m) else []
+        self.in_size: tuple[int, ...] = ()  # spatial size of the last training input (dec.*)
+        self.overlap: tuple[tuple, Tensor] | None = None  # (input size, tap overlap) for dec.*
         self.bias_corr = "gw.bias_corr" in self.gw_q
         self.bn_q = ([k for k in q if k.startswith("bn.")]
                      if isinstance(m, _BatchNorm) and m.track_running_stats else [])
@@ -83,13 +88,13 @@ class _Layer:
                 self.norm_q.append("norm.weight_mean")
             if "norm.bias_mean" in q and isinstance(getattr(m, "bias", None), Tensor):
                 self.norm_q.append("norm.bias_mean")
-        self.want_in = bool(self.in_q) or self.bias_corr or bool(self.bn_q)
-        self.want_out = bool(self.out_q)
+        self.want_in = bool(self.in_q) or self.bias_corr or bool(self.bn_q) or bool(self.dec_q)
+        self.want_out = bool(self.out_q) or bool(self.dec_q)
         self.out_max = "dead_frac" in self.out_q  # the one statistic that needs a third read
         self.out_nonfinite = "nonfinite" in self.out_q
         self.want_grad_out = bool(self.grad_out_q) or self.bias_corr
         self.active = (self.want_in or self.want_out or self.want_grad_out or self.grad_in
-                       or bool(self.w_q or self.k_q or self.gw_q or self.norm_q))
+                       or bool(self.w_q or self.k_q or self.gw_q or self.norm_q or self.dec_q))
         self.fires = {TRAIN: 0, EVAL: 0}
         self.recomputed = 0
         self.sites: dict[str, dict[str, int]] = {TRAIN: {}, EVAL: {}}
@@ -106,6 +111,28 @@ class _Layer:
 def _has_kernel(m: nn.Module) -> bool:
     return (isinstance(m, ReparamConv2d) or parametrize.is_parametrized(m, "weight")
             or isinstance(getattr(m, "weight_v", None), Tensor))
+
+
+def _decomposable(m: nn.Module) -> bool:
+    """Whether dec.* applies: a linear layer, or a conv whose output is a sum over taps of the input."""
+    return isinstance(m, nn.Linear) or (isinstance(m, _ConvNd) and not m.transposed)
+
+
+def _tap_overlap(m: nn.Module, size: tuple[int, ...]) -> Tensor:
+    """``varprobe.stats.tap_overlap`` for layer ``m`` on inputs of spatial ``size`` ([[1]] for linear)."""
+    if isinstance(m, nn.Linear):
+        return torch.ones(1, 1, dtype=_F64)
+    k, dil = m.kernel_size, m.dilation
+    taps = math.prod(k)
+    if m.padding_mode != "zeros":  # reflect/replicate/circular: every tap reads input entries
+        return torch.ones(taps, taps, dtype=_F64)
+    if m.padding == "valid":
+        pads = [(0, 0)] * len(k)
+    elif m.padding == "same":  # as torch: total d (k - 1), the odd one after
+        pads = [(d * (kk - 1) // 2, d * (kk - 1) - d * (kk - 1) // 2) for kk, d in zip(k, dil)]
+    else:
+        pads = [(p, p) for p in m.padding]
+    return tap_overlap(size, k, m.stride, dil, pads)
 
 
 def _weights(m: nn.Module) -> tuple[Tensor, Tensor | None]:
@@ -392,6 +419,8 @@ class Probe:
         y = _first_tensor(out)
         if layer.want_in and x is not None and x.is_floating_point():
             self._add(acc, layer, mode, "in", self._reduce(x, layer.cdim, False))
+            if layer.dec_q and mode == TRAIN:
+                layer.in_size = tuple(x.shape[2:])
         if layer.want_out and y is not None and y.is_floating_point():
             self._add(acc, layer, mode, "out", self._reduce(y, layer.cdim, layer.out_max, layer.out_nonfinite))
         if mode == TRAIN and torch.is_grad_enabled():
@@ -639,7 +668,7 @@ class Probe:
         for name in layer.norm_q:
             p = m.weight if name == "norm.weight_mean" else m.bias
             out.append((name, p.detach().to(_F64).mean()))
-        if not layer.weighted or not (layer.w_q or layer.k_q or layer.gw_q):
+        if not layer.weighted or not (layer.w_q or layer.k_q or layer.gw_q or layer.dec_q):
             return out
         with torch.no_grad():
             raw, kernel = _weights(m)
@@ -655,6 +684,8 @@ class Probe:
                     out.append(("k.alpha_mean", m.alpha.detach().to(_F64).mean()))
                 if "k.shrink" in layer.k_q:
                     out.append(("k.shrink", m.shrink().to(_F64).mean()))
+            if layer.dec_q:
+                out += self._decomposition(layer, acc, kernel if kernel is not None else raw)
             grad = raw.grad
             if layer.gw_q and grad is not None and layer.fires[TRAIN]:
                 gi, st = grad_shift_stats(grad)
@@ -681,6 +712,29 @@ class Probe:
                             ok = signal & ~within_rounding(db, (acc.count(i_g) * q).sqrt(), grad.dtype).all()
                             out.append(("gw.bias_corr", torch.where(ok, correlation(gi, mu * db), torch.nan)))
         return out
+
+    def _decomposition(self, layer: _Layer, acc: Moments, kernel: Tensor) -> list[tuple[str, Tensor]]:
+        """dec.*: the step's output second moment without bias, and its i.i.d., filter-sum and
+        remaining parts (``varprobe.stats.second_moment_parts``) from the step's input moments."""
+        sites = layer.sites[TRAIN]
+        i_in, i_out = sites.get("in"), sites.get("out")
+        if i_in is None or i_out is None or not (acc.fired(i_in) and acc.fired(i_out)):
+            return []
+        s_in, q_in = acc.channel_sums(i_in)
+        n_in = acc.count(i_in) * acc.channels[i_in]
+        mean = s_in.sum() / n_in
+        var = (q_in.sum() / n_in - mean * mean).clamp_min(0.0)
+        s, q = acc.channel_sums(i_out)
+        n = acc.count(i_out)
+        bias = layer.module.bias
+        b = bias.detach().to(_F64) if isinstance(bias, Tensor) else torch.zeros((), dtype=_F64, device=s.device)
+        measured = (q / n - 2 * b * s / n + b * b).mean()
+        if layer.overlap is None or layer.overlap[0] != layer.in_size:
+            layer.overlap = (layer.in_size, _tap_overlap(layer.module, layer.in_size).to(s.device))
+        iid, shift = second_moment_parts(kernel, layer.overlap[1], mean, var)
+        iid, shift = iid.mean(), shift.mean()
+        parts = {"dec.measured": measured, "dec.iid": iid, "dec.shift": shift, "dec.rest": measured - iid - shift}
+        return [(k, parts[k]) for k in layer.dec_q]
 
     def _check_layout(self, acc: Moments) -> None:
         signature = acc.signature()

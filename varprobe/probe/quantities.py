@@ -71,6 +71,15 @@ QUANTITIES.update({
     "k.alpha_mean": "PWS: mean over filters of the learnable gain alpha_i",
     "k.shrink": "PWS: mean over filters of sqrt(s_i^2 / (s_i^2 + gamma')), s_i^2 the biased variance of "
                 "raw filter i: how much gamma' shrinks the kernel (1 = not at all)",
+    "dec.measured": "conv/linear: mean over filters i of E[(y_i - b_i)^2] over batch and positions: the "
+                    "output second moment without the bias, which dec.iid + dec.shift + dec.rest split",
+    "dec.iid": "Var(x) * mean_i sum_t C[t, t] ||K_i[:, t]||^2, x the input (all entries), K the effective "
+               "kernel: what inputs with i.i.d. entries give; padding-aware, C[t, t] the fraction of output "
+               "positions at which tap t reads the input rather than padding (varprobe.stats.second_moment_parts)",
+    "dec.shift": "mean(x)^2 * mean_i s_i^T C s_i, s_i[t] = sum over input channels of K_i[:, t]: the "
+                 "filter-sum (shift) part for i.i.d. inputs, mean(x)^2 (1^T K_i)^2 without padding",
+    "dec.rest": "dec.measured - dec.iid - dec.shift: what filters aligning with correlated inputs add "
+                "(zero in expectation for i.i.d. inputs)",
     "gw.avg_abs": "g_i = mean over filter i of dL/dW (raw weight): mean_i |g_i|",
     "gw.rms": "sqrt(mean of (dL/dW)^2 over all entries)",
     "gw.shift_ratio": "gw.avg_abs / (gw.rms / sqrt(n)): about 0.8 for zero-mean independent entries, "
