@@ -296,6 +296,54 @@ def test_transmission(runs):
     close(fig)
 
 
+def decomposition_runs() -> pd.DataFrame:
+    """SYNTHETIC dec.* rows: two schemes x two seeds, three conv layers (depth 0..2), three steps."""
+    rng = np.random.default_rng(5)
+    rows = []
+    for scheme in ("plain", "pws"):
+        for seed in (0, 1):
+            run = f"scheme={scheme}-seed={seed}"
+            for step in (0, 10, 20):
+                for depth in range(3):
+                    iid, shift, rest = rng.uniform(0.5, 2.0), rng.uniform(0, 1) * (scheme == "plain"), \
+                        rng.uniform(-0.2, 0.5)
+                    for q, v in (("dec.iid", iid), ("dec.shift", shift), ("dec.rest", rest),
+                                 ("dec.measured", iid + shift + rest)):
+                        rows.append((run, step, f"c{depth}", depth, "train", "Conv2d", q, v, "finished",
+                                     scheme, seed))
+    return pd.DataFrame(rows, columns=["run", "step", "layer", "depth", "mode", "module_type", "quantity",
+                                       "value", "status", "scheme", "seed"])
+
+
+def test_decomposition_table_is_the_mean_share_over_layers():
+    frame = decomposition_runs()
+    table = vp.decomposition_table(frame, min_depth=1)
+    assert set(table["part"]) == {"dec.iid", "dec.shift", "dec.rest"} and len(table) == 4 * 3 * 3
+    f = frame[frame["depth"] >= 1]
+    for (run, step), g in f.groupby(["run", "step"]):
+        by = g.pivot(index="layer", columns="quantity", values="value")
+        got = table[(table["run"] == run) & (table["step"] == step)].set_index("part")
+        for part in ("dec.iid", "dec.shift", "dec.rest"):
+            assert got.loc[part, "share"] == pytest.approx(float((by[part] / by["dec.measured"]).mean()), rel=1e-12)
+        assert got["share"].sum() == pytest.approx(1.0, rel=1e-12)
+        assert got["measured"].iloc[0] == pytest.approx(float(by["dec.measured"].mean()), rel=1e-12)
+    assert (table.loc[table["scheme"] == "pws"].query("part == 'dec.shift'")["share"] == 0).all()
+    assert len(vp.decomposition_table(frame, min_depth=0)) == len(table)  # same keys, other layers
+
+
+def test_decomposition_figure_and_errors():
+    fig = vp.decomposition(decomposition_runs())
+    axes = assert_labelled(fig, 2)
+    assert [a.get_title().split("\n")[0] for a in axes] == ["plain", "pws"]
+    assert all(len(a.lines) >= 3 for a in axes)  # three parts (and the zero line)
+    close(fig)
+    with pytest.raises(ValueError, match="no dec.\\* rows of conv layers at depth >= 1"):
+        vp.decomposition(synthetic_runs())
+    partial = decomposition_runs().query("quantity != 'dec.rest'")
+    with pytest.raises(ValueError, match="lacks dec.rest"):
+        vp.decomposition_table(partial)
+
+
 def test_theory_vs_measured():
     rng = np.random.default_rng(0)
     pred = np.geomspace(0.1, 100, 40)
@@ -389,7 +437,8 @@ def test_real_run_every_figure(real):
     assert frame["step"].max() == 4
     for fig, n in [(vp.spp(frame), 6), (vp.heatmap(frame, "out.ch_var"), 1),
                    (vp.curves(frame, "gw.shift_ratio"), 1), (vp.curves(frame, "loss"), 1),
-                   (vp.shift(frame), 2), (vp.transmission(frame), 6), (vp.collapse_map(frame), 1)]:
+                   (vp.shift(frame), 2), (vp.transmission(frame), 6), (vp.collapse_map(frame), 1),
+                   (vp.decomposition(frame), 1)]:
         assert_labelled(fig, n)
         close(fig)
 

@@ -31,7 +31,7 @@ __all__ = ["main", "build_parser", "RUN_OPTIONS", "config_from_args", "FIGURE_EX
 PROG = "varprobe"
 EXIT_OK, EXIT_MISSING, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 FIGURE_EXTENSIONS = (".png", ".svg", ".pdf")
-PLOT_KINDS = ("spp", "heatmap", "curves", "shift", "transmission", "theory", "collapse")
+PLOT_KINDS = ("spp", "heatmap", "curves", "shift", "transmission", "theory", "collapse", "decomposition")
 _DEFAULTS = RunConfig()
 #: What ``experiment.run`` and ``experiment.grid`` raise for an unusable ``--out``: a usage error.
 _OUT_ERRORS = (FileExistsError, NotADirectoryError, RunLockedError)

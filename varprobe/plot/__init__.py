@@ -16,12 +16,14 @@ outside pyplot: return one from a notebook cell to show it, or ``save_figure(fig
 ``transmission``         forward Var(out)/Var(in) and backward gradient ratio per layer
 ``theory_vs_measured``   predicted vs measured, y = x and an error band
 ``collapse_map``         learning rate x scheme: collapsed or finished, final loss
+``decomposition``        shares of conv output variance: i.i.d., filter-sum (shift) and rest
 ``cli_plot``             the ``varprobe plot`` subcommand (``draw`` + ``save_figure``)
 =======================  ====================================================================
 """
 from .cli import FORMATS, KINDS, cli_plot, draw, save_figure
 from .collapse import collapse_map
 from .curves import curves
+from .decomposition import decomposition, decomposition_table
 from .heatmap import heatmap
 from .shift import shift
 from .spp import spp
@@ -29,4 +31,4 @@ from .theory import theory_vs_measured
 from .transmission import transmission
 
 __all__ = ["spp", "heatmap", "curves", "shift", "transmission", "theory_vs_measured", "collapse_map",
-           "cli_plot", "draw", "save_figure", "KINDS", "FORMATS"]
+           "decomposition", "decomposition_table", "cli_plot", "draw", "save_figure", "KINDS", "FORMATS"]

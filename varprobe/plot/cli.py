@@ -12,6 +12,7 @@ from ..analysis.compare import compare
 from ..record import load_runs
 from .collapse import collapse_map
 from .curves import curves
+from .decomposition import decomposition
 from .heatmap import heatmap
 from .shift import shift
 from .spp import spp
@@ -37,6 +38,7 @@ KINDS: dict[str, tuple[Callable[..., Figure], bool]] = {
     "transmission": (transmission, False),
     "theory": (theory, False),
     "collapse": (collapse_map, False),
+    "decomposition": (decomposition, False),
 }
 FORMATS = ("png", "svg", "pdf")
 PNG_DPI = 150

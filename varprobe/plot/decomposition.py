@@ -1,0 +1,93 @@
+"""Where the variance of conv outputs comes from: the i.i.d., filter-sum (shift) and remaining parts."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from . import _derive as d
+from .style import ERRORBAR, STEP_LABEL, fmt_num, legend_below, new_figure, order_levels
+
+__all__ = ["decomposition", "decomposition_table", "PARTS"]
+
+#: dec.* part -> (legend label, colour)
+PARTS = {
+    "dec.iid": ("i.i.d. inputs: Var(x)·‖K_i‖²", "#4c72b0"),
+    "dec.shift": ("filter sum (shift): mean(x)²·(1ᵀK_i)²", "#c44e52"),
+    "dec.rest": ("rest: filters aligned with correlated inputs", "#dd8452"),
+}
+
+
+def decomposition_table(frame: pd.DataFrame, mode: str = "train", min_depth: int = 1) -> pd.DataFrame:
+    """Per run, step and part: the part's share of ``dec.measured``, averaged over the conv layers
+    at depth >= ``min_depth``; columns run, step, part, share, measured (the mean over those
+    layers of dec.measured), plus the runs' config columns. Shares of a layer add up to 1."""
+    f = d.prepare(frame, mode)
+    f = f[f["quantity"].isin(["dec.measured", *PARTS]) & (f["depth"] >= min_depth)]
+    if "module_type" in f.columns:
+        f = f[f["module_type"].astype(str).str.contains("conv", case=False)]
+    if f.empty:
+        raise ValueError(f"no dec.* rows of conv layers at depth >= {min_depth} in the frame (record "
+                         "with Probe(..., quantities='all') or quantities=['dec.*'] in training mode)")
+    wide = f.pivot_table(index=["run", "step", "layer"], columns="quantity", values="value", aggfunc="first")
+    missing = [q for q in ("dec.measured", *PARTS) if q not in wide.columns]
+    if missing:
+        raise ValueError(f"the frame lacks {', '.join(missing)}: record every dec.* quantity")
+    shares = wide[list(PARTS)].div(wide["dec.measured"], axis=0)
+    shares = shares[np.isfinite(shares.to_numpy()).all(axis=1)]
+    per_step = shares.groupby(level=["run", "step"]).mean()
+    measured = wide["dec.measured"].groupby(level=["run", "step"]).mean()
+    long = per_step.stack().rename("share").reset_index().rename(columns={"quantity": "part"})
+    long["measured"] = measured.reindex(pd.MultiIndex.from_frame(long[["run", "step"]])).to_numpy()
+    return long.merge(d.run_table(f), on="run", how="left")
+
+
+def decomposition(frame: pd.DataFrame, mode: str = "train", *, min_depth: int = 1, ncols: int = 4) -> Figure:
+    """Where conv output variance comes from over training, one panel per scheme (and setting).
+
+    For each conv layer the probe splits the output second moment without bias, dec.measured =
+    mean_i E[(y_i - b_i)^2], into dec.iid (what inputs with i.i.d. entries would give, Var(x)
+    ||K_i||^2), dec.shift (the filter-sum term mean(x)^2 (1^T K_i)^2) and dec.rest (what filters
+    aligned with correlated inputs add); padding-aware, see ``varprobe.probe.QUANTITIES``. Lines:
+    each part's share of dec.measured, averaged over conv layers at depth >= ``min_depth`` (the
+    first conv reads the data), mean over seeds with a 95% CI band. Panel titles give the growth
+    of dec.measured from the first to the last recorded step.
+
+    What a reader should see: if the shift drives variance growth (the paper's story), the red
+    filter-sum share climbs in the nets where E[y^2] grows (plain, WN at a large learning rate)
+    and stays at zero where filters are centred (PWS, centering, projected gradients). Variance
+    that grows while the shift share stays flat came from elsewhere: a rising orange share means
+    filters aligned with correlated inputs, a blue one, growing weight norms.
+    """
+    table = decomposition_table(frame, mode, min_depth)
+    runs, hue, style = d.hue_style(d.prepare(frame, mode))  # seeds merge; scheme, then other settings
+    runs = runs.drop_duplicates("run").set_index("run")
+    label = runs[hue].astype(str) if hue else pd.Series("run", index=runs.index)
+    if style:
+        label = label + ", " + runs[style].astype(str)
+    table = table.assign(group=table["run"].map(label))
+    groups = order_levels(table["group"])
+    cols = min(ncols, len(groups))
+    rows = math.ceil(len(groups) / cols)
+    fig, axes = new_figure(rows, cols, panel=(3.4, 2.8), extra=(0, 0.5), sharex=True, sharey=True)
+    import seaborn as sns
+    for ax, group in zip(axes.flat, groups):
+        sub = table[table["group"] == group]
+        sns.lineplot(data=sub, x="step", y="share", hue="part", hue_order=list(PARTS), ax=ax, legend=False,
+                     palette={k: c for k, (_, c) in PARTS.items()}, errorbar=ERRORBAR, linewidth=1.5,
+                     err_kws={"alpha": 0.18, "linewidth": 0})
+        ax.axhline(0.0, color="#999999", linewidth=0.8)
+        growth = sub.groupby("step")["measured"].mean()
+        ax.set_title(f"{group}\nE[(y−b)²] ×{fmt_num(growth.iloc[-1] / growth.iloc[0])} first→last", fontsize=9)
+        ax.set_xlabel(STEP_LABEL)
+        ax.set_ylabel("share of E[(y − b)²]\n(mean over conv layers)")
+        ax.grid(True, alpha=0.3)
+    for ax in list(axes.flat)[len(groups):]:
+        ax.set_visible(False)
+    from matplotlib.lines import Line2D
+    handles = [Line2D([], [], color=c, linewidth=2) for _, c in PARTS.values()]
+    legend_below(fig, handles, [label for label, _ in PARTS.values()], ncol=3)
+    fig.suptitle(f"Where conv output variance comes from ({mode} mode, conv layers at depth ≥ {min_depth})")
+    return fig
