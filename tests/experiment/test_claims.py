@@ -5,6 +5,7 @@ import math
 import pytest
 
 from varprobe.analysis import VERDICTS
+from varprobe.experiment.attribution import COMPARISONS, CONTROLS
 from varprobe.experiment.claims import CLAIMS, PROFILES, reproduce
 
 
@@ -54,3 +55,27 @@ def test_rerun_reuses_finished_runs(report, tmp_path):
     stamps = [(r / "meta.json").stat().st_mtime_ns for r in runs]
     reproduce(PROFILES["tiny"], out, progress=False, log=lambda _: None)
     assert [(r / "meta.json").stat().st_mtime_ns for r in runs] == stamps
+
+
+def test_attribution_rows_recomputed_from_the_run_directories(report):
+    """Each A* value per seed is treatment minus control train accuracy, read back from meta.json;
+    the report states every cause at both learning rates."""
+    out, findings = report
+    p = PROFILES["tiny"]
+    acc = {}
+    for meta_path in (out / "runs" / "attribution").glob("*/*/meta.json"):
+        meta = json.loads(meta_path.read_text())
+        acc[(meta_path.parent.parent.name, meta["config"]["lr"], meta["config"]["seed"])] = \
+            meta["result"]["train_accuracy"]
+        assert meta["config"]["model"] == p.attribution_model
+    assert len(acc) == len(CONTROLS) * 2 * p.seeds
+    by_id = {f.claim.id: f for f in findings}
+    for c in COMPARISONS:
+        for tag, lr in (("large", p.lr_large), ("small", p.lr_small)):
+            want = [acc[(c.treatment, lr, s)] - acc[(c.control, lr, s)] for s in range(p.seeds)]
+            assert by_id[f"{c.key}-{tag}"].per_seed == pytest.approx(want, abs=1e-12)
+    text = (out / "claims.md").read_text()
+    assert "## Attribution: which causes the data supports" in text
+    for c in COMPARISONS:
+        assert text.count(f"- {c.cause}: ") == 2
+    assert (out / "attribution.png").stat().st_size > 1000 and (out / "decomposition.png").stat().st_size > 1000

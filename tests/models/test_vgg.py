@@ -11,8 +11,8 @@ from tests.models.conftest import _batch, assert_memorises, memorise
 from varprobe.models import simple_cnn, vgg_cifar
 
 NORM_TYPES = (nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm, nn.InstanceNorm2d, nn.LocalResponseNorm)
-CONV_TYPE = {"plain": nn.Conv2d, "plain+gn": nn.Conv2d, "bn": nn.Conv2d, "gn": nn.Conv2d, "ws": WSConv2d, "wn": WNConv2d,
-             "pws": PWSConv2d, "centered": CenteredConv2d}
+CONV_TYPE = {"plain": nn.Conv2d, "plain+gn": nn.Conv2d, "bn": nn.Conv2d, "gn": nn.Conv2d, "ws": WSConv2d,
+             "wn": WNConv2d, "pws": PWSConv2d, "centered": CenteredConv2d}
 NO_NORM = ("plain", "plain+gn", "wn", "pws", "centered")
 
 

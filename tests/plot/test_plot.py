@@ -315,7 +315,7 @@ def decomposition_runs() -> pd.DataFrame:
                                        "value", "status", "scheme", "seed"])
 
 
-def test_decomposition_table_is_the_mean_share_over_layers():
+def test_decomposition_table_is_the_share_pooled_over_layers():
     frame = decomposition_runs()
     table = vp.decomposition_table(frame, min_depth=1)
     assert set(table["part"]) == {"dec.iid", "dec.shift", "dec.rest"} and len(table) == 4 * 3 * 3
@@ -323,8 +323,8 @@ def test_decomposition_table_is_the_mean_share_over_layers():
     for (run, step), g in f.groupby(["run", "step"]):
         by = g.pivot(index="layer", columns="quantity", values="value")
         got = table[(table["run"] == run) & (table["step"] == step)].set_index("part")
-        for part in ("dec.iid", "dec.shift", "dec.rest"):
-            assert got.loc[part, "share"] == pytest.approx(float((by[part] / by["dec.measured"]).mean()), rel=1e-12)
+        for part in ("dec.iid", "dec.shift", "dec.rest"):  # pooled: sum over layers / sum over layers
+            assert got.loc[part, "share"] == pytest.approx(float(by[part].sum() / by["dec.measured"].sum()), rel=1e-12)
         assert got["share"].sum() == pytest.approx(1.0, rel=1e-12)
         assert got["measured"].iloc[0] == pytest.approx(float(by["dec.measured"].mean()), rel=1e-12)
     assert (table.loc[table["scheme"] == "pws"].query("part == 'dec.shift'")["share"] == 0).all()
@@ -342,6 +342,21 @@ def test_decomposition_figure_and_errors():
     partial = decomposition_runs().query("quantity != 'dec.rest'")
     with pytest.raises(ValueError, match="lacks dec.rest"):
         vp.decomposition_table(partial)
+
+
+def test_result_map_cells_are_means_over_runs():
+    runs = pd.DataFrame({"control": ["plain", "plain", "pws", "pws", "plain"], "lr": [0.2, 0.2, 0.2, 0.2, 0.02],
+                         "seed": [0, 1, 0, 1, 0], "train_accuracy": [0.1, 0.3, 0.9, 1.0, 0.8]})
+    fig = vp.result_map(runs)
+    (ax,) = assert_labelled(fig, 1)
+    grid = ax.images[0].get_array()
+    assert grid[0, 0] == pytest.approx(0.2) and grid[0, 1] == pytest.approx(0.95)  # lr 0.2 on top
+    assert grid[1, 0] == pytest.approx(0.8) and np.ma.is_masked(grid[1, 1])  # pws not run at 0.02
+    texts = [t.get_text() for t in ax.texts]
+    assert "0.2\n[0.1, 0.3]\nn=2" in texts and "not run" in texts
+    close(fig)
+    with pytest.raises(ValueError, match="needs column\\(s\\) control"):
+        vp.result_map(runs.drop(columns="control"))
 
 
 def test_theory_vs_measured():

@@ -24,6 +24,7 @@ from ..analysis import Interval, mean_ci, verdict
 from ..layers import PWSConv2d, init_alpha, reparameterize
 from ..models import resnet_cifar
 from ..record import Run, load_runs
+from .attribution import COMPARISONS, CONTROLS, causes_report
 from .config import RunConfig, load_data
 from .runner import grid, load_model
 from .timing import eval_fn, interleaved_medians, train_step_fn
@@ -112,6 +113,19 @@ CLAIMS = [
           "gamma'=0: growth of ||dL/dV|| / ||dL/dK|| when V is scaled by 0.1", ">", 5.0,
           "theory: 10 (scale 1/s); fixed at half"),
 ]
+# Attribution (varprobe.experiment.attribution): each comparison isolates one cause, at both learning rates,
+# on the profile's attribution net (a ResNet, where PWS keeps two GroupNorm layers).
+CLAIMS += [Claim(f"{c.key}-{tag}", f"{c.claim} ({tag} lr)",
+                 f"attribution net, {tag} lr: final train accuracy, {c.treatment} minus {c.control} (same seed)",
+                 ">", c.threshold, "no difference")
+           for tag in ("large", "small") for c in COMPARISONS]
+CLAIMS += [
+    Claim("D1", "Where plain-net variance grows at a large lr, the filter-sum (shift) share of it grows",
+          "attribution net, plain, large lr: change of sum dec.shift / sum dec.measured over convs after the "
+          "first, first to last step", ">", 0.0, "no change"),
+    Claim("D2", "With the average gradient projected out, the filter-sum share does not grow",
+          "attribution net, plain+proj, large lr: the same change", "<", 0.01, "fixed: 1 point"),
+]
 
 
 @dataclass(frozen=True)
@@ -136,6 +150,8 @@ class Profile:
     speed_batch: int
     speed_rounds: int
     threads: int = 2  # torch CPU threads; 1 is faster when other processes share the cores
+    attribution_model: str = "resnet8"  # a ResNet: PWS keeps two GroupNorms there, plain+gn differs from plain
+    attribution_size: int = 8
 
     def base(self) -> RunConfig:
         return RunConfig(model=self.model, data=self.data, size=self.size, width=self.width, steps=self.steps,
@@ -149,19 +165,21 @@ PROFILES = {
     "quick": Profile("quick", "simple_cnn", "digits", 8, None, 150, 3, 0.02, 0.2, 64, 5, (2, 8, 32), 1536,
                      "resnet8", 16, 32, 5),
     "full": Profile("full", "resnet20", "cifar10", 32, None, 2000, 3, 0.02, 0.2, 128, 20, (2, 8, 32, 128),
-                    40000, "resnet20", 32, 128, 9),
+                    40000, "resnet20", 32, 128, 9, attribution_model="resnet20", attribution_size=32),
 }
 MAIN_SCHEMES = ("plain", "bn", "gn", "wn", "centered", "pws")
 CIFAR_ROOT = "data/cifar-10-batches-py"
 # Seconds per training step on a 2-core CPU, measured with the probe attached (benchmarks/RESULTS.md).
-_STEP_SECONDS = {("simple_cnn", 8): 0.01, ("resnet20", 32): 0.3}
+_STEP_SECONDS = {("simple_cnn", 8): 0.01, ("resnet8", 8): 0.017, ("resnet20", 32): 0.3}
 
 
 def _estimate_minutes(p: Profile) -> float:
     per_step = _STEP_SECONDS.get((p.model, p.size), 0.3)
     steps = p.seeds * ((len(MAIN_SCHEMES) * 2 + 2) * p.steps
                        + 3 * sum(max(1, p.samples // b) * b / p.batch_size for b in p.batch_sizes))
-    return steps * per_step / 60
+    per_attribution_step = _STEP_SECONDS.get((p.attribution_model, p.attribution_size), 0.3)
+    attribution = p.seeds * len(CONTROLS) * 2 * p.steps * per_attribution_step
+    return (steps * per_step + attribution) / 60
 
 
 @dataclass
@@ -233,6 +251,14 @@ def _transmission_drift(frame: pd.DataFrame, sq_norm: str) -> float:
 
 def _rho(frame: pd.DataFrame) -> pd.DataFrame:
     return _per_layer(frame, "k.filter_sum_sq", min_depth=0) / _per_layer(frame, "k.sq_norm", min_depth=0)
+
+
+def _shift_share_change(frame: pd.DataFrame) -> float:
+    """Change, first to last recorded step, of the filter-sum share of the conv output second moment,
+    pooled over convs after the first: sum of dec.shift / sum of dec.measured (as plot.decomposition)."""
+    first, last = _first_last(_per_layer(frame, "dec.shift").sum(axis=1, min_count=1).to_frame()
+                              / _per_layer(frame, "dec.measured").sum(axis=1, min_count=1).to_frame())
+    return float((last - first).iloc[0])
 
 
 def _log_growth(frame: pd.DataFrame, quantity: str) -> float:
@@ -319,7 +345,7 @@ def reproduce(profile: str | Profile = "quick", out: str | Path = "reproduce", s
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(p.threads)
-    n_runs = p.seeds * (len(MAIN_SCHEMES) * 2 + 2 + 3 * len(p.batch_sizes))
+    n_runs = p.seeds * (len(MAIN_SCHEMES) * 2 + 2 + 3 * len(p.batch_sizes) + 2 * len(CONTROLS))
     log(f"[reproduce] {n_runs} training runs; estimated time on a 2-core CPU: "
         f"{_estimate_minutes(p):.0f} min")
     seed_list = list(range(p.seeds))
@@ -342,6 +368,13 @@ def reproduce(profile: str | Profile = "quick", out: str | Path = "reproduce", s
         for r in grid(cfg, out / "runs" / f"batch-{b}", schemes=["bn", "gn", "pws"], seeds=seed_list,
                       progress=progress):
             batch_runs[(r.config["scheme"], b, r.config["seed"])] = r
+    attribution_base = base.replace(model=p.attribution_model, size=p.attribution_size)
+    log(f"[reproduce] attribution: {p.attribution_model} at {p.attribution_size}px, controls {', '.join(CONTROLS)}")
+    controls = {}
+    for label, changes in CONTROLS.items():
+        for r in grid(attribution_base.replace(**changes), out / "runs" / "attribution" / label,
+                      lrs=[p.lr_small, p.lr_large], seeds=seed_list, progress=progress):
+            controls[(label, r.config["lr"], r.config["seed"])] = r
     split = load_data(base.data, base.image_size, 0, base.data_limit, base.synthetic_n)
     held_out = split.x_test[:base.eval_batch]
 
@@ -385,12 +418,20 @@ def reproduce(profile: str | Profile = "quick", out: str | Path = "reproduce", s
         ratio, bound = _grad_ratio(1e-3, 0.01, seed)
         values["12a"].append(ratio / bound)
         values["12b"].append(_grad_ratio(0.0, 0.1, seed)[0] / _grad_ratio(0.0, 1.0, seed)[0])
+        for tag, lr in (("large", p.lr_large), ("small", p.lr_small)):
+            for c in COMPARISONS:
+                values[f"{c.key}-{tag}"].append(_acc(controls[(c.treatment, lr, seed)])
+                                                - _acc(controls[(c.control, lr, seed)]))
+        values["D1"].append(_shift_share_change(controls[("plain", p.lr_large, seed)].frame))
+        values["D2"].append(_shift_share_change(controls[("plain+proj", p.lr_large, seed)].frame))
 
     findings = []
     for c in CLAIMS:
         ci = mean_ci(values[c.id])
         findings.append(Finding(c, ci, verdict(ci, c.direction, c.threshold), values[c.id]))
-    _write_figures(findings, out, p)
+    outcomes = pd.DataFrame([{"control": label, "lr": lr, "seed": seed, "train_accuracy": _acc(r)}
+                             for (label, lr, seed), r in controls.items()])
+    _write_figures(findings, out, p, outcomes)
     _write_report(findings, p, out, time.perf_counter() - start)
     log(f"[reproduce] wrote {out / 'claims.md'} and {out / 'claims.json'} in {time.perf_counter() - start:.0f} s")
     return findings
@@ -399,10 +440,14 @@ def reproduce(profile: str | Profile = "quick", out: str | Path = "reproduce", s
 # claim id prefix -> figure files that show its evidence
 FIGURES = {"1": ["shift.png"], "2": ["shift.png"], "3": ["amplification.png", "spp-large-lr.png"],
            "4": ["collapse.png"], "5": ["filter-sums.png", "collapse.png"], "6": ["theory.png"],
-           "11": ["collapse.png"]}
+           "11": ["collapse.png"], "A": ["attribution.png"], "D": ["decomposition.png"]}
 
 
-def _write_figures(findings: list[Finding], out: Path, p: Profile) -> None:
+def _figures_for(claim_id: str) -> list[str]:
+    return FIGURES[claim_id[0]] if claim_id[0] in "AD" else FIGURES.get(claim_id.rstrip("abcd"), [])
+
+
+def _write_figures(findings: list[Finding], out: Path, p: Profile, outcomes: pd.DataFrame) -> None:
     """Draw the evidence with ``varprobe.plot`` from the run tables, next to claims.md, and list
     each figure in the findings it supports."""
     from .. import plot  # lazily: matplotlib only when figures are drawn
@@ -411,6 +456,8 @@ def _write_figures(findings: list[Finding], out: Path, p: Profile) -> None:
     small, large = frame[frame["lr"] == p.lr_small], frame[frame["lr"] == p.lr_large]
     frozen = load_runs(sorted((out / "runs" / "pws-frozen-alpha").glob("*")))
     wn_like = large[large["scheme"].isin(["wn", "centered", "pws"])]
+    shown = ["plain", "plain+proj", "plain+gn", "plain+gn+proj", "centered", "pws"]
+    decomposed = load_runs([d for label in shown for d in sorted((out / "runs" / "attribution" / label).glob("*"))])
     figures = {
         "shift.png": lambda: plot.shift(small),
         "amplification.png": lambda: plot.curves(large[large["scheme"].isin(["plain", "bn", "pws"])], "out.sq_mean"),
@@ -418,18 +465,24 @@ def _write_figures(findings: list[Finding], out: Path, p: Profile) -> None:
         "collapse.png": lambda: plot.collapse_map(frame),
         "filter-sums.png": lambda: plot.curves(wn_like, "k.filter_sum_sq"),
         "theory.png": lambda: plot.draw(pd.concat([small[small["scheme"] == "plain"], frozen]), "theory"),
+        "attribution.png": lambda: plot.result_map(outcomes, title=f"Final train accuracy of the attribution "
+                                                   f"controls ({p.attribution_model}): mean [min, max] over seeds"),
+        "decomposition.png": lambda: plot.decomposition(decomposed[decomposed["lr"] == p.lr_large]),
     }
     for name, draw in figures.items():
         plot.save_figure(draw(), out / name)
     for f in findings:
-        f.figures = FIGURES.get(f.claim.id.rstrip("abcd"), [])
+        f.figures = _figures_for(f.claim.id)
 
 
 def _write_report(findings: list[Finding], p: Profile, out: Path, seconds: float) -> None:
     header = (f"# varprobe reproduce ({p.name})\n\n"
               f"Setting: {p.model} on {p.data} at {p.size}px, batch {p.batch_size}, {p.steps} steps, small lr "
               f"{p.lr_small}, large lr {p.lr_large}, {p.seeds} seeds, SGD momentum 0.9, weight decay 5e-4 "
-              f"(none on PWS alpha). Took {seconds:.0f} s.\n\n"
+              f"(none on PWS alpha). Attribution claims (A*, D*): {p.attribution_model} at {p.attribution_size}px "
+              f"with the same data, steps, learning rates and seeds, one run per control: "
+              f"{', '.join(CONTROLS)} (+proj: the per-filter mean of every conv weight gradient removed before "
+              f"each step; plain+gn: plain convs with exactly PWS's two GroupNorms). Took {seconds:.0f} s.\n\n"
               "Verdict rule (fixed before running): **holds** when the whole 95% interval over seeds lies on the "
               "expected side of the threshold, **does not hold** when it lies wholly on the other side, "
               "**inconclusive** otherwise.\n\n"
@@ -440,8 +493,10 @@ def _write_report(findings: list[Finding], p: Profile, out: Path, seconds: float
                    for f in findings)
     counts = {v: sum(f.verdict == v for f in findings) for v in ("holds", "does not hold", "inconclusive")}
     summary = "\n" + ", ".join(f"{n} {v}" for v, n in counts.items()) + f" (of {len(findings)}).\n"
-    (out / "claims.md").write_text(header + rows + summary)
-    meta = {"profile": asdict(p), "seconds": seconds, "claims": [f.to_json() for f in findings]}
+    causes = causes_report({f.claim.id: f.verdict for f in findings}, {"small": p.lr_small, "large": p.lr_large})
+    (out / "claims.md").write_text(header + rows + summary + "\n" + causes)
+    meta = {"profile": asdict(p), "seconds": seconds, "claims": [f.to_json() for f in findings],
+            "attribution": causes}
     (out / "claims.json").write_text(json.dumps(_finite(meta), indent=2, allow_nan=False))
 
 

@@ -17,6 +17,7 @@ outside pyplot: return one from a notebook cell to show it, or ``save_figure(fig
 ``theory_vs_measured``   predicted vs measured, y = x and an error band
 ``collapse_map``         learning rate x scheme: collapsed or finished, final loss
 ``decomposition``        shares of conv output variance: i.i.d., filter-sum (shift) and rest
+``result_map``           one number per run (e.g. train accuracy), settings x learning rates
 ``cli_plot``             the ``varprobe plot`` subcommand (``draw`` + ``save_figure``)
 =======================  ====================================================================
 """
@@ -25,10 +26,11 @@ from .collapse import collapse_map
 from .curves import curves
 from .decomposition import decomposition, decomposition_table
 from .heatmap import heatmap
+from .result_map import result_map
 from .shift import shift
 from .spp import spp
 from .theory import theory_vs_measured
 from .transmission import transmission
 
 __all__ = ["spp", "heatmap", "curves", "shift", "transmission", "theory_vs_measured", "collapse_map",
-           "decomposition", "decomposition_table", "cli_plot", "draw", "save_figure", "KINDS", "FORMATS"]
+           "decomposition", "decomposition_table", "result_map", "cli_plot", "draw", "save_figure", "KINDS", "FORMATS"]

@@ -8,7 +8,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from . import _derive as d
-from .style import ERRORBAR, STEP_LABEL, fmt_num, legend_below, new_figure, order_levels
+from .style import ERRORBAR, SCHEME_ORDER, STEP_LABEL, fmt_num, legend_below, new_figure, order_levels
 
 __all__ = ["decomposition", "decomposition_table", "PARTS"]
 
@@ -16,14 +16,16 @@ __all__ = ["decomposition", "decomposition_table", "PARTS"]
 PARTS = {
     "dec.iid": ("i.i.d. inputs: Var(x)·‖K_i‖²", "#4c72b0"),
     "dec.shift": ("filter sum (shift): mean(x)²·(1ᵀK_i)²", "#c44e52"),
-    "dec.rest": ("rest: filters aligned with correlated inputs", "#dd8452"),
+    "dec.rest": ("rest: correlated or unequal input channels", "#dd8452"),
 }
 
 
 def decomposition_table(frame: pd.DataFrame, mode: str = "train", min_depth: int = 1) -> pd.DataFrame:
-    """Per run, step and part: the part's share of ``dec.measured``, averaged over the conv layers
-    at depth >= ``min_depth``; columns run, step, part, share, measured (the mean over those
-    layers of dec.measured), plus the runs' config columns. Shares of a layer add up to 1."""
+    """Per run, step and part: the part's share of ``dec.measured`` over the conv layers at depth >=
+    ``min_depth``, pooled: the part summed over those layers divided by dec.measured summed over
+    them (a ratio of sums, so a dead layer whose output second moment is near zero cannot blow it
+    up); columns run, step, part, share, measured (the mean over those layers of dec.measured),
+    plus the runs' config columns. The three shares add up to 1."""
     f = d.prepare(frame, mode)
     f = f[f["quantity"].isin(["dec.measured", *PARTS]) & (f["depth"] >= min_depth)]
     if "module_type" in f.columns:
@@ -35,9 +37,9 @@ def decomposition_table(frame: pd.DataFrame, mode: str = "train", min_depth: int
     missing = [q for q in ("dec.measured", *PARTS) if q not in wide.columns]
     if missing:
         raise ValueError(f"the frame lacks {', '.join(missing)}: record every dec.* quantity")
-    shares = wide[list(PARTS)].div(wide["dec.measured"], axis=0)
-    shares = shares[np.isfinite(shares.to_numpy()).all(axis=1)]
-    per_step = shares.groupby(level=["run", "step"]).mean()
+    wide = wide[np.isfinite(wide.to_numpy()).all(axis=1)]
+    sums = wide.groupby(level=["run", "step"]).sum()
+    per_step = sums[list(PARTS)].div(sums["dec.measured"], axis=0)
     measured = wide["dec.measured"].groupby(level=["run", "step"]).mean()
     long = per_step.stack().rename("share").reset_index().rename(columns={"quantity": "part"})
     long["measured"] = measured.reindex(pd.MultiIndex.from_frame(long[["run", "step"]])).to_numpy()
@@ -49,17 +51,19 @@ def decomposition(frame: pd.DataFrame, mode: str = "train", *, min_depth: int = 
 
     For each conv layer the probe splits the output second moment without bias, dec.measured =
     mean_i E[(y_i - b_i)^2], into dec.iid (what inputs with i.i.d. entries would give, Var(x)
-    ||K_i||^2), dec.shift (the filter-sum term mean(x)^2 (1^T K_i)^2) and dec.rest (what filters
-    aligned with correlated inputs add); padding-aware, see ``varprobe.probe.QUANTITIES``. Lines:
-    each part's share of dec.measured, averaged over conv layers at depth >= ``min_depth`` (the
-    first conv reads the data), mean over seeds with a 95% CI band. Panel titles give the growth
-    of dec.measured from the first to the last recorded step.
+    ||K_i||^2), dec.shift (the filter-sum term mean(x)^2 (1^T K_i)^2) and dec.rest (what the
+    i.i.d. model leaves out: filters aligned with correlated inputs, channels with unequal means or
+    variances); padding-aware, see ``varprobe.probe.QUANTITIES``. Lines: each part's share of
+    dec.measured, pooled over the conv layers at depth >= ``min_depth`` (the first conv reads the
+    data; :func:`decomposition_table`), mean over seeds with a 95% CI band. Panel titles give the
+    growth of dec.measured from the first to the last recorded step.
 
     What a reader should see: if the shift drives variance growth (the paper's story), the red
     filter-sum share climbs in the nets where E[y^2] grows (plain, WN at a large learning rate)
-    and stays at zero where filters are centred (PWS, centering, projected gradients). Variance
-    that grows while the shift share stays flat came from elsewhere: a rising orange share means
-    filters aligned with correlated inputs, a blue one, growing weight norms.
+    and stays near zero where filters are centred (PWS, centering; not exactly zero where padding
+    cuts taps off at the border of small feature maps). Variance that grows while the shift share
+    stays flat came from elsewhere: a rising orange share means filters aligned with correlated
+    or unequal input channels, a blue one growing weight norms.
     """
     table = decomposition_table(frame, mode, min_depth)
     runs, hue, style = d.hue_style(d.prepare(frame, mode))  # seeds merge; scheme, then other settings
@@ -68,7 +72,8 @@ def decomposition(frame: pd.DataFrame, mode: str = "train", *, min_depth: int = 
     if style:
         label = label + ", " + runs[style].astype(str)
     table = table.assign(group=table["run"].map(label))
-    groups = order_levels(table["group"])
+    rank = {s: i for i, s in enumerate(SCHEME_ORDER)}
+    groups = sorted(order_levels(table["group"]), key=lambda g: (rank.get(g.split(",")[0], len(rank)), g))
     cols = min(ncols, len(groups))
     rows = math.ceil(len(groups) / cols)
     fig, axes = new_figure(rows, cols, panel=(3.4, 2.8), extra=(0, 0.5), sharex=True, sharey=True)
@@ -82,7 +87,7 @@ def decomposition(frame: pd.DataFrame, mode: str = "train", *, min_depth: int = 
         growth = sub.groupby("step")["measured"].mean()
         ax.set_title(f"{group}\nE[(y−b)²] ×{fmt_num(growth.iloc[-1] / growth.iloc[0])} first→last", fontsize=9)
         ax.set_xlabel(STEP_LABEL)
-        ax.set_ylabel("share of E[(y − b)²]\n(mean over conv layers)")
+        ax.set_ylabel("share of E[(y − b)²]\n(pooled over conv layers)")
         ax.grid(True, alpha=0.3)
     for ax in list(axes.flat)[len(groups):]:
         ax.set_visible(False)

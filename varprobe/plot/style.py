@@ -52,7 +52,7 @@ SHORT: dict[str, str] = {
     "dec.measured": "E[(y − b)²] of the layer output",
     "dec.iid": "i.i.d.-input part Var(x)·‖K‖²",
     "dec.shift": "filter-sum part mean(x)²·(1ᵀK)²",
-    "dec.rest": "rest: filters aligned with correlated inputs",
+    "dec.rest": "rest: correlated or unequal input channels",
     "gw.avg_abs": "mean |average filter gradient|",
     "gw.rms": "rms of dL/dW",
     "gw.shift_ratio": "|avg. filter gradient| / (rms/√n); ≈0.8 unshifted",
@@ -88,6 +88,7 @@ DEPTH_LABEL = "depth (conv/linear layer)"
 #: Fixed colours per normalization scheme, so that a scheme looks the same in every figure.
 _SCHEME_COLORS = {
     "plain": "#4d4d4d",   # dark grey: the unnormalized baseline
+    "plain+gn": "#999999",  # light grey: the baseline with PWS's two GroupNorms
     "bn": "#1f77b4",
     "wn": "#d62728",
     "pws": "#2ca02c",
@@ -194,7 +195,7 @@ def fmt_num(x: float) -> str:
 
 # --------------------------------------------------------------------------- lines with CI bands
 
-SCHEME_ORDER = ("plain", "bn", "gn", "wn", "ws", "pws", "centered")
+SCHEME_ORDER = ("plain", "plain+gn", "bn", "gn", "wn", "ws", "centered", "pws")
 DASHES = ["", (4, 1.5), (1, 1.2), (3, 1.25, 1.5, 1.25), (5, 1, 1, 1), (2, 2), (6, 2, 2, 2)]
 #: Resamples of the bootstrap confidence interval of the mean over seeds.
 N_BOOT = 1000
@@ -216,8 +217,7 @@ ERRORBAR = ci95
 
 
 def order_levels(values) -> list:
-    """Hue levels in a stable order: known schemes first (plain, bn, gn, wn, ws, pws, centered),
-    then the rest sorted."""
+    """Hue levels in a stable order: known schemes first (in ``SCHEME_ORDER``), then the rest sorted."""
     vals = list(dict.fromkeys(str(v) for v in values if v is not None and v == v))
     known = [s for s in SCHEME_ORDER if s in vals]
     return known + sorted(v for v in vals if v not in known)

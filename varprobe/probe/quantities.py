@@ -78,8 +78,9 @@ QUANTITIES.update({
                "positions at which tap t reads the input rather than padding (varprobe.stats.second_moment_parts)",
     "dec.shift": "mean(x)^2 * mean_i s_i^T C s_i, s_i[t] = sum over input channels of K_i[:, t]: the "
                  "filter-sum (shift) part for i.i.d. inputs, mean(x)^2 (1^T K_i)^2 without padding",
-    "dec.rest": "dec.measured - dec.iid - dec.shift: what filters aligning with correlated inputs add "
-                "(zero in expectation for i.i.d. inputs)",
+    "dec.rest": "dec.measured - dec.iid - dec.shift: what the i.i.d. model leaves out, filters aligned with "
+                "correlated input entries and input channels whose means or variances differ (zero in "
+                "expectation for i.i.d. inputs)",
     "gw.avg_abs": "g_i = mean over filter i of dL/dW (raw weight): mean_i |g_i|",
     "gw.rms": "sqrt(mean of (dL/dW)^2 over all entries)",
     "gw.shift_ratio": "gw.avg_abs / (gw.rms / sqrt(n)): about 0.8 for zero-mean independent entries, "
