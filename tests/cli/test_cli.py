@@ -94,6 +94,19 @@ def test_every_runconfig_field_maps_to_an_option():
 
 
 # -- grid --------------------------------------------------------------------------------------------
+def test_grid_runs_the_attribution_controls(tmp_path, capsys):
+    """plain+gn on a ResNet, with the average-gradient projection on: the controls are CLI options."""
+    argv = ["grid", "--model", "resnet8", "--size", "8", "--width", "4", "--schemes", "plain,plain+gn",
+            "--project-shift", "--steps", "2", "--threads", "1", "--no-progress", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    capsys.readouterr()
+    runs = [load_run(d) for d in sorted(tmp_path.iterdir())]
+    assert sorted(r.config["scheme"] for r in runs) == ["plain", "plain+gn"]
+    assert all(r.config["project_shift"] is True and r.status == "finished" for r in runs)
+    gn = {r.config["scheme"]: set(r.frame.loc[r.frame.module_type == "GroupNorm", "layer"]) for r in runs}
+    assert gn == {"plain": set(), "plain+gn": {"stem.0.norm", "neck.0"}}
+
+
 def test_grid_runs_prints_table_and_resumes(tmp_path, capsys):
     argv = ["grid", "--schemes", "plain,pws", "--lrs", "0.05", "--batch-sizes", "32", "--seeds", "0",
             "--steps", "3", "--threads", "1", "--out", str(tmp_path)]
