@@ -49,6 +49,13 @@ def test_value_errors_name_the_value(kwargs, pattern):
         RunConfig(**kwargs)
 
 
+@pytest.mark.parametrize("field", ["freeze_alpha", "init_alpha", "project_shift"])
+@pytest.mark.parametrize("bad", [None, "yes", 1])
+def test_flags_must_be_bools(field, bad):
+    with pytest.raises(ValueError, match=rf"{field} must be True or False, got {re.escape(repr(bad))}"):
+        RunConfig(**{field: bad})
+
+
 def test_gamma_zero_is_allowed_for_pws():
     assert RunConfig(scheme="pws", gamma=0.0).gamma == 0.0
 
