@@ -9,6 +9,7 @@ every configuration in turn, so machine noise hits all of them alike):
 - Probe every step, default quantities ("all");
 - Probe every 10 steps (each block holds one recorded step);
 - Probe every step, ``quantities="forward"`` (output statistics only);
+- Probe every step, every quantity but the variance decomposition ``dec.*`` (what ``dec.*`` costs);
 - Probe every step with ``fused=True`` (one compiled kernel reads each tensor once);
 - naive: hooks that compute the same statistics with separate reductions and call ``.item()`` on
   each, per layer (as fastai's ActivationStats and most hand-written probes do).
@@ -37,7 +38,7 @@ from torch import nn
 
 import varprobe.probe.probe as probe_module
 from varprobe.models import resnet_cifar
-from varprobe.probe import Probe
+from varprobe.probe import QUANTITIES, Probe
 from varprobe.probe.select import select
 
 
@@ -110,10 +111,10 @@ class Naive:
             self.log.append(("", "loss", float(loss)))
 
 
-UNPROBED, FLOOR, EVERY1, EVERY10, FORWARD, FUSED, NAIVE = (
+UNPROBED, FLOOR, EVERY1, EVERY10, FORWARD, NO_DEC, FUSED, NAIVE = (
     "unprobed", "floor: one read per probed tensor", "Probe every step (all quantities)",
-    "Probe every 10 steps", "Probe every step, quantities='forward'", "Probe every step, fused=True",
-    "naive: .item() per statistic per layer")
+    "Probe every 10 steps", "Probe every step, quantities='forward'", "Probe every step, all but dec.*",
+    "Probe every step, fused=True", "naive: .item() per statistic per layer")
 
 
 class SelfTime:
@@ -140,6 +141,7 @@ def make_configs(model: nn.Module) -> dict[str, object]:
     return {UNPROBED: None, FLOOR: Probe(model, flush_every=10), EVERY1: Probe(model, flush_every=10),
             EVERY10: Probe(model, every=10, flush_every=10),
             FORWARD: Probe(model, quantities="forward", flush_every=10),
+            NO_DEC: Probe(model, quantities=[q for q in QUANTITIES if not q.startswith("dec.")], flush_every=10),
             FUSED: Probe(model, flush_every=10, fused=True), NAIVE: Naive(model)}
 
 
@@ -295,7 +297,8 @@ def main() -> None:
         cost = {k: statistics.median([a / b for a, b in zip(v[clock], r[UNPROBED][clock])]) - 1
                 for k, v in r.items()}
         print(f"- {label}: extra time per step: every step {cost[EVERY1]:+.1%} (fused {cost[FUSED]:+.1%}), "
-              f"every 10 steps {cost[EVERY10]:+.1%}, forward preset {cost[FORWARD]:+.1%}; floor (one read "
+              f"every 10 steps {cost[EVERY10]:+.1%}, forward preset {cost[FORWARD]:+.1%}, all but dec.* "
+              f"{cost[NO_DEC]:+.1%}; floor (one read "
               f"of each probed tensor) {cost[FLOOR]:+.1%}; naive {cost[NAIVE]:+.1%}")
     print()
     b32, acc32 = probe_bytes(32)
