@@ -169,8 +169,10 @@ class Probe:
     moments of every probed module (``in.*``, ``out.*``), of residual blocks and their branches
     (``block.out.*``, ``branch.out.*``), the moments of gradients with respect to module outputs
     and inputs (``grad_out.*``, ``grad_in.var``), filter statistics of raw weights and of effective
-    kernels (``w.*``, ``k.*``), the shift of the average gradient (``gw.*``), BatchNorm batch vs
-    running statistics (``bn.*``), norm affine parameters (``norm.*``), and ``loss``/``lr``.
+    kernels (``w.*``, ``k.*``), the shift of the average gradient (``gw.*``), the split of each
+    conv or linear layer's output second moment into its i.i.d., filter-sum and remaining parts
+    (``dec.*``, from moments already held: no extra read), BatchNorm batch vs running statistics
+    (``bn.*``), norm affine parameters (``norm.*``), and ``loss``/``lr``.
 
     How: forward hooks reduce each probed tensor on its device, once (a tensor that is one layer's
     output and the next one's input is read once), to per-channel sums and sums of squares added to
