@@ -162,21 +162,12 @@ def expected_train(net: Net, batches, prev_gi: dict | None) -> tuple[dict, dict]
     and the per-filter average gradients for the next step's sign persistence."""
     running = (net.bn.running_mean.clone(), net.bn.running_var.clone())
     fwd, grads, pgrads = ref_step(net, batches)
-    exp: dict[tuple[str, str], float] = {}
-    for name, (_, _, k_in, k_out, k_go, k_gi, cdim) in LAYERS.items():
-        for s, v in moment_stats([f[k_in] for f in fwd], cdim).items():
-            if s in ("mean", "var", "sq_mean"):
-                exp[(name, f"in.{s}")] = v
-        for s, v in moment_stats([f[k_out] for f in fwd], cdim).items():
-            exp[(name, f"out.{s}")] = v
+    exp = forward_expected(net, fwd, running)
+    for name, (_, _, _, _, k_go, k_gi, cdim) in LAYERS.items():
         go = moment_stats([g[k_go] for g in grads], cdim)
         exp[(name, "grad_out.var")], exp[(name, "grad_out.sq_mean")] = go["var"], go["sq_mean"]
         if k_gi is not None:
             exp[(name, "grad_in.var")] = moment_stats([g[k_gi] for g in grads], cdim)["var"]
-    for s, v in moment_stats([f["blk"] for f in fwd], 1).items():
-        exp[("block", f"block.out.{s}")] = v
-    for s, v in moment_stats([f["c2"] for f in fwd], 1).items():
-        exp[("block", f"branch.out.{s}")] = v
     gis = {}
     for name in WEIGHTED:
         mod = net.get_submodule(name)
@@ -214,10 +205,6 @@ def expected_train(net: Net, batches, prev_gi: dict | None) -> tuple[dict, dict]
         mod = net.get_submodule(name)
         exp[(name, "norm.weight_mean")] = mod.weight.detach().mean().item()
         exp[(name, "norm.bias_mean")] = mod.bias.detach().mean().item()
-    rows = torch.cat([f["h0"].movedim(1, -1).reshape(-1, 6) for f in fwd])
-    mu_b, var_b = rows.mean(0), rows.var(0, unbiased=False)
-    exp[("bn", "bn.mean_gap")] = ((mu_b - running[0]).abs() / (running[1] + net.bn.eps).sqrt()).mean().item()
-    exp[("bn", "bn.var_ratio")] = (var_b / running[1]).mean().item()
     return exp, gis
 
 
@@ -226,6 +213,12 @@ def expected_eval(net: Net, xs: list[Tensor]) -> dict:
     running = (net.bn.running_mean.clone(), net.bn.running_var.clone())
     with torch.no_grad():
         fwd = [ref_forward(net, x) for x in xs]
+    return forward_expected(net, fwd, running)
+
+
+def forward_expected(net: Net, fwd: list[dict], running: tuple[Tensor, Tensor]) -> dict:
+    """Forward quantities (in.*, out.*, block.out.*, branch.out.*, bn.*) of the forwards ``fwd``
+    of a step, ``running`` the BatchNorm running statistics before the step's first forward."""
     exp = {}
     for name, (_, _, k_in, k_out, _, _, cdim) in LAYERS.items():
         for s, v in moment_stats([f[k_in] for f in fwd], cdim).items():

@@ -256,9 +256,9 @@ def _rho(frame: pd.DataFrame) -> pd.DataFrame:
 def _shift_share_change(frame: pd.DataFrame) -> float:
     """Change, first to last recorded step, of the filter-sum share of the conv output second moment,
     pooled over convs after the first: sum of dec.shift / sum of dec.measured (as plot.decomposition)."""
-    first, last = _first_last(_per_layer(frame, "dec.shift").sum(axis=1, min_count=1).to_frame()
-                              / _per_layer(frame, "dec.measured").sum(axis=1, min_count=1).to_frame())
-    return float((last - first).iloc[0])
+    share = (_per_layer(frame, "dec.shift").sum(axis=1, min_count=1)
+             / _per_layer(frame, "dec.measured").sum(axis=1, min_count=1)).dropna()
+    return float(share.iloc[-1] - share.iloc[0])
 
 
 def _log_growth(frame: pd.DataFrame, quantity: str) -> float:

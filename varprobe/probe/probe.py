@@ -140,7 +140,8 @@ def _weights(m: nn.Module) -> tuple[Tensor, Tensor | None]:
     raw = raw_weight(m)
     if isinstance(m, ReparamConv2d):
         return raw, m.kernel()
-    return raw, (m.weight if raw is not m.weight else None)
+    kernel = m.weight  # computed once: under a parametrization each access recomputes it
+    return raw, (kernel if kernel is not raw else None)
 
 
 def _first_tensor(obj: Any) -> Tensor | None:
