@@ -23,9 +23,9 @@ def _batch(shape, seed=1, classes=10):
     return torch.randn(*shape, generator=g), torch.randint(0, classes, (shape[0],), generator=g)
 
 
-def memorise(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int = 10) -> list[float]:
-    """SGD (lr 0.05, momentum 0.9) on one fixed batch; returns the loss before each step."""
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+def memorise(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int = 10, lr: float = 0.05) -> list[float]:
+    """SGD (lr 0.05 unless given, momentum 0.9) on one fixed batch; returns the loss before each step."""
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     losses = []
     model.train()
     for _ in range(steps):

@@ -172,9 +172,13 @@ def test_identity_block_adds_x_not_relu_x(scheme):
 
 @pytest.mark.parametrize("scheme", ["plain", "bn", "pws"])
 def test_identity_inside_the_network_is_the_raw_residual_stream(scheme):
-    """In ResNet-14 the second block of stage 1 receives the residual stream, which has negative entries."""
+    """In ResNet-14 the second block of stage 1 receives the residual stream, which has negative entries.
+
+    BN's official zero init makes every branch output 0 at init, so its stream is still the rectified
+    stem output there; the ordering is checked on the BN net without it (the zero init is tested below).
+    """
     torch.manual_seed(0)
-    model = resnet_cifar(14, scheme)
+    model = resnet_cifar(14, scheme, **({"zero_init_residual": False} if scheme == "bn" else {}))
     block = model.stages[0][1]
     rec, _ = _record_block(block)
     model(torch.randn(4, 3, 16, 16))
@@ -227,8 +231,11 @@ def test_plain_has_no_norm_at_all():
 
 
 @pytest.mark.parametrize("scheme", NORM_AFTER)
-def test_norm_after_every_conv_and_in_the_neck(scheme):
-    model = resnet_cifar(8, scheme)
+@pytest.mark.parametrize("neck_norm", [None, True])
+def test_norm_after_every_conv_and_none_in_the_neck(scheme, neck_norm):
+    """configs/cifar/bn.py: a norm after every conv, ``neck_norm_cfg = None`` (the neck is ReLU only);
+    ``neck_norm=True`` restores the earlier layout with the scheme's norm in the neck."""
+    model = resnet_cifar(8, scheme, neck_norm=neck_norm)
     norm_type = nn.BatchNorm2d if scheme == "bn" else nn.GroupNorm
     conv_norms = [m for m in model.modules() if isinstance(m, ConvNorm)]
     assert len(conv_norms) == len(convs(model)) == 9  # 7 + 2 projection shortcuts
@@ -241,8 +248,73 @@ def test_norm_after_every_conv_and_in_the_neck(scheme):
     for b in blocks(model):
         if b.shortcut is not None:
             assert type(b.shortcut.norm) is norm_type
-    assert type(model.neck[0]) is norm_type
-    assert len(norms(model)) == len(conv_norms) + 1
+    assert isinstance(model.neck[1], nn.ReLU)
+    if neck_norm:
+        assert type(model.neck[0]) is norm_type
+        assert len(norms(model)) == len(conv_norms) + 1
+    else:
+        assert type(model.neck[0]) is nn.Identity
+        assert len(norms(model)) == len(conv_norms)
+
+
+@pytest.mark.parametrize("scheme", NORM_AFTER)
+def test_zero_init_residual_zeroes_exactly_the_last_norm_of_each_branch(scheme):
+    model = resnet_cifar(14, scheme)
+    last = {id(b.branch[2].norm) for b in blocks(model)}
+    assert len(last) == 6
+    for name, m in norms(model):
+        if id(m) in last:
+            assert torch.equal(m.weight.detach(), torch.zeros_like(m.weight)), name
+        else:  # every other norm keeps the default affine init (1, 0)
+            assert torch.equal(m.weight.detach(), torch.ones_like(m.weight)), name
+        assert torch.equal(m.bias.detach(), torch.zeros_like(m.bias)), name
+    off = resnet_cifar(14, scheme, zero_init_residual=False)
+    for _, m in norms(off):
+        assert torch.equal(m.weight.detach(), torch.ones_like(m.weight))
+
+
+@pytest.mark.parametrize("scheme", NORM_AFTER)
+def test_zero_init_residual_blocks_start_as_their_shortcuts(scheme):
+    """At init (train mode) every branch outputs exactly 0, so the net equals stem -> shortcuts -> neck
+    -> head, computed here by hand; its branch convs get exactly zero gradient at step 0 (their filter
+    statistics such as gw.shift_ratio are then 0/0), while the zeroed norms' weights get a non-zero one."""
+    torch.manual_seed(0)
+    model = resnet_cifar(14, scheme)
+    x, y = _batch((8, 3, 16, 16))
+    branch_outs = []
+    for b in blocks(model):
+        b.branch.register_forward_hook(lambda m, i, o: branch_outs.append(o.detach().clone()))
+    out = model(x)
+    assert len(branch_outs) == 6 and all(torch.equal(o, torch.zeros_like(o)) for o in branch_outs)
+    with torch.no_grad():
+        h = model.stem(x)
+        for b in blocks(model):
+            h = h if b.shortcut is None else b.shortcut(F.relu(h))
+        expected = model.head(model.neck(h))
+    assert torch.allclose(out, expected, rtol=1e-6, atol=1e-6)
+    F.cross_entropy(out, y).backward()
+    for b in blocks(model):
+        for conv in (b.branch[0].conv, b.branch[2].conv):
+            assert torch.equal(conv.weight.grad, torch.zeros_like(conv.weight))
+        assert b.branch[2].norm.weight.grad.abs().max() > 0
+
+
+@pytest.mark.parametrize("scheme, options, pattern", [
+    ("plain", {"neck_norm": True}, r"neck_norm=True .*'plain'"),
+    ("pws", {"zero_init_residual": True}, r"zero_init_residual=True .*'pws'.*bn, gn, ws"),
+    ("plain", {"zero_init_residual": True}, r"zero_init_residual=True .*'plain'"),
+    ("bn", {"neck_norm": "yes"}, r"neck_norm must be None, True or False, got 'yes'"),
+    ("bn", {"zero_init_residual": 1}, r"zero_init_residual must be None, True or False, got 1"),
+])
+def test_layout_options_reject_what_the_scheme_cannot_do(scheme, options, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        resnet_cifar(8, scheme, **options)
+
+
+def test_pws_layout_without_neck_norm():
+    model = resnet_cifar(8, "pws", neck_norm=False)
+    assert [n for n, _ in norms(model)] == ["stem.0.norm"]
+    assert type(model.neck[0]) is nn.Identity
 
 
 def test_gn_groups_option_reaches_every_norm():
