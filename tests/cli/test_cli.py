@@ -140,6 +140,8 @@ BAD = [
     (["run", "--model", "resnet21"], ["'resnet21'", "simple_cnn", "resnet20"]),
     (["run", "--data", "mnist"], ["'mnist'", "digits, synthetic, cifar10"]),
     (["run", "--data", "digits", "--size", "12"], ["12", "8, 16 or 32"]),
+    (["run", "--channels", "2"], ["channels", "got 2", "1, 3"]),
+    (["run", "--data", "cifar10", "--channels", "1"], ["cifar10 channels must be 3", "got 1"]),
     (["run", "--scheme", "bn", "--gamma", "0.1"], ["'bn'", "'pws' only"]),
     (["run", "--lr", "abc"], ["--lr", "'abc'", "not a number"]),
     (["run", "--lr", "0"], ["lr must be > 0", "0.0"]),

@@ -65,6 +65,42 @@ def test_upsampling(size, native):
     assert corr > 0.9
 
 
+def _bilinear_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) weights of 1-D linear interpolation with half-pixel centres (align_corners=False):
+    output pixel d samples the input at s = (d + 0.5) * n_in / n_out - 0.5, clamped at 0, between
+    floor(s) and floor(s) + 1 (clamped at the last pixel)."""
+    a = np.zeros((n_out, n_in))
+    for d in range(n_out):
+        s = max((d + 0.5) * n_in / n_out - 0.5, 0.0)
+        i0 = int(np.floor(s))
+        i1 = min(i0 + 1, n_in - 1)
+        a[d, i0] += 1.0 - (s - i0)
+        a[d, i1] += s - i0
+    return a
+
+
+@pytest.mark.parametrize("size", [16, 32])
+def test_upsampled_three_channel_digits_against_numpy(size):
+    """The whole pipeline in float64 numpy: /16, the same split, separable bilinear upsampling
+    (x_up = A x A^T), the grey channel repeated to 3, per-channel standardization by the training
+    mean and biased std."""
+    split = digits(size=size, channels=3)
+    bunch = load_digits()
+    train_idx, test_idx = train_test_split(np.arange(1797), test_size=0.2, stratify=bunch.target,
+                                           random_state=0)
+    a = _bilinear_matrix(8, size)
+    up = np.einsum("di,nij,ej->nde", a, bunch.images.astype(np.float64) / 16.0, a)
+    x_train, x_test = up[train_idx], up[test_idx]
+    mean, std = x_train.mean(), x_train.std()  # the 3 channels are equal, so per channel = overall
+    for c in range(3):
+        np.testing.assert_allclose(split.x_train[:, c].numpy(), (x_train - mean) / std, rtol=0, atol=2e-5)
+        np.testing.assert_allclose(split.x_test[:, c].numpy(), (x_test - mean) / std, rtol=0, atol=2e-5)
+    assert split.x_train.shape == (1437, 3, size, size) and split.x_test.shape == (360, 3, size, size)
+    np.testing.assert_array_equal(split.y_train.numpy(), bunch.target[train_idx])
+    # a genuinely interpolated image: not a nearest-neighbour (block-constant) upsampling
+    assert not np.allclose(up[:, 0::2, :], up[:, 1::2, :])
+
+
 def test_three_channels_repeat(native):
     split = digits(channels=3)
     assert split.x_train.shape == (1437, 3, 8, 8) and split.in_channels == 3

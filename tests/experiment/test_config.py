@@ -43,6 +43,10 @@ def test_counts_must_be_positive_integers(field, bad):
     ({"gamma": 0.1, "scheme": "bn"}, r"gamma applies to scheme 'pws' only, got scheme 'bn'"),
     ({"data": "digits", "size": 12}, r"digits size must be 8, 16 or 32, got 12"),
     ({"data": "cifar10", "size": 16}, r"cifar10 size must be 32, got 16"),
+    ({"channels": 2}, r"channels must be 1, 3 or None, got 2"),
+    ({"channels": 1.0}, r"channels must be 1, 3 or None, got 1\.0"),
+    ({"channels": True}, r"channels must be 1, 3 or None, got True"),
+    ({"data": "cifar10", "channels": 1}, r"cifar10 channels must be 3, got 1"),
 ])
 def test_value_errors_name_the_value(kwargs, pattern):
     with pytest.raises(ValueError, match=pattern):
@@ -67,7 +71,8 @@ def test_replace_validates():
 
 
 def _full_config() -> RunConfig:
-    return RunConfig(model="resnet8", scheme="pws", data="synthetic", size=12, width=4, lr=0.2, batch_size=16,
+    return RunConfig(model="resnet8", scheme="pws", data="synthetic", size=12, channels=1, width=4, lr=0.2,
+                     batch_size=16,
                      steps=7, seed=3, momentum=0.5, weight_decay=0.0, lr_milestones=[3, 5], gamma=0.0,
                      gamma_mode="equiv", freeze_alpha=True, init_alpha=True, project_shift=True, every=2,
                      flush_every=5, quantities="forward",
@@ -111,3 +116,11 @@ def test_sequences_become_tuples_and_config_is_hashable():
 ])
 def test_image_size_defaults(kwargs, size):
     assert RunConfig(**kwargs).image_size == size
+
+
+@pytest.mark.parametrize("kwargs, channels", [
+    ({}, 1), ({"data": "digits", "model": "resnet20"}, 1), ({"data": "synthetic"}, 3), ({"data": "cifar10"}, 3),
+    ({"data": "digits", "channels": 3}, 3), ({"data": "synthetic", "channels": 1}, 1),
+])
+def test_image_channels_defaults(kwargs, channels):
+    assert RunConfig(**kwargs).image_channels == channels

@@ -136,13 +136,16 @@ def _words(value: Any) -> str:
 
 
 RUN_OPTIONS: tuple[Option, ...] = (
-    Option("model", f"network: {', '.join(MODELS)} (vgg is vgg_cifar, resnetN is resnet_cifar(N))", _str, "NAME"),
+    Option("model", f"network: {', '.join(MODELS)} (vgg is vgg_cifar, resnetN is resnet_cifar(N), resnet34 is "
+                    "resnet34_cifar)", _str, "NAME"),
     Option("scheme", f"normalization scheme of every conv: {', '.join(SCHEMES)}", _str, "SCHEME"),
     Option("data", f"data set: {', '.join(DATASETS)} (digits: sklearn's 8x8 digits, bundled; synthetic: "
                    "labelled synthetic images; cifar10: a local copy in ./data/cifar-10-batches-py, never "
                    "downloaded)", _str, "NAME"),
     Option("size", "image side in pixels: digits 8, 16 or 32; cifar10 32; synthetic any", _positive_int, "PX",
            "8 for digits with simple_cnn, 32 for cifar10, else 16"),
+    Option("channels", "image channels: 1 or 3 (digits: the grey channel repeated to 3); cifar10 3",
+           _positive_int, "C", "1 for digits, else 3"),
     Option("width", "base channel width of the model", _positive_int, "CHANNELS", "the model's own"),
     Option("lr", "SGD learning rate, constant unless --lr-milestones", _float, "LR"),
     Option("batch_size", "mini-batch size, images per step", _int, "N"),
@@ -269,7 +272,8 @@ def _check_data(config: RunConfig, parser: argparse.ArgumentParser) -> None:
     """Load the config's data now (cached for the run) so that a missing CIFAR-10 folder or a bad
     data option is a one-line usage error."""
     try:
-        load_data(config.data, config.image_size, config.seed, config.data_limit, config.synthetic_n)
+        load_data(config.data, config.image_size, config.seed, config.data_limit, config.synthetic_n,
+                  config.image_channels)
     except (FileNotFoundError, ValueError) as exc:
         parser.error(str(exc))
 

@@ -9,11 +9,11 @@ from torch import nn
 
 from ..data import Split, cifar10, digits, synthetic
 from ..layers import SCHEMES
-from ..models import resnet_cifar, simple_cnn, vgg_cifar
+from ..models import resnet34_cifar, resnet_cifar, simple_cnn, vgg_cifar
 
 __all__ = ["RunConfig", "MODELS", "DATASETS", "build_model", "load_data"]
 
-MODELS = ("simple_cnn", "vgg", "resnet8", "resnet14", "resnet20", "resnet32", "resnet44", "resnet56")
+MODELS = ("simple_cnn", "vgg", "resnet8", "resnet14", "resnet20", "resnet32", "resnet44", "resnet56", "resnet34")
 DATASETS = ("digits", "synthetic", "cifar10")
 QUANTITY_PRESETS = ("all", "forward")
 
@@ -24,11 +24,14 @@ class RunConfig:
     thread count) produce bit-identical records.
 
     Attributes:
-        model: "simple_cnn", "vgg" (``vgg_cifar``) or "resnet<6n+2>" (``resnet_cifar``).
+        model: "simple_cnn", "vgg" (``vgg_cifar``), "resnet<6n+2>" (``resnet_cifar``) or "resnet34"
+            (``resnet34_cifar``, the official PyTorch CIFAR backbone; not 6n+2).
         scheme: one of ``varprobe.layers.SCHEMES``.
         data: "digits" (bundled), "synthetic" (labelled synthetic images) or "cifar10" (local copy).
         size: image side: digits 8, 16 or 32; synthetic any; cifar10 must be 32. None: 8 for digits
             with simple_cnn, 16 otherwise (32 for cifar10).
+        channels: image channels: digits 1 or 3 (the grey channel repeated); synthetic 1 or 3; cifar10
+            must be 3. None: 1 for digits, 3 otherwise.
         width: base width of the model (None: the model's default).
         lr, batch_size, steps, seed: SGD learning rate (constant unless ``lr_milestones``), mini-batch
             size, number of optimizer steps, seed of the initialisation and of the batch order.
@@ -57,6 +60,7 @@ class RunConfig:
     scheme: str = "pws"
     data: str = "digits"
     size: int | None = None
+    channels: int | None = None
     width: int | None = None
     lr: float = 0.05
     batch_size: int = 64
@@ -118,6 +122,11 @@ class RunConfig:
             raise ValueError(f"digits size must be 8, 16 or 32, got {self.size!r}")
         if self.data == "cifar10" and self.size not in (None, 32):
             raise ValueError(f"cifar10 size must be 32, got {self.size!r}")
+        if self.channels is not None and (isinstance(self.channels, bool) or self.channels not in (1, 3)
+                                          or not isinstance(self.channels, int)):
+            raise ValueError(f"channels must be 1, 3 or None, got {self.channels!r}")
+        if self.data == "cifar10" and self.channels not in (None, 3):
+            raise ValueError(f"cifar10 channels must be 3, got {self.channels!r}")
         object.__setattr__(self, "lr_milestones", tuple(self.lr_milestones))
         object.__setattr__(self, "eval_steps", tuple(self.eval_steps))
 
@@ -128,6 +137,12 @@ class RunConfig:
         if self.data == "cifar10":
             return 32
         return 8 if (self.data == "digits" and self.model == "simple_cnn") else 16
+
+    @property
+    def image_channels(self) -> int:
+        if self.channels is not None:
+            return self.channels
+        return 1 if self.data == "digits" else 3
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -149,12 +164,14 @@ def _choice(name: str, value, valid: tuple) -> None:
 
 
 @functools.lru_cache(maxsize=8)
-def load_data(data: str, size: int, seed: int, limit: int | None, synthetic_n: int) -> Split:
-    """The data set of a run (cached: runs of a grid share it). Test/train split by ``seed``."""
+def load_data(data: str, size: int, seed: int, limit: int | None, synthetic_n: int, channels: int | None = None
+              ) -> Split:
+    """The data set of a run (cached: runs of a grid share it). Test/train split by ``seed``.
+    ``channels``: as ``RunConfig.channels`` (None: 1 for digits, 3 otherwise)."""
     if data == "digits":
-        split = digits(size=size, channels=1, seed=seed)
+        split = digits(size=size, channels=channels or 1, seed=seed)
     elif data == "synthetic":
-        split = synthetic(synthetic_n, size, 3, 10, seed)
+        split = synthetic(synthetic_n, size, channels or 3, 10, seed)
     else:
         split = cifar10(limit=limit)
     if limit is not None and data != "cifar10":
@@ -176,5 +193,7 @@ def build_model(config: RunConfig, in_channels: int, num_classes: int) -> nn.Mod
         return simple_cnn(config.scheme, num_classes, in_channels, **options)
     if config.model == "vgg":
         return vgg_cifar(config.scheme, num_classes, in_channels, **options)
+    if config.model == "resnet34":
+        return resnet34_cifar(config.scheme, num_classes, in_channels=in_channels, **options)
     depth = int(re.fullmatch(r"resnet(\d+)", config.model).group(1))
     return resnet_cifar(depth, config.scheme, num_classes, in_channels=in_channels, **options)
