@@ -338,8 +338,8 @@ def test_plot_end_to_end_if_available(tmp_path, capsys):
 def test_reproduce_calls_claims_reproduce(tmp_path, monkeypatch, capsys):
     calls = []
 
-    def reproduce(profile, out, seeds):
-        calls.append((profile, out, seeds))
+    def reproduce(profile, out, seeds, jobs=1):
+        calls.append((profile, out, seeds, jobs))
         out.mkdir(parents=True, exist_ok=True)
         (out / "claims.md").write_text("| claim |")
         (out / "claims.json").write_text("[]")
@@ -348,9 +348,9 @@ def test_reproduce_calls_claims_reproduce(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["reproduce"]) == 0
     assert main(["reproduce", "--full", "--out", "elsewhere", "--seeds", "5"]) == 0
-    assert main(["reproduce", "--quick", "--seeds", "1"]) == 0
-    assert calls == [("quick", Path("runs/reproduce"), None), ("full", Path("elsewhere"), 5),
-                     ("quick", Path("runs/reproduce"), 1)]
+    assert main(["reproduce", "--quick", "--seeds", "1", "--jobs", "2"]) == 0
+    assert calls == [("quick", Path("runs/reproduce"), None, 1), ("full", Path("elsewhere"), 5, 1),
+                     ("quick", Path("runs/reproduce"), 1, 2)]
     assert _lines(capsys.readouterr().out)[1] == "wrote elsewhere/claims.md and elsewhere/claims.json"
 
 

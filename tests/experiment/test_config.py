@@ -76,8 +76,8 @@ def _full_config() -> RunConfig:
                      steps=7, seed=3, momentum=0.5, weight_decay=0.0, lr_milestones=[3, 5], gamma=0.0,
                      gamma_mode="equiv", freeze_alpha=True, init_alpha=True, project_shift=True, every=2,
                      flush_every=5, quantities="forward",
-                     eval_steps=[0, 6], eval_batch=32, collapse_var=10.0, threads=1, data_limit=100,
-                     synthetic_n=200)
+                     eval_steps=[0, 6], eval_batch=32, collapse_var=10.0, threads=1, device="cpu",
+                     data_limit=100, synthetic_n=200)
 
 
 def test_every_field_differs_from_default_in_the_full_config():

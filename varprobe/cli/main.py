@@ -7,7 +7,9 @@ RunConfig default, so the CLI and the Python API agree on every default.
 Exit codes: 0 success (a collapsed run is a result, not an error); 2 bad arguments, including
 values argparse accepts but RunConfig rejects, an existing ``--out`` without ``--overwrite`` and
 a missing data folder (the usage line and one line naming the bad value; no traceback);
-1 a subcommand whose module is not installed; 130 interrupted (Ctrl-C).
+1 a subcommand whose module is not installed, or a grid in which some run failed, could not run or
+lost its worker (runs skipped because another live process holds them do not count: they are
+listed at the end); 130 interrupted (Ctrl-C).
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from typing import Any, Callable, Sequence
 
 from .. import __version__
 from ..experiment.config import DATASETS, MODELS, QUANTITY_PRESETS, RunConfig, load_data
+from ..experiment.device import DEVICE_CHOICES, check_device, resolve_device
 from ..layers import SCHEMES
 from ..record import Run, RunLockedError
 
@@ -30,6 +33,7 @@ __all__ = ["main", "build_parser", "RUN_OPTIONS", "config_from_args", "FIGURE_EX
 
 PROG = "varprobe"
 EXIT_OK, EXIT_MISSING, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_FAILED = 1  # a grid with a run that failed (see the module docstring)
 FIGURE_EXTENSIONS = (".png", ".svg", ".pdf")
 PLOT_KINDS = ("spp", "heatmap", "curves", "shift", "transmission", "theory", "collapse", "decomposition")
 _DEFAULTS = RunConfig()
@@ -94,6 +98,21 @@ def _list_of(item: Callable[[str], Any], example: str) -> Callable[[str], tuple]
         return tuple(out)
     parse.__name__ = f"list of {getattr(item, '__name__', 'values').lstrip('_')}"
     return parse
+
+
+def _device(text: str) -> str:
+    try:
+        check_device(text.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text.strip()
+
+
+def _backend(text: str) -> str:
+    from ..experiment.grid import BACKENDS
+    if text not in BACKENDS:
+        raise argparse.ArgumentTypeError(f"unknown backend {text!r}; valid: {', '.join(BACKENDS)}")
+    return text
 
 
 def _figure_path(text: str) -> Path:
@@ -176,6 +195,8 @@ RUN_OPTIONS: tuple[Option, ...] = (
                            "this bound (or the loss is not finite)", _positive_float, "VAR"),
     Option("threads", "torch CPU threads; runs with the same config, torch version and thread count are "
                       "bit-identical", _positive_int, "N", "torch's default"),
+    Option("device", f"where the model, data and probe live: {', '.join(DEVICE_CHOICES)} (auto: CUDA when "
+                     "available; in a parallel grid worker k uses GPU k mod n)", _device, "DEVICE"),
     Option("data_limit", "keep at most N training and N test images", _positive_int, "N", "all"),
     Option("synthetic_n", "number of images of --data synthetic", _positive_int, "N"),
 )
@@ -206,6 +227,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         parser.error(f"run directory {out} already exists and is not empty; "
                      "pass --overwrite to replace it, or choose another --out")
     _check_data(config, parser)
+    _check_device(config, parser)
     print(f"{PROG} run: {config.model}/{config.scheme} on {config.data}, {config.steps} steps -> {out}",
           file=sys.stderr)
     try:
@@ -217,10 +239,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_grid(args: argparse.Namespace) -> int:
-    """``varprobe grid``: schemes x lrs x batch sizes x seeds into ``--out/<name>``, resumable."""
-    from ..experiment import grid
+    """``varprobe grid``: schemes x lrs x batch sizes x seeds into ``--out/<name>``, resumable,
+    serially or ``--jobs N`` at once (loky, or a Dask cluster)."""
+    from ..experiment.grid import SchedulerError, grid
 
     parser = args.parser
+    for field, plural in GRID_AXES.items():
+        if getattr(args, plural) == ():
+            parser.error(f"--{plural.replace('_', '-')} '' is empty; give at least one value, or leave it out "
+                         f"for the default {getattr(_DEFAULTS, field)}")
+    _check_parallel(args, parser)
     axes = {field: getattr(args, plural) or (getattr(_DEFAULTS, field),) for field, plural in GRID_AXES.items()}
     try:  # every config of the grid is validated before the first run starts
         base = config_from_args(args, **{field: values[0] for field, values in axes.items()})
@@ -229,13 +257,21 @@ def cmd_grid(args: argparse.Namespace) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     _check_data(base, parser)
+    if args.backend != "dask":  # a Dask cluster's workers may have GPUs that this machine has not
+        _check_device(base, parser)
     try:
         runs = grid(base, args.out, schemes=axes["scheme"], lrs=axes["lr"], batch_sizes=axes["batch_size"],
-                    seeds=axes["seed"], progress=not args.no_progress)
-    except _OUT_ERRORS as exc:
+                    seeds=axes["seed"], progress=not args.no_progress, jobs=args.jobs, backend=args.backend,
+                    scheduler=args.scheduler)
+    except (*_OUT_ERRORS, SchedulerError, ValueError) as exc:
         parser.error(str(exc))
+    except ImportError as exc:
+        print(f"{PROG} grid: error: {exc}", file=sys.stderr)
+        return EXIT_MISSING
     print(_table(runs))
-    return EXIT_OK
+    for line in runs.report():
+        print(line, file=sys.stderr)
+    return EXIT_OK if runs.ok else EXIT_FAILED
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
@@ -244,7 +280,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if reproduce is None:
         return EXIT_MISSING
     out = Path(args.out)
-    reproduce(args.profile, out, args.seeds)
+    reproduce(args.profile, out, args.seeds, jobs=args.jobs)
     written = [str(out / name) for name in ("claims.md", "claims.json") if (out / name).exists()]
     if written:
         print(f"wrote {' and '.join(written)}")
@@ -276,6 +312,24 @@ def _check_data(config: RunConfig, parser: argparse.ArgumentParser) -> None:
                   config.image_channels)
     except (FileNotFoundError, ValueError) as exc:
         parser.error(str(exc))
+
+
+def _check_device(config: RunConfig, parser: argparse.ArgumentParser) -> None:
+    """Refuse, in one line, a device this machine does not have (e.g. cuda without a GPU)."""
+    try:
+        resolve_device(config.device)
+    except ValueError as exc:
+        parser.error(str(exc))
+
+
+def _check_parallel(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """--jobs, --backend and --scheduler of ``grid`` agree (each alone is checked by its type)."""
+    if args.scheduler is not None and args.backend != "dask":
+        parser.error(f"--scheduler {args.scheduler!r} needs --backend dask (got --backend {args.backend})")
+    if args.backend == "dask" and not args.scheduler:
+        parser.error("--backend dask needs --scheduler tcp://HOST:PORT, the address of a running Dask scheduler")
+    if args.jobs is None and args.backend != "dask":
+        args.jobs = 1
 
 
 def _optional(module: str, name: str, command: str) -> Callable | None:
@@ -357,8 +411,10 @@ def _add_grid(sub) -> None:
                    "Run every combination of --schemes, --lrs, --batch-sizes and --seeds, one after the "
                    "other, into DIR/<name> (name: the config fields that differ from the defaults), then "
                    "print a table of the runs (name, status, test accuracy). Rerunning skips finished "
-                   "and collapsed runs and restarts unfinished ones. Every config is checked before the "
-                   "first run starts.", cmd_grid,
+                   "and collapsed runs, restarts unfinished ones and redoes damaged ones (reported in one "
+                   "line); duplicate configs run once; a run that another live process holds is skipped "
+                   "and listed at the end. --jobs N runs N at once. Every config is checked before the "
+                   "first run starts. Exit status 1 if a run failed.", cmd_grid,
                    "varprobe grid --schemes plain,bn,pws --lrs 0.05,0.2 --batch-sizes 64 --seeds 0,1,2 "
                    "--out runs/grid")
     p.add_argument("--out", required=True, metavar="DIR", help="root directory of the grid's runs (required)")
@@ -371,6 +427,15 @@ def _add_grid(sub) -> None:
     p.add_argument("--seeds", type=_list_of(_nonneg_int, "0,1,2"), metavar="LIST",
                    help=f"comma-separated seeds (default: {_DEFAULTS.seed})")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (default: a tqdm bar on stderr)")
+    p.add_argument("--jobs", type=_positive_int, default=None, metavar="N",
+                   help="runs at once, one worker process each, torch threads per run: cores // N unless "
+                        "--threads (default: 1, in this process; with --backend dask: every worker thread of "
+                        "the cluster)")
+    p.add_argument("--backend", type=_backend, default="loky", metavar="NAME",
+                   help="where the workers run: loky (this machine) or dask (a Dask cluster, needs "
+                        "--scheduler and pip install 'varprobe[cluster]') (default: %(default)s)")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="the Dask scheduler, e.g. tcp://HOST:8786, for --backend dask only (default: none)")
     group = p.add_argument_group("run configuration, shared by every run of the grid")
     for option in RUN_OPTIONS:
         if option.field not in GRID_AXES:
@@ -397,6 +462,8 @@ def _add_reproduce(sub) -> None:
                    help="directory of the report, figures and runs (default: %(default)s)")
     p.add_argument("--seeds", type=_positive_int, default=None, metavar="N",
                    help="number of seeds per experiment (default: the profile's, 3 for --quick)")
+    p.add_argument("--jobs", type=_positive_int, default=1, metavar="N",
+                   help="training runs at once, one worker process each (default: %(default)s)")
 
 
 def _add_plot(sub) -> None:

@@ -333,9 +333,10 @@ def _time_steps(profile: Profile, seed: int) -> tuple[dict[str, float], dict[str
 
 # -- the pipeline ----------------------------------------------------------------------------------
 def reproduce(profile: str | Profile = "quick", out: str | Path = "reproduce", seeds: int | None = None,
-              progress: bool = True, log: Callable[[str], None] = print) -> list[Finding]:
+              progress: bool = True, log: Callable[[str], None] = print, jobs: int = 1) -> list[Finding]:
     """Run every experiment behind ``CLAIMS`` at the scale of ``profile`` and write
-    ``out/claims.md``, ``out/claims.json`` and the figures next to them. Returns the findings."""
+    ``out/claims.md``, ``out/claims.json`` and the figures next to them (``jobs`` training runs at
+    once, see ``grid``). Returns the findings."""
     p = PROFILES[profile] if isinstance(profile, str) else profile
     if seeds is not None:
         p = replace(p, seeds=seeds)
@@ -355,25 +356,25 @@ def reproduce(profile: str | Profile = "quick", out: str | Path = "reproduce", s
 
     log(f"[reproduce] profile {p.name}: {p.model} on {p.data} {p.size}px, {p.steps} steps, {p.seeds} seeds")
     main = _Runs(grid(base, out / "runs" / "main", schemes=MAIN_SCHEMES, lrs=[p.lr_small, p.lr_large],
-                      seeds=seed_list, progress=progress))
+                      seeds=seed_list, progress=progress, jobs=jobs))
     extra = grid(base.replace(scheme="pws", weight_decay=0.0), out / "runs" / "pws-no-wd", seeds=seed_list,
-                 progress=progress)
+                 progress=progress, jobs=jobs)
     frozen = grid(base.replace(scheme="pws", freeze_alpha=True), out / "runs" / "pws-frozen-alpha",
-                  seeds=seed_list, progress=progress)
+                  seeds=seed_list, progress=progress, jobs=jobs)
     batch_runs = {}
     largest = max(p.batch_sizes)
     for b in p.batch_sizes:
         steps = max(1, p.samples // b)
         cfg = base.replace(batch_size=b, steps=steps, lr=p.lr_small * b / largest, every=steps + 1, eval_steps=())
         for r in grid(cfg, out / "runs" / f"batch-{b}", schemes=["bn", "gn", "pws"], seeds=seed_list,
-                      progress=progress):
+                      progress=progress, jobs=jobs):
             batch_runs[(r.config["scheme"], b, r.config["seed"])] = r
     attribution_base = base.replace(model=p.attribution_model, size=p.attribution_size)
     log(f"[reproduce] attribution: {p.attribution_model} at {p.attribution_size}px, controls {', '.join(CONTROLS)}")
     controls = {}
     for label, changes in CONTROLS.items():
         for r in grid(attribution_base.replace(**changes), out / "runs" / "attribution" / label,
-                      lrs=[p.lr_small, p.lr_large], seeds=seed_list, progress=progress):
+                      lrs=[p.lr_small, p.lr_large], seeds=seed_list, progress=progress, jobs=jobs):
             controls[(label, r.config["lr"], r.config["seed"])] = r
     split = load_data(base.data, base.image_size, 0, base.data_limit, base.synthetic_n)
     held_out = split.x_test[:base.eval_batch]

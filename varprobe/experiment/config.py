@@ -10,6 +10,7 @@ from torch import nn
 from ..data import Split, cifar10, digits, synthetic
 from ..layers import SCHEMES
 from ..models import resnet34_cifar, resnet_cifar, simple_cnn, vgg_cifar
+from .device import check_device
 
 __all__ = ["RunConfig", "MODELS", "DATASETS", "build_model", "load_data"]
 
@@ -51,7 +52,12 @@ class RunConfig:
             probed in eval mode, before that step's update.
         collapse_var: the run stops as "collapsed" when the variance of the logits over the batch
             exceeds this bound (or the loss is not finite). 1e6 is far beyond any trained net's logits.
-        threads: torch CPU threads (None: leave as is).
+        threads: torch CPU threads (None: leave as is; a parallel grid pins each worker to
+            cores // jobs, and meta.json's ``threads`` says what a run used).
+        device: "cpu", "cuda" (a GPU: in a parallel grid worker k uses GPU k mod n), "cuda:N" (GPU N)
+            or "auto" (CUDA when available, else the CPU). The model, the data and the probe live
+            there; ``meta.json`` records the device used (``device``) and the determinism settings
+            (``determinism``, see ``varprobe.experiment.device.make_deterministic``).
         data_limit: keep at most this many training and test images (cifar10/synthetic size control).
         synthetic_n: number of synthetic images.
     """
@@ -81,6 +87,7 @@ class RunConfig:
     eval_batch: int = 256
     collapse_var: float = 1e6
     threads: int | None = None
+    device: str = "auto"
     data_limit: int | None = None
     synthetic_n: int = 2000
 
@@ -90,6 +97,7 @@ class RunConfig:
         _choice("data", self.data, DATASETS)
         _choice("quantities", self.quantities, QUANTITY_PRESETS)
         _choice("gamma_mode", self.gamma_mode, ("raw", "equiv"))
+        check_device(self.device)
         for name in ("batch_size", "steps", "every", "flush_every", "eval_batch"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -1,24 +1,22 @@
-"""Run one configured training experiment into a run directory; run grids of them, resumably."""
+"""Run one configured training experiment into a run directory (grids of them: ``.grid``)."""
 from __future__ import annotations
 
 import itertools
 import math
 import os
 from pathlib import Path
-from typing import Iterable
-
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from ..layers import PWSConv2d, init_alpha
 from ..probe import Probe
 from ..record import Run, load_run
 from .config import RunConfig, build_model, load_data
+from .device import make_deterministic, resolve_device, split_to, worker_slot
 from .projection import project_filter_mean_
 from .train import accuracy, sgd
 
-__all__ = ["run", "grid", "run_name", "load_model", "DONE"]
+__all__ = ["run", "run_name", "load_model", "DONE"]
 
 DONE = ("finished", "collapsed")  # statuses a grid does not rerun
 MODEL_FILE = "model.pt"  # the final state_dict, beside meta.json
@@ -32,14 +30,18 @@ def run(config: RunConfig, out: str | os.PathLike, *, overwrite: bool = False) -
     "failed") and ``result``: final training loss, train and test accuracy, and ``collapsed_at``
     (the step whose loss was non-finite or whose logit variance exceeded ``config.collapse_var``;
     the run stops there, and everything recorded up to that step is kept). The final weights are
-    saved as ``model.pt`` (a state_dict; rebuild the model with ``load_model(run)``).
+    saved as ``model.pt`` (a state_dict; rebuild the model with ``load_model(run)``). The model, its
+    data and the probe live on ``config.device``; meta.json records ``device`` (the one used),
+    ``threads`` (torch CPU threads) and ``determinism`` (``make_deterministic``).
     """
     if config.threads is not None:
         torch.set_num_threads(config.threads)
-    split = load_data(config.data, config.image_size, config.seed, config.data_limit, config.synthetic_n,
-                      config.image_channels)
+    device = resolve_device(config.device, worker_slot())
+    determinism = make_deterministic(device)
+    split = split_to(load_data(config.data, config.image_size, config.seed, config.data_limit, config.synthetic_n,
+                               config.image_channels), device)
     torch.manual_seed(config.seed)
-    model = build_model(config, split.in_channels, split.num_classes)
+    model = build_model(config, split.in_channels, split.num_classes).to(device)
     batches = split.batches(config.batch_size, config.seed)
     first = next(batches)
     if config.init_alpha:
@@ -85,17 +87,18 @@ def run(config: RunConfig, out: str | os.PathLike, *, overwrite: bool = False) -
         result = {"final_loss": last_loss, "collapsed_at": collapsed_at,
                   "train_accuracy": accuracy(model, split.x_train[:n_train], split.y_train[:n_train]),
                   "test_accuracy": accuracy(model, split.x_test, split.y_test)}
-        probe.close("collapsed" if collapsed_at is not None else "finished", result=result)
+        probe.close("collapsed" if collapsed_at is not None else "finished", result=result, device=str(device),
+                    threads=torch.get_num_threads(), determinism=determinism)
     return load_run(out)
 
 
 def load_model(run_: Run) -> torch.nn.Module:
-    """The final model of a run, rebuilt from its config and ``model.pt``, in eval mode."""
+    """The final model of a run, rebuilt from its config and ``model.pt``, in eval mode, on the CPU."""
     config = RunConfig.from_dict(run_.meta["config"])
     split = load_data(config.data, config.image_size, config.seed, config.data_limit, config.synthetic_n,
                       config.image_channels)
     model = build_model(config, split.in_channels, split.num_classes)
-    model.load_state_dict(torch.load(Path(run_.path) / MODEL_FILE, weights_only=True))
+    model.load_state_dict(torch.load(Path(run_.path) / MODEL_FILE, weights_only=True, map_location="cpu"))
     return model.eval()
 
 
@@ -107,29 +110,9 @@ def run_name(config: RunConfig, base: RunConfig | None = None) -> str:
     return "-".join(f"{k}={text(v)}" for k, v in diff).replace("/", "_").replace(" ", "") or "default"
 
 
-def grid(base: RunConfig, root: str | os.PathLike, *, schemes: Iterable[str] | None = None,
-         lrs: Iterable[float] | None = None, batch_sizes: Iterable[int] | None = None,
-         seeds: Iterable[int] | None = None, progress: bool = True) -> list[Run]:
-    """Run schemes x learning rates x batch sizes x seeds (each defaulting to ``base``'s value),
-    one after the other, into ``root/<name>``. Rerunning skips runs whose status is finished or
-    collapsed and restarts any other (a run killed mid-way is redone from scratch)."""
-    configs = [base.replace(scheme=s, lr=lr, batch_size=b, seed=seed) for s, lr, b, seed in itertools.product(
-        schemes or [base.scheme], lrs or [base.lr], batch_sizes or [base.batch_size], seeds or [base.seed])]
-    runs = []
-    bar = tqdm(configs, desc="grid", unit="run", disable=not progress)
-    for config in bar:
-        path = Path(root) / run_name(config)
-        bar.set_postfix_str(path.name[-40:])
-        existing = _status(path)
-        if existing in DONE:
-            runs.append(load_run(path))
-            continue
-        runs.append(run(config, path, overwrite=existing is not None))
-    return runs
-
-
-def _status(path: Path) -> str | None:
-    try:
-        return load_run(path).status
-    except FileNotFoundError:
-        return None
+def __getattr__(name: str):
+    """``grid`` lives in ``varprobe.experiment.grid``; importing it from here keeps working."""
+    if name == "grid":
+        from .grid import grid
+        return grid
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
