@@ -67,7 +67,7 @@ def test_replace_validates():
 
 
 def _full_config() -> RunConfig:
-    return RunConfig(model="resnet8", scheme="pws", data="synthetic", size=12, width=4, lr=0.2, batch_size=16,
+    return RunConfig(model="resnet8", scheme="pws", data="synthetic", size=12, channels=3, width=4, lr=0.2, batch_size=16,
                      steps=7, seed=3, momentum=0.5, weight_decay=0.0, lr_milestones=[3, 5], gamma=0.0,
                      gamma_mode="equiv", freeze_alpha=True, init_alpha=True, project_shift=True, every=2,
                      flush_every=5, quantities="forward",
@@ -111,3 +111,14 @@ def test_sequences_become_tuples_and_config_is_hashable():
 ])
 def test_image_size_defaults(kwargs, size):
     assert RunConfig(**kwargs).image_size == size
+
+
+def test_channels_repeat_the_digits_and_bad_counts_are_named():
+    from varprobe.experiment.config import load_data
+    split = load_data("digits", 16, 0, None, 2000, RunConfig(channels=3).channels)
+    assert split.x_train.shape[1:] == (3, 16, 16)
+    assert (split.x_train[:, 0] == split.x_train[:, 2]).all()
+    with pytest.raises(ValueError, match="digits channels must be 1 or 3 or None, got 2"):
+        RunConfig(channels=2)
+    with pytest.raises(ValueError, match="synthetic channels must be 3 or None, got 1"):
+        RunConfig(data="synthetic", channels=1)

@@ -29,6 +29,8 @@ class RunConfig:
         data: "digits" (bundled), "synthetic" (labelled synthetic images) or "cifar10" (local copy).
         size: image side: digits 8, 16 or 32; synthetic any; cifar10 must be 32. None: 8 for digits
             with simple_cnn, 16 otherwise (32 for cifar10).
+        channels: image channels: digits 1 or 3 (the grey image repeated, as RGB models expect);
+            None: the data set's own (digits 1, synthetic and cifar10 3).
         width: base width of the model (None: the model's default).
         lr, batch_size, steps, seed: SGD learning rate (constant unless ``lr_milestones``), mini-batch
             size, number of optimizer steps, seed of the initialisation and of the batch order.
@@ -57,6 +59,7 @@ class RunConfig:
     scheme: str = "pws"
     data: str = "digits"
     size: int | None = None
+    channels: int | None = None
     width: int | None = None
     lr: float = 0.05
     batch_size: int = 64
@@ -116,6 +119,9 @@ class RunConfig:
             raise ValueError(f"gamma applies to scheme 'pws' only, got scheme {self.scheme!r}")
         if self.data == "digits" and self.size not in (None, 8, 16, 32):
             raise ValueError(f"digits size must be 8, 16 or 32, got {self.size!r}")
+        if self.channels is not None and self.channels not in ((1, 3) if self.data == "digits" else (3,)):
+            valid = "1 or 3" if self.data == "digits" else "3"
+            raise ValueError(f"{self.data} channels must be {valid} or None, got {self.channels!r}")
         if self.data == "cifar10" and self.size not in (None, 32):
             raise ValueError(f"cifar10 size must be 32, got {self.size!r}")
         object.__setattr__(self, "lr_milestones", tuple(self.lr_milestones))
@@ -149,10 +155,12 @@ def _choice(name: str, value, valid: tuple) -> None:
 
 
 @functools.lru_cache(maxsize=8)
-def load_data(data: str, size: int, seed: int, limit: int | None, synthetic_n: int) -> Split:
-    """The data set of a run (cached: runs of a grid share it). Test/train split by ``seed``."""
+def load_data(data: str, size: int, seed: int, limit: int | None, synthetic_n: int,
+              channels: int | None = None) -> Split:
+    """The data set of a run (cached: runs of a grid share it). Test/train split by ``seed``;
+    ``channels`` as ``RunConfig.channels``."""
     if data == "digits":
-        split = digits(size=size, channels=1, seed=seed)
+        split = digits(size=size, channels=channels or 1, seed=seed)
     elif data == "synthetic":
         split = synthetic(synthetic_n, size, 3, 10, seed)
     else:

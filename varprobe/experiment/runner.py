@@ -36,7 +36,8 @@ def run(config: RunConfig, out: str | os.PathLike, *, overwrite: bool = False) -
     """
     if config.threads is not None:
         torch.set_num_threads(config.threads)
-    split = load_data(config.data, config.image_size, config.seed, config.data_limit, config.synthetic_n)
+    split = load_data(config.data, config.image_size, config.seed, config.data_limit, config.synthetic_n,
+                      config.channels)
     torch.manual_seed(config.seed)
     model = build_model(config, split.in_channels, split.num_classes)
     batches = split.batches(config.batch_size, config.seed)
@@ -91,7 +92,8 @@ def run(config: RunConfig, out: str | os.PathLike, *, overwrite: bool = False) -
 def load_model(run_: Run) -> torch.nn.Module:
     """The final model of a run, rebuilt from its config and ``model.pt``, in eval mode."""
     config = RunConfig.from_dict(run_.meta["config"])
-    split = load_data(config.data, config.image_size, config.seed, config.data_limit, config.synthetic_n)
+    split = load_data(config.data, config.image_size, config.seed, config.data_limit, config.synthetic_n,
+                      config.channels)
     model = build_model(config, split.in_channels, split.num_classes)
     model.load_state_dict(torch.load(Path(run_.path) / MODEL_FILE, weights_only=True))
     return model.eval()
