@@ -5,7 +5,8 @@ import math
 import pytest
 
 from varprobe.analysis import VERDICTS, verdict
-from varprobe.claims import COMPARISONS, CONTROLS, PROFILES, reproduce, rows
+from varprobe.claims import COMPARISONS, CONTROLS, PROFILES, plan, reproduce, rows
+from varprobe.experiment.runner import run_name
 from varprobe.claims.measures import TRAINED
 
 TINY = PROFILES["tiny"]
@@ -81,16 +82,14 @@ def test_attribution_rows_recomputed_from_the_run_directories(report):
     the report states every cause at both learning rates."""
     out, findings = report
     acc = {}
-    for meta_path in (out / "runs").glob("*/meta.json"):
-        meta = json.loads(meta_path.read_text())
-        c = meta["config"]
-        label = next((k for k, ch in CONTROLS.items()
-                      if all(c[f] == v for f, v in ch.items())
-                      and c["project_shift"] == ch.get("project_shift", False)
-                      and c["freeze_alpha"] == ch.get("freeze_alpha", False)
-                      and c["weight_decay"] == ch.get("weight_decay", 5e-4)), None)
-        if label and c["every"] == TINY.every and c["batch_size"] == TINY.batch_size:
-            acc[(label, c["lr"], c["seed"])] = meta["result"]["train_accuracy"]
+    for e in plan(TINY):
+        if e.label.startswith("ctl:"):
+            for lr in e.lrs:
+                for s in e.seeds:
+                    meta = json.loads((out / "runs" / run_name(e.base.replace(lr=lr, seed=s)) / "meta.json").read_text())
+                    assert meta["config"]["model"] == TINY.attribution_model
+                    acc[(e.label[4:], lr, s)] = meta["result"]["train_accuracy"]
+    assert len(acc) == len(CONTROLS) * 2 * TINY.seeds
     by_id = {f.id: f for f in findings}
     for c in COMPARISONS:
         for tag, lr in (("large", TINY.lrs[1]), ("small", TINY.lr_small)):

@@ -9,8 +9,12 @@ and records in each run only what the claims and figures that read it need:
 * every ``every`` steps, all quantities: the runs whose gradients, weights, kernels or
   decompositions a claim reads (1a-1d, 2a, 2b, 3a, 3b, 5a, 5b, 6b, D1, D2; figures);
 * every ``every`` steps, ``quantities="forward"``: runs read only for their final accuracy and
-  output statistics (4b, 11b, A5, A6, the collapse and signal-propagation figures);
+  output statistics (4b, 11b, A5, A6, every A* at the small lr, the collapse and
+  signal-propagation figures);
 * never: the batch-size runs (7a, 7b read the final test accuracy only).
+
+An attribution control that is a main scheme on the main network (plain, centered, pws when the
+attribution net is the main net) is the main run itself, recorded as the main runs are.
 """
 from __future__ import annotations
 
@@ -111,6 +115,8 @@ _MAIN_RECORDING = {
 }
 # Controls read for their final accuracy only (the decomposition figure does not show them).
 _FORWARD_CONTROLS = ("pws-frozen-alpha", "pws-no-wd")
+# Controls that 2b and 6b read at the small lr on the main network ("extra:<label>").
+_EXTRAS = ("pws-no-wd", "pws-frozen-alpha")
 
 
 def plan(p: Profile) -> list[Experiment]:
@@ -125,18 +131,30 @@ def plan(p: Profile) -> list[Experiment]:
         for (every_step, quantities), schemes in groups.items():
             cfg = base.replace(every=1 if every_step else p.every, quantities=quantities)
             out.append(Experiment("{scheme}", cfg, tuple(schemes), lrs, seeds))
-    out.append(Experiment("extra:pws-no-wd", base.replace(scheme="pws", weight_decay=0.0), None, (p.lr_small,), seeds))
-    out.append(Experiment("extra:pws-frozen-alpha", base.replace(scheme="pws", freeze_alpha=True), None,
-                          (p.lr_small,), seeds))
+    for label in _EXTRAS:  # 2b and 6b, at the small lr
+        out.append(Experiment(f"extra:{label}", base.replace(**CONTROLS[label]), None, (p.lr_small,), seeds))
     largest = max(p.batch_sizes)
     for b in p.batch_sizes:
         steps = max(1, p.samples // b)
         cfg = base.replace(batch_size=b, steps=steps, lr=p.lr_small * b / largest, every=steps + 1, eval_steps=())
         out.append(Experiment(f"batch{b}:{{scheme}}", cfg, ("bn", "gn", "pws"), (cfg.lr,), seeds, keyed_by_lr=False))
     attribution = base.replace(model=p.attribution_model, size=p.attribution_size)
-    for label, changes in CONTROLS.items():
-        cfg = attribution.replace(**changes, quantities="forward" if label in _FORWARD_CONTROLS else "all")
-        out.append(Experiment(f"ctl:{label}", cfg, None, p.lrs_controls, seeds))
+    same_net = (p.attribution_model, p.attribution_size) == (p.model, p.size)
+    for small, lrs in ((True, (p.lr_small,) if p.control_lrs == "all" else ()), (False, p.lrs_large)):
+        for label, changes in CONTROLS.items():
+            if not lrs:
+                continue
+            if same_net and set(changes) == {"scheme"} and changes["scheme"] in MAIN_SCHEMES:
+                # the main run of that scheme, recorded as the main runs are: run once, read twice
+                every_step, quantities = _MAIN_RECORDING[(changes["scheme"], small)]
+                every = 1 if every_step else p.every
+            elif same_net and small and label in _EXTRAS:  # the extra run of 2b / 6b
+                every, quantities = p.every, "all"
+            else:  # at the small lr the A* rows read the final accuracy only
+                every = p.every
+                quantities = "forward" if small or label in _FORWARD_CONTROLS else "all"
+            cfg = attribution.replace(**changes, every=every, quantities=quantities)
+            out.append(Experiment(f"ctl:{label}", cfg, None, lrs, seeds))
     return out
 
 
