@@ -387,7 +387,7 @@ def _add_reproduce(sub) -> None:
     profile.add_argument("--standard", dest="profile", action="store_const", const="standard",
                          help="the paper's setting at laptop scale: resnet20 with the authors' layouts on digits "
                               "at 16px in 3 channels, batch 64, 300 steps, lrs 0.01/0.1/0.5, 5 seeds, every "
-                              "attribution control at the large lrs; prints its estimated time first")
+                              "attribution control at the large lrs; prints its estimated time first (default: off)")
     profile.add_argument("--full", dest="profile", action="store_const", const="full",
                          help="the paper's settings (resnet20 and vgg on CIFAR-10 when a local copy is "
                               "present, synthetic 32x32 otherwise), for a bigger machine; prints its "
