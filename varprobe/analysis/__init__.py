@@ -1,7 +1,13 @@
 """Analysis of probe tables: uncertainty over seeds, verdicts, theory against measurement."""
 from .compare import compare, layer_table
+from .logscale import geometric_ci
+from .paired import paired_ci, sign_string
+from .planning import seeds_for_mean, seeds_for_proportion, seeds_for_two_proportions
+from .proportion import fisher_p, odds_ratio_ci, proportion_ci
 from .ratios import transmission_ratios
 from .uncertainty import Interval, mean_ci, slope_ci
 from .verdict import VERDICTS, verdict
 
-__all__ = ["compare", "layer_table", "transmission_ratios", "Interval", "mean_ci", "slope_ci", "verdict", "VERDICTS"]
+__all__ = ["compare", "layer_table", "transmission_ratios", "Interval", "mean_ci", "slope_ci", "verdict", "VERDICTS",
+           "proportion_ci", "odds_ratio_ci", "fisher_p", "geometric_ci", "paired_ci", "sign_string",
+           "seeds_for_mean", "seeds_for_proportion", "seeds_for_two_proportions"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from varprobe.experiment import RunConfig
-from varprobe.experiment.attribution import COMPARISONS, CONTROLS, causes_report
+from varprobe.claims.attribution import COMPARISONS, CONTROLS, causes_report
 
 BASE = RunConfig(model="resnet8", size=8)
 
@@ -45,3 +45,11 @@ def test_a_cause_is_supported_only_when_every_comparison_isolating_it_holds(a1, 
     assert "- the shift of the average gradient: **not settled**" in small
     for cause in {c.cause for c in COMPARISONS}:
         assert text.count(f"- {cause}: ") == 2  # once per learning rate
+
+
+def test_several_large_rates_get_one_section_each_with_their_row_ids():
+    verdicts = {f"{c.key}-large@{lr:g}": "holds" for c in COMPARISONS for lr in (0.1, 0.5)}
+    text = causes_report(verdicts, {"large@0.1": 0.1, "large@0.5": 0.5})
+    assert "At the large learning rate (0.1):" in text and "At the large learning rate (0.5):" in text
+    assert "A1-large@0.5 (plain+proj vs plain) holds" in text
+    assert text.count("- the surviving norm layers: **supported**") == 2

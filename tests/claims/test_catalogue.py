@@ -1,0 +1,95 @@
+"""The catalogue and the profiles: stable ids, a statistic per claim fixed in code, thresholds from
+the theory, ID@LR rows, and the runs each profile plans (checked without running them)."""
+import math
+
+import pytest
+
+from varprobe import theory
+from varprobe.claims import CLAIMS, KINDS, PROFILES, Profile, plan, rows
+from varprobe.claims.measures import grad_ratio, grad_scale_growth
+from varprobe.claims.profiles import configs, estimate_minutes
+from varprobe.models.resnet import PWS_LAYOUT
+
+OLD_IDS = ["1a", "1b", "1c", "1d", "2a", "2b", "3a", "3b", "4a", "4b", "4c", "4d", "5a", "5b", "5c", "6a", "6b",
+           "7a", "7b", "8a", "8b", "9a", "9b", "10", "11a", "11b", "11c", "12a", "12b",
+           *[f"A{k}-{t}" for t in ("large", "small") for k in range(1, 7)], "D1", "D2"]
+
+
+def test_every_existing_claim_id_is_kept_and_new_ones_are_new():
+    ids = [c.id for c in CLAIMS]
+    assert len(ids) == len(set(ids))
+    assert [i for i in ids if i in OLD_IDS] == OLD_IDS
+    assert [i for i in ids if i not in OLD_IDS] == ["4e"]
+
+
+def test_each_claim_has_a_known_kind_a_direction_and_a_finite_threshold():
+    for c in CLAIMS:
+        assert c.kind in KINDS and c.direction in (">", "<") and math.isfinite(c.threshold), c.id
+        assert c.at in ("small", "large", "none")
+        if c.kind == "ratio":
+            assert c.threshold > 0, c.id
+        if c.kind == "outcome":
+            assert 0 < c.threshold < 1, c.id
+        if c.kind == "outcome2":
+            assert c.threshold == 1.0, c.id
+    kinds = {c.id: c.kind for c in CLAIMS}
+    assert kinds["5a"] == kinds["3a"] == kinds["1d"] == "ratio"
+    assert kinds["4a"] == kinds["4c"] == "outcome" and kinds["5c"] == kinds["4e"] == "outcome2"
+    assert kinds["11a"] == kinds["A1-large"] == kinds["6b"] == "paired"
+
+
+def test_12a_reads_the_theory_bound_and_12b_the_theory_growth():
+    by = {c.id: c for c in CLAIMS}
+    growth = theory.pws_grad_scale(1.0, 0.01, 0.0, 576) / theory.pws_grad_scale(1.0, 1.0, 0.0, 576)
+    assert by["12b"].threshold == pytest.approx(0.5 * growth) and growth == pytest.approx(10.0)
+    assert 0.99 < grad_ratio(1e-3, 0.01, 0) <= 1.0  # approaches the cap from below as V shrinks
+    assert grad_ratio(1e-3, 1.0, 0) < 0.5
+    assert grad_scale_growth(0.1, 0) == pytest.approx(10.0, rel=1e-6)
+
+
+def test_a_claim_at_several_large_rates_gets_one_row_per_rate():
+    ids = [r[1] for r in rows(PROFILES["standard"])]
+    assert "4a@0.1" in ids and "4a@0.5" in ids and "4a" not in ids and "A1-large@0.5" in ids
+    assert not any(i.endswith("-small") for i in ids)  # standard runs controls at the large rates only
+    assert "1a" in ids and "12b" in ids
+    quick = [r[1] for r in rows(PROFILES["quick"])]
+    assert "4a" in quick and "A1-small" in quick and not any("@" in i for i in quick)
+
+
+def test_quick_measures_pws_on_a_resnet_that_keeps_groupnorm_at_stem_and_neck():
+    for name in ("quick", "tiny"):
+        p = PROFILES[name]
+        assert p.model.startswith("resnet") and "pws" in PWS_LAYOUT
+        assert all(c.model.startswith("resnet") for c in configs(plan(p)) if c.scheme == "pws")
+
+
+def test_standard_is_the_papers_setting_at_laptop_scale():
+    p = PROFILES["standard"]
+    assert (p.model, p.data, p.size, p.channels, p.batch_size, p.steps, p.seeds, p.lrs) == \
+        ("resnet20", "digits", 16, 3, 64, 300, 5, (0.01, 0.1, 0.5))
+    cfgs = configs(plan(p))
+    main = {(c.scheme, c.lr) for c in cfgs if c.steps == 300 and not c.project_shift}
+    assert {(s, lr) for s in ("plain", "bn", "gn", "wn", "centered", "pws") for lr in p.lrs} <= main
+    controls = [c for c in cfgs if c.project_shift or c.scheme == "plain+gn"]
+    assert {c.lr for c in controls} == {0.1, 0.5}
+    assert all(c.model == "resnet20" and c.channels == 3 for c in cfgs)
+    every_step = [c for c in cfgs if c.every == 1]
+    assert {(c.scheme, c.lr) for c in every_step} == {("plain", 0.01)}  # only 1c reads consecutive steps
+    assert 60 < estimate_minutes(p, plan(p)) < 400
+
+
+def test_a_config_two_experiments_share_is_planned_once():
+    p = PROFILES["quick"]
+    experiments = plan(p)
+    total = sum(len(e.schemes or (1,)) * len(e.lrs) * len(e.seeds) for e in experiments)
+    assert len(configs(experiments)) < total  # e.g. the pws control is the main pws run
+
+
+@pytest.mark.parametrize("kwargs, match", [({"lrs": (0.1,)}, "lrs must be"), ({"lrs": (0.2, 0.1)}, "lrs must be"),
+                                           ({"control_lrs": "some"}, "control_lrs must be")])
+def test_bad_profiles_are_named(kwargs, match):
+    base = dict(name="x", model="resnet8", data="digits", size=8, width=None, steps=2, seeds=1, lrs=(0.1, 0.2),
+                batch_size=8, every=1, batch_sizes=(4,), samples=8, speed_model="resnet8", speed_size=8,
+                speed_batch=8, speed_rounds=1)
+    with pytest.raises(ValueError, match=match):
+        Profile(**{**base, **kwargs})

@@ -1,0 +1,103 @@
+"""The reproduce pipeline end to end at the smallest scale (the real --quick run is `make demo`)."""
+import json
+import math
+
+import pytest
+
+from varprobe.analysis import VERDICTS, verdict
+from varprobe.claims import COMPARISONS, CONTROLS, PROFILES, plan, reproduce, rows
+from varprobe.experiment.runner import run_name
+from varprobe.claims.measures import TRAINED
+
+TINY = PROFILES["tiny"]
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("reproduce")
+    findings = reproduce(TINY, out, progress=False, log=lambda _: None)
+    return out, findings
+
+
+def test_every_row_gets_a_verdict_n_and_its_figures(report):
+    out, findings = report
+    doc = json.loads((out / "claims.json").read_text())
+    assert [c["id"] for c in doc["claims"]] == [r[1] for r in rows(TINY)]
+    for c in doc["claims"]:
+        assert {"id", "claim", "quantity", "kind", "expected", "measured", "verdict", "figures",
+                "planning_seeds"} <= set(c)
+        assert c["verdict"] in VERDICTS
+        assert c["measured"]["n"] == TINY.seeds and len(c["measured"]["per_seed"]) == TINY.seeds
+        for fig in c["figures"]:
+            assert (out / fig).stat().st_size > 1000
+        if c["verdict"] != "inconclusive":
+            assert c["planning_seeds"] is None
+    table = (out / "claims.md").read_text()
+    assert all(f"| {f.id} |" in table for f in findings)
+    assert "seeds to settle (planning, not a rerun rule)" in table
+
+
+def test_verdicts_follow_the_fixed_rule_on_the_interval_of_each_kind(report):
+    _, findings = report
+    for f in findings:
+        assert f.verdict == verdict(f.measured, f.claim.direction, f.claim.threshold), f.id
+
+
+def test_exact_identities_hold_even_at_tiny_scale(report):
+    """Claims that are algebra, not statistics, must hold in any run (2a, 5b, 6a, 8a, 10, 12a, 12b)."""
+    _, findings = report
+    by_id = {f.id: f for f in findings}
+    for cid in ("2a", "5b", "6a", "8a", "10", "12a", "12b"):
+        assert by_id[cid].claim.kind == "identity"
+        assert by_id[cid].verdict == "holds", (cid, by_id[cid].summary.shown)
+    assert all(math.isclose(v, 10.0, rel_tol=1e-6) for v in by_id["12b"].per_seed)
+
+
+def test_outcome_rows_count_the_runs_from_meta_json(report):
+    """4a: the proportion of plain runs at the large lr whose final train accuracy is below TRAINED,
+    read back from each run's meta.json, with its exact interval."""
+    out, findings = report
+    f = {x.id: x for x in findings}["4a"]
+    failed = []
+    for meta_path in (out / "runs").glob("*/meta.json"):
+        meta = json.loads(meta_path.read_text())
+        c = meta["config"]
+        if (c["scheme"], c["lr"], c["every"], c["quantities"], c["project_shift"]) == ("plain", 0.2, 3, "all", False):
+            failed.append(meta["result"]["train_accuracy"] < TRAINED)
+    assert len(failed) == TINY.seeds
+    assert f.summary.interval.estimate == sum(failed) / len(failed)
+    assert f.summary.shown.startswith(f"{sum(failed)}/{TINY.seeds} ")
+
+
+def test_rerun_reuses_finished_runs(report):
+    out, _ = report
+    runs = sorted((out / "runs").iterdir())
+    stamps = [(r / "meta.json").stat().st_mtime_ns for r in runs]
+    reproduce(TINY, out, progress=False, log=lambda _: None)
+    assert [(r / "meta.json").stat().st_mtime_ns for r in sorted((out / "runs").iterdir())] == stamps
+
+
+def test_attribution_rows_recomputed_from_the_run_directories(report):
+    """Each A* value per seed is treatment minus control train accuracy, read back from meta.json;
+    the report states every cause at both learning rates."""
+    out, findings = report
+    acc = {}
+    for e in plan(TINY):
+        if e.label.startswith("ctl:"):
+            for lr in e.lrs:
+                for s in e.seeds:
+                    meta = json.loads((out / "runs" / run_name(e.base.replace(lr=lr, seed=s)) / "meta.json").read_text())
+                    assert meta["config"]["model"] == TINY.attribution_model
+                    acc[(e.label[4:], lr, s)] = meta["result"]["train_accuracy"]
+    assert len(acc) == len(CONTROLS) * 2 * TINY.seeds
+    by_id = {f.id: f for f in findings}
+    for c in COMPARISONS:
+        for tag, lr in (("large", TINY.lrs[1]), ("small", TINY.lr_small)):
+            want = [acc[(c.treatment, lr, s)] - acc[(c.control, lr, s)] for s in range(TINY.seeds)]
+            assert by_id[f"{c.key}-{tag}"].per_seed == pytest.approx(want, abs=1e-12)
+            assert by_id[f"{c.key}-{tag}"].claim.kind == "paired"
+    text = (out / "claims.md").read_text()
+    assert "## Attribution: which causes the data supports" in text
+    for c in COMPARISONS:
+        assert text.count(f"- {c.cause}: ") == 2
+    assert (out / "attribution.png").stat().st_size > 1000 and (out / "decomposition.png").stat().st_size > 1000

@@ -1,0 +1,197 @@
+"""The paper's claims (paper-notes section 4) as rows: what is claimed, the quantity that tests it,
+its kind (which fixes the statistic, ``varprobe.claims.summary``), the side of a fixed threshold it
+predicts, where the threshold comes from, how it is measured, and the figures that show it.
+
+Every threshold is fixed here before any experiment runs and comes from ``varprobe.theory`` where
+the theory gives one. Claim ids are stable; a claim measured at several large learning rates gets
+one row per rate, ``ID@LR``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .. import theory
+from . import measures as m
+from .attribution import COMPARISONS
+from .measures import TRAINED, Evidence, accuracy as acc
+
+__all__ = ["Claim", "CLAIMS", "NULL_SHIFT_RATIO"]
+
+# E|Z| / 1 for Z ~ N(0, 1): the shift ratio of a gradient whose entries are independent and zero-mean.
+NULL_SHIFT_RATIO = math.sqrt(2 / math.pi)
+# 12b: theory's growth of the PWS gradient scale with gamma' = 0 when V (so s) shrinks by 10.
+_GROWTH_12B = float(theory.pws_grad_scale(1.0, 0.01, 0.0, 576) / theory.pws_grad_scale(1.0, 1.0, 0.0, 576))
+
+
+@dataclass(frozen=True)
+class Claim:
+    id: str
+    claim: str
+    quantity: str
+    kind: str       # a key of varprobe.claims.summary.KINDS
+    direction: str  # ">" or "<": the side of ``threshold`` the claim predicts
+    threshold: float
+    basis: str      # where the threshold comes from
+    measure: Callable[[Evidence, int, float], Any]  # (evidence, seed, lr) -> one value
+    at: str = "small"  # "small": at the small lr; "large": at every large lr; "none": no lr
+    figures: tuple[str, ...] = ()
+
+    @property
+    def expected(self) -> str:
+        return f"{self.direction} {self.threshold:.4g} ({self.basis})"
+
+
+def _final(label: str, key: str = "train_accuracy") -> Callable[[Evidence, int, float], float]:
+    return lambda ev, seed, lr: acc(ev.get(label, lr, seed), key)
+
+
+def _trained(label: str) -> Callable[[Evidence, int, float], bool]:
+    return lambda ev, seed, lr: acc(ev.get(label, lr, seed)) >= TRAINED
+
+
+def _failed(label: str) -> Callable[[Evidence, int, float], bool]:
+    return lambda ev, seed, lr: not acc(ev.get(label, lr, seed)) >= TRAINED
+
+
+def _pws_avg_grad(ev: Evidence, seed: int, lr: float) -> float:
+    f = ev.frame("pws", lr, seed)
+    return float((m.per_layer(f, "gw.avg_abs", min_depth=0) / m.per_layer(f, "gw.rms", min_depth=0)).max().max())
+
+
+def _filter_mean_change(ev: Evidence, seed: int, lr: float) -> float:
+    t = m.per_layer(ev.frame("extra:pws-no-wd", lr, seed), "w.filter_mean_abs", min_depth=0).dropna(how="all")
+    return float(((t.iloc[-1] - t.iloc[0]).abs() / t.iloc[0].abs()).max())
+
+
+def _batch_drop(ev: Evidence, scheme: str, seed: int) -> float:
+    sizes = ev.profile.batch_sizes
+    return (acc(ev.get(f"batch{max(sizes)}:{scheme}", None, seed), "test_accuracy")
+            - acc(ev.get(f"batch{min(sizes)}:{scheme}", None, seed), "test_accuracy"))
+
+
+def _paired_final(a: str, b: str, key: str = "test_accuracy"):
+    return lambda ev, seed, lr: (acc(ev.get(a, lr, seed), key), acc(ev.get(b, lr, seed), key))
+
+
+_TRAINED_TXT = f"final train accuracy >= {TRAINED} (chance 0.1)"
+CLAIMS = [
+    Claim("1a", "The average gradient of un-normalized conv filters is shifted",
+          "plain, small lr: gw.shift_ratio, mean over convs after the first and over steps (every step)", "ratio",
+          ">", 2 * NULL_SHIFT_RATIO, "twice sqrt(2/pi), the value for independent zero-mean gradient entries",
+          lambda ev, s, lr: m.conv_mean(ev.frame("plain", lr, s), "gw.shift_ratio"), figures=("shift.png",)),
+    Claim("1b", "The shift is mu * dL/db: it follows the bias gradient",
+          "plain, small lr: gw.bias_corr (corr over filters of g_i and mu*dL/db_i), mean over convs after the first",
+          "mean", ">", 0.5, "fixed: a majority of the variance explained",
+          lambda ev, s, lr: m.conv_mean(ev.frame("plain", lr, s), "gw.bias_corr"), figures=("shift.png",)),
+    Claim("1c", "The shift is sign-consistent across steps",
+          "plain, small lr: gw.sign_persistence between consecutive steps, mean over convs and steps", "mean", ">",
+          0.5, "0.5: random signs",
+          lambda ev, s, lr: m.conv_mean(ev.frame("plain", lr, s), "gw.sign_persistence"), figures=("shift.png",)),
+    Claim("1d", "BN removes the shift of the average gradient",
+          "bn / plain ratio of mean gw.shift_ratio (same seed, small lr)", "ratio", "<", 0.5, "fixed: at least halved",
+          lambda ev, s, lr: (m.conv_mean(ev.frame("bn", lr, s), "gw.shift_ratio")
+                             / m.conv_mean(ev.frame("plain", lr, s), "gw.shift_ratio")), figures=("shift.png",)),
+    Claim("2a", "PWS makes the raw weight's average gradient exactly zero",
+          "pws: max over convs and steps of gw.avg_abs / gw.rms", "identity", "<", 1e-5, "float32 rounding",
+          _pws_avg_grad, figures=("shift.png",)),
+    Claim("2b", "Without weight decay, PWS raw filter means stay fixed",
+          "pws, weight decay 0: max over convs of |relative change| of w.filter_mean_abs, first to last step",
+          "identity", "<", 1e-4, "float32 rounding accumulated over the run", _filter_mean_change,
+          figures=("shift.png",)),
+    Claim("3a", "At a large lr the shift amplifies conv output variance in plain nets",
+          "plain, large lr: growth factor of out.sq_mean, first to last recorded step, geometric mean over convs "
+          "after the first", "ratio", ">", 1.0, "no growth",
+          lambda ev, s, lr: m.log_growth(ev.frame("plain", lr, s), "out.sq_mean"), "large",
+          ("amplification.png", "spp-large-lr.png")),
+    Claim("3b", "The filter-sum (shift) term's share of E[y^2] grows (i.i.d. theory split)",
+          "plain, large lr: change of mu^2*w.filter_sum_sq / (var*w.sq_norm + mu^2*w.filter_sum_sq), first to "
+          "last step", "mean", ">", 0.0, "varprobe.theory.second_moment_split",
+          lambda ev, s, lr: m.shift_share(ev.frame("plain", lr, s)), "large", ("amplification.png",)),
+    Claim("4a", "Plain nets collapse at a large lr", f"plain, large lr: runs that fail (not {_TRAINED_TXT})",
+          "outcome", ">", 0.5, "fixed: in most runs", _failed("plain"), "large", ("collapse.png",)),
+    Claim("4b", "BN trains at the large lr", f"bn, large lr: runs that train ({_TRAINED_TXT})", "outcome", ">",
+          0.5, "fixed: in most runs", _trained("bn"), "large", ("collapse.png",)),
+    Claim("4c", "PWS trains at the large lr like BN", f"pws, large lr: runs that train ({_TRAINED_TXT})",
+          "outcome", ">", 0.5, "fixed: in most runs", _trained("pws"), "large", ("collapse.png",)),
+    Claim("4d", "WN alone does not prevent the collapse", f"wn, large lr: runs that fail (not {_TRAINED_TXT})",
+          "outcome", ">", 0.5, "fixed: in most runs", _failed("wn"), "large", ("collapse.png",)),
+    Claim("4e", "PWS trains where plain nets collapse",
+          f"large lr: runs that train ({_TRAINED_TXT}), pws against plain", "outcome2", ">", 1.0,
+          "odds ratio 1: no difference", lambda ev, s, lr: (_trained("pws")(ev, s, lr), _trained("plain")(ev, s, lr)),
+          "large", ("collapse.png",)),
+    Claim("5a", "WN does not cure the shift: its kernels' filter sums grow",
+          "wn, large lr: rho = k.filter_sum_sq / k.sq_norm at the last step, mean over convs", "ratio", ">", 1.0,
+          "E[rho] = 1 for He-initialised filters (varprobe.theory.wn_shift_ratio)",
+          lambda ev, s, lr: float(m.rho(ev.frame("wn", lr, s)).dropna(how="all").iloc[-1].mean()), "large",
+          ("filter-sums.png", "collapse.png")),
+    Claim("5b", "Centering removes the filter sum exactly", "centered, large lr: max rho over convs and steps",
+          "identity", "<", 1e-6, "0 exactly, float32 rounding",
+          lambda ev, s, lr: float(m.rho(ev.frame("centered", lr, s)).max().max()), "large", ("filter-sums.png",)),
+    Claim("5c", "Centering alone removes most of the instability of WN",
+          f"large lr: runs that train ({_TRAINED_TXT}), centered against wn", "outcome2", ">", 1.0,
+          "odds ratio 1: no difference",
+          lambda ev, s, lr: (_trained("centered")(ev, s, lr), _trained("wn")(ev, s, lr)), "large",
+          ("filter-sums.png", "collapse.png")),
+    Claim("6a", "PWS: fan * Var(kernel_i) = 2 alpha_i^2 s_i^2 / (s_i^2 + gamma') through training",
+          "pws final model: max over filters of relative error against varprobe.theory.pws_fan_var", "identity",
+          "<", 1e-4, "exact identity, float32 rounding",
+          lambda ev, s, lr: m.pws_fan_var_error(m.final_model(ev, "pws", lr, s)), figures=("theory.png",)),
+    Claim("6b", "PWS keeps He variance transmission through training; plain drifts",
+          "alpha frozen, small lr: |log(r_last / r_first)|, r = out.ch_var / (in.var * k.sq_norm), pws against "
+          "plain (same seed)", "paired", "<", 0.0, "theory: r is fixed by the kernel for i.i.d. inputs",
+          lambda ev, s, lr: (m.transmission_drift(ev.frame("extra:pws-frozen-alpha", lr, s), "k.sq_norm"),
+                             m.transmission_drift(ev.frame("plain", lr, s), "w.sq_norm")), figures=("theory.png",)),
+    Claim("7a", "PWS is more robust to mini-batch size than BN",
+          "test accuracy drop from the largest to the smallest batch (same samples, lr scaled), bn against pws",
+          "paired", ">", 0.0, "no difference",
+          lambda ev, s, lr: (_batch_drop(ev, "bn", s), _batch_drop(ev, "pws", s)), "none"),
+    Claim("7b", "PWS changes little with the mini-batch size",
+          "pws: test accuracy drop from the largest to the smallest batch", "mean", "<", 0.05, "fixed: 5 points",
+          lambda ev, s, lr: _batch_drop(ev, "pws", s), "none"),
+    Claim("8a", "PWS: train-mode and eval-mode outputs are equal",
+          "pws final model: max |train - eval output| / max |output| on held-out images", "identity", "<", 1e-5,
+          "float32 rounding", lambda ev, s, lr: m.train_eval_gap(m.final_model(ev, "pws", lr, s), ev.held_out)),
+    Claim("8b", "BN: train and eval outputs differ", "bn final model: the same ratio", "ratio", ">", 1e-3, "fixed",
+          lambda ev, s, lr: m.train_eval_gap(m.final_model(ev, "bn", lr, s), ev.held_out)),
+    Claim("9a", "PWS trains faster per step than BN", "resnet: median train-step time pws / bn", "ratio", "<", 1.0,
+          "equal speed", lambda ev, s, lr: m.step_times(ev, s)[0]["pws"] / m.step_times(ev, s)[0]["bn"], "none"),
+    Claim("9b", "Deployed PWS costs what plain convs cost",
+          "resnet eval: reparameterized pws / plain with the same 2 GroupNorms", "ratio", "<", 1.05, "fixed: 5%",
+          lambda ev, s, lr: m.step_times(ev, s)[1]["pws"] / m.step_times(ev, s)[1]["plain"], "none"),
+    Claim("10", "initalpha sets the first-batch output variance of its convs to exactly 2",
+          "resnet pws: max over data-init convs of |Var(y) - 2| / 2 on that batch", "identity", "<", 1e-4,
+          "exact by construction", lambda ev, s, lr: m.data_init_error(s, ev.profile.speed_size), "none"),
+    Claim("11a", "Accuracy: PWS within 1 point of BN", "small lr: test accuracy pws minus bn (same seed)", "paired",
+          ">", -0.01, "fixed", _paired_final("pws", "bn"), figures=("collapse.png",)),
+    Claim("11b", "Accuracy: BN above GN", "small lr: test accuracy bn minus gn (same seed)", "paired", ">", 0.0,
+          "no difference", _paired_final("bn", "gn"), figures=("collapse.png",)),
+    Claim("11c", "Accuracy: PWS above plain", "small lr: test accuracy pws minus plain (same seed)", "paired", ">",
+          0.0, "no difference", _paired_final("pws", "plain"), figures=("collapse.png",)),
+    Claim("12a", "gamma' bounds the PWS gradient scale when the raw weight shrinks",
+          "gamma'=1e-3, V scaled by 0.01: max over filters ||dL/dV_i|| / (||dL/dK_i|| * "
+          "varprobe.theory.pws_grad_scale_bound)", "identity", "<", 1.0, "varprobe.theory.pws_grad_scale_bound",
+          lambda ev, s, lr: m.grad_ratio(1e-3, 0.01, s), "none"),
+    Claim("12b", "Without gamma' the gradient scale grows as V shrinks",
+          "gamma'=0: growth of max ||dL/dV_i|| / ||dL/dK_i|| when V is scaled by 0.1", "identity", ">",
+          0.5 * _GROWTH_12B, f"half of varprobe.theory.pws_grad_scale's growth, {_GROWTH_12B:.4g}",
+          lambda ev, s, lr: m.grad_scale_growth(0.1, s), "none"),
+]
+# Attribution (varprobe.claims.attribution): each comparison isolates one cause, on the profile's
+# attribution net (a ResNet, where PWS keeps two GroupNorm layers), paired by seed.
+CLAIMS += [Claim(f"{c.key}-{tag}", f"{c.claim} ({tag} lr)",
+                 f"attribution net, {tag} lr: final train accuracy, {c.treatment} minus {c.control} (same seed)",
+                 "paired", ">", c.threshold, "no difference", _paired_final(f"ctl:{c.treatment}", f"ctl:{c.control}",
+                                                                            "train_accuracy"),
+                 tag, ("attribution.png",))
+           for tag in ("large", "small") for c in COMPARISONS]
+CLAIMS += [
+    Claim("D1", "Where plain-net variance grows at a large lr, the filter-sum (shift) share of it grows",
+          "attribution net, plain, large lr: change of sum dec.shift / sum dec.measured over convs after the "
+          "first, first to last step", "mean", ">", 0.0, "no change",
+          lambda ev, s, lr: m.shift_share_change(ev.frame("ctl:plain", lr, s)), "large", ("decomposition.png",)),
+    Claim("D2", "With the average gradient projected out, the filter-sum share does not grow",
+          "attribution net, plain+proj, large lr: the same change", "mean", "<", 0.01, "fixed: 1 point",
+          lambda ev, s, lr: m.shift_share_change(ev.frame("ctl:plain+proj", lr, s)), "large", ("decomposition.png",)),
+]

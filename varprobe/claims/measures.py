@@ -1,0 +1,205 @@
+"""What each claim reads from the runs: one value per seed (and learning rate), pure functions of
+the run directories (probe tables, meta.json results, final models) or of small fixed computations.
+
+Every ``measure`` has the signature ``(evidence, seed, lr) -> value``; the value's type follows the
+claim's kind (``varprobe.claims.summary``): a float, a bool (an outcome) or a (treatment, control)
+pair of either.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .. import theory
+from ..layers import PWSConv2d, init_alpha, reparameterize
+from ..models import resnet_cifar
+from ..record import Run
+from ..experiment.runner import load_model
+from ..experiment.timing import eval_fn, interleaved_medians, train_step_fn
+
+if TYPE_CHECKING:
+    from .profiles import Profile
+
+__all__ = ["Evidence", "TRAINED", "conv_mean", "per_layer", "shift_share", "transmission_drift", "rho",
+           "shift_share_change", "log_growth", "pws_fan_var_error", "train_eval_gap", "data_init_error",
+           "grad_ratio", "grad_scale_growth", "accuracy", "step_times"]
+
+#: Final train accuracy at or above which a run "trained" (below: it failed; chance is 0.1). Fixed.
+TRAINED = 0.5
+
+
+@dataclass
+class Evidence:
+    """The finished runs of one ``reproduce`` call, keyed by (label, lr, seed); ``lr`` is None for
+    runs whose learning rate is derived (the batch-size runs). Labels: a main scheme ("plain", ...),
+    "extra:<name>", "ctl:<control>", "batch<b>:<scheme>"."""
+
+    profile: "Profile"
+    runs: dict[tuple[str, float | None, int], Run]
+    held_out: torch.Tensor
+    cache: dict = field(default_factory=dict)
+
+    def get(self, label: str, lr: float | None, seed: int) -> Run:
+        return self.runs[(label, lr, seed)]
+
+    def frame(self, label: str, lr: float | None, seed: int) -> pd.DataFrame:
+        return self.get(label, lr, seed).frame
+
+
+def accuracy(run: Run, key: str = "train_accuracy") -> float:
+    """``meta.json`` result ``key`` of a finished or collapsed run."""
+    return float(run.meta["result"][key])
+
+
+# -- reading probe tables --------------------------------------------------------------------------
+def _conv_rows(frame: pd.DataFrame, quantity: str, mode: str = "train", min_depth: int = 1) -> pd.DataFrame:
+    f = frame[(frame["quantity"] == quantity) & (frame["mode"] == mode)]
+    return f[f["module_type"].str.contains("Conv") & (f["depth"] >= min_depth)]
+
+
+def per_layer(frame: pd.DataFrame, quantity: str, mode: str = "train", min_depth: int = 1) -> pd.DataFrame:
+    """step x layer table of ``quantity`` for conv layers at depth >= ``min_depth``."""
+    return _conv_rows(frame, quantity, mode, min_depth).pivot_table(index="step", columns="layer", values="value")
+
+
+def conv_mean(frame: pd.DataFrame, quantity: str, min_depth: int = 1) -> float:
+    """Mean of ``quantity`` over conv layers at depth >= ``min_depth`` and recorded steps."""
+    return float(_conv_rows(frame, quantity, min_depth=min_depth)["value"].mean())
+
+
+def _first_last(table: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    table = table.dropna(how="all")
+    return table.iloc[0], table.iloc[-1]
+
+
+def shift_share(frame: pd.DataFrame) -> float:
+    """Change, first to last recorded step, of the i.i.d.-theory shift share
+    mu^2 w.filter_sum_sq / (var w.sq_norm + mu^2 w.filter_sum_sq) of E[y^2], mean over convs."""
+    q = {n: per_layer(frame, n) for n in ("in.mean", "in.var", "w.filter_sum_sq", "w.sq_norm")}
+    shift = q["in.mean"] ** 2 * q["w.filter_sum_sq"]
+    first, last = _first_last(shift / (q["in.var"] * q["w.sq_norm"] + shift))
+    return float((last - first).mean())
+
+
+def transmission_drift(frame: pd.DataFrame, sq_norm: str) -> float:
+    """mean over convs of |ln(r_last / r_first)|, r = out.ch_var / (in.var * sq_norm)."""
+    r = per_layer(frame, "out.ch_var") / (per_layer(frame, "in.var") * per_layer(frame, sq_norm))
+    first, last = _first_last(np.log(r))
+    return float((last - first).abs().mean())
+
+
+def rho(frame: pd.DataFrame) -> pd.DataFrame:
+    """step x conv table of rho = k.filter_sum_sq / k.sq_norm (``theory.wn_shift_ratio`` averaged
+    as a ratio of filter means), every conv including the first."""
+    return per_layer(frame, "k.filter_sum_sq", min_depth=0) / per_layer(frame, "k.sq_norm", min_depth=0)
+
+
+def shift_share_change(frame: pd.DataFrame) -> float:
+    """Change, first to last recorded step, of sum dec.shift / sum dec.measured over convs after
+    the first (pooled, as ``plot.decomposition``)."""
+    share = (per_layer(frame, "dec.shift").sum(axis=1, min_count=1)
+             / per_layer(frame, "dec.measured").sum(axis=1, min_count=1)).dropna()
+    return float(share.iloc[-1] - share.iloc[0])
+
+
+def log_growth(frame: pd.DataFrame, quantity: str) -> float:
+    """Geometric mean over convs after the first of the growth factor last / first of ``quantity``."""
+    first, last = _first_last(np.log(per_layer(frame, quantity)))
+    return float(np.exp((last - first).mean()))
+
+
+# -- final models and fixed computations -----------------------------------------------------------
+@torch.no_grad()
+def pws_fan_var_error(model: torch.nn.Module) -> float:
+    """max over PWS filters of |fan Var(K_i) - theory.pws_fan_var| / theory.pws_fan_var (float64)."""
+    worst = 0.0
+    for m in model.modules():
+        if isinstance(m, PWSConv2d):
+            v = m.weight.double().flatten(1)
+            k = m.kernel().double().flatten(1)
+            measured = m.fan_value * k.var(dim=1, unbiased=False)
+            predicted = theory.pws_fan_var(m.alpha.double().flatten(), v.var(dim=1, unbiased=False), m.gamma_eff)
+            worst = max(worst, float(np.max(np.abs(measured.numpy() - predicted) / predicted)))
+    return worst
+
+
+@torch.no_grad()
+def train_eval_gap(model: torch.nn.Module, x: torch.Tensor) -> float:
+    """max |f_train(x) - f_eval(x)| / max |f_eval(x)| for one batch."""
+    model.train()
+    y_train = model(x)
+    model.eval()
+    y_eval = model(x)
+    return float((y_train - y_eval).abs().max() / y_eval.abs().max())
+
+
+def data_init_error(seed: int, size: int) -> float:
+    """max over the convs ``init_alpha`` sets of |Var(y) - 2| / 2 on its batch (resnet8 PWS)."""
+    torch.manual_seed(seed)
+    model = resnet_cifar(8, "pws")
+    x = torch.randn(32, 3, size, size)
+    outputs: dict[str, torch.Tensor] = {}
+    names = set(init_alpha(model, x))
+    hooks = [m.register_forward_hook(lambda mod, a, y, n=n: outputs.__setitem__(n, y.detach()))
+             for n, m in model.named_modules() if n in names]
+    with torch.no_grad():
+        model(x)
+    for h in hooks:
+        h.remove()
+    return max(abs(float(y.double().var(unbiased=False)) - 2.0) / 2.0 for y in outputs.values())
+
+
+def _raw_grad_ratios(gamma: float, scale: float, seed: int) -> tuple[np.ndarray, PWSConv2d]:
+    """Per filter ||dL/dV_i|| / ||dL/dK_i|| after V *= scale, for a random upstream gradient
+    G = dL/dK on a float64 64x64x3x3 PWS conv; and the conv."""
+    torch.manual_seed(seed)
+    conv = PWSConv2d(64, 64, 3, gamma=gamma).double()
+    with torch.no_grad():
+        conv.weight.mul_(scale)
+    kernel = conv.kernel()
+    g = torch.randn_like(kernel)
+    (gv,) = torch.autograd.grad(kernel, conv.weight, g)
+    return (gv.flatten(1).norm(dim=1) / g.flatten(1).norm(dim=1)).detach().numpy(), conv
+
+
+def grad_ratio(gamma: float, scale: float, seed: int) -> float:
+    """max_i of the per-filter ratio of :func:`_raw_grad_ratios` over its cap
+    ``theory.pws_grad_scale_bound(alpha_i, gamma', fan)`` = c |alpha_i| / sqrt(gamma'): at most 1 for
+    every raw weight by the theory, approached as V shrinks."""
+    ratios, conv = _raw_grad_ratios(gamma, scale, seed)
+    bound = theory.pws_grad_scale_bound(conv.alpha.detach().double().numpy().ravel(), conv.gamma_eff,
+                                        conv.fan_value)
+    return float(np.max(ratios / bound))
+
+
+def grad_scale_growth(scale: float, seed: int) -> float:
+    """Growth of max_i ||dL/dV_i|| / ||dL/dK_i|| when V is scaled by ``scale`` with gamma' = 0."""
+    return float(_raw_grad_ratios(0.0, scale, seed)[0].max() / _raw_grad_ratios(0.0, 1.0, seed)[0].max())
+
+
+def step_times(ev: Evidence, seed: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Median seconds per train step (bn, gn, pws) and per eval forward (deployed pws, plain+2GN)
+    of the profile's speed ResNet, cached per seed (9a and 9b read the same timing)."""
+    key = ("step_times", seed)
+    if key not in ev.cache:
+        p = ev.profile
+        torch.manual_seed(seed)
+        depth = int(p.speed_model.removeprefix("resnet"))
+        x = torch.randn(p.speed_batch, 3, p.speed_size, p.speed_size)
+        y = torch.randint(0, 10, (p.speed_batch,))
+        timers = {s: train_step_fn(resnet_cifar(depth, s), x, y) for s in ("bn", "gn", "pws")}
+        timers["eval:pws"] = eval_fn(reparameterize(resnet_cifar(depth, "pws")), x)
+        timers["eval:plain"] = eval_fn(resnet_cifar(depth, "plain+gn"), x)
+        med = interleaved_medians(timers, p.speed_rounds, seed)
+        ev.cache[key] = ({s: med[s] for s in ("bn", "gn", "pws")}, {k: med[f"eval:{k}"] for k in ("pws", "plain")})
+    return ev.cache[key]
+
+
+def final_model(ev: Evidence, label: str, lr: float, seed: int) -> torch.nn.Module:
+    """The final model of a run (``load_model``)."""
+    return load_model(ev.get(label, lr, seed))
+

@@ -1,0 +1,182 @@
+"""Scales of ``varprobe reproduce`` and the runs each needs, with what each run records.
+
+A profile fixes the network, data, steps, seeds and learning rates (the first is the small one,
+the others the large ones) before anything runs. :func:`plan` turns it into experiments (grids),
+and records in each run only what the claims and figures that read it need:
+
+* every step, all quantities: plain at the small lr (1c compares the average gradient's sign
+  between consecutive steps);
+* every ``every`` steps, all quantities: the runs whose gradients, weights, kernels or
+  decompositions a claim reads (1a-1d, 2a, 2b, 3a, 3b, 5a, 5b, 6b, D1, D2; figures);
+* every ``every`` steps, ``quantities="forward"``: runs read only for their final accuracy and
+  output statistics (4b, 11b, A5, A6, every A* at the small lr, the collapse and
+  signal-propagation figures);
+* never: the batch-size runs (7a, 7b read the final test accuracy only).
+
+An attribution control that is a main scheme on the main network (plain, centered, pws when the
+attribution net is the main net) is the main run itself, recorded as the main runs are.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..experiment.config import RunConfig
+from .attribution import CONTROLS
+
+__all__ = ["Profile", "PROFILES", "MAIN_SCHEMES", "Experiment", "plan", "configs", "estimate_minutes"]
+
+MAIN_SCHEMES = ("plain", "bn", "gn", "wn", "centered", "pws")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Scale of the experiments. Learning rates, steps and thresholds are fixed per profile."""
+
+    name: str
+    model: str
+    data: str
+    size: int
+    width: int | None
+    steps: int
+    seeds: int
+    lrs: tuple[float, ...]        # (small, large, ...): the first is the small one
+    batch_size: int
+    every: int                    # the sparse recording interval
+    batch_sizes: tuple[int, ...]  # claim 7
+    samples: int                  # claim 7: training samples seen at every batch size
+    speed_model: str
+    speed_size: int
+    speed_batch: int
+    speed_rounds: int
+    threads: int = 2  # torch CPU threads; 1 is faster when other processes share the cores
+    attribution_model: str = "resnet8"  # a ResNet: PWS keeps two GroupNorms there, plain+gn differs from plain
+    attribution_size: int = 8
+    channels: int | None = None
+    control_lrs: str = "all"      # "all" or "large": where the attribution controls run
+
+    def __post_init__(self) -> None:
+        if len(self.lrs) < 2 or any(lr <= self.lrs[0] for lr in self.lrs[1:]):
+            raise ValueError(f"lrs must be (small, large, ...) with every large one above the small, got {self.lrs}")
+        if self.control_lrs not in ("all", "large"):
+            raise ValueError(f"control_lrs must be 'all' or 'large', got {self.control_lrs!r}")
+
+    @property
+    def lr_small(self) -> float:
+        return self.lrs[0]
+
+    @property
+    def lrs_large(self) -> tuple[float, ...]:
+        return self.lrs[1:]
+
+    @property
+    def lrs_controls(self) -> tuple[float, ...]:
+        return self.lrs if self.control_lrs == "all" else self.lrs_large
+
+    def base(self) -> RunConfig:
+        return RunConfig(model=self.model, data=self.data, size=self.size, channels=self.channels, width=self.width,
+                         steps=self.steps, lr=self.lr_small, batch_size=self.batch_size, every=self.every,
+                         eval_steps=(0, self.steps - 1), threads=self.threads)
+
+
+PROFILES = {
+    "tiny": Profile("tiny", "resnet8", "digits", 8, 8, 12, 2, (0.02, 0.2), 32, 3, (4, 16), 128,
+                    "resnet8", 8, 8, 2, threads=1, attribution_size=8),
+    # make demo: resnet8 (PWS keeps GroupNorm at stem and neck, as in the authors' ResNets) on 8px digits.
+    "quick": Profile("quick", "resnet8", "digits", 8, None, 150, 3, (0.02, 0.2), 64, 5, (2, 8, 32), 1536,
+                     "resnet8", 16, 32, 5, attribution_size=8),
+    # The paper's setting at laptop scale: the authors' ResNet-20 layout, digits at 16px in 3 channels.
+    "standard": Profile("standard", "resnet20", "digits", 16, None, 300, 5, (0.01, 0.1, 0.5), 64, 10, (4, 16, 64),
+                        3200, "resnet20", 16, 64, 5, attribution_model="resnet20", attribution_size=16, channels=3,
+                        control_lrs="large"),
+    "full": Profile("full", "resnet20", "cifar10", 32, None, 2000, 3, (0.02, 0.2), 128, 20, (2, 8, 32, 128),
+                    40000, "resnet20", 32, 128, 9, attribution_model="resnet20", attribution_size=32),
+}
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One grid: ``base`` x ``schemes`` x ``lrs`` x ``seeds``. Its runs are keyed by
+    (``label`` with "{scheme}" filled in, lr or None when not ``keyed_by_lr``, seed)."""
+
+    label: str
+    base: RunConfig
+    schemes: tuple[str, ...] | None
+    lrs: tuple[float, ...]
+    seeds: tuple[int, ...]
+    keyed_by_lr: bool = True
+
+
+# (scheme, at the small lr) -> recording of the main runs: (every step?, quantities).
+_MAIN_RECORDING = {
+    ("plain", True): (True, "all"), ("bn", True): (False, "all"), ("pws", True): (False, "all"),
+    ("gn", True): (False, "forward"), ("wn", True): (False, "forward"), ("centered", True): (False, "forward"),
+    ("plain", False): (False, "all"), ("wn", False): (False, "all"), ("centered", False): (False, "all"),
+    ("pws", False): (False, "all"), ("bn", False): (False, "forward"), ("gn", False): (False, "forward"),
+}
+# Controls read for their final accuracy only (the decomposition figure does not show them).
+_FORWARD_CONTROLS = ("pws-frozen-alpha", "pws-no-wd")
+# Controls that 2b and 6b read at the small lr on the main network ("extra:<label>").
+_EXTRAS = ("pws-no-wd", "pws-frozen-alpha")
+
+
+def plan(p: Profile) -> list[Experiment]:
+    """Every grid ``reproduce`` runs for profile ``p``, in order."""
+    seeds = tuple(range(p.seeds))
+    base = p.base()
+    out: list[Experiment] = []
+    for small, lrs in ((True, (p.lr_small,)), (False, p.lrs_large)):
+        groups: dict[tuple[bool, str], list[str]] = {}
+        for s in MAIN_SCHEMES:
+            groups.setdefault(_MAIN_RECORDING[(s, small)], []).append(s)
+        for (every_step, quantities), schemes in groups.items():
+            cfg = base.replace(every=1 if every_step else p.every, quantities=quantities)
+            out.append(Experiment("{scheme}", cfg, tuple(schemes), lrs, seeds))
+    for label in _EXTRAS:  # 2b and 6b, at the small lr
+        out.append(Experiment(f"extra:{label}", base.replace(**CONTROLS[label]), None, (p.lr_small,), seeds))
+    largest = max(p.batch_sizes)
+    for b in p.batch_sizes:
+        steps = max(1, p.samples // b)
+        cfg = base.replace(batch_size=b, steps=steps, lr=p.lr_small * b / largest, every=steps + 1, eval_steps=())
+        out.append(Experiment(f"batch{b}:{{scheme}}", cfg, ("bn", "gn", "pws"), (cfg.lr,), seeds, keyed_by_lr=False))
+    attribution = base.replace(model=p.attribution_model, size=p.attribution_size)
+    same_net = (p.attribution_model, p.attribution_size) == (p.model, p.size)
+    for small, lrs in ((True, (p.lr_small,) if p.control_lrs == "all" else ()), (False, p.lrs_large)):
+        for label, changes in CONTROLS.items():
+            if not lrs:
+                continue
+            if same_net and set(changes) == {"scheme"} and changes["scheme"] in MAIN_SCHEMES:
+                # the main run of that scheme, recorded as the main runs are: run once, read twice
+                every_step, quantities = _MAIN_RECORDING[(changes["scheme"], small)]
+                every = 1 if every_step else p.every
+            elif same_net and small and label in _EXTRAS:  # the extra run of 2b / 6b
+                every, quantities = p.every, "all"
+            else:  # at the small lr the A* rows read the final accuracy only
+                every = p.every
+                quantities = "forward" if small or label in _FORWARD_CONTROLS else "all"
+            cfg = attribution.replace(**changes, every=every, quantities=quantities)
+            out.append(Experiment(f"ctl:{label}", cfg, None, lrs, seeds))
+    return out
+
+
+# Seconds per training step on a 2-core CPU with the probe attached (benchmarks/RESULTS.md and
+# the issue's measurements: resnet20 at 16px, batch 64: 85 s / 300 steps every step, 56 s every 10).
+_STEP_SECONDS = {("simple_cnn", 8): 0.01, ("resnet8", 8): 0.017, ("resnet8", 16): 0.04,
+                 ("resnet20", 16): 0.19, ("resnet20", 32): 0.3}
+_EVERY_STEP_FACTOR = 1.5
+
+
+def estimate_minutes(p: Profile, experiments: list[Experiment]) -> float:
+    """Serial training time of the distinct runs of ``experiments`` on a 2-core CPU from the
+    measured step times (runs that already exist are counted too), scaled by batch size relative
+    to ``p.batch_size``; every-step recording costs ``_EVERY_STEP_FACTOR`` times more."""
+    seconds = 0.0
+    for c in configs(experiments):
+        per_step = _STEP_SECONDS.get((c.model, c.image_size), 0.3) * c.batch_size / p.batch_size
+        seconds += c.steps * per_step * (_EVERY_STEP_FACTOR if c.every == 1 else 1.0)
+    return seconds / 60
+
+
+def configs(experiments: list[Experiment]) -> list[RunConfig]:
+    """The distinct run configs of ``experiments`` (a config two experiments share runs once)."""
+    return list(dict.fromkeys(e.base.replace(scheme=s, lr=lr, seed=seed) for e in experiments
+                              for s in (e.schemes or (e.base.scheme,)) for lr in e.lrs for seed in e.seeds))

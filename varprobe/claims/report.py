@@ -1,0 +1,121 @@
+"""The report of ``reproduce``: the evidence figures, ``claims.md`` and ``claims.json``."""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from ..record import load_runs
+from .attribution import CONTROLS, causes_report
+from .measures import Evidence, accuracy
+from .profiles import MAIN_SCHEMES, Profile
+from .summary import KINDS
+
+if TYPE_CHECKING:
+    from .pipeline import Finding
+
+__all__ = ["write_figures", "write_report", "PLANNING_LABEL"]
+
+PLANNING_LABEL = "seeds to settle (planning, not a rerun rule)"
+_DECOMPOSED = ("plain", "plain+proj", "plain+gn", "plain+gn+proj", "centered", "pws")
+
+
+def _frame(ev: Evidence, labels, lrs=None):
+    paths = sorted({str(r.path) for (label, lr, _), r in ev.runs.items()
+                    if label in labels and (lrs is None or lr in lrs)})
+    return load_runs(paths)
+
+
+def write_figures(findings: list["Finding"], out: Path, p: Profile, ev: Evidence) -> None:
+    """Draw the evidence with ``varprobe.plot`` from the runs, next to claims.md, and list each
+    figure in the rows it supports (``Claim.figures``). Figures at a large lr show the largest."""
+    from .. import plot  # lazily: matplotlib only when figures are drawn
+
+    top = max(p.lrs_large)
+    main = _frame(ev, MAIN_SCHEMES)
+    small, large = main[main["lr"] == p.lr_small], main[main["lr"] == top]
+    frozen = _frame(ev, ("extra:pws-frozen-alpha",))
+    decomposed = _frame(ev, [f"ctl:{c}" for c in _DECOMPOSED], (top,))
+    outcomes = pd.DataFrame([{"control": label[4:], "lr": lr, "seed": seed, "train_accuracy": accuracy(r)}
+                             for (label, lr, seed), r in ev.runs.items() if label.startswith("ctl:")])
+    figures = {
+        "shift.png": lambda: plot.shift(small),
+        "amplification.png": lambda: plot.curves(large[large["scheme"].isin(["plain", "bn", "pws"])], "out.sq_mean"),
+        "spp-large-lr.png": lambda: plot.spp(large),
+        "collapse.png": lambda: plot.collapse_map(main),
+        "filter-sums.png": lambda: plot.curves(large[large["scheme"].isin(["wn", "centered", "pws"])],
+                                               "k.filter_sum_sq"),
+        "theory.png": lambda: plot.draw(pd.concat([small[small["scheme"] == "plain"], frozen]), "theory"),
+        "attribution.png": lambda: plot.result_map(outcomes, title=f"Final train accuracy of the attribution "
+                                                   f"controls ({p.attribution_model}): mean [min, max] over seeds"),
+        "decomposition.png": lambda: plot.decomposition(decomposed),
+    }
+    for name, draw in figures.items():
+        plot.save_figure(draw(), out / name)
+    for f in findings:
+        f.figures = list(f.claim.figures)
+
+
+def _setting(p: Profile, seconds: float) -> str:
+    controls_at = "every learning rate" if p.control_lrs == "all" else "the large learning rates"
+    return (f"Setting: {p.model} on {p.data} at {p.size}px"
+            f"{f' in {p.channels} channels' if p.channels else ''}, batch {p.batch_size}, {p.steps} steps, small lr "
+            f"{p.lr_small:g}, large lr {', '.join(f'{lr:g}' for lr in p.lrs_large)}, {p.seeds} seeds, SGD momentum "
+            f"0.9, weight decay 5e-4 (none on PWS alpha). Attribution claims (A*, D*): {p.attribution_model} at "
+            f"{p.attribution_size}px with the same data, steps and seeds, at {controls_at}, one run per control: "
+            f"{', '.join(CONTROLS)} (+proj: the per-filter mean of every conv weight gradient removed before each "
+            f"step; plain+gn: plain convs with exactly PWS's two GroupNorms). Took {seconds:.0f} s.\n\n")
+
+
+def _rules() -> str:
+    kinds = "".join(f"- **{k}**: {text}\n" for k, text in KINDS.items())
+    return ("Statistics, fixed in code (varprobe.claims.summary) before anything runs, one per kind of "
+            f"quantity:\n\n{kinds}\n"
+            "Verdict rule (fixed before running): **holds** when the whole 95% interval lies on the expected side "
+            "of the threshold, **does not hold** when it lies wholly on the other side, **inconclusive** "
+            f"otherwise. For an inconclusive row, *{PLANNING_LABEL}* is the number of seeds at which the "
+            "observed effect and spread would give an interval that excludes the threshold (none: no effect "
+            "observed, or beyond 10000): a figure to size the next experiment; the verdict above stands.\n\n")
+
+
+def _row(f: "Finding") -> str:
+    c, s = f.claim, f.summary
+    n = len(s.per_seed)
+    plan = "" if s.verdict != "inconclusive" else (str(s.planning) if s.planning is not None else "none")
+    figs = ", ".join(f"[{Path(x).name}]({Path(x).name})" for x in f.figures)
+    return (f"| {f.id} | {c.claim} | {c.quantity} | {c.kind} | {c.expected} | {s.shown} | {n} | **{s.verdict}** | "
+            f"{plan} | {figs} |\n")
+
+
+def write_report(findings: list["Finding"], p: Profile, out: Path, seconds: float) -> None:
+    """``out/claims.md`` (setting, statistics, the table, counts, causes) and ``out/claims.json``."""
+    header = (f"# varprobe reproduce ({p.name})\n\n" + _setting(p, seconds) + _rules()
+              + f"| id | claim | quantity | kind | expected | measured (95% interval) | n | verdict | {PLANNING_LABEL} "
+                "| figures |\n|---|---|---|---|---|---|---|---|---|---|\n")
+    counts = {v: sum(f.verdict == v for f in findings) for v in ("holds", "does not hold", "inconclusive")}
+    summary = "\n" + ", ".join(f"{n} {v}" for v, n in counts.items()) + f" (of {len(findings)}).\n"
+    verdicts = {f.id: f.verdict for f in findings}
+    lrs = {} if p.control_lrs != "all" else {"small": p.lr_small}
+    many = len(p.lrs_large) > 1
+    lrs.update({f"large@{lr:g}" if many else "large": lr for lr in p.lrs_large})
+    causes = causes_report(verdicts, lrs)
+    (out / "claims.md").write_text(header + "".join(_row(f) for f in findings) + summary + "\n" + causes)
+    meta = {"profile": asdict(p), "seconds": seconds, "counts": counts, "kinds": KINDS,
+            "claims": [f.to_json() for f in findings], "attribution": causes}
+    (out / "claims.json").write_text(json.dumps(_finite(meta), indent=2, allow_nan=False))
+
+
+def _finite(x):
+    """JSON-safe copy: non-finite floats become null (strict JSON has no NaN or Infinity)."""
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    if isinstance(x, (float, np.floating)):
+        return float(x) if math.isfinite(x) else None
+    return x
