@@ -13,7 +13,9 @@ directory is refused; a killed writer's lock never blocks a rerun.
 """
 
 from .lock import RunLockedError
-from .reader import Run, load_run, load_runs
+from .errors import RunFormatError, RunWriteError
+from .reader import Run, check_run, load_run, load_runs
 from .writer import RunWriter
 
-__all__ = ["RunWriter", "Run", "load_run", "load_runs", "RunLockedError"]
+__all__ = ["RunWriter", "Run", "load_run", "load_runs", "check_run", "RunLockedError",
+           "RunFormatError", "RunWriteError"]
