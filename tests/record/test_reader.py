@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from varprobe.record import Run, RunWriter, load_run, load_runs
+from varprobe.record import Run, RunWriter, check_run, load_run, load_runs
 from varprobe.record.lock import RunLockedError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -307,3 +307,70 @@ def test_load_runs_errors(tmp_path):
         load_runs(pattern)
     with pytest.raises(ValueError, match="no run paths given"):
         load_runs([])
+
+
+# -- damaged runs and aliases ---------------------------------------------------------------------
+
+def test_run_whose_only_chunk_is_corrupt_is_returned_damaged_not_dropped(tmp_path):
+    runs = tmp_path / "runs"
+    good = write_run(runs / "good", {"seed": 0}, chunks=2)
+    write_run(runs / "bad", {"seed": 1}, chunks=1)
+    _truncate(runs / "bad" / "stats" / "chunk-000000.parquet")
+    with pytest.warns(RuntimeWarning, match="skipped 1 missing or corrupt"):
+        bad = load_run(runs / "bad", skip_corrupt=True)
+    assert bad.damaged and bad.frame.empty and list(bad.frame.columns) == COLS
+    assert bad.skipped == [runs / "bad" / "stats" / "chunk-000000.parquet"]
+    assert len(bad.problems) == 1 and bad.problems[0].startswith(
+        f"corrupt or truncated chunk {runs / 'bad' / 'stats' / 'chunk-000000.parquet'}")
+    assert "damaged" in repr(bad) and not load_run(runs / "good").damaged
+
+    with pytest.warns(RuntimeWarning) as record:
+        table = load_runs(str(runs / "*"), skip_corrupt=True)
+    assert [str(w.message).split(":")[0] for w in record] == [
+        f"load_run({str(runs / 'bad')!r})", f"load_runs"]
+    assert str(record[1].message).startswith(
+        f"load_runs: run bad ({runs / 'bad'}) is damaged and has no readable rows (corrupt or "
+        "truncated chunk")
+    assert table.run.unique().tolist() == ["good"] and len(table) == len(good)
+    listing = table.attrs["runs"]
+    assert list(listing) == ["bad", "good"]  # nothing vanishes: the damaged run is listed
+    assert listing["bad"]["damaged"] and listing["bad"]["rows"] == 0
+    assert listing["bad"]["problems"] == bad.problems and listing["bad"]["status"] == "finished"
+    assert listing["good"] == {"path": str(runs / "good"), "status": "finished",
+                               "rows": len(good), "damaged": False, "problems": []}
+    with pytest.raises(ValueError, match="corrupt or truncated chunk"):
+        load_runs(str(runs / "*"))  # without skip_corrupt: refused, naming the file
+
+
+def test_check_run_lists_problems_without_raising(tmp_path):
+    run = tmp_path / "r"
+    write_run(run, chunks=4)
+    assert check_run(run) == []
+    (run / "stats" / "chunk-000001.parquet").unlink()
+    _scribble(run / "stats" / "chunk-000002.parquet")
+    problems = check_run(run)
+    assert len(problems) == 2
+    assert problems[0] == (f"1 chunk(s) missing: {run / 'stats' / 'chunk-000001.parquet'} "
+                           "(meta.json counts 4 chunks, 3 on disk)")
+    assert problems[1].startswith(f"corrupt or truncated chunk {run / 'stats' / 'chunk-000002.parquet'}")
+    assert check_run(tmp_path / "nope") == [f"run directory not found: {tmp_path / 'nope'}"]
+    (run / "meta.json").write_text("{")
+    assert check_run(run)[0].startswith(f"corrupt {run / 'meta.json'}")
+
+
+def test_same_run_through_a_symlink_is_loaded_once(tmp_path):
+    runs = tmp_path / "runs"
+    frame = write_run(runs / "a-run", {"seed": 0}, chunks=1)
+    write_run(runs / "b-run", {"seed": 1}, chunks=1)
+    (runs / "latest").symlink_to(runs / "b-run")  # sorts after b-run: b-run keeps its name
+    (runs / "0-first").symlink_to("a-run")  # sorts first: its name is kept, a-run is the alias
+    with pytest.warns(RuntimeWarning) as record:
+        table = load_runs(str(runs / "*"))
+    messages = [str(w.message) for w in record]
+    assert table.run.unique().tolist() == ["0-first", "b-run"]
+    assert len(table) == 2 * len(frame) and list(table.attrs["runs"]) == ["0-first", "b-run"]
+    assert any(f"{runs / 'a-run'} is the same run as {runs / '0-first'}" in m for m in messages)
+    assert any(f"{runs / 'latest'} is the same run as {runs / 'b-run'}" in m for m in messages)
+    with pytest.warns(RuntimeWarning, match=f"{runs / 'latest'} is the same run as {runs / 'b-run'}"):
+        two = load_runs([runs / "b-run", runs / "latest"])  # an explicit list: the same
+    assert two.run.unique().tolist() == ["b-run"] and len(two) == len(frame)

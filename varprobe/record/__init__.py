@@ -5,15 +5,23 @@ This layer knows nothing of models or probes: it stores long-format pandas frame
 
 * :class:`RunWriter` writes a run (atomic chunks and meta, single-writer lock).
 * :func:`load_run` reads one run into a :class:`Run`; :func:`load_runs` concatenates runs
-  with ``run``, ``status`` and config columns.
+  with ``run``, ``status`` and config columns; :func:`check_run` lists what is wrong with a
+  run (``[]`` if intact), as ``Run.problems``/``Run.damaged`` do for a loaded one.
 
 Guarantees: every chunk whose ``append`` returned survives a kill of the writing process;
-readers never see a partial chunk or a partial ``meta.json``; a second writer on the same
-directory is refused; a killed writer's lock never blocks a rerun.
+readers never see a partial chunk or a partial ``meta.json``, nor a mix of two runs while one
+replaces the other; a second writer on the same directory is refused; a killed writer's lock
+never blocks a rerun. ``overwrite=True`` replaces only a valid varprobe run and deletes only
+the files the run format owns (:mod:`.layout`); anything else is refused. A malformed
+``meta.json`` raises :class:`RunFormatError` naming the file and field; a failed write (disk
+full) raises one :class:`RunWriteError`, keeps the chunks already written and marks the run
+failed where meta.json can still be written.
 """
 
 from .lock import RunLockedError
-from .reader import Run, load_run, load_runs
+from .errors import RunFormatError, RunWriteError
+from .reader import Run, check_run, load_run, load_runs
 from .writer import RunWriter
 
-__all__ = ["RunWriter", "Run", "load_run", "load_runs", "RunLockedError"]
+__all__ = ["RunWriter", "Run", "load_run", "load_runs", "check_run", "RunLockedError",
+           "RunFormatError", "RunWriteError"]

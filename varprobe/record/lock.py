@@ -83,35 +83,50 @@ class RunLock:
     def acquire(self) -> None:
         """Take the lock, retrying for a fraction of a second (a reader may be probing it).
 
+        After the flock is granted, the lock file is checked to still be the one at
+        ``<run>/.lock`` (same inode): a writer that failed at start unlinks the lock file it
+        created, and a writer that opened it meanwhile then retries on the new file instead of
+        holding a lock nobody else can see.
+
         Raises:
             RunLockedError: another writer holds it; the message names the directory and,
                 when known, the holder's pid and host.
+            OSError: the lock file cannot be created or written (e.g. ENOSPC); nothing is held.
         """
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         deadline = time.monotonic() + _ACQUIRE_RETRY_S
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                if self._flock(fd, deadline) and not _same_file(fd, self.path):
+                    os.close(fd)  # locked an unlinked lock file: take the current one
+                    continue
+                info = json.dumps({"pid": os.getpid(), "hostname": socket.gethostname()}).encode()
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, info, 0)
+            except BaseException:
+                os.close(fd)
+                raise
+            self._fd = fd
+            _HELD.add(self)
+            return
+
+    def _flock(self, fd: int, deadline: float) -> bool:
+        """flock ``fd``; True if locked, False if the filesystem cannot lock (proceed unlocked)."""
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
+                return True
             except BlockingIOError:
                 if time.monotonic() < deadline:
                     time.sleep(0.01)
                     continue
-                holder = _describe_holder(fd)
-                os.close(fd)
-                raise locked_error(self.path.parent, holder) from None
+                raise locked_error(self.path.parent, _describe_holder(fd)) from None
             except OSError as exc:
                 if not _unsupported(exc):
-                    os.close(fd)
                     raise
                 # The filesystem cannot lock: proceed unlocked (the caller warns).
                 self.supported = False
-                break
-        info = json.dumps({"pid": os.getpid(), "hostname": socket.gethostname()}).encode()
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, info, 0)
-        self._fd = fd
-        _HELD.add(self)
+                return False
 
     def release(self) -> None:
         """Release the lock (idempotent). The lock file stays in the directory."""
@@ -125,11 +140,29 @@ class RunLock:
         finally:
             os.close(fd)
 
+    def discard(self) -> None:
+        """Unlink the lock file, then release it: for a writer that created the file and failed
+        before the run existed. Safe against a writer opening it meanwhile (see :meth:`acquire`)."""
+        try:
+            self.path.unlink(missing_ok=True)
+        except OSError:
+            pass
+        self.release()
+
     def __del__(self) -> None:  # pragma: no cover - safety net only
         try:
             self.release()
         except Exception:
             pass
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    own = os.fstat(fd)
+    return (st.st_ino, st.st_dev) == (own.st_ino, own.st_dev)
 
 
 def _describe_holder(fd: int) -> str:

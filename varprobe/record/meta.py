@@ -3,6 +3,10 @@
 ``meta.json`` is only ever replaced whole (:func:`write_json_atomic`: temp file in the
 same directory, fsync, ``os.replace``, fsync of the directory), so a reader sees either
 the previous or the new content, never a mix, even if the writer is killed mid-write.
+
+On read, :func:`read_meta` checks the file against the schema of :func:`validate_meta` and
+raises :class:`~varprobe.record.errors.RunFormatError` (one line naming the file and the
+field) for anything else: the rest of the package never sees a malformed meta.json.
 """
 
 from __future__ import annotations
@@ -19,16 +23,24 @@ from importlib import metadata as _importlib_metadata
 from pathlib import Path
 from typing import Any, Mapping
 
-__all__ = ["META_NAME", "FORMAT", "FORMAT_VERSION", "MANAGED_KEYS", "now_iso", "versions",
-           "host_info", "to_jsonable", "write_json_atomic", "read_meta", "fsync_dir"]
+from .errors import RunFormatError
+from .layout import META_NAME
 
-META_NAME = "meta.json"
+__all__ = ["META_NAME", "FORMAT", "FORMAT_VERSION", "MANAGED_KEYS", "STATUSES", "now_iso",
+           "versions", "host_info", "to_jsonable", "write_json_atomic", "read_meta",
+           "validate_meta", "writer_version", "write_all", "fsync_dir"]
+
 FORMAT = "varprobe-run"
 FORMAT_VERSION = 1
 
 #: Keys maintained by the writer itself; ``RunWriter.update_meta`` refuses to set them.
 MANAGED_KEYS: frozenset[str] = frozenset(
-    {"format", "format_version", "versions", "host", "start_time", "end_time", "chunks", "rows"})
+    {"format", "format_version", "versions", "host", "start_time", "end_time", "chunks", "rows",
+     "run_id", "written_by"})
+
+#: Every value ``meta["status"]`` may take: ``"running"`` while a writer is open (or after it
+#: was killed), then the status given to ``RunWriter.close``.
+STATUSES: tuple[str, ...] = ("running", "finished", "collapsed", "failed", "interrupted")
 
 # distribution names, each also its importable module name
 _PACKAGES = ("torch", "numpy", "pandas", "pyarrow", "varprobe")
@@ -139,26 +151,43 @@ def write_json_atomic(path: str | Path, data: Mapping[str, Any]) -> None:
             ``allow_nan=False``, so the file is strict JSON.
     """
     path = Path(path)
-    text = json.dumps(data, indent=2, allow_nan=False) + "\n"
+    data_bytes = (json.dumps(data, indent=2, allow_nan=False) + "\n").encode("utf-8")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            write_all(fd, data_bytes)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
         raise
     fsync_dir(path.parent)
 
 
-def read_meta(run_dir: str | Path) -> dict[str, Any]:
-    """Read and parse ``<run_dir>/meta.json``.
+def write_all(fd: int, data: bytes) -> None:
+    """``os.write`` all of ``data`` to ``fd`` (a short write is continued, an error raised)."""
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def read_meta(run_dir: str | Path, *, validate: bool = True) -> dict[str, Any]:
+    """Read and parse ``<run_dir>/meta.json``, and check it with :func:`validate_meta`.
+
+    Args:
+        run_dir: The run directory.
+        validate: Check the schema (default). Only the JSON syntax is checked otherwise.
 
     Raises:
         FileNotFoundError: the directory or its ``meta.json`` does not exist (names the path).
-        ValueError: ``meta.json`` is not valid JSON or not a JSON object (names the file).
+        RunFormatError: (a ``ValueError``) ``meta.json`` is not valid JSON, not a JSON
+            object, or not a valid meta.json of this format (names the file and the field).
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -169,10 +198,100 @@ def read_meta(run_dir: str | Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise FileNotFoundError(
             f"{meta_path} not found: {run_dir} is not a varprobe run directory") from None
+    except UnicodeDecodeError as exc:
+        raise RunFormatError(f"corrupt {meta_path}: not UTF-8 text ({exc.reason})",
+                             meta_path) from None
+    except IsADirectoryError:
+        raise RunFormatError(f"{meta_path} is a directory, not a file: {run_dir} is not a "
+                             "varprobe run directory", meta_path) from None
     try:
         meta = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"corrupt {meta_path}: {exc}") from None
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise RunFormatError(f"corrupt {meta_path}: {exc}", meta_path) from None
     if not isinstance(meta, dict):
-        raise ValueError(f"corrupt {meta_path}: expected a JSON object, got {type(meta).__name__}")
+        raise RunFormatError(f"corrupt {meta_path}: expected a JSON object, got "
+                             f"{type(meta).__name__}", meta_path)
+    if validate:
+        validate_meta(meta, meta_path)
     return meta
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def writer_version(meta: Mapping[str, Any]) -> str:
+    """Which varprobe wrote ``meta`` (``written_by``, else ``versions.varprobe``), or "unknown"."""
+    written_by = meta.get("written_by")
+    if isinstance(written_by, str) and written_by:
+        return written_by
+    vers = meta.get("versions")
+    v = vers.get("varprobe") if isinstance(vers, dict) else None
+    return f"varprobe {v}" if isinstance(v, str) and v else "an unknown varprobe version"
+
+
+# field -> (check, what it must be); checked when the field is present
+_OPTIONAL: dict[str, tuple[Any, str]] = {
+    "start_time": (lambda v: isinstance(v, str), "an ISO 8601 string"),
+    "end_time": (lambda v: v is None or isinstance(v, str), "an ISO 8601 string or null"),
+    "duration_s": (lambda v: v is None or (_is_number(v) and v >= 0),
+                   "a non-negative number or null"),
+    "versions": (lambda v: isinstance(v, dict) and all(x is None or isinstance(x, str)
+                                                       for x in v.values()),
+                 "an object of version strings (or null)"),
+    "host": (lambda v: isinstance(v, dict), "an object"),
+    "run_id": (lambda v: isinstance(v, str) and bool(v), "a non-empty string"),
+    "written_by": (lambda v: isinstance(v, str), "a string"),
+}
+
+
+def validate_meta(meta: Mapping[str, Any], meta_path: str | os.PathLike[str] = META_NAME) -> None:
+    """Check a parsed ``meta.json`` against the run format.
+
+    Required: ``format`` == ``"varprobe-run"``; ``format_version`` an integer from 1 to
+    :data:`FORMAT_VERSION` (a newer one is refused, naming the varprobe that wrote it);
+    ``status`` one of :data:`STATUSES`; ``config`` an object; ``chunks`` and ``rows``
+    non-negative integers. Typed when present: ``start_time`` (str), ``end_time`` (str or
+    null), ``duration_s`` (non-negative number or null), ``versions`` (object of str/null),
+    ``host`` (object), ``run_id`` (non-empty str), ``written_by`` (str). Fields set through
+    ``RunWriter.update_meta``/``close`` (e.g. ``result``, ``error``) are the caller's and free.
+
+    Raises:
+        RunFormatError: one line naming ``meta_path``, the field, what it must be and what it is.
+    """
+    def bad(field: str, must: str, prefix: str = "") -> RunFormatError:
+        got = f"got {_show(meta[field])}" if field in meta else "but it is missing"
+        return RunFormatError(f"{meta_path}: {prefix}field {field!r} must be {must}, {got}",
+                              meta_path, field)
+
+    if meta.get("format") != FORMAT:
+        raise bad("format", repr(FORMAT), prefix="not a varprobe run's meta.json: ")
+    version = meta.get("format_version")
+    if not _is_int(version) or version < 1:
+        raise bad("format_version", f"an integer from 1 to {FORMAT_VERSION}")
+    if version > FORMAT_VERSION:
+        raise RunFormatError(
+            f"{meta_path}: field 'format_version' is {version}, newer than this varprobe reads "
+            f"(up to {FORMAT_VERSION}); the run was written by {writer_version(meta)}: upgrade "
+            f"varprobe (this is {versions()['varprobe']}) to read it", meta_path, "format_version")
+    status = meta.get("status")
+    if not isinstance(status, str) or status not in STATUSES:
+        raise bad("status", "one of " + ", ".join(repr(s) for s in STATUSES))
+    if not isinstance(meta.get("config"), dict):
+        raise bad("config", "an object (the run configuration)")
+    for field in ("chunks", "rows"):
+        value = meta.get(field)
+        if not _is_int(value) or value < 0:
+            raise bad(field, "a non-negative integer")
+    for field, (ok, must) in _OPTIONAL.items():
+        if field in meta and not ok(meta[field]):
+            raise bad(field, must)

@@ -2,13 +2,25 @@
 
 A run can be read at any time: while it is being written (you get the chunks flushed so
 far), after it finished, or after its process was killed (every chunk flushed before the
-kill; ``Run.status == "interrupted"``).
+kill; ``Run.status == "interrupted"``), and while another writer replaces it
+(``overwrite=True``): a reader never mixes two generations of a run and never reports an
+intact chunk as corrupt because it was deleted underneath it. ``meta.json`` carries a
+``run_id`` that changes with every writer; :func:`load_run` reads it again after the chunks
+and starts over if it changed (or vanished), and while ``meta.json`` is missing but a writer
+holds the lock (a replacement in progress) it waits for the new one.
+
+A damaged run (missing or corrupt chunks) is never dropped silently: without
+``skip_corrupt`` it raises, naming the file; with it, the run is returned with what could be
+read, ``Run.damaged`` is True and ``Run.problems`` says what is wrong, one line each.
+:func:`check_run` gives those problems without raising.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import time
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -20,15 +32,17 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .layout import CHUNK_RE, META_NAME, STATS_DIR, chunk_name
 from .lock import writer_alive
 from .meta import read_meta
 from .schema import COLUMNS, PLAIN_SCHEMA, empty_frame, table_to_frame
-from .writer import STATS_DIR, chunk_name
 
-__all__ = ["Run", "load_run", "load_runs"]
+__all__ = ["Run", "load_run", "load_runs", "check_run"]
 
-_CHUNK_RE = re.compile(r"^chunk-(\d{6,})\.parquet$")
 _GLOB_MAGIC = re.compile(r"[*?[]")
+_READ_ATTEMPTS = 50  # a run replaced this many times during one read is reported, not retried
+_META_WAIT_S = 5.0  # how long a reader waits for the meta.json of a replacement in progress
+_MAX_LISTED = 1000  # missing chunks listed one by one in Run.skipped; the rest only counted
 
 
 @dataclass
@@ -41,9 +55,13 @@ class Run:
             that is still being written *or* was killed; see :attr:`status`).
         frame: All chunks concatenated in order (long format; empty with the right columns
             and dtypes if nothing was flushed).
-        skipped: Chunk files skipped as corrupt or missing (only with ``skip_corrupt=True``).
+        skipped: Chunk files skipped as corrupt or missing (only with ``skip_corrupt=True``),
+            sorted. Missing chunks are listed up to 1000 of them (a meta.json claiming
+            millions of chunks is not expanded); :attr:`problems` always counts them all.
         writer_alive: Whether a writer held the run's lock when it was loaded (None: cannot
             be told, i.e. no lock file and the run was started on another host).
+        problems: What is wrong with the run, one line each (missing chunk ranges with their
+            count, each corrupt chunk and why); empty for an intact run.
     """
 
     path: Path
@@ -51,6 +69,13 @@ class Run:
     frame: pd.DataFrame = field(repr=False)
     skipped: list[Path] = field(default_factory=list)
     writer_alive: bool | None = False
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def damaged(self) -> bool:
+        """True if chunks are missing or corrupt (see :attr:`problems`): the frame is partial.
+        A damaged run is not a finished record, whatever its status says."""
+        return bool(self.problems)
 
     @property
     def interrupted(self) -> bool:
@@ -70,7 +95,7 @@ class Run:
 
     def __repr__(self) -> str:
         return (f"Run(path={str(self.path)!r}, status={self.status!r}, rows={len(self.frame)}, "
-                f"skipped={len(self.skipped)})")
+                f"skipped={len(self.skipped)}{', damaged' if self.damaged else ''})")
 
 
 def _chunk_files(stats: Path) -> dict[int, Path]:
@@ -78,7 +103,7 @@ def _chunk_files(stats: Path) -> dict[int, Path]:
         return {}
     out = {}
     for entry in os.scandir(stats):
-        m = _CHUNK_RE.match(entry.name)
+        m = CHUNK_RE.match(entry.name)
         if m:  # temp files (".chunk-...tmp") and anything else are ignored
             out[int(m.group(1))] = Path(entry.path)
     return out
@@ -95,56 +120,162 @@ def _read_chunk(path: Path) -> pa.Table:
         raise ValueError(f"corrupt or truncated chunk {path}: {exc}") from exc
 
 
+def _missing_ranges(present: list[int], n: int) -> list[range]:
+    """The chunk numbers below ``n`` absent from the sorted ``present``, as ranges (at most
+    ``len(present) + 1`` of them, whatever ``n`` is)."""
+    out, nxt = [], 0
+    for i in present:
+        if i > nxt:
+            out.append(range(nxt, i))
+        nxt = i + 1
+    if n > nxt:
+        out.append(range(nxt, n))
+    return out
+
+
+def _describe_ranges(stats: Path, ranges: list[range], limit: int = 5) -> str:
+    parts = [str(stats / chunk_name(r.start)) if len(r) == 1 else
+             f"{stats / chunk_name(r.start)} .. {chunk_name(r.stop - 1)} ({len(r)} chunks)"
+             for r in ranges[:limit]]
+    return ", ".join(parts) + (", ..." if len(ranges) > limit else "")
+
+
+@dataclass
+class _Chunks:
+    tables: list[pa.Table]
+    skipped: list[Path]
+    problems: list[str]
+    errors: list[str]  # the same problems as the error message without skip_corrupt
+    count: int = 0  # chunks skipped, all of them (``skipped`` lists at most _MAX_LISTED missing)
+
+
+def _read_chunks(path: Path, meta: dict[str, Any]) -> _Chunks:
+    stats = path / STATS_DIR
+    files = _chunk_files(stats)
+    present = sorted(files)
+    expected = meta["chunks"]  # validated: a non-negative int
+    n = max(expected, present[-1] + 1 if present else 0)
+    out = _Chunks([], [], [], [])
+    ranges = _missing_ranges(present, n)
+    if ranges:
+        count = sum(len(r) for r in ranges)
+        names = _describe_ranges(stats, ranges)
+        counted = (f" (meta.json counts {expected} chunks, {len(files)} on disk)"
+                   if expected > len(files) else "")
+        out.problems.append(f"{count} chunk(s) missing: {names}{counted}")
+        out.errors.append(f"run {path} is missing {count} chunk(s): {names}{counted}")
+        out.count += count
+        listed = 0
+        for r in ranges:
+            take = r[: _MAX_LISTED - listed]
+            out.skipped.extend(stats / chunk_name(i) for i in take)
+            listed += len(take)
+    for i in present:
+        try:
+            out.tables.append(_read_chunk(files[i]))
+        except ValueError as exc:
+            out.problems.append(str(exc))
+            out.errors.append(str(exc))
+            out.skipped.append(files[i])
+            out.count += 1
+    return out
+
+
+def _generation(meta: dict[str, Any] | None) -> tuple[Any, Any] | None:
+    return None if meta is None else (meta.get("run_id"), meta.get("start_time"))
+
+
+def _current_generation(path: Path) -> tuple[Any, Any] | None:
+    """The generation of ``path``'s meta.json now, None if it is missing or unreadable."""
+    try:
+        meta = json.loads((path / META_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return _generation(meta) if isinstance(meta, dict) else None
+
+
+def _read_meta_settled(path: Path) -> dict[str, Any]:
+    """read_meta, waiting (up to a few seconds) while meta.json is missing but a writer holds
+    the lock: a replacement (``overwrite=True``) between deleting the old meta.json and
+    writing the new one."""
+    deadline = time.monotonic() + _META_WAIT_S
+    while True:
+        try:
+            return read_meta(path)
+        except FileNotFoundError:
+            if not (path.is_dir() and time.monotonic() < deadline and writer_alive(path) is True):
+                raise
+            time.sleep(0.01)
+
+
 def load_run(path: str | os.PathLike[str], *, skip_corrupt: bool = False) -> Run:
     """Load one run directory: its ``meta.json`` and all its chunks, in order.
 
     Works on a run that is still being written (you get the chunks flushed so far; each is
-    complete) and on a run whose process was killed (every chunk flushed before the kill;
-    ``status`` is ``"interrupted"``). Temp files of unfinished writes are ignored.
+    complete), on a run whose process was killed (every chunk flushed before the kill;
+    ``status`` is ``"interrupted"``), and on a run another writer is replacing: the read
+    is of one generation only (it starts over when ``meta.json``'s ``run_id`` changed during
+    the read). Temp files of unfinished writes are ignored.
 
     Args:
         path: The run directory.
         skip_corrupt: Skip chunks that cannot be read (truncated, corrupt, wrong schema) or
             are missing from the numbering, with a ``RuntimeWarning`` naming them, instead of
-            raising. Skipped paths are listed in ``Run.skipped``.
+            raising. The run is still returned, even when no chunk is left (empty frame):
+            ``Run.damaged`` is True, ``Run.skipped`` lists the skipped chunk files and
+            ``Run.problems`` says what is wrong.
 
     Returns:
         The :class:`Run`.
 
     Raises:
         FileNotFoundError: the directory or its ``meta.json`` does not exist (names the path).
-        ValueError: ``meta.json`` is corrupt, or (without ``skip_corrupt``) a chunk is
-            corrupt or truncated, or a chunk number is missing; the message names the file.
+        RunFormatError: (a ``ValueError``) ``meta.json`` is corrupt or does not follow the
+            schema (names the file and the field).
+        ValueError: (without ``skip_corrupt``) a chunk is corrupt or truncated, or chunk
+            numbers are missing (named, ranges counted); or the run kept being replaced
+            while it was read.
     """
     path = Path(path)
-    meta = read_meta(path)  # before listing chunks: meta's count is then a lower bound
-    alive = writer_alive(path, meta)
-    files = _chunk_files(path / STATS_DIR)
-    expected = meta.get("chunks") if isinstance(meta.get("chunks"), int) else 0
-    n = max([expected, *(i + 1 for i in files)])
-    skipped: list[Path] = []
-    tables: list[pa.Table] = []
+    for attempt in range(_READ_ATTEMPTS):
+        meta = _read_meta_settled(path)  # before listing chunks: meta's count is a lower bound
+        alive = writer_alive(path, meta)
+        chunks = _read_chunks(path, meta)
+        if _current_generation(path) == _generation(meta):
+            break  # meta.json unchanged since it was read: all chunks are of this run
+        time.sleep(0.002 * attempt)  # replaced meanwhile: read the new run
+    else:
+        raise ValueError(f"run {path} was replaced by another writer {_READ_ATTEMPTS} times "
+                         "while being read; read it again once it is written")
+    if chunks.errors and not skip_corrupt:
+        raise ValueError(f"{chunks.errors[0]} (pass skip_corrupt=True to load the rest)")
+    if chunks.skipped:
+        warnings.warn(f"load_run({str(path)!r}): skipped {chunks.count} missing or corrupt chunk(s): "
+                      f"{'; '.join(chunks.problems)}", RuntimeWarning, stacklevel=2)
+    frame = table_to_frame(pa.concat_tables(chunks.tables)) if chunks.tables else empty_frame()
+    return Run(path=path, meta=meta, frame=frame, skipped=sorted(chunks.skipped),
+               writer_alive=alive, problems=chunks.problems)
 
-    missing = [path / STATS_DIR / chunk_name(i) for i in range(n) if i not in files]
-    if missing:
-        names = ", ".join(str(p) for p in missing[:5]) + (", ..." if len(missing) > 5 else "")
-        if not skip_corrupt:
-            raise ValueError(f"run {path} is missing {len(missing)} chunk(s): {names} "
-                             "(pass skip_corrupt=True to load the rest)")
-        skipped.extend(missing)
-    for i in sorted(files):
-        try:
-            tables.append(_read_chunk(files[i]))
-        except ValueError as exc:
-            if not skip_corrupt:
-                raise ValueError(f"{exc} (pass skip_corrupt=True to load the rest)") from exc
-            skipped.append(files[i])
-    if skipped:
-        warnings.warn(f"load_run({str(path)!r}): skipped {len(skipped)} missing or corrupt "
-                      f"chunk(s): {', '.join(str(p) for p in skipped)}", RuntimeWarning,
-                      stacklevel=2)
-    frame = table_to_frame(pa.concat_tables(tables)) if tables else empty_frame()
-    return Run(path=path, meta=meta, frame=frame, skipped=sorted(skipped), writer_alive=alive)
+
+def check_run(path: str | os.PathLike[str]) -> list[str]:
+    """What is wrong with the run directory ``path``, one line each; ``[]`` if it is intact.
+
+    Intact means: ``meta.json`` is there and valid, and every chunk from 0 to the last one
+    (and up to meta.json's count) is present and reads back with its checksums. Says nothing
+    about the status: an interrupted or failed run can be intact. Costs one
+    :func:`load_run` (every chunk is read). Never raises for the run's own problems.
+
+    Returns:
+        Problems such as ``"<path>/meta.json not found: ..."``, ``"<meta.json>: field
+        'config' must be an object ..."``, ``"2 chunk(s) missing: ..."`` or ``"corrupt or
+        truncated chunk <file>: ..."``.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return list(load_run(path, skip_corrupt=True).problems)
+    except (OSError, ValueError) as exc:  # missing, unreadable, RunFormatError
+        return [str(exc)]
 
 
 def _expand(paths_or_glob: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> list[Path]:
@@ -167,6 +298,23 @@ def _expand(paths_or_glob: str | os.PathLike[str] | Iterable[str | os.PathLike[s
             out.extend(runs)
         else:
             out.append(Path(item))
+    return out
+
+
+def _drop_aliases(paths: list[Path]) -> list[Path]:
+    """Drop a path that names, through a symlink or ``..``, a run already listed under another
+    name (kept: the first name), with a warning naming both. The very same path given twice is
+    kept twice (the caller asked for it twice; :func:`_run_names` numbers them)."""
+    first: dict[str, Path] = {}
+    out = []
+    for p in paths:
+        real = os.path.realpath(p)
+        seen = first.setdefault(real, p)
+        if seen is not p and os.path.abspath(seen) != os.path.abspath(p):
+            warnings.warn(f"load_runs: {p} is the same run as {seen} (both are {real}); "
+                          f"loaded once, as {seen}", RuntimeWarning, stacklevel=3)
+            continue
+        out.append(p)
     return out
 
 
@@ -224,10 +372,17 @@ def load_runs(paths_or_glob: str | os.PathLike[str] | Iterable[str | os.PathLike
         paths_or_glob: A glob pattern (str or Path with ``*``, ``?`` or ``[`` that is not
             itself an existing path: expanded, sorted, and restricted to directories
             containing ``meta.json``), a single run directory, or an iterable of those.
-        skip_corrupt: Passed to :func:`load_run` for every run.
+            A run reached under two different names (e.g. a symlink ``runs/latest`` beside
+            its target) is loaded once, under the first name, with a ``RuntimeWarning``
+            naming the alias; the very same path listed twice is loaded twice (``#1``, ``#2``).
+        skip_corrupt: Passed to :func:`load_run` for every run. A run whose chunks were all
+            skipped has no rows, so it is absent from the table itself: a ``RuntimeWarning``
+            names it, and ``frame.attrs["runs"]`` still lists it (see Returns).
 
     Returns:
-        The concatenated frame (fresh RangeIndex).
+        The concatenated frame (fresh RangeIndex). ``frame.attrs["runs"]`` maps every run's
+        name to ``{"path", "status", "rows", "damaged", "problems"}``, so a run without rows
+        (empty, or damaged and skipped) never vanishes without a trace.
 
     Raises:
         FileNotFoundError: a glob matches no run directory (names the pattern), or a run
@@ -235,12 +390,19 @@ def load_runs(paths_or_glob: str | os.PathLike[str] | Iterable[str | os.PathLike
         ValueError: an empty iterable was given, or a run has a corrupt chunk and
             ``skip_corrupt`` is False (names the file).
     """
-    paths = _expand(paths_or_glob)
+    paths = _drop_aliases(_expand(paths_or_glob))
     names = _run_names(paths)
     reserved = set(COLUMNS) | {"run", "status"}
     frames = []
+    listing: dict[str, dict[str, Any]] = {}
     for name, p in zip(names, paths):
         run = load_run(p, skip_corrupt=skip_corrupt)
+        listing[name] = {"path": str(run.path), "status": run.status, "rows": len(run.frame),
+                         "damaged": run.damaged, "problems": list(run.problems)}
+        if run.damaged and run.frame.empty:
+            warnings.warn(f"load_runs: run {name} ({run.path}) is damaged and has no readable "
+                          f"rows ({'; '.join(run.problems)}); it is not in the table, only in "
+                          "frame.attrs['runs']", RuntimeWarning, stacklevel=2)
         f = run.frame  # freshly built by load_run, not shared
         f.insert(0, "run", name)
         f["status"] = run.status
@@ -249,5 +411,8 @@ def load_runs(paths_or_glob: str | os.PathLike[str] | Iterable[str | os.PathLike
         frames.append(f)
     non_empty = [f for f in frames if len(f)] or frames[:1]
     if len(non_empty) == 1:
-        return non_empty[0].reset_index(drop=True)
-    return pd.concat(non_empty, ignore_index=True, sort=False)
+        table = non_empty[0].reset_index(drop=True)
+    else:
+        table = pd.concat(non_empty, ignore_index=True, sort=False)
+    table.attrs = {"runs": listing}
+    return table

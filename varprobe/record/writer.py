@@ -11,39 +11,68 @@ What survives a kill (SIGKILL, OOM, power loss after the fsync): every chunk who
 ``append()`` returned, and ``meta.json`` as last written (``status`` stays ``"running"``;
 the reader reports such a run as interrupted). A chunk being written when the process dies
 exists only under a temp name, which readers ignore.
+
+What survives a failed write (disk full, I/O error): every chunk already written; the temp file
+of the failed write is removed; the run is marked ``"failed"`` (with ``error``) in meta.json if
+meta.json can still be written, else meta.json keeps its last good content. One
+:class:`~varprobe.record.errors.RunWriteError` names the path and the OS error.
 """
 
 from __future__ import annotations
 
 import copy
+import errno
 import os
-import shutil
 import threading
 import time
+import uuid
 import warnings
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, NoReturn
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .lock import LOCK_NAME, RunLock, describe_holder, locked_error, writer_alive
-from .meta import (FORMAT, FORMAT_VERSION, MANAGED_KEYS, META_NAME, fsync_dir, host_info,
-                   now_iso, to_jsonable, versions, write_json_atomic)
+from .errors import RunWriteError
+from .layout import LOCK_NAME, META_NAME, STATS_DIR, Inventory, chunk_name, chunk_tmp_name
+from .lock import RunLock, describe_holder, locked_error, writer_alive
+from .meta import (FORMAT, FORMAT_VERSION, MANAGED_KEYS, STATUSES, fsync_dir, host_info,
+                   now_iso, to_jsonable, versions, write_all, write_json_atomic)
+from .replace import check_replaceable, clear_run
 from .schema import frame_to_table
 
 __all__ = ["RunWriter", "STATS_DIR", "chunk_name"]
 
-STATS_DIR = "stats"
-_RUN_MARKERS = (META_NAME, STATS_DIR, LOCK_NAME)
 _WRITER_KEYS = MANAGED_KEYS | {"status", "duration_s"}
 _MAX_ERROR_MESSAGE = 2000
+_FINAL_STATUSES = tuple(s for s in STATUSES if s != "running")
+# errors of creating the run directory that are the disk's, not the path's
+_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS})
 
 
-def chunk_name(index: int) -> str:
-    """File name of chunk number ``index`` (``chunk-000000.parquet``, ...)."""
-    return f"chunk-{index:06d}.parquet"
+def _unlink_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _write_file(path: Path, data: memoryview | bytes) -> None:
+    """Create ``path`` with ``data``, fsynced (``os.write``/``os.fsync``, so faults are the OS's)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        write_all(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _parquet_bytes(table: pa.Table) -> memoryview:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd", write_page_checksum=True)
+    return memoryview(sink.getvalue())
 
 
 class RunWriter:
@@ -71,15 +100,24 @@ class RunWriter:
             directory is used as is.
         meta: The run's configuration (JSON-serialisable dict: numpy scalars and paths are
             converted, NaN/inf become null), stored under ``"config"``.
-        overwrite: Clear an existing non-empty run directory first. Only a directory that
-            looks like a run (contains ``meta.json``, ``stats/`` or ``.lock``) is cleared,
-            and only once the lock is acquired (a live writer's directory is never cleared).
+        overwrite: Replace an existing run. Only a directory that *is* a varprobe run is
+            replaced: a readable ``meta.json`` of this format (valid schema, a format version
+            this code reads) and nothing else than the files the run format owns
+            (:mod:`~varprobe.record.layout`: ``meta.json``, ``stats/chunk-*.parquet``,
+            ``.lock``, ``model.pt``, writer temp files). Those files are deleted one by one
+            (``meta.json`` first), only once the lock is held (a live writer's directory is
+            never touched); no directory is removed recursively. Anything else (a directory
+            without meta.json, someone else's JSON, foreign files inside a run, a regular
+            file, a symlink) is refused, see :mod:`~varprobe.record.replace`.
 
     Raises:
         FileExistsError: ``path`` is a non-empty directory and ``overwrite`` is False, or
-            ``overwrite`` is True but the directory is not a run directory, or ``path`` is a
-            file. The message names the path.
+            ``overwrite`` is True but ``path`` is not a replaceable run (see above), or
+            ``path`` is a file. One line naming the path and why.
         RunLockedError: another writer holds the directory (message names it and the holder).
+        RunWriteError: the disk refused the start (e.g. ENOSPC writing ``.lock`` or
+            ``meta.json``): one line naming the path and the OS error. Whatever this writer
+            created (the lock file, directories it made that are still empty) is removed.
         TypeError: ``meta`` is not a dict or not JSON-serialisable (message names the key).
 
     Example:
@@ -101,61 +139,124 @@ class RunWriter:
         self._owner_pid = os.getpid()
         self._t0 = time.monotonic()
 
-        self._check_target(overwrite)
-        self._path.mkdir(parents=True, exist_ok=True)
+        existing = self._check_target(overwrite)  # no side effects before this passes
+        created = self._make_dirs()
+        lock_created = not os.path.lexists(self._path / LOCK_NAME)
         self._lock = RunLock(self._path)
-        self._lock.acquire()
+        try:
+            self._lock.acquire()
+        except BaseException as exc:
+            if lock_created and not isinstance(exc, RuntimeError):  # RunLockedError: not ours
+                _unlink_quietly(self._path / LOCK_NAME)
+            self._remove_dirs(created)
+            if isinstance(exc, OSError):
+                raise self._start_error(exc, self._path / LOCK_NAME) from None
+            raise
+        stats_created = False
+        doing = self._path  # what is being written, for the error message
         try:
             if not self._lock.supported:
                 warnings.warn(f"the filesystem of {self._path} does not support file locks; "
                               "writing without the single-writer lock", RuntimeWarning,
                               stacklevel=2)
-            if overwrite:
-                self._clear()
+            if existing is not None:  # checked again under the lock, then cleared
+                clear_run(self._path, check_replaceable(self._path))
+            stats_created = not os.path.lexists(self._stats)
+            doing = self._stats
             self._stats.mkdir(exist_ok=True)
+            doing = self._path / META_NAME
+            vers = versions()
             self._meta: dict[str, Any] = {
                 "format": FORMAT, "format_version": FORMAT_VERSION, "status": "running",
                 "start_time": now_iso(), "end_time": None, "duration_s": None,
-                "chunks": 0, "rows": 0, "config": config, "versions": versions(),
+                "chunks": 0, "rows": 0, "config": config, "versions": vers,
+                "written_by": f"varprobe {vers['varprobe']}", "run_id": uuid.uuid4().hex,
                 "host": host_info(),
             }
             self._write_meta()
-        except BaseException:
-            self._lock.release()
+        except BaseException as exc:
+            if stats_created:
+                try:
+                    self._stats.rmdir()
+                except OSError:
+                    pass
+            if lock_created:
+                self._lock.discard()
+            else:
+                self._lock.release()
+            self._remove_dirs(created)
+            if isinstance(exc, OSError) and not isinstance(exc, (FileExistsError, RunWriteError)):
+                raise self._start_error(exc, doing) from None
             raise
         self._closed = False
 
     # -- opening ---------------------------------------------------------------------------
-    def _check_target(self, overwrite: bool) -> None:
+    def _check_target(self, overwrite: bool) -> Inventory | None:
+        """Refuse a target that must not be written; the inventory of a run to replace."""
         p = self._path
+        if overwrite and p.is_symlink():
+            check_replaceable(p)  # raises: nothing is replaced through a link
         if p.exists() and not p.is_dir():
-            raise FileExistsError(f"run path {p} exists and is not a directory")
+            raise FileExistsError(f"run path {p} exists and is not a directory" +
+                                  ("; refusing to replace it even with overwrite=True"
+                                   if overwrite else ""))
         entries = sorted(e.name for e in p.iterdir()) if p.is_dir() else []
         if not entries:
-            return
+            return None
+        if writer_alive(p) is True:
+            raise locked_error(p, describe_holder(p))
         if not overwrite:
-            if writer_alive(p) is True:
-                raise locked_error(p, describe_holder(p))
             raise FileExistsError(f"run directory {p} already exists and is not empty "
                                   f"({', '.join(entries[:5])}{', ...' if len(entries) > 5 else ''}); "
                                   "pass overwrite=True to replace it, or choose another directory")
-        if not any(m in entries for m in _RUN_MARKERS):
-            raise FileExistsError(f"{p} is not empty and is not a varprobe run directory (no "
-                                  f"{', '.join(_RUN_MARKERS)}); refusing to clear it even with "
-                                  "overwrite=True")
+        return check_replaceable(p)
 
-    def _clear(self) -> None:
-        # Remove meta.json first, so an interrupted clear never leaves a half-old run that
-        # looks complete.
-        (self._path / META_NAME).unlink(missing_ok=True)
-        for entry in sorted(self._path.iterdir()):
-            if entry.name == LOCK_NAME:
-                continue
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
-            else:
-                entry.unlink()
-        fsync_dir(self._path)
+    def _make_dirs(self) -> list[Path]:
+        """Create the run directory (with parents); the ones created, deepest first."""
+        missing = []
+        d = self._path
+        while not os.path.lexists(d) and d != d.parent:
+            missing.append(d)
+            d = d.parent
+        try:
+            self._path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            self._remove_dirs(missing)
+            if exc.errno in _DISK_ERRNOS:
+                raise self._start_error(exc, self._path) from None
+            raise
+        return missing
+
+    @staticmethod
+    def _remove_dirs(dirs: list[Path]) -> None:
+        for d in dirs:  # deepest first; stops at the first one not empty
+            try:
+                d.rmdir()
+            except OSError:
+                return
+
+    def _start_error(self, exc: OSError, path: str | os.PathLike[str]) -> RunWriteError:
+        return RunWriteError(f"cannot start run {self._path}: writing {os.fspath(path)} failed: "
+                             f"{RunWriteError.describe(exc)}",
+                             exc.errno, path)
+
+    def _fail(self, exc: OSError, what: str, path: Path) -> NoReturn:
+        """Mark the run failed (if meta.json can still be written), close, raise one line."""
+        message = f"cannot write {what} {path}: {RunWriteError.describe(exc)}"
+        failed = {**self._meta, "status": "failed", "end_time": now_iso(),
+                  "duration_s": round(time.monotonic() - self._t0, 3),
+                  "error": {"type": "RunWriteError", "message": message}}
+        try:
+            write_json_atomic(self._path / META_NAME, failed)
+            self._meta = failed
+            marked = "the run is marked failed in meta.json"
+        except OSError:
+            marked = f"{META_NAME} could not be updated either and keeps its last good content"
+        finally:
+            self._closed = True
+            self._lock.release()
+        raise RunWriteError(f"{message}; {marked}; the {self._meta['chunks']} chunk(s) already "
+                            "written are intact", exc.errno, path) from None
 
     # -- state -----------------------------------------------------------------------------
     @property
@@ -190,6 +291,12 @@ class RunWriter:
     def _write_meta(self) -> None:
         write_json_atomic(self._path / META_NAME, self._meta)
 
+    def _write_meta_or_fail(self) -> None:
+        try:
+            self._write_meta()
+        except OSError as exc:
+            self._fail(exc, "run metadata", self._path / META_NAME)
+
     def _check_fields(self, fields: dict[str, Any]) -> dict[str, Any]:
         reserved = sorted(set(fields) & _WRITER_KEYS)
         if reserved:
@@ -212,6 +319,9 @@ class RunWriter:
         Raises:
             ValueError: the frame does not match the schema (message names the column).
             RuntimeError: the writer is closed.
+            RunWriteError: the disk refused the chunk or meta.json (e.g. ENOSPC): the temp
+                file is removed, earlier chunks are intact, the run is marked failed where
+                meta.json can still be written, and the writer is closed (lock released).
 
         Once this returns, the chunk is fsynced and visible to readers under its final name;
         it survives a kill of this process. ``meta.json`` (``chunks``, ``rows``) is updated
@@ -224,21 +334,23 @@ class RunWriter:
             if len(frame) == 0:
                 return None
             table = frame_to_table(frame)
-            final = self._stats / chunk_name(self._meta["chunks"])
-            tmp = self._stats / f".{final.name}.{os.getpid()}.tmp"
+            data = _parquet_bytes(table)
+            index = self._meta["chunks"]
+            final = self._stats / chunk_name(index)
+            tmp = self._stats / chunk_tmp_name(index, os.getpid())
             try:
-                with open(tmp, "wb") as f:
-                    pq.write_table(table, f, compression="zstd", write_page_checksum=True)
-                    f.flush()
-                    os.fsync(f.fileno())
+                _write_file(tmp, data)
                 os.replace(tmp, final)
+            except OSError as exc:
+                _unlink_quietly(tmp)
+                self._fail(exc, "chunk", final)
             except BaseException:
-                tmp.unlink(missing_ok=True)
+                _unlink_quietly(tmp)
                 raise
             fsync_dir(self._stats)
             self._meta["chunks"] += 1
             self._meta["rows"] += table.num_rows
-            self._write_meta()
+            self._write_meta_or_fail()
             return final
 
     def update_meta(self, **fields: Any) -> None:
@@ -253,11 +365,12 @@ class RunWriter:
             ValueError: a writer-maintained key was given.
             TypeError: a value is not JSON-serialisable (message names the key).
             RuntimeError: the writer is closed.
+            RunWriteError: meta.json could not be written (as for :meth:`append`).
         """
         with self._mutex:
             self._check_open()
             self._meta.update(self._check_fields(fields))
-            self._write_meta()
+            self._write_meta_or_fail()
 
     def close(self, status: str = "finished", **fields: Any) -> None:
         """Mark the run ended, write ``meta.json`` a last time and release the lock.
@@ -265,12 +378,16 @@ class RunWriter:
         Idempotent: closing a closed writer does nothing.
 
         Args:
-            status: Final status, e.g. ``"finished"``, ``"failed"``, ``"collapsed"``.
+            status: Final status: ``"finished"``, ``"collapsed"``, ``"failed"`` or
+                ``"interrupted"`` (the values of ``meta.STATUSES`` but ``"running"``).
             **fields: Extra top-level meta fields, as for :meth:`update_meta`.
 
         Raises:
-            ValueError: ``status`` is empty or not a string, or a writer-maintained key was
-                given (the writer stays open).
+            ValueError: ``status`` is not one of those, or a writer-maintained key was given
+                (the writer stays open).
+            RunWriteError: meta.json could not be written: the lock is released and the run
+                is marked failed if that write still succeeds (else meta.json is left as last
+                written, ``"running"``, which readers report as interrupted).
         """
         with self._mutex:
             if self._closed:
@@ -278,18 +395,23 @@ class RunWriter:
             if os.getpid() != self._owner_pid:  # a forked child's copy: leave the run alone
                 self._closed = True
                 return
-            if not isinstance(status, str) or not status:
-                raise ValueError(f"status must be a non-empty string, got {status!r}")
+            if not isinstance(status, str) or status not in _FINAL_STATUSES:
+                raise ValueError(f"status must be a non-empty string, one of "
+                                 f"{', '.join(map(repr, _FINAL_STATUSES))}; got {status!r}")
             extra = self._check_fields(fields)
+            done = {**self._meta, **extra, "status": status, "end_time": now_iso(),
+                    "duration_s": round(time.monotonic() - self._t0, 3)}
             try:
-                self._meta.update(extra)
-                self._meta["status"] = status
-                self._meta["end_time"] = now_iso()
-                self._meta["duration_s"] = round(time.monotonic() - self._t0, 3)
-                self._write_meta()
-            finally:
+                write_json_atomic(self._path / META_NAME, done)
+            except OSError as exc:
+                self._fail(exc, "run metadata", self._path / META_NAME)
+            except BaseException:
                 self._closed = True
                 self._lock.release()
+                raise
+            self._meta = done
+            self._closed = True
+            self._lock.release()
 
     # -- context manager -------------------------------------------------------------------
     def __enter__(self) -> "RunWriter":

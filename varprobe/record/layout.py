@@ -1,0 +1,117 @@
+"""The names a run directory is made of: which files the run format owns.
+
+A run directory holds exactly these, and nothing a replacement (``overwrite=True``) may delete
+lies outside them::
+
+    <run>/meta.json                          the run's metadata (replaced atomically)
+    <run>/.lock                              the single-writer lock (kept between writers)
+    <run>/.meta.json.<random>.tmp            a meta.json being written (a killed writer's leftover)
+    <run>/model.pt                           final weights, written by ``varprobe.experiment.run``
+    <run>/stats/                             the chunk directory
+    <run>/stats/chunk-NNNNNN.parquet         one file per ``RunWriter.append``
+    <run>/stats/.chunk-NNNNNN.parquet.<pid>.tmp   a chunk being written
+
+Every owned entry must be a regular file (``stats`` a real directory), never a symlink: a link
+is not the run's own data, so it counts as foreign.
+"""
+
+from __future__ import annotations
+
+import re
+import stat
+from pathlib import Path
+
+__all__ = ["STATS_DIR", "META_NAME", "LOCK_NAME", "ARTIFACTS", "CHUNK_RE", "chunk_name",
+           "chunk_tmp_name", "Inventory", "inventory"]
+
+STATS_DIR = "stats"
+META_NAME = "meta.json"
+LOCK_NAME = ".lock"
+#: Files beside meta.json that programs of varprobe write into a run directory.
+ARTIFACTS: tuple[str, ...] = ("model.pt",)
+
+CHUNK_RE = re.compile(r"^chunk-(\d{6,})\.parquet$")
+_CHUNK_TMP_RE = re.compile(r"^\.chunk-\d{6,}\.parquet\.\d+\.tmp$")
+_META_TMP_RE = re.compile(r"^\.meta\.json\..+\.tmp$")
+
+
+def chunk_name(index: int) -> str:
+    """File name of chunk number ``index`` (``chunk-000000.parquet``, ...)."""
+    return f"chunk-{index:06d}.parquet"
+
+
+def chunk_tmp_name(index: int, pid: int) -> str:
+    """Temp name of chunk ``index`` while process ``pid`` writes it."""
+    return f".{chunk_name(index)}.{pid}.tmp"
+
+
+class Inventory:
+    """What a directory holds, split into what the run format owns and what it does not.
+
+    Attributes:
+        owned: Owned files, as paths (``.lock`` excluded: it is never deleted).
+        foreign: Entries that are not the run format's, relative to the directory
+            (``"notes.txt"``, ``"stats/results.csv"``, ``"src/"``), sorted.
+        has_meta: Whether ``meta.json`` is there as a regular file.
+        has_chunks: Whether any chunk file is there.
+    """
+
+    def __init__(self) -> None:
+        self.owned: list[Path] = []
+        self.foreign: list[str] = []
+        self.has_meta = False
+        self.has_chunks = False
+
+    def describe_foreign(self, limit: int = 5) -> str:
+        """The first ``limit`` foreign entries, comma-separated, with a count of the rest."""
+        shown = ", ".join(self.foreign[:limit])
+        rest = len(self.foreign) - limit
+        return shown + (f" and {rest} more" if rest > 0 else "")
+
+
+def _label(path: Path, kind: str) -> str:
+    if kind == "dir":
+        return path.name + "/"
+    if kind == "file":
+        return path.name
+    return path.name + (" (symlink)" if path.is_symlink() else " (special file)")
+
+
+def _kind(path: Path) -> str:
+    """``"file"``, ``"dir"`` or ``"other"`` (symlink, fifo, ...), without following links."""
+    mode = path.lstat().st_mode
+    if stat.S_ISREG(mode):
+        return "file"
+    if stat.S_ISDIR(mode):
+        return "dir"
+    return "other"
+
+
+def inventory(run_dir: Path) -> Inventory:
+    """Classify every entry of ``run_dir`` (and of its ``stats/``), following no link.
+
+    Raises:
+        OSError: the directory cannot be listed.
+    """
+    inv = Inventory()
+    for entry in sorted(run_dir.iterdir()):
+        name, kind = entry.name, _kind(entry)
+        if kind == "file" and name == META_NAME:
+            inv.has_meta = True
+            inv.owned.append(entry)
+        elif kind == "file" and name == LOCK_NAME:
+            pass  # kept: unlinking a lock file races with a writer opening it
+        elif kind == "file" and (name in ARTIFACTS or _META_TMP_RE.match(name)):
+            inv.owned.append(entry)
+        elif kind == "dir" and name == STATS_DIR:
+            for sub in sorted(entry.iterdir()):
+                if _kind(sub) == "file" and CHUNK_RE.match(sub.name):
+                    inv.has_chunks = True
+                    inv.owned.append(sub)
+                elif _kind(sub) == "file" and _CHUNK_TMP_RE.match(sub.name):
+                    inv.owned.append(sub)
+                else:
+                    inv.foreign.append(f"{STATS_DIR}/{_label(sub, _kind(sub))}")
+        else:
+            inv.foreign.append(_label(entry, kind))
+    return inv
