@@ -216,11 +216,13 @@ class Probe:
     quantities only) whenever they run, stamped with the current step, i.e. the number of
     completed ``step()`` calls (the eval forwards that follow step k's update see the weights that
     step k + 1's training forward sees). ``modes=("train",)`` disables eval recording. Forwards of
-    modules in eval mode with grad enabled are settled at ``step()``: if no training-mode forward
-    ran in the step and a backward reached them, they are the step's training forwards (a model
-    trained in eval mode, e.g. with frozen BatchNorm, is recorded as training, gradients
-    included); otherwise they are eval forwards (an evaluation run without ``no_grad``). Until
-    then :meth:`frame` does not preview them.
+    modules in eval mode with grad enabled are settled at ``step()``, for the step as a whole: if
+    a backward reached them they are training forwards of the step (a model trained in eval mode,
+    or with frozen BatchNorm layers, is recorded as training, gradients included); otherwise they
+    are eval forwards (an evaluation run without ``no_grad``). An evaluation without ``no_grad``
+    in the same step as such training forwards is merged into them: evaluate under
+    ``torch.no_grad()`` or ``torch.inference_mode()`` to keep it apart. Until the step closes,
+    :meth:`frame` does not preview these forwards.
 
     Schedule: ``every`` is an int k (record steps 0, k, 2k, ...) or a callable step -> bool, e.g.
     :func:`~varprobe.probe.log_schedule`. Hooks stay attached; on steps that are not recorded they
@@ -411,7 +413,7 @@ class Probe:
             return
         try:
             self.remove()
-            self._demote_pending()  # no step() will settle them: eval forwards
+            self._settle_pending(train=False)  # no step() will settle them: eval forwards
             rec = self._close_mode(EVAL, reset=True)
             if rec is not None:
                 self._pending.append(rec)
@@ -661,10 +663,10 @@ class Probe:
                                "step() inside `with probe:` or after probe.attach()")
         fired = self._root_calls[TRAIN] > 0 or any(layer.fires[TRAIN] for layer in self._layers)
         pending = self._pending_seen
-        # Eval-mode forwards with grad enabled that a backward reached are this step's training
-        # forwards (a model trained in eval mode, e.g. frozen BatchNorm) when no training-mode
-        # forward ran; otherwise they are eval forwards.
-        promote = not fired and pending and self._pending_grads > 0
+        # Eval-mode forwards with grad enabled that a backward reached are training forwards of
+        # this step (a model trained in eval mode, or with frozen BatchNorm layers); otherwise
+        # they are eval forwards (an evaluation without no_grad).
+        promote = pending and self._pending_grads > 0
         # Eval-mode forwards that nothing watched (a step recorded in no mode, or outputs that do
         # not require grad) cannot be told apart: nothing of them is recorded, no error.
         if self._root_seen and not fired and not promote and not (pending and not self._pending_hooks):
@@ -690,10 +692,7 @@ class Probe:
             raise RuntimeError(
                 f"Probe.step() called at step {t} after a training forward but before its backward; "
                 "call loss.backward() first (Probe.step() reads gradients)")
-        if promote:
-            self._promote_pending()
-        else:
-            self._demote_pending()
+        self._settle_pending(train=promote)
         if self._rec_train:
             self._check_fires(t)
             rec = self._close_mode(TRAIN, loss=loss, lr=lr)
@@ -709,45 +708,38 @@ class Probe:
         if len(self._pending) >= self._flush_every:
             self.flush()
 
-    def _promote_pending(self) -> None:
-        """The step's eval-mode forwards with grad enabled become its training forwards (no
-        training-mode forward ran, and a backward reached them): swap their bucket with TRAIN's."""
-        acc, calls = self._acc, self._root_calls
-        acc[TRAIN], acc[_PENDING] = acc[_PENDING], acc[TRAIN]
-        calls[TRAIN], calls[_PENDING] = calls[_PENDING], calls[TRAIN]
-        for layer in self._layers:
-            for d in (layer.fires, layer.sites, layer.running):
-                d[TRAIN], d[_PENDING] = d[_PENDING], d[TRAIN]
-        self._grad_hooks += self._pending_hooks
-        self._grads_seen += self._pending_grads
-        self._reset(_PENDING)
-
-    def _demote_pending(self) -> None:
-        """The step's eval-mode forwards with grad enabled are eval forwards: merge their forward
-        moments (in, out) into the EVAL bucket, exactly (sums add, maxima max)."""
+    def _settle_pending(self, train: bool) -> None:
+        """Merge the step's eval-mode forwards with grad enabled into the TRAIN bucket (``train``:
+        a backward reached them) or, forward moments (in, out) only, into the EVAL bucket. Exact:
+        sums add, maxima max, as for two batches."""
         if not self._pending_seen:
             return
-        src, dst = self._acc[_PENDING], self._acc[EVAL]
-        if self._rec_eval and len(src):
+        dst_mode = TRAIN if train else EVAL
+        slots = ("in", "out", "grad_out", "grad_in") if train else ("in", "out")
+        src, dst = self._acc[_PENDING], self._acc[dst_mode]
+        if self._recording(dst_mode) and len(src):
             for layer in self._layers:
-                sites = layer.sites[_PENDING]
-                for slot in ("in", "out"):
+                sites, into = layer.sites[_PENDING], layer.sites[dst_mode]
+                for slot in slots:
                     i = sites.get(slot)
                     if i is None or not src.fired(i):
                         continue
-                    j = layer.sites[EVAL].get(slot)
+                    j = into.get(slot)
                     if j is None:
-                        j = layer.sites[EVAL][slot] = dst.site((layer.idx, slot), src.channels[i], src.device)
+                        j = into[slot] = dst.site((layer.idx, slot), src.channels[i], src.device)
                     if dst.channels[j] != src.channels[i]:
                         self._warn_once(layer.name, "channels", f"Probe: layer {layer.name!r} {slot} has "
                                         f"{src.channels[i]} channels, {dst.channels[j]} before; the tensor is "
                                         "not recorded")
                         continue
                     dst.add_site(j, src, i)
-                layer.fires[EVAL] += layer.fires[_PENDING]
-                if layer.running[EVAL] is None:
-                    layer.running[EVAL] = layer.running[_PENDING]
-            self._root_calls[EVAL] += self._root_calls[_PENDING]
+                layer.fires[dst_mode] += layer.fires[_PENDING]
+                if layer.running[dst_mode] is None:
+                    layer.running[dst_mode] = layer.running[_PENDING]
+            self._root_calls[dst_mode] += self._root_calls[_PENDING]
+        if train:
+            self._grad_hooks += self._pending_hooks
+            self._grads_seen += self._pending_grads
         self._reset(_PENDING)
 
     def _reset(self, mode: str) -> None:
