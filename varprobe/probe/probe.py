@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 import os
 import warnings
 import weakref
@@ -32,6 +33,11 @@ __all__ = ["Probe"]
 
 TRAIN, EVAL = "train", "eval"
 MODES = (TRAIN, EVAL)
+# Internal bucket: forwards of modules in eval mode with grad enabled. Whether they were training
+# forwards (a model trained in eval mode, e.g. with frozen BatchNorm) or eval forwards (an
+# evaluation without no_grad) is known at step(): training forwards if a backward reached them.
+_PENDING = "eval+grad"
+_BUCKETS = (TRAIN, EVAL, _PENDING)
 _COL = {name: i for i, name in enumerate(SUMMARY_COLUMNS)}
 _NCOL = len(SUMMARY_COLUMNS)
 _F64 = torch.float64
@@ -45,7 +51,7 @@ class _Reduced:
     def __init__(self, t: Tensor, cdim: int, s: Tensor, q: Tensor, m: Tensor | None,
                  nonfinite: Tensor | None, checked: bool = False) -> None:
         self.ref = weakref.ref(t)
-        self.version = t._version
+        self.version = -1 if t.is_inference() else t._version  # inference tensors have no version
         self.cdim = cdim
         self.channels = t.shape[cdim] if t.ndim else 1
         self.n = channel_count(t, cdim)
@@ -95,10 +101,10 @@ class _Layer:
         self.want_grad_out = bool(self.grad_out_q) or self.bias_corr
         self.active = (self.want_in or self.want_out or self.want_grad_out or self.grad_in
                        or bool(self.w_q or self.k_q or self.gw_q or self.norm_q or self.dec_q))
-        self.fires = {TRAIN: 0, EVAL: 0}
+        self.fires = {b: 0 for b in _BUCKETS}
         self.recomputed = 0
-        self.sites: dict[str, dict[str, int]] = {TRAIN: {}, EVAL: {}}
-        self.running: dict[str, tuple[Tensor, Tensor] | None] = {TRAIN: None, EVAL: None}
+        self.sites: dict[str, dict[str, int]] = {b: {} for b in _BUCKETS}
+        self.running: dict[str, tuple[Tensor, Tensor] | None] = {b: None for b in _BUCKETS}
         self.prev_gi: Tensor | None = None
 
     def reset(self, mode: str) -> None:
@@ -144,6 +150,28 @@ def _weights(m: nn.Module) -> tuple[Tensor, Tensor | None]:
     return raw, (kernel if kernel is not raw else None)
 
 
+def _check_number(name: str, v: Any, *, finite: bool) -> None:
+    """Refuse a ``Probe.step`` argument that is not None, a real number or a one-element real
+    tensor (and, with ``finite``, not finite: numbers and CPU tensors only, reading a device
+    tensor would sync). Raises naming the argument and the value; changes nothing."""
+    if v is None:
+        return
+    if isinstance(v, Tensor):
+        if v.numel() != 1:
+            raise ValueError(f"Probe.step({name}=...) takes a number or a tensor with one element, got a tensor of "
+                             f"shape {tuple(v.shape)}; pass the value you backpropagate (e.g. its .mean())")
+        if v.is_complex() or v.dtype == torch.bool:
+            raise TypeError(f"Probe.step({name}=...) takes a real number, got a tensor of dtype {v.dtype}")
+        if finite and v.device.type == "cpu" and not math.isfinite(v.item()):
+            raise ValueError(f"Probe.step({name}=...) must be finite, got {v.item()!r}")
+        return
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise TypeError(f"Probe.step({name}=...) takes None, a real number or a one-element tensor, "
+                        f"got {v!r} ({type(v).__name__})")
+    if finite and not math.isfinite(float(v)):
+        raise ValueError(f"Probe.step({name}=...) must be a finite number, got {v!r}")
+
+
 def _first_tensor(obj: Any) -> Tensor | None:
     if isinstance(obj, Tensor):
         return obj
@@ -183,11 +211,18 @@ class Probe:
     on the batch size and no activation is kept. Several forwards in one step (gradient
     accumulation) merge exactly. Parameter statistics are read in :meth:`step`.
 
-    Modes: forwards of modules in training mode with grad enabled are "train"; forwards in eval
-    mode or under ``torch.no_grad()`` / ``inference_mode()`` are "eval", recorded apart (forward
+    Modes: forwards of modules in training mode with grad enabled are "train"; forwards under
+    ``torch.no_grad()`` / ``torch.inference_mode()`` are "eval", recorded apart (forward
     quantities only) whenever they run, stamped with the current step, i.e. the number of
     completed ``step()`` calls (the eval forwards that follow step k's update see the weights that
-    step k + 1's training forward sees). ``modes=("train",)`` disables eval recording.
+    step k + 1's training forward sees). ``modes=("train",)`` disables eval recording. Forwards of
+    modules in eval mode with grad enabled are settled at ``step()``, for the step as a whole: if
+    a backward reached them they are training forwards of the step (a model trained in eval mode,
+    or with frozen BatchNorm layers, is recorded as training, gradients included); otherwise they
+    are eval forwards (an evaluation run without ``no_grad``). An evaluation without ``no_grad``
+    in the same step as such training forwards is merged into them: evaluate under
+    ``torch.no_grad()`` or ``torch.inference_mode()`` to keep it apart. Until the step closes,
+    :meth:`frame` does not preview these forwards.
 
     Schedule: ``every`` is an int k (record steps 0, k, 2k, ...) or a callable step -> bool, e.g.
     :func:`~varprobe.probe.log_schedule`. Hooks stay attached; on steps that are not recorded they
@@ -261,7 +296,7 @@ class Probe:
         self._rank = dist.get_rank() if distributed else 0
         self._layout_checked: tuple | None = None
 
-        self._acc = {TRAIN: Moments(), EVAL: Moments()}
+        self._acc = {b: Moments() for b in _BUCKETS}
         self._handles: list = []
         self._t = 0
         self._rec_train = TRAIN in modes and bool(self._schedule(0))
@@ -271,10 +306,13 @@ class Probe:
         self._cur_depth = -1
         self._cache: dict[int, _Reduced] = {}
         self._gcache: dict[tuple[int, int], tuple[weakref.ref, int, list]] = {}
-        self._root_calls = {TRAIN: 0, EVAL: 0}
+        self._root_calls = {b: 0 for b in _BUCKETS}
         self._root_seen = False
-        self._grad_hooks = 0
-        self._grads_seen = 0
+        self._grad_hooks = 0  # training-forward tensors watched for gradients in the step
+        self._grads_seen = 0  # gradient hook calls for them
+        self._pending_hooks = 0  # the same for eval-mode forwards with grad enabled (_PENDING)
+        self._pending_grads = 0
+        self._pending_seen = False  # whether such a forward ran in the open step
         self._warned: set[tuple[str, str]] = set()
         self._pending: list[Record] = []
         self._frames: list[pd.DataFrame] = []
@@ -282,6 +320,7 @@ class Probe:
         self._closed = False
         self._collapsed_step: int | None = None
         self._schemas: dict[tuple, tuple[Schema, Tensor | None]] = {}
+        self._next_gi: dict[int, Tensor] = {}  # per-filter average gradients of the step being closed
 
     # -- public state ------------------------------------------------------------------------------
     @property
@@ -320,7 +359,10 @@ class Probe:
 
     # -- attach / remove ---------------------------------------------------------------------------
     def attach(self) -> "Probe":
-        """Register the hooks. Idempotent: attaching an attached probe does nothing."""
+        """Register the hooks (and open the run directory ``out``). Idempotent: attaching an
+        attached probe does nothing. All or nothing: if anything fails (the model was compiled,
+        the run directory cannot be created or is locked, a hook cannot be registered), every
+        hook registered so far is removed, the probe stays detached and the error is raised."""
         if self._handles:
             return self
         if self._closed and self._out is not None:
@@ -328,24 +370,32 @@ class Probe:
                                "create a new Probe to record more")
         unwrap(self.model)  # refuse a model compiled since the probe was created
         disable = torch.compiler.disable
-        handles = [self.model.register_forward_pre_hook(disable(self._on_root))]
-        for layer in self._layers:
-            if not layer.active:
-                continue
-            handles.append(layer.module.register_forward_hook(disable(functools.partial(self._on_forward, layer))))
-            if layer.bn_q:
-                handles.append(layer.module.register_forward_pre_hook(
-                    disable(functools.partial(self._on_bn_pre, layer))))
+        handles: list = []
+        try:
+            handles.append(self.model.register_forward_pre_hook(disable(self._on_root)))
+            for layer in self._layers:
+                if not layer.active:
+                    continue
+                handles.append(layer.module.register_forward_hook(
+                    disable(functools.partial(self._on_forward, layer))))
+                if layer.bn_q:
+                    handles.append(layer.module.register_forward_pre_hook(
+                        disable(functools.partial(self._on_bn_pre, layer))))
+            if self._out is not None and self._rank == 0 and self._writer is None:
+                from ..record import RunWriter
+                self._writer = RunWriter(self._out, self._config(), overwrite=self._overwrite)
+        except BaseException:
+            for h in handles:
+                h.remove()
+            raise
         self._handles = handles
-        if self._out is not None and self._rank == 0 and self._writer is None:
-            from ..record import RunWriter
-            self._writer = RunWriter(self._out, self._config(), overwrite=self._overwrite)
         return self
 
     def remove(self) -> None:
         """Remove every hook and flush recorded steps. The open step's training data is dropped;
         eval forwards of the open step stay pending (in :meth:`frame`, closed by the next
-        ``step()`` or :meth:`close`). The probe can be attached again."""
+        ``step()`` after :meth:`attach`, or by :meth:`close`). The probe can be attached again;
+        ``step()`` on a detached probe raises."""
         for h in self._handles:
             h.remove()
         self._handles = []
@@ -355,37 +405,93 @@ class Probe:
 
     def close(self, status: str | None = None, **fields: Any) -> None:
         """Close the open eval step, flush, and finalize the run directory (status "finished", or
-        "collapsed" if a non-finite loss or activation was recorded). Idempotent."""
+        "collapsed" if a non-finite loss or activation was recorded). Idempotent.
+
+        If closing fails (a write error, a bad ``status``), the run is marked "failed" with that
+        error, its lock is released and the error is raised."""
         if self._closed:
             return
-        self.remove()
-        rec = self._close_mode(EVAL, reset=True)
-        if rec is not None:
-            self._pending.append(rec)
-        self.flush()
-        self._closed = True
-        if self._writer is not None:
-            if status is None:
-                status = "collapsed" if self._collapsed_step is not None else "finished"
-            self._writer.close(status, **fields)
+        try:
+            self.remove()
+            self._settle_pending(train=False)  # no step() will settle them: eval forwards
+            rec = self._close_mode(EVAL, reset=True)
+            if rec is not None:
+                self._pending.append(rec)
+            self.flush()
+            self._closed = True
+            if self._writer is not None:
+                if status is None:
+                    status = "collapsed" if self._collapsed_step is not None else "finished"
+                self._writer.close(status, **fields)
+        except BaseException as exc:
+            self._abort(exc)
+            raise
+
+    def _abort(self, exc: BaseException) -> None:
+        """After a failure inside or around the probe: remove the hooks, write the steps already
+        closed if possible, mark the run "failed" with ``exc`` and release its lock. Never
+        raises, so ``exc`` is what reaches the user; a further problem on the way is added to
+        ``exc`` as a note."""
+        notes = []
+        for h in self._handles:
+            try:
+                h.remove()
+            except Exception as err:  # pragma: no cover - torch's handle removal does not fail
+                notes.append(f"removing a hook failed: {err!r}")
+        self._handles = []
+        self._cache.clear()
+        self._gcache.clear()
+        try:
+            self.flush()
+        except Exception as err:
+            notes.append(f"writing the recorded steps failed: {err!r}")
+        if self._writer is not None and not self._writer.closed:
+            error = {"type": type(exc).__name__, "message": str(exc)[:2000]}
+            try:
+                self._writer.close("failed", error=error)  # releases the lock even if meta.json fails
+            except Exception as err:
+                notes.append(f"marking the run {self._out} as failed failed: {err!r}")
+        if self._out is not None:
+            self._closed = True
+        for note in notes:
+            exc.add_note(f"varprobe.Probe: {note}")
 
     def __enter__(self) -> "Probe":
         return self.attach()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
+        """Remove the hooks; with ``out``, close the run. If the body raised, or the probe fails
+        here, the run is marked "failed" with that error, the lock is released and the error
+        propagates unchanged (nothing raised on the way out hides it)."""
+        if exc is not None:
+            self._abort(exc)
+            return
         try:
             self.remove()
-        finally:
             if self._out is not None:
-                if exc_type is None:
-                    self.close()
-                else:
-                    self.close("failed", error={"type": exc_type.__name__, "message": str(exc)[:2000]})
+                self.close()
+        except BaseException as err:
+            self._abort(err)
+            raise
 
     # -- hooks (hot path) --------------------------------------------------------------------------
     def _mode(self, module: nn.Module) -> str:
-        return TRAIN if self._force_train or (module.training and torch.is_grad_enabled()) else EVAL
+        """TRAIN (training mode, grad enabled), EVAL (no_grad / inference_mode) or _PENDING
+        (eval mode, grad enabled: settled at step())."""
+        if self._force_train:
+            return TRAIN
+        if not torch.is_grad_enabled():
+            return EVAL
+        if module.training:
+            return TRAIN
+        self._pending_seen = True
+        return _PENDING
+
+    def _recording(self, mode: str) -> bool:
+        if mode == TRAIN:
+            return self._rec_train
+        return self._rec_eval if mode == EVAL else self._rec_train or self._rec_eval
 
     def _on_root(self, module: nn.Module, args: tuple) -> None:
         self._root_calls[self._mode(module)] += 1
@@ -393,21 +499,18 @@ class Probe:
 
     def _on_bn_pre(self, layer: _Layer, module: _BatchNorm, args: tuple) -> None:
         mode = self._mode(module)
-        if not (self._rec_train if mode == TRAIN else self._rec_eval) or layer.running[mode] is not None:
+        if not self._recording(mode) or layer.running[mode] is not None:
             return
         if module.running_mean is not None and torch._C._current_graph_task_id() == -1:
             layer.running[mode] = (module.running_mean.detach().clone(), module.running_var.detach().clone())
 
     def _on_forward(self, layer: _Layer, module: nn.Module, args: tuple, out: Any) -> None:
         mode = self._mode(module)
-        if mode == TRAIN:
-            if not self._rec_train:
-                return
-            if torch._C._current_graph_task_id() != -1:
-                # A forward re-run inside backward: activation checkpointing recomputation.
-                layer.recomputed += 1
-                return
-        elif not self._rec_eval:
+        if not self._recording(mode):
+            return
+        if mode != EVAL and torch._C._current_graph_task_id() != -1:
+            # A forward re-run inside backward: activation checkpointing recomputation.
+            layer.recomputed += 1
             return
         acc = self._acc[mode]
         layer.fires[mode] += 1
@@ -422,15 +525,17 @@ class Probe:
         y = _first_tensor(out)
         if layer.want_in and x is not None and x.is_floating_point():
             self._add(acc, layer, mode, "in", self._reduce(x, layer.cdim, False))
-            if layer.dec_q and mode == TRAIN:
+            if layer.dec_q and mode != EVAL:
                 layer.in_size = tuple(x.shape[2:])
         if layer.want_out and y is not None and y.is_floating_point():
             self._add(acc, layer, mode, "out", self._reduce(y, layer.cdim, layer.out_max, layer.out_nonfinite))
-        if mode == TRAIN and torch.is_grad_enabled():
-            if layer.want_grad_out and y is not None and y.requires_grad:
-                self._watch_grad(y, layer.cdim, (layer, "grad_out"))
+        if mode != EVAL and torch.is_grad_enabled():
+            if y is not None and y.requires_grad and (layer.want_grad_out or mode == _PENDING):
+                # an eval-mode forward's output is watched even without grad quantities: a
+                # gradient reaching it makes it a training forward (see step())
+                self._watch_grad(y, layer.cdim, (layer, mode, "grad_out" if layer.want_grad_out else None))
             if layer.grad_in and x is not None and x.requires_grad:
-                self._watch_grad(x, layer.cdim, (layer, "grad_in"))
+                self._watch_grad(x, layer.cdim, (layer, mode, "grad_in"))
 
     def _sums(self, t: Tensor, cdim: int, with_max: bool) -> tuple[Tensor, Tensor, Tensor | None]:
         if self._fused:
@@ -444,7 +549,8 @@ class Probe:
 
     def _reduce(self, t: Tensor, cdim: int, with_max: bool, with_nonfinite: bool = False) -> _Reduced:
         cdim = cdim % t.ndim if t.ndim else 0
-        hit = self._cache.get(id(t))
+        inference = t.is_inference()  # no version counter: never cached (it may change in place)
+        hit = None if inference else self._cache.get(id(t))
         if (hit is not None and hit.ref() is t and hit.version == t._version and hit.cdim == cdim
                 and (hit.m is not None or not with_max) and (hit.checked or not with_nonfinite)):
             return hit
@@ -463,6 +569,8 @@ class Probe:
             elif not math.isfinite(q.sum()):  # on CPU a check costs no sync: count only then
                 nonfinite = count_nonfinite(t)
         r = _Reduced(t, cdim, s, q, m, nonfinite, with_nonfinite)
+        if inference:
+            return r
         if len(self._cache) > 4 * len(self._layers) + 16:
             self._cache.clear()
         self._cache[id(t)] = r
@@ -483,8 +591,14 @@ class Probe:
         else:
             acc.add(i, r.n, r.s, r.q, r.m, r.nonfinite)
 
-    def _watch_grad(self, t: Tensor, cdim: int, consumer: tuple[_Layer, str]) -> None:
+    def _watch_grad(self, t: Tensor, cdim: int, consumer: tuple[_Layer, str, str | None]) -> None:
+        """Reduce the gradient of ``t`` into the consumer's (layer, bucket, slot); slot None only
+        counts that a gradient arrived."""
         cdim = cdim % t.ndim if t.ndim else 0
+        if consumer[1] == TRAIN:
+            self._grad_hooks += 1
+        else:
+            self._pending_hooks += 1
         key = (id(t), t._version)
         hit = self._gcache.get(key)
         if hit is not None and hit[0]() is t and hit[1] == cdim:
@@ -493,18 +607,26 @@ class Probe:
         consumers = [consumer]
         t.register_hook(functools.partial(self._on_grad, consumers, cdim, self._t))
         self._gcache[key] = (weakref.ref(t), cdim, consumers)
-        self._grad_hooks += 1
 
     def _on_grad(self, consumers: list, cdim: int, step: int, g: Tensor) -> None:
         if step != self._t or not self._handles:
             return  # a backward of a forward from a closed step, or after remove()
-        self._grads_seen += 1
-        s, q, _ = self._sums(g, cdim, False)
-        r = _Reduced(g, cdim, s, q, None, None)
+        r = None
         scale = 1.0 / self._world if self._world > 1 else 1.0
-        acc = self._acc[TRAIN]
-        for layer, slot in consumers:
-            self._add(acc, layer, TRAIN, slot, r, scale)
+        train = pending = False
+        for layer, mode, slot in consumers:
+            if mode == TRAIN:
+                train = True
+            else:
+                pending = True
+            if slot is None:
+                continue
+            if r is None:
+                s, q, _ = self._sums(g, cdim, False)
+                r = _Reduced(g, cdim, s, q, None, None)
+            self._add(self._acc[mode], layer, mode, slot, r, scale)
+        self._grads_seen += train
+        self._pending_grads += pending
 
     # -- step --------------------------------------------------------------------------------------
     def step(self, loss: Tensor | float | None = None, lr: float | Tensor | None = None) -> None:
@@ -512,22 +634,66 @@ class Probe:
         recorded, then move to the next step. Call once per optimizer step, after
         ``loss.backward()`` and before ``optimizer.step()`` / ``zero_grad()``.
 
+        Args:
+            loss: None, a real number or a tensor with one element (the loss backpropagated; it
+                may be inf or NaN, which marks the run collapsed).
+            lr: None, or a finite real number or one-element tensor (finiteness is checked for
+                numbers and CPU tensors; a device tensor is not read, to avoid a sync).
+
+        Everything is checked before anything changes: a call that raises leaves the probe as it
+        was (the step stays open; call ``step()`` again with valid arguments).
+
         Raises:
-            RuntimeError: called twice without a training forward in between, or, on a recorded
-                step, after a training forward whose backward never ran.
+            TypeError, ValueError: a bad ``loss`` or ``lr`` (the message names it).
+            RuntimeError: the probe is detached or closed; called twice without a training
+                forward in between (the message says which forwards ran instead, e.g. only
+                under ``torch.no_grad()``); or, on a recorded step, after a training forward
+                whose backward never ran.
         """
+        _check_number("loss", loss, finite=False)
+        _check_number("lr", lr, finite=True)
         t = self._t
-        fired = any(layer.fires[TRAIN] for layer in self._layers)
-        if self._root_seen and self._root_calls[TRAIN] == 0 and not fired:
+        if not self._handles:
+            if self._closed:
+                raise RuntimeError(f"Probe.step() called at step {t} after the probe was closed (close() ran or "
+                                   "its `with` block ended); nothing more is recorded. Call step() inside "
+                                   "`with probe:`, or create a new Probe")
+            raise RuntimeError(f"Probe.step() called at step {t} while the probe is detached (remove() ran, or "
+                               "its `with` block ended, or it was never attached): no hook saw this step. Call "
+                               "step() inside `with probe:` or after probe.attach()")
+        fired = self._root_calls[TRAIN] > 0 or any(layer.fires[TRAIN] for layer in self._layers)
+        pending = self._pending_seen
+        # Eval-mode forwards with grad enabled that a backward reached are training forwards of
+        # this step (a model trained in eval mode, or with frozen BatchNorm layers); otherwise
+        # they are eval forwards (an evaluation without no_grad).
+        promote = pending and self._pending_grads > 0
+        # Eval-mode forwards that nothing watched (a step recorded in no mode, or outputs that do
+        # not require grad) cannot be told apart: nothing of them is recorded, no error.
+        if self._root_seen and not fired and not promote and not (pending and not self._pending_hooks):
+            evals = self._root_calls[EVAL] + self._root_calls[_PENDING]
+            if pending:
+                raise RuntimeError(
+                    f"Probe.step() called at step {t} without a training forward since the last step(): "
+                    f"the forward(s) ran with the model in eval mode (module.training is False) and no "
+                    "backward reached them, so they are recorded as eval. A model trained in eval mode "
+                    "(e.g. frozen BatchNorm) is recorded as training once loss.backward() runs before "
+                    "step(); otherwise call model.train() before the training forward")
+            if evals or any(layer.fires[EVAL] for layer in self._layers):
+                raise RuntimeError(
+                    f"Probe.step() called at step {t} without a training forward since the last step(): "
+                    f"the {evals or 'probed'} forward(s) since then ran under torch.no_grad() or "
+                    "torch.inference_mode() (or in eval mode), so they were recorded as eval. A training "
+                    "forward needs grad enabled, then loss.backward(), then step()")
             raise RuntimeError(
                 f"Probe.step() called twice without a training forward and backward in between "
                 f"(step {t}); call it once per optimizer step, after loss.backward() and before "
                 "optimizer.step()")
-        if self._rec_train and self._handles and self._grad_hooks and not self._grads_seen:
+        if self._rec_train and not promote and self._grad_hooks and not self._grads_seen:
             raise RuntimeError(
                 f"Probe.step() called at step {t} after a training forward but before its backward; "
                 "call loss.backward() first (Probe.step() reads gradients)")
-        if self._rec_train and self._handles:
+        self._settle_pending(train=promote)
+        if self._rec_train:
             self._check_fires(t)
             rec = self._close_mode(TRAIN, loss=loss, lr=lr)
             if rec is not None:
@@ -542,11 +708,48 @@ class Probe:
         if len(self._pending) >= self._flush_every:
             self.flush()
 
+    def _settle_pending(self, train: bool) -> None:
+        """Merge the step's eval-mode forwards with grad enabled into the TRAIN bucket (``train``:
+        a backward reached them) or, forward moments (in, out) only, into the EVAL bucket. Exact:
+        sums add, maxima max, as for two batches."""
+        if not self._pending_seen:
+            return
+        dst_mode = TRAIN if train else EVAL
+        slots = ("in", "out", "grad_out", "grad_in") if train else ("in", "out")
+        src, dst = self._acc[_PENDING], self._acc[dst_mode]
+        if self._recording(dst_mode) and len(src):
+            for layer in self._layers:
+                sites, into = layer.sites[_PENDING], layer.sites[dst_mode]
+                for slot in slots:
+                    i = sites.get(slot)
+                    if i is None or not src.fired(i):
+                        continue
+                    j = into.get(slot)
+                    if j is None:
+                        j = into[slot] = dst.site((layer.idx, slot), src.channels[i], src.device)
+                    if dst.channels[j] != src.channels[i]:
+                        self._warn_once(layer.name, "channels", f"Probe: layer {layer.name!r} {slot} has "
+                                        f"{src.channels[i]} channels, {dst.channels[j]} before; the tensor is "
+                                        "not recorded")
+                        continue
+                    dst.add_site(j, src, i)
+                layer.fires[dst_mode] += layer.fires[_PENDING]
+                if layer.running[dst_mode] is None:
+                    layer.running[dst_mode] = layer.running[_PENDING]
+            self._root_calls[dst_mode] += self._root_calls[_PENDING]
+        if train:
+            self._grad_hooks += self._pending_hooks
+            self._grads_seen += self._pending_grads
+        self._reset(_PENDING)
+
     def _reset(self, mode: str) -> None:
         self._acc[mode].reset()
         for layer in self._layers:
             layer.reset(mode)
         self._root_calls[mode] = 0
+        if mode == _PENDING:
+            self._pending_hooks = self._pending_grads = 0
+            self._pending_seen = False
         if mode == TRAIN:
             self._grad_hooks = self._grads_seen = 0
             self._gcache.clear()
@@ -615,6 +818,7 @@ class Probe:
                     rows.append((layer.name, layer.depth, layer.module_type, prefix + name))
                     index.append(i * _NCOL + _COL[name])
         extra_rows: list[tuple] = []
+        self._next_gi: dict[int, Tensor] = {}
         for layer in self._layers:
             for name, value in self._extras(layer, mode, acc):
                 extra_rows.append((layer.name, layer.depth, layer.module_type, name))
@@ -635,18 +839,21 @@ class Probe:
                 else:
                     host_rows.append(("", -1, "", name))
                     host_values.append(float(v))
+        record = None
+        if rows or extra_rows or host_rows:
+            device = acc.device or (values[0].device if values else torch.device("cpu"))
+            schema, idx = self._schema(rows + extra_rows, index, device)
+            parts = [summary.flatten()[idx]] if idx is not None else []
+            if values:  # 0-d statistics of weights, gradients, norms and the loss
+                parts.append(torch.stack([v.to(device, _F64) for v in values]))
+            record = Record(self._t, mode, schema, torch.cat(parts) if parts else None,
+                            Schema(tuple(host_rows)) if host_rows else None, host_values)
+        for layer in self._layers:  # only now that nothing can fail: the step's state moves on
+            if layer.idx in self._next_gi:
+                layer.prev_gi = self._next_gi[layer.idx]
         if reset:
             self._reset(mode)
-        if not rows and not extra_rows and not host_rows:
-            return None
-        device = acc.device or (values[0].device if values else torch.device("cpu"))
-        schema, idx = self._schema(rows + extra_rows, index, device)
-        parts = [summary.flatten()[idx]] if idx is not None else []
-        if values:  # 0-d statistics of weights, gradients, norms and the loss
-            parts.append(torch.stack([v.to(device, _F64) for v in values]))
-        step = self._t
-        return Record(step, mode, schema, torch.cat(parts) if parts else None,
-                      Schema(tuple(host_rows)) if host_rows else None, host_values)
+        return record
 
     def _extras(self, layer: _Layer, mode: str, acc: Moments) -> list[tuple[str, Tensor]]:
         """Weight, kernel, gradient, BatchNorm and norm statistics of one layer for the step."""
@@ -702,7 +909,7 @@ class Probe:
                         and layer.prev_gi.shape == gi.shape:
                     out.append(("gw.sign_persistence",
                                 torch.where(signal, sign_persistence(gi, layer.prev_gi), torch.nan)))
-                layer.prev_gi = gi
+                self._next_gi[layer.idx] = gi  # becomes layer.prev_gi once the step's record is built
                 if layer.bias_corr:
                     i_in, i_g = sites.get("in"), sites.get("grad_out")
                     if i_in is not None and i_g is not None and acc.fired(i_in) and acc.fired(i_g):
@@ -731,7 +938,8 @@ class Probe:
         n = acc.count(i_out)
         bias = layer.module.bias
         b = bias.detach().to(_F64) if isinstance(bias, Tensor) else torch.zeros((), dtype=_F64, device=s.device)
-        measured = (q / n - 2 * b * s / n + b * b).mean()
+        # E[(y_c - b_c)^2] >= 0 per channel: clamped at 0 against the cancellation of its three terms
+        measured = (q / n - 2 * b * s / n + b * b).clamp_min(0.0).mean()
         if layer.overlap is None or layer.overlap[0] != layer.in_size:
             layer.overlap = (layer.in_size, _tap_overlap(layer.module, layer.in_size).to(s.device))
         iid, shift = second_moment_parts(kernel, layer.overlap[1], mean, var)
