@@ -24,6 +24,7 @@ import importlib
 import itertools
 import math
 import os
+import re
 import sys
 import textwrap
 from dataclasses import dataclass
@@ -278,7 +279,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     try:
         cli_plot(args)
     except (ValueError, FileNotFoundError) as exc:  # e.g. a kind that needs --quantity, a corrupt chunk
-        args.parser.error(str(exc).replace("pass skip_corrupt=True", "pass --skip-corrupt"))
+        args.parser.error(re.sub(r"\bskip_corrupt\s*=\s*True\b", "--skip-corrupt", str(exc)))
     return EXIT_OK
 
 

@@ -213,9 +213,11 @@ def check_config(config: RunConfig) -> None:
     n_train = len(split.x_train)
     if config.batch_size > n_train:
         limit = f" with data_limit {config.data_limit}" if config.data_limit is not None else ""
+        larger = [name for name, applies in (("data_limit", config.data_limit is not None),
+                                             ("synthetic_n", config.data == "synthetic")) if applies]
         raise ValueError(f"batch_size {config.batch_size} is larger than the training set ({n_train} images of "
                          f"data {config.data!r}{limit}); valid: batch_size <= {n_train}"
-                         + (", or a larger data_limit" if config.data_limit is not None else ""))
+                         + "".join(f", or a larger {name}" for name in larger))
     model = (config.model, config.scheme, config.width, config.gamma, config.gamma_mode,
              split.in_channels, split.num_classes)
     problem = _build_problem(model, config.image_size, min(config.batch_size, 2))
