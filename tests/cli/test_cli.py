@@ -182,6 +182,7 @@ BAD = [
     (["plot", "RUN", "--kind", "spp", "--out", "adir.png"], ["adir.png is a directory", "file name"]),
     (["plot", "RUN", "--kind", "spp", "--out", "afile/fig.png"], ["afile/fig.png", "afile", "not a directory"]),
     (["plot", "runs/fw*", "--kind", "spp", "--out", "fig.png"], ["'runs/fw*'", "matches no run directory"]),
+    (["plot", "afile", "--kind", "spp", "--out", "fig.png"], ["'afile'", "is not a directory"]),
 ]
 
 

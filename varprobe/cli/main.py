@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .. import __version__
-from ..experiment.config import DATASETS, MODELS, QUANTITY_PRESETS, RunConfig, check_config, load_data
+from .. import __version__, record
+from ..experiment.config import DATASETS, MODELS, QUANTITY_PRESETS, RunConfig, check_config
 from ..experiment.stop import Terminated, stop_signals
 from ..layers import SCHEMES
 from ..record import Run, RunLockedError
@@ -49,6 +49,8 @@ PLOT_KINDS = ("spp", "heatmap", "curves", "shift", "transmission", "theory", "co
 _DEFAULTS = RunConfig()
 #: What ``experiment.run`` and ``experiment.grid`` raise for an unusable ``--out``: a usage error.
 _OUT_ERRORS = (FileExistsError, NotADirectoryError, RunLockedError)
+#: What ``varprobe.record`` raises for a run directory whose meta.json is malformed (where it has one).
+_RUN_FORMAT_ERRORS = tuple(e for e in (getattr(record, "RunFormatError", None),) if isinstance(e, type))
 
 
 # -- argument types: each error names the bad value and what is valid -----------------------------
@@ -213,12 +215,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     out = Path(args.out)
-    problem = directory_problem(out)
-    if problem is not None:
-        parser.error(f"--out {problem}")
-    if not args.overwrite and any(out.iterdir() if out.is_dir() else ()):
+    if not args.overwrite and out.is_dir() and any(out.iterdir()):
         parser.error(f"run directory {out} already exists and is not empty; "
                      "pass --overwrite to replace it, or choose another --out")
+    _check_out(out, parser)
     _check_data(config, parser)
     print(f"{PROG} run: {config.model}/{config.scheme} on {config.data}, {config.steps} steps -> {out}",
           file=sys.stderr)
@@ -293,6 +293,8 @@ def _run_dirs(patterns: Sequence[str], parser: argparse.ArgumentParser) -> list[
         if Path(pattern).is_dir():
             dirs.append(pattern)
             continue
+        if Path(pattern).exists():
+            parser.error(f"run directory {pattern!r} is not a directory; give a run directory written by run or grid")
         if not glob.has_magic(pattern):
             parser.error(f"run directory {pattern!r} not found")
         matches = sorted(glob.glob(pattern))
@@ -506,6 +508,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         except Terminated as exc:
             print(f"{prefix}: {exc}", file=sys.stderr)
             return exc.exit_code
+        except _RUN_FORMAT_ERRORS as exc:  # a damaged run directory the user pointed at: their input
+            if debug:
+                raise
+            args.parser.error(_first_line(exc))
         except OSError as exc:  # a write that failed (a full disk), not the input's fault
             if debug:
                 raise
