@@ -166,14 +166,36 @@ BAD = [
     (["plot", "RUN", "--kind", "bars", "--out", "fig.png"], ["'bars'", "'spp'", "'collapse'"]),
     (["plot", "RUN", "--kind", "spp", "--out", "fig.png"], ["'RUN'", "not found"]),
     (["bogus"], ["'bogus'", "run", "grid", "reproduce", "plot"]),
+    # values that only a model, the data or the file system can refuse: all checked before anything starts
+    (["run", "--lr", "1e300"], ["lr", "1e+300", "float32"]),
+    (["run", "--weight-decay", "1e300"], ["weight_decay", "1e+300", "float32"]),
+    (["run", "--data-limit", "5", "--batch-size", "64"], ["batch_size 64", "5 images", "batch_size <= 5"]),
+    (["run", "--scheme", "gn", "--width", "3"], ["'gn'", "width 3", "divisible", "widths that build: 8, 16"]),
+    (["run", "--model", "resnet8", "--scheme", "gn", "--width", "12"], ["'resnet8'", "width 12", "8, 16"]),
+    (["run", "--model", "vgg", "--size", "8", "--width", "4"], ["'vgg'", "width 4", "8x8", "sizes that work", "16, 32"]),
+    (["run", "--data", "synthetic", "--size", "1"], ["'simple_cnn'", "1x1", "sizes that work for data 'synthetic'"]),
+    (["run", "--out", "/proc/varprobe-nope"], ["--out /proc/varprobe-nope", "cannot be created"]),
+    (["run", "--out", "afile"], ["--out afile", "not a directory"]),
+    (["run", "--out", "afile/run"], ["--out afile/run", "afile is a file"]),
+    (["grid", "--schemes", "pws,gn", "--width", "3"], ["'gn'", "width 3", "widths that build"]),
+    (["grid", "--batch-sizes", "32,64", "--data-limit", "40"], ["batch_size 64", "40 images"]),
+    (["grid", "--out", "afile/grid"], ["--out afile/grid", "afile is a file"]),
+    (["reproduce", "--out", "afile/rep"], ["--out afile/rep", "afile is a file"]),
+    (["plot", "RUN", "--kind", "spp", "--out", "adir.png"], ["adir.png is a directory", "file name"]),
+    (["plot", "RUN", "--kind", "spp", "--out", "afile/fig.png"], ["afile/fig.png", "afile", "not a directory"]),
+    (["plot", "runs/fw*", "--kind", "spp", "--out", "fig.png"], ["'runs/fw*'", "matches no run directory"]),
+    (["plot", "afile", "--kind", "spp", "--out", "fig.png"], ["'afile'", "is not a directory"]),
 ]
 
 
 @pytest.mark.parametrize("argv, fragments", BAD, ids=[" ".join(a) for a, _ in BAD])
 def test_bad_arguments_exit_2_with_one_line(argv, fragments, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("a user's file")
+    (tmp_path / "adir.png").mkdir()
+    before = sorted(p.name for p in tmp_path.rglob("*"))
     command = argv[0] if argv[0] in ("run", "grid", "reproduce", "plot") else None
-    if command in ("run", "grid"):
+    if command in ("run", "grid") and "--out" not in argv:
         argv = [*argv, "--out", "out"]
     assert _exit_code(argv) == 2
     captured = capsys.readouterr()
@@ -185,7 +207,7 @@ def test_bad_arguments_exit_2_with_one_line(argv, fragments, tmp_path, monkeypat
     assert error.startswith(f"{prog}: error: ")
     for fragment in fragments:
         assert fragment in error, (fragment, error)
-    assert not (tmp_path / "out").exists()  # nothing started
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing started, nothing created
 
 
 def test_missing_cifar_folder_is_a_one_line_error(tmp_path, monkeypatch, capsys):
@@ -369,3 +391,114 @@ def test_real_claims_reproduce_accepts_the_cli_call():
     profiles = getattr(claims, "PROFILES", None)
     if profiles is not None:
         assert {"quick", "full"} <= set(profiles)
+
+
+# -- plot on real runs: what a kind cannot draw is refused in one line, globs, --skip-corrupt ---------
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Path:
+    """runs/all (every quantity), runs/fw (--quantities forward), runs/eval (eval-mode forwards
+    only), runs/empty (no recorded step) and runs/corrupt (three chunks, the middle one truncated)."""
+    from varprobe.experiment import run
+    from varprobe.probe import Probe
+    from varprobe.record import RunWriter
+
+    root = tmp_path_factory.mktemp("plot") / "runs"
+    threads = torch.get_num_threads()
+    try:
+        tiny = RunConfig(steps=3, batch_size=16, threads=1)
+        run(tiny, root / "all")
+        run(tiny.replace(quantities="forward"), root / "fw")
+        run(tiny.replace(flush_every=1), root / "corrupt")
+    finally:
+        torch.set_num_threads(threads)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 4, 3)).eval()
+    with Probe(model, out=root / "eval"), torch.no_grad():
+        model(torch.randn(8, 1, 8, 8))
+    RunWriter(root / "empty", {"scheme": "pws", "lr": 0.1}).close()
+    chunk = root / "corrupt" / "stats" / "chunk-000001.parquet"
+    chunk.write_bytes(chunk.read_bytes()[:100])
+    return root
+
+
+def _one_usage_error(capsys) -> str:
+    captured = capsys.readouterr()
+    assert captured.out == "" and "Traceback" not in captured.err
+    usage, error = _lines(captured.err)
+    assert usage.startswith("usage: varprobe plot") and error.startswith("varprobe plot: error: ")
+    return error
+
+
+REFUSED = [("fw", "theory", ["'theory'", "in.var", "--quantities forward", "fw"]),
+           ("eval", "theory", ["'theory'", "in.var", "eval", "eval"]),
+           *[("empty", kind, ["nothing to plot", "empty", "no recorded steps"]) for kind in PLOT_KINDS]]
+
+
+@pytest.mark.parametrize("name, kind, fragments", REFUSED, ids=[f"{n}-{k}" for n, k, _ in REFUSED])
+def test_plot_refuses_what_a_run_cannot_show_in_one_line(runs, name, kind, fragments, tmp_path, capsys):
+    out = tmp_path / "fig.png"
+    quantity = ["--quantity", "out.var"] if kind in ("heatmap", "curves") else []
+    assert _exit_code(["plot", str(runs / name), "--kind", kind, *quantity, "--out", str(out)]) == 2
+    error = _one_usage_error(capsys)
+    for fragment in fragments:
+        assert fragment in error, (fragment, error)
+    assert not out.exists()
+
+
+def test_plot_expands_a_quoted_glob(runs, tmp_path, capsys):
+    out = tmp_path / "fig.png"
+    assert main(["plot", str(runs / "al*"), "--kind", "spp", "--out", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == str(out) and out.read_bytes().startswith(b"\x89PNG")
+    # a glob that matches directories but no run says so, naming itself
+    assert _exit_code(["plot", str(runs / "all" / "st*"), "--kind", "spp", "--out", str(out)]) == 2
+    error = _one_usage_error(capsys)
+    assert repr(str(runs / "all" / "st*")) in error and "none a run directory" in error
+
+
+def test_plot_skip_corrupt(runs, tmp_path, capsys):
+    out = tmp_path / "fig.png"
+    argv = ["plot", str(runs / "corrupt"), "--kind", "curves", "--quantity", "out.var", "--out", str(out)]
+    assert _exit_code(argv) == 2
+    error = _one_usage_error(capsys)
+    assert "chunk-000001.parquet" in error and "--skip-corrupt" in error and "skip_corrupt=True" not in error
+    assert not out.exists()
+    with pytest.warns(Warning, match="chunk-000001.parquet"):
+        assert main([*argv, "--skip-corrupt"]) == 0
+    assert out.read_bytes().startswith(b"\x89PNG")
+
+
+# -- errors that are not the input's fault: one line, exit 1 -----------------------------------------
+def test_internal_error_is_one_line_with_a_debug_hint(tmp_path, monkeypatch, capsys):
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom\nsecond line of a long message")
+
+    monkeypatch.setattr(varprobe.experiment, "run", broken)
+    argv = ["run", *TINY, "--out", str(tmp_path / "r")]
+    monkeypatch.delenv("VARPROBE_DEBUG", raising=False)
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and "Traceback" not in captured.err
+    assert _lines(captured.err)[1:] == ["varprobe run: internal error: RuntimeError: boom; rerun with --debug "
+                                        "(or VARPROBE_DEBUG=1) to see the traceback"]
+    for debug_argv in (["--debug", *argv], [*argv, "--debug"]):  # before or after the command
+        with pytest.raises(RuntimeError, match="boom"):
+            main(debug_argv)
+    monkeypatch.setenv("VARPROBE_DEBUG", "1")
+    with pytest.raises(RuntimeError, match="boom"):
+        main(argv)
+
+
+@pytest.mark.parametrize("error, named", [
+    (OSError(28, "No space left on device"), "writing {out} failed: [Errno 28] No space left on device"),
+    (OSError(28, "No space left on device", "/data/run/stats/chunk-000003.parquet"),
+     "[Errno 28] No space left on device: '/data/run/stats/chunk-000003.parquet'"),
+], ids=["no-filename", "filename"])
+def test_a_failed_write_is_one_line_naming_the_path(error, named, tmp_path, monkeypatch, capsys):
+    def full(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(varprobe.experiment, "run", full)
+    out = tmp_path / "r"
+    assert main(["run", *TINY, "--out", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    assert _lines(captured.err)[1:] == [f"varprobe run: error: {named.format(out=out)}"]

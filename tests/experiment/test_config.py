@@ -6,9 +6,10 @@ import re
 from dataclasses import fields
 
 import pytest
+import torch
 
 from varprobe.experiment import RunConfig
-from varprobe.experiment.config import DATASETS, MODELS, QUANTITY_PRESETS
+from varprobe.experiment.config import DATASETS, MODELS, QUANTITY_PRESETS, check_config
 from varprobe.layers import SCHEMES
 
 
@@ -47,6 +48,8 @@ def test_counts_must_be_positive_integers(field, bad):
     ({"channels": 1.0}, r"channels must be 1, 3 or None, got 1\.0"),
     ({"channels": True}, r"channels must be 1, 3 or None, got True"),
     ({"data": "cifar10", "channels": 1}, r"cifar10 channels must be 3, got 1"),
+    ({"lr": 1e300}, r"lr must be at most 3\.403e\+38 \(the largest float32.*got 1e\+300"),
+    ({"weight_decay": 1e39}, r"weight_decay must be at most 3\.403e\+38 .*got 1e\+39"),
 ])
 def test_value_errors_name_the_value(kwargs, pattern):
     with pytest.raises(ValueError, match=pattern):
@@ -124,3 +127,31 @@ def test_image_size_defaults(kwargs, size):
 ])
 def test_image_channels_defaults(kwargs, channels):
     assert RunConfig(**kwargs).image_channels == channels
+
+
+@pytest.mark.parametrize("kwargs, fragments", [
+    ({"data_limit": 5, "batch_size": 64}, ["batch_size 64", "5 images of data 'digits' with data_limit 5",
+                                           "valid: batch_size <= 5, or a larger data_limit"]),
+    ({"scheme": "gn", "width": 3}, ["model 'simple_cnn' with scheme 'gn' and width 3 cannot be built",
+                                    "divisible", "widths that build: 8, 16, 24"]),
+    ({"model": "vgg", "size": 8, "width": 4}, ["model 'vgg' with scheme 'pws' and width 4 cannot take 8x8 images",
+                                               "Kernel size", "sizes that work for data 'digits': 16, 32"]),
+    ({"data": "synthetic", "synthetic_n": 64}, ["batch_size 64", "54 images of data 'synthetic'",
+                                                "or a larger synthetic_n"]),
+    ({"data": "synthetic", "size": 2, "synthetic_n": 200}, ["the default width cannot take 2x2 images",
+                                                            "sizes that work for data 'synthetic': 4, 8"]),
+])
+def test_check_config_names_the_fields_and_what_would_work(kwargs, fragments):
+    """Built once on a dummy batch: what RunConfig alone cannot know is refused before a run starts."""
+    with pytest.raises(ValueError) as info:
+        check_config(RunConfig(**kwargs))
+    for fragment in fragments:
+        assert fragment in str(info.value), (fragment, str(info.value))
+
+
+def test_check_config_accepts_a_good_config_and_leaves_the_rng_alone():
+    state = torch.get_rng_state()
+    for config in (RunConfig(), RunConfig(model="resnet8", scheme="gn", width=8, size=8),
+                   RunConfig(scheme="bn", batch_size=1)):
+        check_config(config)
+    assert torch.equal(torch.get_rng_state(), state)

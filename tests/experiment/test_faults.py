@@ -147,3 +147,188 @@ def test_ctrl_c_stops_a_run_cleanly_and_keeps_what_it_recorded(tmp_path):
     assert not stopped.writer_alive  # the lock is released
     recorded = sorted(stopped.frame["step"].unique())
     assert recorded == list(range(len(recorded))) and len(recorded) >= 20  # flushed at exit too
+
+
+# -- stop signals: SIGTERM and SIGHUP as Ctrl-C ----------------------------------------------------
+# ``varprobe run`` with every completed probe step logged (one line each) to $VARPROBE_TEST_STEP_LOG:
+# an observer only, so that a test knows how many steps were recorded when it sends the signal.
+_LOGGED_CLI = """
+import os, sys
+from varprobe.probe import Probe
+log, step = open(os.environ["VARPROBE_TEST_STEP_LOG"], "a", buffering=1), Probe.step
+def logged(self, *args, **kwargs):
+    step(self, *args, **kwargs)
+    log.write(f"{self.current_step}\\n")
+Probe.step = logged
+from varprobe.cli.main import main
+sys.exit(main())
+"""
+
+
+def _logged_steps(log: Path) -> int:
+    return len(log.read_text().splitlines()) if log.exists() else 0
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGHUP, 129)], ids=["SIGTERM", "SIGHUP"])
+def test_sigterm_or_sighup_stops_a_run_cleanly_and_keeps_every_recorded_step(tmp_path, sig, code):
+    out, log = tmp_path / "run", tmp_path / "steps.log"
+    # flush_every 25: when the signal comes, up to 24 recorded steps are buffered, not yet on disk.
+    argv = ["run", *ARGS, "--flush-every", "25", "--out", str(out)]
+    proc = subprocess.Popen([sys.executable, "-c", _LOGGED_CLI, *argv], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO), "VARPROBE_TEST_STEP_LOG": str(log)})
+    try:
+        deadline = time.monotonic() + 60
+        while _logged_steps(log) < 37 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        recorded_before = _logged_steps(log)  # steps whose probe.step() had returned
+        assert proc.poll() is None and recorded_before >= 37, "the run ended or stalled before the signal"
+        proc.send_signal(sig)
+        assert proc.wait(timeout=30) == code
+        err = proc.stderr.read()
+    finally:
+        _kill(proc)
+    name = signal.Signals(sig).name
+    assert "Traceback" not in err and "Exception ignored" not in err
+    announce, line = err.strip().splitlines()  # the run's announcement and ONE line about the stop
+    assert announce.startswith("varprobe run: ") and line == f"varprobe run: stopped by {name} (signal {int(sig)})"
+    stopped = load_run(out)
+    assert stopped.status == "failed" and stopped.meta["error"]["type"] == name
+    assert not stopped.writer_alive  # the lock is released
+    steps = sorted(stopped.frame["step"].unique())
+    # every step recorded up to the signal is on disk, the buffered ones too, and nothing half-written
+    assert steps == list(range(len(steps))) and len(steps) >= recorded_before
+    rows = stopped.frame.groupby("step").size()
+    assert rows.loc[1:].nunique() == 1
+
+
+def test_sigterm_during_a_grid_marks_the_run_for_a_rerun(tmp_path):
+    out = tmp_path / "grid"
+    argv = ["grid", *ARGS, "--no-progress", "--schemes", "pws", "--seeds", "0", "--out", str(out)]
+    proc = _start(argv)
+    try:
+        _wait_for("*/stats/chunk-000001.parquet", out, proc)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 143
+        err = proc.stderr.read()
+    finally:
+        _kill(proc)
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == "varprobe grid: stopped by SIGTERM (signal 15)"
+    (path,) = out.iterdir()
+    stopped = load_run(path)
+    assert stopped.status == "failed" and stopped.meta["error"]["type"] == "SIGTERM" and not stopped.writer_alive
+    steps = sorted(stopped.frame["step"].unique())
+    assert steps == list(range(len(steps))) and len(steps) >= 20
+    # "failed" is not done: a rerun of the grid redoes it, as after a SIGKILL (tested above)
+
+
+@pytest.mark.parametrize("first", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_more_signals_during_the_shutdown_print_no_traceback(tmp_path, first):
+    """A second (third, ...) Ctrl-C while the run flushes, closes and the interpreter exits is ignored."""
+    out = tmp_path / "run"
+    proc = _start(["run", *ARGS, "--out", str(out)])
+    try:
+        _wait_for("stats/chunk-000001.parquet", out, proc)
+        proc.send_signal(first)
+        sent = 1
+        time.sleep(0.02)  # let the first be handled first (signals pending together run in number order)
+        while proc.poll() is None and sent < 2000:  # keep pressing Ctrl-C until the process is gone
+            try:
+                proc.send_signal(signal.SIGINT)
+            except ProcessLookupError:
+                break
+            sent += 1
+            time.sleep(0.001)
+        code = proc.wait(timeout=30)
+        err = proc.stderr.read()
+    finally:
+        _kill(proc)
+    assert sent > 2, "the process exited before a second signal could be sent"
+    assert code == (130 if first == signal.SIGINT else 143)
+    assert "Traceback" not in err and "Exception ignored" not in err and "KeyboardInterrupt" not in err
+    assert len(err.strip().splitlines()) == 2  # the announcement and one line
+    stopped = load_run(out)
+    assert stopped.status == "failed" and not stopped.writer_alive
+    steps = sorted(stopped.frame["step"].unique())
+    assert steps == list(range(len(steps))) and len(steps) >= 20
+
+
+# -- a full disk ------------------------------------------------------------------------------------
+# ``varprobe run`` whose os.fsync fails with ENOSPC after $VARPROBE_TEST_FSYNC_OK calls (a disk that
+# fills up: every later write of a chunk or of meta.json fails).
+_FULL_DISK_CLI = """
+import errno, os, sys
+ok, fsync = int(os.environ["VARPROBE_TEST_FSYNC_OK"]), os.fsync
+calls = 0
+def full(fd):
+    global calls
+    calls += 1
+    if calls > ok:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    return fsync(fd)
+os.fsync = full
+from varprobe.cli.main import main
+sys.exit(main())
+"""
+
+
+def _run_full_disk(argv: list[str], ok_calls: int) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", _FULL_DISK_CLI, *argv], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHONPATH": str(REPO),
+                                            "VARPROBE_TEST_FSYNC_OK": str(ok_calls)})
+
+
+def _one_error_line(err: str, out: Path) -> str:
+    assert "Traceback" not in err and "During handling" not in err and "Exception ignored" not in err
+    announce, line = err.strip().splitlines()
+    assert announce.startswith("varprobe run: ")
+    assert line.startswith("varprobe run: error: ") and str(out) in line and "No space left on device" in line
+    return line
+
+
+def test_disk_full_mid_run_is_one_line_and_keeps_the_chunks_written(tmp_path):
+    """os.fsync monkeypatched to raise ENOSPC (portable; a real tmpfs is the next test)."""
+    out = tmp_path / "run"
+    proc = _run_full_disk(["run", *ARGS, "--steps", "100", "--out", str(out)], ok_calls=12)
+    assert proc.returncode == 1
+    _one_error_line(proc.stderr, out)
+    chunks = len(list((out / "stats").glob("chunk-*.parquet")))
+    assert chunks >= 1
+    full = load_run(out)  # meta.json cannot be rewritten either: it says "running", read as interrupted
+    assert full.status == "interrupted" and not full.writer_alive
+    assert sorted(full.frame["step"].unique()) == list(range(10 * chunks))  # every written chunk intact
+
+
+def test_disk_full_at_start_is_one_line(tmp_path):
+    out = tmp_path / "run"
+    proc = _run_full_disk(["run", *ARGS, "--steps", "5", "--out", str(out)], ok_calls=0)
+    assert proc.returncode == 1
+    _one_error_line(proc.stderr, out)
+
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path):
+    """A real 64 KiB tmpfs (needs root and a kernel that allows the mount; skipped otherwise)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True,
+                          text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() or done.returncode}); the monkeypatched "
+                    "ENOSPC tests cover the same path")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_disk_full_on_a_real_tmpfs_is_one_line_and_marks_the_run_failed(tiny_tmpfs):
+    out = tiny_tmpfs / "run"
+    proc = subprocess.run([sys.executable, "-m", "varprobe.cli", "run", *ARGS, "--steps", "100", "--out", str(out)],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 1
+    _one_error_line(proc.stderr, out)
+    full = load_run(out)  # the failed chunk's temp file is removed, so meta.json fits again
+    assert full.status == "failed" and full.meta["error"]["type"] == "OSError" and not full.writer_alive
+    chunks = full.meta["chunks"]
+    assert chunks >= 1 and sorted(full.frame["step"].unique()) == list(range(10 * chunks))

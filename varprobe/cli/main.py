@@ -5,40 +5,56 @@ Every :class:`~varprobe.experiment.RunConfig` field is one option, declared once
 RunConfig default, so the CLI and the Python API agree on every default.
 
 Exit codes: 0 success (a collapsed run is a result, not an error); 2 bad arguments, including
-values argparse accepts but RunConfig rejects, an existing ``--out`` without ``--overwrite`` and
-a missing data folder (the usage line and one line naming the bad value; no traceback);
-1 a subcommand whose module is not installed, or a grid in which some run failed, could not run or
-lost its worker (runs skipped because another live process holds them do not count: they are
-listed at the end); 130 interrupted (Ctrl-C).
+values argparse accepts but RunConfig rejects, a model that cannot be built with its scheme and
+width or cannot take the image size, a batch larger than the data, an ``--out`` that cannot be
+created or exists without ``--overwrite``, and a missing data folder (the usage line and one line
+naming the bad value and the valid ones; all checked before anything starts, no traceback);
+1 an error that is not the input's fault: a write that fails (a full disk: one line naming the
+path and the OS error), a subcommand whose module is not installed, a grid in which some run
+failed, could not run or lost its worker (runs skipped because another live process holds them do
+not count: they are listed at the end), or an internal error (one line and the hint to rerun with
+``--debug`` or ``VARPROBE_DEBUG=1``, which show the traceback);
+130 interrupted (Ctrl-C), 143 stopped by SIGTERM, 129 by SIGHUP: the run is flushed and marked
+failed naming the signal, its lock released, and one line printed (see
+:mod:`varprobe.experiment.stop`).
 """
 from __future__ import annotations
 
 import argparse
+import glob
 import importlib
 import itertools
 import math
+import os
+import re
 import sys
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .. import __version__
-from ..experiment.config import DATASETS, MODELS, QUANTITY_PRESETS, RunConfig, load_data
+from .. import __version__, record
+from ..experiment.config import DATASETS, MODELS, QUANTITY_PRESETS, RunConfig, check_config
 from ..experiment.device import DEVICE_CHOICES, check_device, resolve_device
+from ..experiment.stop import Terminated, stop_signals
 from ..layers import SCHEMES
 from ..record import Run, RunLockedError
+from .paths import directory_problem, file_problem
 
 __all__ = ["main", "build_parser", "RUN_OPTIONS", "config_from_args", "FIGURE_EXTENSIONS", "PLOT_KINDS"]
 
 PROG = "varprobe"
 EXIT_OK, EXIT_MISSING, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-EXIT_FAILED = 1  # a grid with a run that failed (see the module docstring)
+EXIT_ERROR = 1
+EXIT_FAILED = EXIT_ERROR  # a grid with a run that failed (see the module docstring)
+DEBUG_ENV = "VARPROBE_DEBUG"
 FIGURE_EXTENSIONS = (".png", ".svg", ".pdf")
 PLOT_KINDS = ("spp", "heatmap", "curves", "shift", "transmission", "theory", "collapse", "decomposition")
 _DEFAULTS = RunConfig()
 #: What ``experiment.run`` and ``experiment.grid`` raise for an unusable ``--out``: a usage error.
 _OUT_ERRORS = (FileExistsError, NotADirectoryError, RunLockedError)
+#: What ``varprobe.record`` raises for a run directory whose meta.json is malformed (where it has one).
+_RUN_FORMAT_ERRORS = tuple(e for e in (getattr(record, "RunFormatError", None),) if isinstance(e, type))
 
 
 # -- argument types: each error names the bad value and what is valid -----------------------------
@@ -226,6 +242,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.overwrite and out.is_dir() and any(out.iterdir()):
         parser.error(f"run directory {out} already exists and is not empty; "
                      "pass --overwrite to replace it, or choose another --out")
+    _check_out(out, parser)
     _check_data(config, parser)
     _check_device(config, parser)
     print(f"{PROG} run: {config.model}/{config.scheme} on {config.data}, {config.steps} steps -> {out}",
@@ -252,11 +269,11 @@ def cmd_grid(args: argparse.Namespace) -> int:
     axes = {field: getattr(args, plural) or (getattr(_DEFAULTS, field),) for field, plural in GRID_AXES.items()}
     try:  # every config of the grid is validated before the first run starts
         base = config_from_args(args, **{field: values[0] for field, values in axes.items()})
-        for combo in itertools.product(*axes.values()):
-            base.replace(**dict(zip(axes, combo)))
+        configs = [base.replace(**dict(zip(axes, combo))) for combo in itertools.product(*axes.values())]
     except ValueError as exc:
         parser.error(str(exc))
-    _check_data(base, parser)
+    _check_out(args.out, parser)
+    _check_data(configs, parser)
     if args.backend != "dask":  # a Dask cluster's workers may have GPUs that this machine has not
         _check_device(base, parser)
     try:
@@ -280,6 +297,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if reproduce is None:
         return EXIT_MISSING
     out = Path(args.out)
+    _check_out(out, args.parser)
     reproduce(args.profile, out, args.seeds, jobs=args.jobs)
     written = [str(out / name) for name in ("claims.md", "claims.json") if (out / name).exists()]
     if written:
@@ -290,28 +308,61 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     """``varprobe plot``: a figure of run directories, by ``varprobe.plot.cli_plot(args)`` (which
     writes ``args.out`` and prints its path)."""
-    missing = [d for d in args.run_dirs if not Path(d).is_dir()]
-    if missing:
-        args.parser.error(f"run directory {str(missing[0])!r} not found")
+    problem = file_problem(args.out)
+    if problem is not None:
+        args.parser.error(f"--out {problem}")
+    args.run_dirs = _run_dirs(args.run_dirs, args.parser)
     cli_plot = _optional("varprobe.plot", "cli_plot", args.command)
     if cli_plot is None:
         return EXIT_MISSING
     try:
         cli_plot(args)
-    except (ValueError, FileNotFoundError) as exc:  # e.g. a kind that needs --quantity
-        args.parser.error(str(exc))
+    except (ValueError, FileNotFoundError) as exc:  # e.g. a kind that needs --quantity, a corrupt chunk
+        args.parser.error(re.sub(r"\bskip_corrupt\s*=\s*True\b", "--skip-corrupt", str(exc)))
     return EXIT_OK
 
 
+def _run_dirs(patterns: Sequence[str], parser: argparse.ArgumentParser) -> list[str]:
+    """The run directories of ``patterns``: each an existing directory, or a glob (``*``, ``?``,
+    ``[``; quoted, so the shell did not expand it) expanded here, sorted, to the directories it
+    matches that hold a meta.json. A path that does not exist, or a glob that matches no run, is a
+    usage error naming it."""
+    dirs = []
+    for pattern in patterns:
+        if Path(pattern).is_dir():
+            dirs.append(pattern)
+            continue
+        if Path(pattern).exists():
+            parser.error(f"run directory {pattern!r} is not a directory; give a run directory written by run or grid")
+        if not glob.has_magic(pattern):
+            parser.error(f"run directory {pattern!r} not found")
+        matches = sorted(glob.glob(pattern))
+        runs = [m for m in matches if (Path(m) / "meta.json").is_file()]
+        if not runs:
+            seen = f" ({len(matches)} path(s) matched, none a run directory with a meta.json)" if matches else ""
+            parser.error(f"RUN_DIR pattern {pattern!r} matches no run directory{seen}")
+        dirs.extend(runs)
+    return dirs
+
+
 # -- helpers --------------------------------------------------------------------------------------
-def _check_data(config: RunConfig, parser: argparse.ArgumentParser) -> None:
-    """Load the config's data now (cached for the run) so that a missing CIFAR-10 folder or a bad
-    data option is a one-line usage error."""
-    try:
-        load_data(config.data, config.image_size, config.seed, config.data_limit, config.synthetic_n,
-                  config.image_channels)
-    except (FileNotFoundError, ValueError) as exc:
-        parser.error(str(exc))
+def _check_data(configs: RunConfig | Sequence[RunConfig], parser: argparse.ArgumentParser) -> None:
+    """Load each config's data now (cached for the run) and build its model once on a dummy batch
+    (``check_config``), so that a missing CIFAR-10 folder, a bad data option, a batch larger than
+    the data or a model that cannot be built or cannot take the image size is a one-line usage
+    error before anything starts."""
+    for config in [configs] if isinstance(configs, RunConfig) else configs:
+        try:
+            check_config(config)
+        except (FileNotFoundError, ValueError) as exc:
+            parser.error(str(exc))
+
+
+def _check_out(out: str | os.PathLike, parser: argparse.ArgumentParser) -> None:
+    """A usage error naming ``--out`` where that directory cannot be used or created."""
+    problem = directory_problem(out)
+    if problem is not None:
+        parser.error(f"--out {problem}")
 
 
 def _check_device(config: RunConfig, parser: argparse.ArgumentParser) -> None:
@@ -387,7 +438,14 @@ def _subparser(sub, name: str, usage: str, help: str, description: str, func,
     p = sub.add_parser(name, help=help, description=_paragraphs(description, example),
                        usage=f"%(prog)s {usage}", formatter_class=_Formatter)
     p.set_defaults(func=func, parser=p)
+    _add_debug(p, default=argparse.SUPPRESS)  # given after the command, or before it: both count
     return p
+
+
+def _add_debug(parser: argparse.ArgumentParser, default: Any) -> None:
+    parser.add_argument("--debug", action="store_true", default=default,
+                        help=f"on an internal error show the full traceback, not one line (default: off; "
+                             f"{DEBUG_ENV}=1 does the same)")
 
 
 def _add_run(sub) -> None:
@@ -483,6 +541,9 @@ def _add_plot(sub) -> None:
                         "(default: none)")
     p.add_argument("--out", required=True, type=_figure_path, metavar="FILE",
                    help=f"figure file to write (required); {', '.join(FIGURE_EXTENSIONS)} by extension")
+    p.add_argument("--skip-corrupt", dest="skip_corrupt", action="store_true",
+                   help="skip chunks that cannot be read (truncated, corrupt or missing), with a warning "
+                        "naming each, and draw the rest (default: off: refuse, naming the file)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -492,6 +553,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="varprobe: variance transmission in PyTorch networks (BN vs WN vs PWS).",
         epilog=f"Run '{PROG} COMMAND --help' for the options of a command.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    _add_debug(parser, default=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_run(sub)
     _add_grid(sub)
@@ -504,10 +566,48 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line on ``argv`` (default ``sys.argv[1:]``) and return the exit status.
 
     Bad arguments raise ``SystemExit(2)`` (argparse's convention), ``--help`` ``SystemExit(0)``.
+    SIGINT, SIGTERM and SIGHUP stop a run cleanly (``varprobe.experiment.stop``); called without
+    ``argv``, as the ``varprobe`` program, the process is about to exit after a stop signal, and
+    further stop signals stay ignored until it does.
     """
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except KeyboardInterrupt:
-        print(f"{PROG} {args.command}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    debug = args.debug or os.environ.get(DEBUG_ENV, "").strip() not in ("", "0")
+    prefix = f"{PROG} {args.command}"
+    with stop_signals(restore=argv is not None):
+        try:
+            return args.func(args)
+        except KeyboardInterrupt:
+            print(f"{prefix}: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        except Terminated as exc:
+            print(f"{prefix}: {exc}", file=sys.stderr)
+            return exc.exit_code
+        except _RUN_FORMAT_ERRORS as exc:  # a damaged run directory the user pointed at: their input
+            if debug:
+                raise
+            args.parser.error(_first_line(exc))
+        except OSError as exc:  # a write that failed (a full disk), not the input's fault
+            if debug:
+                raise
+            print(f"{prefix}: error: {_os_error(exc, getattr(args, 'out', None))}", file=sys.stderr)
+            return EXIT_ERROR
+        except Exception as exc:
+            if debug:
+                raise
+            print(f"{prefix}: internal error: {type(exc).__name__}: {_first_line(exc)}; rerun with --debug "
+                  f"(or {DEBUG_ENV}=1) to see the traceback", file=sys.stderr)
+            return EXIT_ERROR
+
+
+def _os_error(exc: OSError, out: str | os.PathLike | None) -> str:
+    """One line for a failed read or write: the path (the error's own, else ``--out``) and the OS
+    error; a note added on the way (e.g. that the run could not be marked failed) follows."""
+    text = _first_line(exc)
+    if exc.filename is None and out is not None:
+        text = f"writing {out} failed: {text}"
+    notes = [n.strip() for n in getattr(exc, "__notes__", ()) if n.strip()]
+    return "; ".join([text, *notes])
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0]

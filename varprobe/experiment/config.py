@@ -5,6 +5,7 @@ import functools
 import re
 from dataclasses import asdict, dataclass, field, fields
 
+import torch
 from torch import nn
 
 from ..data import Split, cifar10, digits, synthetic
@@ -12,11 +13,13 @@ from ..layers import SCHEMES
 from ..models import resnet34_cifar, resnet_cifar, simple_cnn, vgg_cifar
 from .device import check_device
 
-__all__ = ["RunConfig", "MODELS", "DATASETS", "build_model", "load_data"]
+__all__ = ["RunConfig", "MODELS", "DATASETS", "build_model", "load_data", "check_config"]
 
 MODELS = ("simple_cnn", "vgg", "resnet8", "resnet14", "resnet20", "resnet32", "resnet44", "resnet56", "resnet34")
 DATASETS = ("digits", "synthetic", "cifar10")
 QUANTITY_PRESETS = ("all", "forward")
+#: The largest float32: SGD applies lr and weight_decay to float32 parameters.
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,10 @@ class RunConfig:
             raise ValueError(f"seed must be an integer in [0, 2**32), got {self.seed!r}")
         if not (self.lr > 0):
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        for name in ("lr", "weight_decay"):
+            if not (getattr(self, name) <= FLOAT32_MAX):
+                raise ValueError(f"{name} must be at most {FLOAT32_MAX:.4g} (the largest float32: SGD applies it "
+                                 f"to float32 weights), got {getattr(self, name)!r}")
         if not (0 <= self.momentum < 1):
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
         if not (self.weight_decay >= 0):
@@ -205,3 +212,95 @@ def build_model(config: RunConfig, in_channels: int, num_classes: int) -> nn.Mod
         return resnet34_cifar(config.scheme, num_classes, in_channels=in_channels, **options)
     depth = int(re.fullmatch(r"resnet(\d+)", config.model).group(1))
     return resnet_cifar(depth, config.scheme, num_classes, in_channels=in_channels, **options)
+
+
+#: Candidate values tried to say which widths and image sizes would work.
+_WIDTHS = tuple(range(1, 129))
+_SIZES = {"digits": (8, 16, 32), "cifar10": (32,), "synthetic": (4, 8, 12, 16, 24, 32, 48, 64)}
+_SHOWN = 6
+
+
+def check_config(config: RunConfig) -> None:
+    """Refuse, before anything starts, a config that ``RunConfig`` alone cannot see is unusable.
+
+    Loads the config's data (cached) and builds its model once, on a throwaway copy with the global
+    RNG state saved and restored, running one training-mode forward of a random batch of
+    ``min(batch_size, 2)`` images of the configured shape (batch, channels, size, size).
+
+    Raises:
+        ValueError: naming the fields and what would be valid: ``batch_size`` larger than the
+            training set (``data``, ``data_limit``); a ``model``/``scheme``/``width`` that cannot be
+            built (e.g. GroupNorm groups that do not divide the width: the widths that build are
+            listed); a ``model``/``width`` that cannot take ``size`` x ``size`` images (a kernel
+            larger than its input: the sizes that work are listed); a batch too small for the
+            model's normalization (one image per channel under BatchNorm).
+        FileNotFoundError: the data set is missing (a CIFAR-10 folder), as from :func:`load_data`.
+    """
+    split = load_data(config.data, config.image_size, config.seed, config.data_limit, config.synthetic_n,
+                      config.image_channels)
+    n_train = len(split.x_train)
+    if config.batch_size > n_train:
+        limit = f" with data_limit {config.data_limit}" if config.data_limit is not None else ""
+        larger = [name for name, applies in (("data_limit", config.data_limit is not None),
+                                             ("synthetic_n", config.data == "synthetic")) if applies]
+        raise ValueError(f"batch_size {config.batch_size} is larger than the training set ({n_train} images of "
+                         f"data {config.data!r}{limit}); valid: batch_size <= {n_train}"
+                         + "".join(f", or a larger {name}" for name in larger))
+    model = (config.model, config.scheme, config.width, config.gamma, config.gamma_mode,
+             split.in_channels, split.num_classes)
+    problem = _build_problem(model, config.image_size, min(config.batch_size, 2))
+    if problem is None:
+        return
+    stage, message = problem
+    net = (f"model {config.model!r} with scheme {config.scheme!r} and "
+           + ("the default width" if config.width is None else f"width {config.width}"))
+    if stage == "build":
+        ok = _first_that_work(lambda w: _build_problem((*model[:2], w, *model[3:]), None, 0) is None, _WIDTHS)
+        valid = f"widths that build: {', '.join(map(str, ok))}{', ...' * (len(ok) == _SHOWN)}" if ok else "no width from 1 to 128 builds"
+        raise ValueError(f"{net} cannot be built: {message}; {valid}")
+    if config.batch_size < 2 and _build_problem(model, config.image_size, 2) is None:
+        raise ValueError(f"batch_size {config.batch_size} is too small for {net}: {message}; "
+                         "valid: batch_size >= 2")
+    sizes = [s for s in _SIZES.get(config.data, ()) if s != config.image_size]
+    ok = _first_that_work(lambda s: _build_problem(model, s, 2) is None, sizes)
+    valid = (f"sizes that work for data {config.data!r}: {', '.join(map(str, ok))}" if ok
+             else f"no size of data {config.data!r} works; try a larger width or another model")
+    raise ValueError(f"{net} cannot take {config.image_size}x{config.image_size} images (size): {message}; {valid}")
+
+
+@functools.lru_cache(maxsize=256)
+def _build_problem(model: tuple, size: int | None, batch: int) -> tuple[str, str] | None:
+    """None if the model of ``model`` = (model, scheme, width, gamma, gamma_mode, in_channels,
+    num_classes) builds and, for a ``size``, runs a training-mode forward of ``batch`` random images
+    of that size; else ("build" or "forward", the first line of the error)."""
+    name, scheme, width, gamma, gamma_mode, in_channels, num_classes = model
+    config = RunConfig(model=name, scheme=scheme, width=width, gamma=gamma, gamma_mode=gamma_mode)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        try:
+            net = build_model(config, in_channels, num_classes)
+        except (ValueError, RuntimeError, TypeError) as exc:
+            return "build", _first_line(exc)
+        if size is None:
+            return None
+        x = torch.randn(batch, in_channels, size, size)
+        try:
+            with torch.no_grad():
+                net.train()(x)
+        except (ValueError, RuntimeError) as exc:
+            return "forward", _first_line(exc)
+    return None
+
+
+def _first_that_work(works, candidates) -> list:
+    found = []
+    for c in candidates:
+        if works(c):
+            found.append(c)
+            if len(found) == _SHOWN:
+                break
+    return found
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

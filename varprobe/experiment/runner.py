@@ -14,6 +14,7 @@ from ..record import Run, load_run
 from .config import RunConfig, build_model, load_data
 from .device import make_deterministic, resolve_device, split_to, worker_slot
 from .projection import project_filter_mean_
+from .stop import deferred, error_of
 from .train import accuracy, sgd
 
 __all__ = ["run", "run_name", "load_model", "DONE"]
@@ -57,7 +58,9 @@ def run(config: RunConfig, out: str | os.PathLike, *, overwrite: bool = False) -
     probe = Probe(model, every=config.every, quantities=config.quantities, out=out, flush_every=config.flush_every,
                   meta=config.to_dict(), overwrite=overwrite)
     model.train()
-    with probe:
+    try:
+        with deferred():  # the run directory is created whole, or not at all
+            probe.attach()
         for step, (x, y) in enumerate(itertools.chain([first], batches)):
             if step >= config.steps:
                 break
@@ -74,22 +77,43 @@ def run(config: RunConfig, out: str | os.PathLike, *, overwrite: bool = False) -
             loss.backward()
             if config.project_shift:
                 project_filter_mean_(model)
-            probe.step(loss=loss, lr=lr)
+            with deferred():  # a stop signal waits for the step to be recorded (and flushed)
+                probe.step(loss=loss, lr=lr)
             last_loss = float(loss.detach())
             if not math.isfinite(last_loss) or not float(logits.detach().var()) <= config.collapse_var:
                 collapsed_at = step
                 break
             opt.step()
             opt.zero_grad(set_to_none=True)
-        probe.remove()  # the accuracy forwards below are not part of the record
-        torch.save(model.state_dict(), Path(out) / MODEL_FILE)
+        with deferred():
+            probe.remove()  # the accuracy forwards below are not part of the record
+            torch.save(model.state_dict(), Path(out) / MODEL_FILE)
         n_train = min(len(split.x_train), 2048)
         result = {"final_loss": last_loss, "collapsed_at": collapsed_at,
                   "train_accuracy": accuracy(model, split.x_train[:n_train], split.y_train[:n_train]),
                   "test_accuracy": accuracy(model, split.x_test, split.y_test)}
-        probe.close("collapsed" if collapsed_at is not None else "finished", result=result, device=str(device),
-                    threads=torch.get_num_threads(), determinism=determinism)
+        with deferred():
+            probe.close("collapsed" if collapsed_at is not None else "finished", result=result, device=str(device),
+                        threads=torch.get_num_threads(), determinism=determinism)
+    except BaseException as exc:
+        with deferred():
+            _close_failed(probe, exc)
+        raise
     return load_run(out)
+
+
+def _close_failed(probe: Probe, exc: BaseException) -> None:
+    """Flush what was recorded, mark the run "failed" with ``exc`` (``error``: its type, or the
+    signal's name) and release the lock. A second attempt follows a failed first one: the first
+    may fail writing the buffered steps (a full disk), the second then only marks the run and
+    releases the lock. What cannot be written is added to ``exc`` as a note, never raised over it."""
+    for attempt in (1, 2):
+        try:
+            probe.close("failed", error=error_of(exc))
+            return
+        except Exception as close_exc:  # never mask the run's own exception
+            if attempt == 2:
+                exc.add_note(f"the run could not be marked failed: {close_exc}")
 
 
 def load_model(run_: Run) -> torch.nn.Module:

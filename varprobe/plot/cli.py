@@ -19,13 +19,27 @@ from .spp import spp
 from .theory import theory_vs_measured
 from .transmission import transmission
 
-__all__ = ["KINDS", "FORMATS", "draw", "save_figure", "cli_plot"]
+__all__ = ["KINDS", "FORMATS", "THEORY_NEEDS", "draw", "save_figure", "cli_plot"]
 
+#: The training-mode quantities the ``theory`` kind compares (``varprobe.analysis.compare``).
+THEORY_NEEDS = ("in.mean", "in.var", "out.ch_var", "out.ch_sq_mean")
 
 
 def theory(frame: pd.DataFrame) -> Figure:
     """``theory_vs_measured`` of ``varprobe.analysis.compare(frame)``: the i.i.d. prediction of every
-    conv layer's channel variance and squared channel mean against the measured value."""
+    conv layer's channel variance and squared channel mean against the measured value.
+
+    ValueError, naming the missing quantities, where the frame has no training-mode rows of
+    :data:`THEORY_NEEDS` (a run recorded with ``quantities="forward"``, only in eval mode, or empty)."""
+    train = frame[frame["mode"] == "train"] if {"mode", "quantity"} <= set(frame.columns) else frame.iloc[:0]
+    have = set(train["quantity"].unique()) if "quantity" in train.columns else set()
+    missing = [q for q in THEORY_NEEDS if q not in have]
+    if missing:
+        runs = sorted(frame["run"].astype(str).unique()) if "run" in frame.columns else []
+        which = f"run(s) {', '.join(runs)} have" if runs else "the frame has"
+        raise ValueError(f"plot kind 'theory' needs the training-mode quantities {', '.join(THEORY_NEEDS)}; "
+                         f"{which} none of {', '.join(missing)} (recorded with --quantities forward, only in eval "
+                         "mode, or no steps): record with --quantities all, or choose another --kind")
     return theory_vs_measured(compare(frame), hue="scheme" if "scheme" in frame.columns else None)
 
 
@@ -86,15 +100,20 @@ def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
 
 def cli_plot(args) -> Path:
     """Run ``varprobe plot``: ``args`` has ``run_dirs`` (list of run directories or globs),
-    ``kind``, ``quantity`` (str or None) and ``out`` (a .png, .svg or .pdf path). Loads the runs
-    with ``varprobe.load_runs``, draws, saves, prints the path and returns it."""
+    ``kind``, ``quantity`` (str or None), ``out`` (a .png, .svg or .pdf path) and optionally
+    ``skip_corrupt`` (bool). Loads the runs with ``varprobe.load_runs``, draws, saves, prints the
+    path and returns it. Runs with no recorded rows are refused for every kind (ValueError naming
+    them): no figure is written."""
     kind, quantity, out = args.kind, getattr(args, "quantity", None), args.out
     _check_kind(kind, quantity)   # fail before loading anything
     _check_format(out)
     run_dirs = list(getattr(args, "run_dirs", None) or [])
     if not run_dirs:
         raise ValueError("varprobe plot needs at least one run directory")
-    frame = load_runs(run_dirs)
+    frame = load_runs(run_dirs, skip_corrupt=bool(getattr(args, "skip_corrupt", False)))
+    if frame.empty:
+        raise ValueError(f"nothing to plot: no recorded steps in {', '.join(map(str, run_dirs))} (an empty run, "
+                         "or every chunk skipped); plot runs that recorded at least one step")
     fig = draw(frame, kind, quantity)
     path = save_figure(fig, out)
     print(path)
