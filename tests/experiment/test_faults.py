@@ -329,6 +329,6 @@ def test_disk_full_on_a_real_tmpfs_is_one_line_and_marks_the_run_failed(tiny_tmp
     assert proc.returncode == 1
     _one_error_line(proc.stderr, out)
     full = load_run(out)  # the failed chunk's temp file is removed, so meta.json fits again
-    assert full.status == "failed" and full.meta["error"]["type"] == "OSError" and not full.writer_alive
+    assert full.status == "failed" and full.meta["error"]["type"] == "RunWriteError" and not full.writer_alive
     chunks = full.meta["chunks"]
     assert chunks >= 1 and sorted(full.frame["step"].unique()) == list(range(10 * chunks))
