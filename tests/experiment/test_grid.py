@@ -128,10 +128,10 @@ def test_a_damaged_run_is_reported_in_one_line_and_redone(tmp_path, capsys, dama
     assert len(_lines(out)) == 3
 
 
-def test_a_run_with_unreadable_meta_is_reported_and_redone_or_left_alone(tmp_path, capsys):
-    """Corrupt meta.json: the grid says so in one line and asks RunWriter(overwrite=True) to replace
-    it; RunWriter replaces only what it knows to be a varprobe run. Either it is redone, or it is
-    left exactly as it was and the grid exits 1 naming it; the other run is untouched either way."""
+def test_a_run_with_unreadable_meta_is_reported_and_left_alone(tmp_path, capsys):
+    """Corrupt meta.json: the directory cannot be shown to be a varprobe run, so the grid does not
+    replace it (RunWriter would refuse too); it names it in one line and exits 1, the directory is
+    byte-identical and the other run is untouched."""
     argv = ["grid", *CLI_TINY, "--seeds", "0,1", "--out", str(tmp_path)]
     assert main(argv) == 0
     capsys.readouterr()
@@ -144,13 +144,8 @@ def test_a_run_with_unreadable_meta_is_reported_and_redone_or_left_alone(tmp_pat
     out, err = capsys.readouterr()
     assert "Traceback" not in err
     lines = _lines(err)
-    assert lines[0].startswith(f"grid: run {bad} is damaged (corrupt {bad / 'meta.json'}")
-    if code == 0:
-        assert load_run(bad).status == "finished" and len(lines) == 1
-    else:
-        assert code == 1 and _snapshot(bad) == damaged
-        assert lines[-1].startswith(f"grid: {bad.name}: failed: ") and len(lines) == 2
-    assert _snapshot(good) == untouched
+    assert code == 1 and _snapshot(bad) == damaged and _snapshot(good) == untouched
+    assert len(lines) == 1 and lines[0].startswith(f"grid: {bad.name}: error: {bad} is damaged (corrupt "), lines
 
 
 def test_a_foreign_directory_in_a_runs_place_is_not_touched(tmp_path, capsys):

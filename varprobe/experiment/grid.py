@@ -6,9 +6,9 @@ Each config of a grid is one run directory ``root/<run_name(config)>``. What a g
 * **done** (status "finished" or "collapsed", every chunk readable): skipped, loaded.
 * **unfinished** (status "failed", or "running" with no live writer: a killed run): redone from
   scratch (``overwrite=True``).
-* **damaged** (unreadable ``meta.json``, a missing or corrupt chunk): reported in one line and
-  redone; ``RunWriter(overwrite=True)`` replaces only a directory that is a varprobe run, and its
-  refusal is reported as that run's error.
+* **damaged** (a missing or corrupt chunk, a killed start): reported in one line and redone, when
+  ``record.check_replaceable`` shows it to be a varprobe run; one that cannot be shown to be a run
+  (an unreadable ``meta.json``) is never replaced: it is reported as that run's error.
 * **held** (another live process writes it, or another grid's worker has claimed it): skipped
   and reported; the grid goes on with the other configs and never runs one config twice.
 * **foreign** (a non-empty directory that is no varprobe run, or a run of a newer format): not
@@ -39,6 +39,7 @@ from tqdm import tqdm
 from ..record import Run, RunLockedError, load_run
 from ..record.lock import describe_holder, writer_alive
 from ..record.meta import FORMAT_VERSION, read_meta
+from ..record.replace import check_replaceable
 from .config import RunConfig
 from .runner import DONE, run, run_name
 
@@ -241,6 +242,16 @@ def _one_line(exc: BaseException) -> str:
 
 def _inspect(path: Path) -> _State:
     """What a grid should do with the run directory ``path`` (module docstring)."""
+    state = _classify(path)
+    if state.kind == "damaged":  # redone only if it can be shown to be a run (never a user's folder)
+        try:
+            check_replaceable(path)
+        except FileExistsError as exc:
+            return _State("foreign", f"{path} is damaged ({state.reason}) and is not replaced: {exc}")
+    return state
+
+
+def _classify(path: Path) -> _State:
     if not path.exists():
         return _State("new")
     if not path.is_dir():
