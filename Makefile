@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m varprobe.cli reproduce --quick --out runs/reproduce
+	$(PY) -m varprobe.cli reproduce --quick --jobs 2 --out runs/reproduce
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -119,8 +119,9 @@ def reproduce(profile: str | Profile = "quick", out: str | Path = "reproduce", s
     n_runs = len(configs(experiments))
     log(f"[reproduce] profile {p.name}: {p.model} on {p.data} {p.size}px, {p.steps} steps, {p.seeds} seeds, "
         f"lrs {', '.join(f'{lr:g}' for lr in p.lrs)}")
-    log(f"[reproduce] {n_runs} training runs; estimated time on a 2-core CPU, one run at a time: "
-        f"{estimate_minutes(p, experiments):.0f} min")
+    estimate = estimate_minutes(p, experiments, jobs)
+    log(f"[reproduce] {n_runs} training runs, {jobs} at a time; estimated from step times measured here: "
+        f"{estimate:.1f} min")
     start = time.perf_counter()
     runs = run_plan(experiments, out / "runs", progress, jobs)
     base = p.base()
@@ -133,5 +134,6 @@ def reproduce(profile: str | Profile = "quick", out: str | Path = "reproduce", s
     write_figures(findings, out, p, ev)
     seconds = time.perf_counter() - start
     write_report(findings, p, out, seconds)
-    log(f"[reproduce] wrote {out / 'claims.md'} and {out / 'claims.json'}; took {seconds:.0f} s")
+    log(f"[reproduce] wrote {out / 'claims.md'} and {out / 'claims.json'}; took {seconds / 60:.1f} min "
+        f"(estimated {estimate:.1f} min)")
     return findings

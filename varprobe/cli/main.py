@@ -509,12 +509,13 @@ def _add_reproduce(sub) -> None:
     profile = p.add_mutually_exclusive_group()
     profile.add_argument("--quick", dest="profile", action="store_const", const="quick",
                          help="small scale: small nets on digits or small synthetic images, a few hundred "
-                              "steps, 3 seeds; meant to take at most about 5 minutes on a 2-core CPU "
+                              "steps, 3 seeds; meant to take at most about 5 minutes on a 2-core CPU with --jobs 2 "
                               "(default: on)")
     profile.add_argument("--standard", dest="profile", action="store_const", const="standard",
                          help="the paper's setting at laptop scale: resnet20 with the authors' layouts on digits "
-                              "at 16px in 3 channels, batch 64, 300 steps, lrs 0.01/0.1/0.5, 5 seeds, every "
-                              "attribution control at the large lrs; prints its estimated time first (default: off)")
+                              "at their native 8px in 3 channels, batch 64, 300 steps, lrs 0.01/0.1/0.5, 6 seeds, "
+                              "every attribution control at the large lrs; about 30 minutes with --jobs 2 on a "
+                              "2-core CPU; prints its estimated time first (default: off)")
     profile.add_argument("--full", dest="profile", action="store_const", const="full",
                          help="the paper's settings (resnet20 and vgg on CIFAR-10 when a local copy is "
                               "present, synthetic 32x32 otherwise), for a bigger machine; prints its "
