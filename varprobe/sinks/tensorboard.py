@@ -70,4 +70,4 @@ class TensorBoardSink:
         self.writer.close()
 
     def __repr__(self) -> str:
-        return f"TensorBoardSink({self.log_dir!r})"
+        return f"{type(self).__name__}({self.log_dir!r})"

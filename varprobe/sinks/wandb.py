@@ -60,4 +60,4 @@ class WandbSink:
         """Nothing to release: the run belongs to its owner, who calls ``finish()``."""
 
     def __repr__(self) -> str:
-        return f"WandbSink(run={getattr(self._run, 'id', None)!r})"
+        return f"{type(self).__name__}(run={getattr(self._run, 'id', None)!r})"
