@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,cluster]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,all]'
 	touch $(STAMP)
 
 demo: $(STAMP)

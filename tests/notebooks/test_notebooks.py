@@ -24,7 +24,7 @@ NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 MAX_BYTES = 50_000
 CELL_TIMEOUT = 300  # seconds per cell
-EXPECTED = ("01-quickstart", "02-variance-transmission-theory", "03-bn-wn-pws", "04-your-own-model", "05-attribution")
+EXPECTED = ("01-quickstart", "02-variance-transmission-theory", "03-bn-wn-pws", "04-your-own-model", "05-attribution", "06-lightning-and-hf")
 
 
 def _ids(paths):

@@ -7,13 +7,14 @@ import torch
 from torch import nn
 
 from ..layers import PWSConv2d, WNConv2d, make_conv
-from ..layers.deploy import conv_bn_pairs, replace_module
+from ..layers.deploy import find_pairs, replace_module
 from ..layers.factory import check_scheme
 
 __all__ = ["convert"]
 
 
-def convert(model: nn.Module, scheme: str, *, drop_batchnorm: bool = False, **options) -> nn.Module:
+def convert(model: nn.Module, scheme: str, *, drop_batchnorm: bool = False,
+            pairs: list[tuple[str, str]] | None = None, **options) -> nn.Module:
     """A copy of ``model`` in which every plain ``nn.Conv2d`` is rebuilt under ``scheme``.
 
     The new conv keeps the geometry (stride, padding, dilation, groups), copies the raw weight and
@@ -28,7 +29,9 @@ def convert(model: nn.Module, scheme: str, *, drop_batchnorm: bool = False, **op
     others put the bare conv, so module names are unchanged.
 
     With ``drop_batchnorm=True`` every ``BatchNorm2d`` that directly follows a conv (found with
-    torch.fx where the model traces, else inside ``nn.Sequential``) becomes ``nn.Identity``; a
+    torch.fx where the model traces, else inside ``nn.Sequential`` or as the conv and norm children
+    of one module called in that order, verified on a forward: ``varprobe.layers.deploy.find_pairs``)
+    becomes ``nn.Identity``; ``pairs=[(conv name, bn name), ...]`` names them explicitly instead. A
     BatchNorm2d that cannot be matched to a conv raises ValueError naming it. ``options`` go to
     ``make_conv`` (``gamma``, ``gamma_mode``, ``fan``, ``gn_groups``, ...). ``model`` is not modified.
 
@@ -39,7 +42,7 @@ def convert(model: nn.Module, scheme: str, *, drop_batchnorm: bool = False, **op
     check_scheme(scheme)
     new_model = copy.deepcopy(model)
     if drop_batchnorm:
-        pairs, trace_error = conv_bn_pairs(new_model)
+        pairs, trace_error = find_pairs(new_model, pairs)
         paired = {bn for _, bn in pairs}
         unmatched = [n for n, m in new_model.named_modules() if isinstance(m, nn.BatchNorm2d) and n not in paired]
         if unmatched:

@@ -1,0 +1,103 @@
+"""Probing models nobody here wrote: Hugging Face ResNet and ConvNeXt built from small configs
+(random weights, no download), against float64 references from independent hooks."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+transformers = pytest.importorskip("transformers", reason="needs the hf extra: pip install 'varprobe[hf]'")
+
+import varprobe  # noqa: E402
+
+
+NAN_DOCUMENTED = {"gw.bias_corr", "gw.sign_persistence"}
+
+
+def resnet():
+    cfg = transformers.ResNetConfig(num_channels=3, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1],
+                                    layer_type="basic", num_labels=3)
+    return transformers.ResNetForImageClassification(cfg)
+
+
+def convnext():
+    cfg = transformers.ConvNextConfig(num_channels=3, hidden_sizes=[8, 16], depths=[1, 1], num_stages=2,
+                                      patch_size=2, num_labels=3)
+    return transformers.ConvNextForImageClassification(cfg)
+
+
+def reference(model, names, x, y):
+    """float64 outputs and output gradients of the modules ``names``, from our own hooks."""
+    seen: dict[str, dict[str, torch.Tensor]] = {n: {} for n in names}
+    handles = []
+    for n in names:
+        def fwd(module, args, out, n=n):
+            seen[n]["out"] = out.detach().to(torch.float64).clone()
+            out.register_hook(lambda g, n=n: seen[n].__setitem__("grad", g.detach().to(torch.float64).clone()))
+        handles.append(model.get_submodule(n).register_forward_hook(fwd))
+    model(pixel_values=x, labels=y).loss.backward()
+    for h in handles:
+        h.remove()
+    model.zero_grad()
+    return seen
+
+
+def probed_step(model, x, y):
+    with varprobe.Probe(model, modes=("train",)) as probe:
+        loss = model(pixel_values=x, labels=y).loss
+        loss.backward()
+        probe.step(loss=loss)
+        frame = probe.frame()
+    model.zero_grad()
+    return frame
+
+
+def value(frame, layer, quantity):
+    v = frame.loc[(frame["layer"] == layer) & (frame["quantity"] == quantity), "value"]
+    assert len(v) == 1, (layer, quantity, len(v))
+    return float(v.iloc[0])
+
+
+def biased_var(t):
+    return float(((t - t.mean()) ** 2).mean())
+
+
+@pytest.mark.parametrize("build, layers", [
+    (resnet, ["resnet.embedder.embedder.convolution", "resnet.encoder.stages.1.layers.0.layer.1.normalization"]),
+    (convnext, ["convnext.encoder.stages.0.layers.0.pwconv1", "convnext.encoder.stages.1.downsampling_layer.1"]),
+])
+def test_names_are_named_modules_values_finite_and_moments_equal_a_float64_reference(build, layers):
+    torch.manual_seed(0)
+    model = build().train()
+    x, y = torch.randn(4, 3, 16, 16), torch.randint(0, 3, (4,))
+    want = reference(model, layers, x, y)
+    frame = probed_step(model, x, y)
+    names = {n for n, _ in model.named_modules()}
+    assert set(frame["layer"]) - {""} <= names
+    assert {n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))} <= set(frame["layer"])
+    bad = frame[~frame["value"].map(math.isfinite)]
+    # NaN is documented for these two (no signal: a conv before BatchNorm, or a PWS kernel)
+    assert set(bad["quantity"]) <= NAN_DOCUMENTED, bad[["layer", "quantity", "value"]].to_string()
+    assert frame.loc[~frame["quantity"].isin(NAN_DOCUMENTED), "value"].map(math.isfinite).all()
+    for n in layers:
+        assert value(frame, n, "out.var") == pytest.approx(biased_var(want[n]["out"]), rel=1e-6)
+        assert value(frame, n, "grad_out.var") == pytest.approx(biased_var(want[n]["grad"]), rel=1e-6)
+
+
+def test_convnext_channels_first_layernorm_is_reduced_over_channels():
+    """ConvNextLayerNorm(data_format="channels_first") is an nn.LayerNorm subclass applied to NCHW:
+    its channel axis is 1. Fails while the probe takes axis -1 for every nn.LayerNorm."""
+    torch.manual_seed(0)
+    model = convnext().train()
+    x, y = torch.randn(4, 3, 16, 16), torch.randint(0, 3, (4,))
+    names = ["convnext.embeddings.layernorm", "convnext.encoder.stages.1.downsampling_layer.0"]
+    want = reference(model, names, x, y)
+    frame = probed_step(model, x, y)
+    for n in names:
+        out = want[n]["out"]  # (N, C, H, W)
+        mu_c = out.mean(dim=(0, 2, 3))
+        var_c = ((out - mu_c[None, :, None, None]) ** 2).mean(dim=(0, 2, 3))
+        assert value(frame, n, "out.ch_sq_mean") == pytest.approx(float((mu_c ** 2).mean()), rel=1e-6)
+        assert value(frame, n, "out.ch_var") == pytest.approx(float(var_c.mean()), rel=1e-6)
