@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-import varprobe.probe.probe as probe_module
+import varprobe.probe.hooks as hooks_module
 from varprobe.layers import ResidualBlock, make_conv
 from varprobe.probe import PRESETS, QUANTITIES, Probe, Tap, describe, log_schedule
 from varprobe.probe.schedule import as_schedule
@@ -320,13 +320,13 @@ def test_tensor_read_once_per_step(monkeypatch):
     """A tensor that is one layer's output and the next one's input (conv -> BN) is reduced once,
     and an output gradient shared as the next layer's input gradient once."""
     calls = []
-    real = probe_module.channel_sums
+    real = hooks_module.channel_sum_norm
 
     def counting(t, dim=1, **kwargs):
         calls.append(tuple(t.shape))
         return real(t, dim, **kwargs)
 
-    monkeypatch.setattr(probe_module, "channel_sums", counting)
+    monkeypatch.setattr(hooks_module, "channel_sum_norm", counting)
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
     probe = Probe(model)
     x = torch.randn(2, 3, 6, 6)

@@ -1,12 +1,10 @@
 """``Probe``: per-layer variance, average-gradient shift and weight statistics during training."""
 from __future__ import annotations
 
-import functools
 import math
 import os
 import warnings
-import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -14,142 +12,23 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from torch.nn.modules.batchnorm import _BatchNorm
-from torch.nn.modules.conv import _ConvNd
-from torch.nn.utils import parametrize
 
-from ..layers import PWSConv2d, ReparamConv2d, raw_weight
-from ..stats import (FILTER_STATS, channel_count, channel_max, channel_sums, correlation, count_nonfinite, filter_stats,
-                     fused_channel_sums, grad_shift_stats, second_moment_parts, sign_persistence, tap_overlap,
-                     within_rounding)
 from .buffers import SUMMARY_COLUMNS, Moments
-from .quantities import QUANTITIES, resolve_quantities
+from .hooks import Hooks
+from .params import ParamStats, StepRows
+from .plan import EVAL, MODES, TRAIN, LayerPlan
+from .quantities import resolve_quantities
 from .schedule import as_schedule
-from .select import DEFAULT_BLOCKS, Target, select, unwrap
+from .select import DEFAULT_BLOCKS, select, unwrap
+from .sink import ParquetSink, deliver
 from .table import Record, Schema, empty_frame, records_to_frame
 
 __all__ = ["Probe"]
 
-TRAIN, EVAL = "train", "eval"
-MODES = (TRAIN, EVAL)
 _COL = {name: i for i, name in enumerate(SUMMARY_COLUMNS)}
 _NCOL = len(SUMMARY_COLUMNS)
 _F64 = torch.float64
-
-
-class _Reduced:
-    """Per-channel sums of one tensor, cached for the step by tensor identity and version."""
-
-    __slots__ = ("ref", "version", "cdim", "n", "channels", "s", "q", "m", "nonfinite", "checked")
-
-    def __init__(self, t: Tensor, cdim: int, s: Tensor, q: Tensor, m: Tensor | None,
-                 nonfinite: Tensor | None, checked: bool = False) -> None:
-        self.ref = weakref.ref(t)
-        self.version = t._version
-        self.cdim = cdim
-        self.channels = t.shape[cdim] if t.ndim else 1
-        self.n = channel_count(t, cdim)
-        self.s, self.q, self.m, self.nonfinite = s, q, m, nonfinite
-        self.checked = checked  # whether non-finite elements were looked for
-
-
-class _Layer:
-    """A hooked module and what the probe records for it."""
-
-    def __init__(self, idx: int, target: Target, quantities: frozenset[str]) -> None:
-        m = target.module
-        q = [k for k in QUANTITIES if k in quantities]  # a fixed row order
-        self.idx, self.name, self.module, self.role = idx, target.name, m, target.role
-        self.module_type = target.module_type
-        self.depth = -1
-        self.cdim = -1 if isinstance(m, (nn.Linear, nn.LayerNorm)) else 1
-        forward_only = self.role in ("block", "branch")
-        self.out_prefix = {"block": "block.out.", "branch": "branch.out."}.get(self.role, "out.")
-        self.out_q = [k[len(self.out_prefix):] for k in q if k.startswith(self.out_prefix)
-                      and k.count(".") == self.out_prefix.count(".")]
-        self.in_q = [] if forward_only else [k[3:] for k in q if k.startswith("in.")]
-        self.grad_out_q = [] if forward_only else [k[9:] for k in q if k.startswith("grad_out.")]
-        self.grad_in = not forward_only and "grad_in.var" in q
-        self.weighted = self.role in ("conv", "linear") and isinstance(getattr(m, "weight", None), Tensor)
-        self.w_q = [k for k in q if k.startswith("w.")] if self.weighted else []
-        self.k_q = [k for k in q if k.startswith("k.")] if self.weighted and _has_kernel(m) else []
-        if not isinstance(m, PWSConv2d):
-            self.k_q = [k for k in self.k_q if k not in ("k.alpha_mean", "k.shrink")]
-        self.gw_q = [k for k in q if k.startswith("gw.")] if self.weighted else []
-        self.dec_q = [k for k in q if k.startswith("dec.")] if self.weighted and _decomposable(m) else []
-        self.in_size: tuple[int, ...] = ()  # spatial size of the last training input (dec.*)
-        self.overlap: tuple[tuple, Tensor] | None = None  # (input size, tap overlap) for dec.*
-        self.bias_corr = "gw.bias_corr" in self.gw_q
-        self.bn_q = ([k for k in q if k.startswith("bn.")]
-                     if isinstance(m, _BatchNorm) and m.track_running_stats else [])
-        self.norm_q = []
-        if self.role == "norm":
-            if "norm.weight_mean" in q and isinstance(getattr(m, "weight", None), Tensor):
-                self.norm_q.append("norm.weight_mean")
-            if "norm.bias_mean" in q and isinstance(getattr(m, "bias", None), Tensor):
-                self.norm_q.append("norm.bias_mean")
-        self.want_in = bool(self.in_q) or self.bias_corr or bool(self.bn_q) or bool(self.dec_q)
-        self.want_out = bool(self.out_q) or bool(self.dec_q)
-        self.out_max = "dead_frac" in self.out_q  # the one statistic that needs a third read
-        self.out_nonfinite = "nonfinite" in self.out_q
-        self.want_grad_out = bool(self.grad_out_q) or self.bias_corr
-        self.active = (self.want_in or self.want_out or self.want_grad_out or self.grad_in
-                       or bool(self.w_q or self.k_q or self.gw_q or self.norm_q or self.dec_q))
-        self.fires = {TRAIN: 0, EVAL: 0}
-        self.recomputed = 0
-        self.sites: dict[str, dict[str, int]] = {TRAIN: {}, EVAL: {}}
-        self.running: dict[str, tuple[Tensor, Tensor] | None] = {TRAIN: None, EVAL: None}
-        self.prev_gi: Tensor | None = None
-
-    def reset(self, mode: str) -> None:
-        self.fires[mode] = 0
-        self.running[mode] = None
-        if mode == TRAIN:
-            self.recomputed = 0
-
-
-def _has_kernel(m: nn.Module) -> bool:
-    return (isinstance(m, ReparamConv2d) or parametrize.is_parametrized(m, "weight")
-            or isinstance(getattr(m, "weight_v", None), Tensor))
-
-
-def _decomposable(m: nn.Module) -> bool:
-    """Whether dec.* applies: a linear layer, or a conv whose output is a sum over taps of the input."""
-    return isinstance(m, nn.Linear) or (isinstance(m, _ConvNd) and not m.transposed)
-
-
-def _tap_overlap(m: nn.Module, size: tuple[int, ...]) -> Tensor:
-    """``varprobe.stats.tap_overlap`` for layer ``m`` on inputs of spatial ``size`` ([[1]] for linear)."""
-    if isinstance(m, nn.Linear):
-        return torch.ones(1, 1, dtype=_F64)
-    k, dil = m.kernel_size, m.dilation
-    taps = math.prod(k)
-    if m.padding_mode != "zeros":  # reflect/replicate/circular: every tap reads input entries
-        return torch.ones(taps, taps, dtype=_F64)
-    if m.padding == "valid":
-        pads = [(0, 0)] * len(k)
-    elif m.padding == "same":  # as torch: total d (k - 1), the odd one after
-        pads = [(d * (kk - 1) // 2, d * (kk - 1) - d * (kk - 1) // 2) for kk, d in zip(k, dil)]
-    else:
-        pads = [(p, p) for p in m.padding]
-    return tap_overlap(size, k, m.stride, dil, pads)
-
-
-def _weights(m: nn.Module) -> tuple[Tensor, Tensor | None]:
-    """(raw weight parameter that the optimizer updates, effective kernel or None)."""
-    raw = raw_weight(m)
-    if isinstance(m, ReparamConv2d):
-        return raw, m.kernel()
-    kernel = m.weight  # computed once: under a parametrization each access recomputes it
-    return raw, (kernel if kernel is not raw else None)
-
-
-def _first_tensor(obj: Any) -> Tensor | None:
-    if isinstance(obj, Tensor):
-        return obj
-    if isinstance(obj, (tuple, list)) and obj and isinstance(obj[0], Tensor):
-        return obj[0]
-    return None
+_GRAD_ROWS = ("grad_out.", "grad_in.", "gw.")
 
 
 class Probe:
@@ -175,13 +54,34 @@ class Probe:
     (``dec.*``, from moments already held: no extra read), BatchNorm batch vs running statistics
     (``bn.*``), norm affine parameters (``norm.*``), and ``loss``/``lr``.
 
-    How: forward hooks reduce each probed tensor on its device, once (a tensor that is one layer's
-    output and the next one's input is read once), to per-channel sums and sums of squares added to
-    a preallocated float64 buffer; ``Tensor.register_hook`` on outputs (and inputs that require
-    grad) does the same for gradients, so in-place ops after a probed layer work. Nothing syncs with
-    the host until a flush, which copies every buffered step in one transfer; memory does not depend
-    on the batch size and no activation is kept. Several forwards in one step (gradient
-    accumulation) merge exactly. Parameter statistics are read in :meth:`step`.
+    How: what each module records is planned once, when the probe is created
+    (``varprobe.probe.plan``). Forward hooks reduce each probed tensor on its device, once (a tensor
+    that is one layer's output and the next one's input is read once), to per-channel sums and
+    root sums of squares in float64; ``Tensor.register_hook`` on outputs (and inputs that require
+    grad) does the same for gradients, so in-place ops after a probed layer work. Hooks only launch
+    those reductions (``varprobe.probe.hooks``); :meth:`step` adds them into preallocated float64
+    accumulators and computes the parameter statistics of all layers together, in a fixed number
+    of batched kernels (``varprobe.probe.params``). Nothing syncs with the host until a flush,
+    which copies every buffered step in one transfer; memory does not depend on the batch size and
+    no activation is kept. Layer hooks are registered only around recorded steps (and single eval
+    forwards), so a step that is not recorded runs the bare model plus two root hooks.
+
+    Gradient accumulation: every training forward and backward between two :meth:`step` calls
+    belongs to that step. Moments merge exactly over all of them, each micro-batch counted once:
+    a step's ``out.var`` is the variance over the concatenation of its micro-batches' outputs,
+    ``grad_out.*`` over the concatenation of each micro-batch's dL_k/dy (L_k the loss that
+    micro-batch backpropagated), and ``gw.*`` are those of the accumulated ``.grad``.
+
+    AMP: pass ``scaler=`` (a ``torch.amp.GradScaler``) to :meth:`step`. Gradients seen by the hooks
+    and ``.grad`` are multiplied by the loss scale S; the probe divides first moments (sums,
+    ``gw.avg_abs``, ``gw.rms``) by S and second moments by S^2 on the device, so every gradient
+    statistic is that of the unscaled loss (ratios are unchanged). A step whose gradients hold an
+    inf or NaN in any model parameter (the steps the scaler skips) is recorded with
+    ``amp.skipped`` = 1 and its gradient rows (``grad_out.*``, ``grad_in.*``, ``gw.*``) are dropped
+    at the flush (found on the device; no sync in ``step()``); its forward and weight rows stay.
+    The next step's ``gw.sign_persistence`` compares with the last step not skipped. Under
+    ``torch.autocast`` (bf16/fp16 activations) every sum is accumulated in float64 (rows of large
+    tensors in float32 first); an overflow shows as ``out.nonfinite`` and never reaches training.
 
     Modes: forwards of modules in training mode with grad enabled are "train"; forwards in eval
     mode or under ``torch.no_grad()`` / ``inference_mode()`` are "eval", recorded apart (forward
@@ -190,8 +90,9 @@ class Probe:
     step k + 1's training forward sees). ``modes=("train",)`` disables eval recording.
 
     Schedule: ``every`` is an int k (record steps 0, k, 2k, ...) or a callable step -> bool, e.g.
-    :func:`~varprobe.probe.log_schedule`. Hooks stay attached; on steps that are not recorded they
-    return at once (about a microsecond per module call).
+    :func:`~varprobe.probe.log_schedule`. Layer hooks are attached for recorded steps only.
+    Forwards are seen through the root module: eval forwards of a submodule called directly
+    (``model.features(x)``) on a step that is not recorded are not recorded.
 
     Residual blocks: every ``varprobe.layers.ResidualBlock`` (and every module of a type in
     ``blocks``, a mapping type -> name of its branch child or None) records its output as
@@ -205,9 +106,10 @@ class Probe:
     the same probed layers and call ``step()`` alike. Eval-mode statistics are not reduced (eval
     often runs on one rank): they are rank-local. Only rank 0 writes (``out``, :meth:`save`).
 
-    ``torch.compile``: create and attach the probe before compiling; hooks run eagerly (graph
-    breaks at probed layers), so probed values equal eager ones. A module that is already compiled
-    is refused with a ValueError.
+    ``torch.compile``: create and attach the probe before compiling, with ``persistent_hooks=True``
+    unless every step is recorded (compiled code does not see hooks added or removed after it was
+    compiled); hooks run eagerly (graph breaks at probed layers), so probed values equal eager
+    ones. A module that is already compiled is refused with a ValueError.
 
     Args:
         model: The module to probe (DDP / DataParallel are unwrapped).
@@ -219,7 +121,11 @@ class Probe:
             iterable of quantity names and globs ("out.*", "gw.shift_ratio", ...).
         modes: Subset of ("train", "eval").
         blocks: Extra residual block types -> branch child name, added to ``{ResidualBlock: "branch"}``.
-        out: Run directory to stream to (``meta.json`` + Parquet chunks, via ``RunWriter``).
+        out: Run directory to stream to (``meta.json`` + Parquet chunks): the default sink,
+            :class:`~varprobe.probe.sink.ParquetSink`.
+        sinks: More callables that receive each flushed table (``varprobe.probe.sink``), after
+            the run directory; one that raises does not lose what the run directory got, and
+            the error (:class:`~varprobe.probe.sink.SinkError`) names it. Rank 0 only.
         flush_every: Recorded steps buffered on the device between transfers (and chunks on disk).
         meta: Run configuration stored in ``meta.json`` (scheme, lr, batch_size, seed, ...).
         overwrite: Replace an existing run directory ``out``.
@@ -228,13 +134,15 @@ class Probe:
             sums, sums of squares and maxima together (``varprobe.stats.fused_channel_sums``)
             instead of two or three eager reductions. Compiles at the first probed forward
             (needs a C++ compiler on CPU); falls back to eager reductions with a warning.
+        persistent_hooks: Keep layer hooks registered between recorded steps (for torch.compile).
     """
 
     def __init__(self, model: nn.Module, layers=None, every: int | Callable[[int], bool] = 1, *,
                  quantities: str | Iterable[str] = "all", modes: Iterable[str] = MODES,
                  blocks: Mapping[type, str | None] | None = None, out: str | os.PathLike | None = None,
                  flush_every: int = 50, meta: dict | None = None, overwrite: bool = False,
-                 process_group=None, fused: bool = False) -> None:
+                 process_group=None, fused: bool = False, sinks: Sequence[Callable] = (),
+                 persistent_hooks: bool = False) -> None:
         self.model = unwrap(model)
         self._schedule = as_schedule(every)
         self._quantities = resolve_quantities(quantities)
@@ -245,15 +153,19 @@ class Probe:
         self._modes = modes
         if isinstance(flush_every, bool) or not isinstance(flush_every, int) or flush_every <= 0:
             raise ValueError(f"flush_every must be a positive int, got {flush_every!r}")
+        self._extra_sinks = list(sinks)
+        for s in self._extra_sinks:
+            if not callable(s):
+                raise TypeError(f"sinks entries must be callables that take a DataFrame, got {s!r}")
         self._flush_every = flush_every
         self._blocks = {**DEFAULT_BLOCKS, **(blocks or {})}
         self._layers_spec = layers
-        targets = select(self.model, layers, self._blocks)
-        self._layers = [_Layer(i, t, self._quantities) for i, t in enumerate(targets)]
+        self._layers = [LayerPlan(i, t, self._quantities) for i, t in enumerate(select(self.model, layers, self._blocks))]
         self._out = os.fspath(out) if out is not None else None
         self._meta = dict(meta or {})
         self._overwrite = overwrite
         self._fused = bool(fused)
+        self._persistent = bool(persistent_hooks)
 
         self._group = process_group
         distributed = dist.is_available() and dist.is_initialized()
@@ -261,27 +173,20 @@ class Probe:
         self._rank = dist.get_rank() if distributed else 0
         self._layout_checked: tuple | None = None
 
-        self._acc = {TRAIN: Moments(), EVAL: Moments()}
-        self._handles: list = []
+        self._hooks = Hooks(self.model, self._layers, self._fused)
+        self._hooks.warn = self._warn_once
+        self._hooks.rec_train = TRAIN in modes and bool(self._schedule(0))
+        self._hooks.rec_eval = EVAL in modes
+        self._params = ParamStats(self._layers)
         self._t = 0
-        self._rec_train = TRAIN in modes and bool(self._schedule(0))
-        self._rec_eval = EVAL in modes
-        self._force_train = False  # spp(): no_grad forwards of a model in train mode count as "train"
-        self._next_depth = 0
-        self._cur_depth = -1
-        self._cache: dict[int, _Reduced] = {}
-        self._gcache: dict[tuple[int, int], tuple[weakref.ref, int, list]] = {}
-        self._root_calls = {TRAIN: 0, EVAL: 0}
-        self._root_seen = False
-        self._grad_hooks = 0
-        self._grads_seen = 0
         self._warned: set[tuple[str, str]] = set()
         self._pending: list[Record] = []
         self._frames: list[pd.DataFrame] = []
-        self._writer = None
+        self._sinks: list = []
+        self._writer: ParquetSink | None = None
         self._closed = False
         self._collapsed_step: int | None = None
-        self._schemas: dict[tuple, tuple[Schema, Tensor | None]] = {}
+        self._cache: dict[tuple, Any] = {}
 
     # -- public state ------------------------------------------------------------------------------
     @property
@@ -301,18 +206,27 @@ class Probe:
 
     @property
     def attached(self) -> bool:
-        return bool(self._handles)
+        return self._hooks.attached
+
+    @property
+    def _acc(self) -> dict[str, Moments]:
+        return self._hooks.acc
+
+    @property
+    def _force_train(self) -> bool:  # spp(): no_grad forwards of a model in train mode are "train"
+        return self._hooks.force_train
+
+    @_force_train.setter
+    def _force_train(self, value: bool) -> None:
+        self._hooks.force_train = value
 
     @property
     def nbytes(self) -> int:
-        """Device bytes the probe holds: accumulators, steps buffered since the last flush and the
-        per-channel sums cached for the step. O(layers x quantities x buffered steps); it does
-        not depend on the batch size, and no activation is kept."""
-        held = sum(a.nbytes() for a in self._acc.values())
-        held += sum(r.values.numel() * r.values.element_size() for r in self._pending if r.values is not None)
-        for r in self._cache.values():
-            held += sum(t.numel() * t.element_size() for t in (r.s, r.q, r.m, r.nonfinite) if t is not None)
-        return held
+        """Device bytes the probe holds: accumulators and steps buffered since the last flush.
+        O(layers x quantities x buffered steps); it does not depend on the batch size, and no
+        activation is kept."""
+        held = sum(a.nbytes() for a in self._hooks.acc.values())
+        return held + sum(r.values.numel() * r.values.element_size() for r in self._pending if r.values is not None)
 
     def __repr__(self) -> str:
         return (f"Probe({type(self.model).__name__}, {len(self.layers)} layers, every={self._schedule!r}, "
@@ -321,53 +235,49 @@ class Probe:
     # -- attach / remove ---------------------------------------------------------------------------
     def attach(self) -> "Probe":
         """Register the hooks. Idempotent: attaching an attached probe does nothing."""
-        if self._handles:
+        if self._hooks.attached:
             return self
         if self._closed and self._out is not None:
             raise RuntimeError(f"this Probe was closed and its run {self._out} finalized; "
                                "create a new Probe to record more")
         unwrap(self.model)  # refuse a model compiled since the probe was created
-        disable = torch.compiler.disable
-        handles = [self.model.register_forward_pre_hook(disable(self._on_root))]
-        for layer in self._layers:
-            if not layer.active:
-                continue
-            handles.append(layer.module.register_forward_hook(disable(functools.partial(self._on_forward, layer))))
-            if layer.bn_q:
-                handles.append(layer.module.register_forward_pre_hook(
-                    disable(functools.partial(self._on_bn_pre, layer))))
-        self._handles = handles
-        if self._out is not None and self._rank == 0 and self._writer is None:
-            from ..record import RunWriter
-            self._writer = RunWriter(self._out, self._config(), overwrite=self._overwrite)
+        if self._rank == 0 and not self._sinks:
+            if self._out is not None:
+                self._writer = ParquetSink(self._out, self._config(), overwrite=self._overwrite)
+            self._sinks = ([self._writer] if self._writer else []) + self._extra_sinks
+        self._hooks.attach()
+        self._arm()
         return self
+
+    def _arm(self) -> None:
+        if self._persistent or self._hooks.rec_train:
+            self._hooks.arm()
+        else:
+            self._hooks.disarm()
 
     def remove(self) -> None:
         """Remove every hook and flush recorded steps. The open step's training data is dropped;
         eval forwards of the open step stay pending (in :meth:`frame`, closed by the next
         ``step()`` or :meth:`close`). The probe can be attached again."""
-        for h in self._handles:
-            h.remove()
-        self._handles = []
-        self._cache.clear()
-        self._gcache.clear()
+        self._hooks.remove()
         self.flush()
 
     def close(self, status: str | None = None, **fields: Any) -> None:
-        """Close the open eval step, flush, and finalize the run directory (status "finished", or
-        "collapsed" if a non-finite loss or activation was recorded). Idempotent."""
+        """Close the open eval step, flush, and finalize the run directory and sinks (status
+        "finished", or "collapsed" if a non-finite loss or activation was recorded). Idempotent."""
         if self._closed:
             return
         self.remove()
         rec = self._close_mode(EVAL, reset=True)
         if rec is not None:
             self._pending.append(rec)
-        self.flush()
-        self._closed = True
-        if self._writer is not None:
+        try:
+            self.flush()
+        finally:
+            self._closed = True
             if status is None:
                 status = "collapsed" if self._collapsed_step is not None else "finished"
-            self._writer.close(status, **fields)
+            deliver(self._sinks, "close", status, **fields)
 
     def __enter__(self) -> "Probe":
         return self.attach()
@@ -377,180 +287,57 @@ class Probe:
         try:
             self.remove()
         finally:
-            if self._out is not None:
+            if self._out is not None or self._sinks:
                 if exc_type is None:
                     self.close()
                 else:
                     self.close("failed", error={"type": exc_type.__name__, "message": str(exc)[:2000]})
 
-    # -- hooks (hot path) --------------------------------------------------------------------------
-    def _mode(self, module: nn.Module) -> str:
-        return TRAIN if self._force_train or (module.training and torch.is_grad_enabled()) else EVAL
-
-    def _on_root(self, module: nn.Module, args: tuple) -> None:
-        self._root_calls[self._mode(module)] += 1
-        self._root_seen = True
-
-    def _on_bn_pre(self, layer: _Layer, module: _BatchNorm, args: tuple) -> None:
-        mode = self._mode(module)
-        if not (self._rec_train if mode == TRAIN else self._rec_eval) or layer.running[mode] is not None:
-            return
-        if module.running_mean is not None and torch._C._current_graph_task_id() == -1:
-            layer.running[mode] = (module.running_mean.detach().clone(), module.running_var.detach().clone())
-
-    def _on_forward(self, layer: _Layer, module: nn.Module, args: tuple, out: Any) -> None:
-        mode = self._mode(module)
-        if mode == TRAIN:
-            if not self._rec_train:
-                return
-            if torch._C._current_graph_task_id() != -1:
-                # A forward re-run inside backward: activation checkpointing recomputation.
-                layer.recomputed += 1
-                return
-        elif not self._rec_eval:
-            return
-        acc = self._acc[mode]
-        layer.fires[mode] += 1
-        if layer.depth < 0:
-            if layer.role in ("conv", "linear"):
-                layer.depth, self._next_depth = self._next_depth, self._next_depth + 1
-            else:
-                layer.depth = self._cur_depth
-        if layer.role in ("conv", "linear"):
-            self._cur_depth = layer.depth
-        x = args[0] if args and isinstance(args[0], Tensor) else None
-        y = _first_tensor(out)
-        if layer.want_in and x is not None and x.is_floating_point():
-            self._add(acc, layer, mode, "in", self._reduce(x, layer.cdim, False))
-            if layer.dec_q and mode == TRAIN:
-                layer.in_size = tuple(x.shape[2:])
-        if layer.want_out and y is not None and y.is_floating_point():
-            self._add(acc, layer, mode, "out", self._reduce(y, layer.cdim, layer.out_max, layer.out_nonfinite))
-        if mode == TRAIN and torch.is_grad_enabled():
-            if layer.want_grad_out and y is not None and y.requires_grad:
-                self._watch_grad(y, layer.cdim, (layer, "grad_out"))
-            if layer.grad_in and x is not None and x.requires_grad:
-                self._watch_grad(x, layer.cdim, (layer, "grad_in"))
-
-    def _sums(self, t: Tensor, cdim: int, with_max: bool) -> tuple[Tensor, Tensor, Tensor | None]:
-        if self._fused:
-            try:
-                return fused_channel_sums(t, cdim, with_max=with_max)
-            except Exception as exc:  # no C++ compiler, unsupported backend, ...
-                self._fused = False
-                warnings.warn(f"Probe(fused=True): the fused reduction could not be compiled ({exc!r:.300}); "
-                              "using the eager reductions", RuntimeWarning, stacklevel=2)
-        return channel_sums(t, cdim, with_max=with_max)
-
-    def _reduce(self, t: Tensor, cdim: int, with_max: bool, with_nonfinite: bool = False) -> _Reduced:
-        cdim = cdim % t.ndim if t.ndim else 0
-        hit = self._cache.get(id(t))
-        if (hit is not None and hit.ref() is t and hit.version == t._version and hit.cdim == cdim
-                and (hit.m is not None or not with_max) and (hit.checked or not with_nonfinite)):
-            return hit
-        if with_max and t.device.type == "cpu" and not self._fused:
-            # The maximum only serves dead_frac (max <= 0). A positive row mean proves a channel
-            # live at no cost; the exact maxima (one more read) only when some channel is unproven.
-            s, q, m = channel_sums(t, cdim, max_bound=True)
-            if not bool((m > 0).all()):
-                m = channel_max(t, cdim)
-        else:
-            s, q, m = self._sums(t, cdim, with_max)
-        nonfinite = None
-        if with_nonfinite:
-            if t.device.type != "cpu":
-                nonfinite = count_nonfinite(t)  # sync-free: always count on accelerators
-            elif not math.isfinite(q.sum()):  # on CPU a check costs no sync: count only then
-                nonfinite = count_nonfinite(t)
-        r = _Reduced(t, cdim, s, q, m, nonfinite, with_nonfinite)
-        if len(self._cache) > 4 * len(self._layers) + 16:
-            self._cache.clear()
-        self._cache[id(t)] = r
-        return r
-
-    def _add(self, acc: Moments, layer: _Layer, mode: str, slot: str, r: _Reduced,
-             scale: float = 1.0) -> None:
-        sites = layer.sites[mode]
-        i = sites.get(slot)
-        if i is None:
-            i = sites[slot] = acc.site((layer.idx, slot), r.channels, r.s.device)
-        if acc.channels[i] != r.channels:
-            self._warn_once(layer.name, "channels", f"Probe: layer {layer.name!r} {slot} has {r.channels} "
-                            f"channels, {acc.channels[i]} before; the tensor is not recorded")
-            return
-        if scale != 1.0:
-            acc.add(i, r.n, r.s * scale, r.q * (scale * scale), r.m, r.nonfinite)
-        else:
-            acc.add(i, r.n, r.s, r.q, r.m, r.nonfinite)
-
-    def _watch_grad(self, t: Tensor, cdim: int, consumer: tuple[_Layer, str]) -> None:
-        cdim = cdim % t.ndim if t.ndim else 0
-        key = (id(t), t._version)
-        hit = self._gcache.get(key)
-        if hit is not None and hit[0]() is t and hit[1] == cdim:
-            hit[2].append(consumer)
-            return
-        consumers = [consumer]
-        t.register_hook(functools.partial(self._on_grad, consumers, cdim, self._t))
-        self._gcache[key] = (weakref.ref(t), cdim, consumers)
-        self._grad_hooks += 1
-
-    def _on_grad(self, consumers: list, cdim: int, step: int, g: Tensor) -> None:
-        if step != self._t or not self._handles:
-            return  # a backward of a forward from a closed step, or after remove()
-        self._grads_seen += 1
-        s, q, _ = self._sums(g, cdim, False)
-        r = _Reduced(g, cdim, s, q, None, None)
-        scale = 1.0 / self._world if self._world > 1 else 1.0
-        acc = self._acc[TRAIN]
-        for layer, slot in consumers:
-            self._add(acc, layer, TRAIN, slot, r, scale)
-
     # -- step --------------------------------------------------------------------------------------
-    def step(self, loss: Tensor | float | None = None, lr: float | Tensor | None = None) -> None:
+    def step(self, loss: Tensor | float | None = None, lr: float | Tensor | None = None, *,
+             scaler: torch.amp.GradScaler | None = None) -> None:
         """Close the current training step: read parameter gradients and weights if the step is
         recorded, then move to the next step. Call once per optimizer step, after
-        ``loss.backward()`` and before ``optimizer.step()`` / ``zero_grad()``.
+        ``loss.backward()`` (``scaler.scale(loss).backward()``) and before ``scaler.unscale_``,
+        ``optimizer.step()`` / ``scaler.step(optimizer)`` and ``zero_grad()``.
+
+        ``scaler``: the ``torch.amp.GradScaler`` whose scale multiplied the loss, or None; gradient
+        statistics are then recorded unscaled and a skipped step as ``amp.skipped`` (class docstring).
 
         Raises:
             RuntimeError: called twice without a training forward in between, or, on a recorded
                 step, after a training forward whose backward never ran.
+            TypeError: ``scaler`` is not a GradScaler.
         """
-        t = self._t
+        h, t = self._hooks, self._t
+        if scaler is not None and not isinstance(scaler, torch.amp.GradScaler):
+            raise TypeError(f"scaler must be a torch.amp.GradScaler or None, got {scaler!r}")
         fired = any(layer.fires[TRAIN] for layer in self._layers)
-        if self._root_seen and self._root_calls[TRAIN] == 0 and not fired:
+        if h.root_seen and h.root_calls[TRAIN] == 0 and not fired:
             raise RuntimeError(
                 f"Probe.step() called twice without a training forward and backward in between "
                 f"(step {t}); call it once per optimizer step, after loss.backward() and before "
                 "optimizer.step()")
-        if self._rec_train and self._handles and self._grad_hooks and not self._grads_seen:
+        if h.rec_train and h.attached and h.grad_hooks and not h.grads_seen:
             raise RuntimeError(
                 f"Probe.step() called at step {t} after a training forward but before its backward; "
                 "call loss.backward() first (Probe.step() reads gradients)")
-        if self._rec_train and self._handles:
+        if h.rec_train and h.attached:
             self._check_fires(t)
-            rec = self._close_mode(TRAIN, loss=loss, lr=lr)
+            rec = self._close_mode(TRAIN, loss=loss, lr=lr, scaler=scaler)
             if rec is not None:
                 self._pending.append(rec)
         else:
-            self._reset(TRAIN)
+            h.reset(TRAIN)
         rec = self._close_mode(EVAL, reset=True)
         if rec is not None:
             self._pending.append(rec)
-        self._t = t + 1
-        self._rec_train = TRAIN in self._modes and bool(self._schedule(self._t))
+        self._t = h.t = t + 1
+        h.rec_train = TRAIN in self._modes and bool(self._schedule(self._t))
+        if h.attached:
+            self._arm()
         if len(self._pending) >= self._flush_every:
             self.flush()
-
-    def _reset(self, mode: str) -> None:
-        self._acc[mode].reset()
-        for layer in self._layers:
-            layer.reset(mode)
-        self._root_calls[mode] = 0
-        if mode == TRAIN:
-            self._grad_hooks = self._grads_seen = 0
-            self._gcache.clear()
-            self._cache.clear()
 
     def _warn_once(self, name: str, kind: str, message: str) -> None:
         if (name, kind) not in self._warned:
@@ -567,9 +354,9 @@ class Probe:
                 f"Probe: {len(never)} probed layer(s) never fired during training step {t}: "
                 f"{', '.join(never[:20])}{', ...' if len(never) > 20 else ''}. They are not called in "
                 "the forward, are called through module.forward() directly (which skips hooks), or the "
-                "model was torch.compile'd and run before the probe was attached", RuntimeWarning,
-                stacklevel=3)
-        calls = self._root_calls[TRAIN]
+                "model was torch.compile'd and run before the probe was attached (or without "
+                "persistent_hooks=True)", RuntimeWarning, stacklevel=3)
+        calls = self._hooks.root_calls[TRAIN]
         for layer in active:
             if layer.recomputed:
                 self._warn_once(layer.name, "twice", (
@@ -582,162 +369,92 @@ class Probe:
                     "forward(s) of the model: it is called more than once per forward (its calls are "
                     "merged into one record), or its forward is recomputed (activation checkpointing)"))
 
-    def _schema(self, rows: list[tuple], index: list[int] | None, device) -> tuple[Schema, Tensor | None]:
-        key = (tuple(rows), None if index is None else tuple(index))
-        hit = self._schemas.get(key)
+    def _cached(self, key: tuple, build):
+        hit = self._cache.get(key)
         if hit is None:
-            idx = torch.tensor(index, dtype=torch.long).to(device) if index else None
-            hit = self._schemas[key] = (Schema(key[0]), idx)
-            if len(self._schemas) > 64:
-                self._schemas.pop(next(iter(self._schemas)))
+            hit = self._cache[key] = build()
+            if len(self._cache) > 128:
+                self._cache.pop(next(iter(self._cache)))
         return hit
 
-    def _close_mode(self, mode: str, *, loss=None, lr=None, reset: bool = True) -> Record | None:
+    def _moment_rows(self, mode: str, acc: Moments) -> tuple[list[tuple], list[int]]:
+        """Rows of the site statistics that fired (cached on which sites fired)."""
+        def build():
+            rows, index = [], []
+            for layer in self._layers:
+                sites = layer.sites[mode]
+                for slot, prefix, names in (("in", "in.", layer.in_q), ("out", layer.out_prefix, layer.out_q),
+                                            ("grad_out", "grad_out.", layer.grad_out_q),
+                                            ("grad_in", "grad_in.", ["var"] if layer.grad_in else [])):
+                    i = sites.get(slot)
+                    if i is None or not names or not acc.fired(i):
+                        continue
+                    for name in names:
+                        rows.append((layer.name, layer.depth, layer.module_type, prefix + name))
+                        index.append(i * _NCOL + _COL[name])
+            return rows, index
+        return self._cached(("rows", mode, tuple(c > 0 for c in acc.counts),
+                             tuple(layer.depth for layer in self._layers)), build)
+
+    def _close_mode(self, mode: str, *, loss=None, lr=None, scaler=None, reset: bool = True) -> Record | None:
         """Statistics of the open step of ``mode`` as a Record (None if nothing fired)."""
-        acc = self._acc[mode]
+        h = self._hooks
+        acc = h.acc[mode]
+        acc.merge(h.pending[mode])
         fired = any(acc.counts)
+        inv_scale = found_inf = None
+        if mode == TRAIN and fired:
+            factor: Tensor | float | None = 1.0 / self._world if self._world > 1 else None
+            if scaler is not None and scaler.is_enabled():
+                # scaler.scale(1) is the scale as a device tensor: public API, no sync (get_scale() syncs)
+                inv_scale = 1.0 / scaler.scale(torch.ones((), device=acc.device)).to(_F64)
+                grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+                norms = torch._foreach_norm(grads, 2, dtype=_F64) if grads else [acc.data.new_zeros(())]
+                found_inf = ~torch.isfinite(torch.stack([n.to(acc.device) for n in norms]).sum())
+                factor = inv_scale if factor is None else inv_scale * factor
+            if factor is not None:
+                acc.scale_(tuple(h.grad_sites), factor)
         if mode == TRAIN and self._world > 1 and len(acc):
             self._check_layout(acc)
             acc.all_reduce_(self._group)
-        rows: list[tuple] = []
-        index: list[int] = []
-        values: list[Tensor] = []
+        out = StepRows()
         summary = acc.summary() if fired else None
-        for layer in self._layers:
-            sites = layer.sites[mode]
-            for slot, prefix, names in (("in", "in.", layer.in_q), ("out", layer.out_prefix, layer.out_q),
-                                        ("grad_out", "grad_out.", layer.grad_out_q),
-                                        ("grad_in", "grad_in.", ["var"] if layer.grad_in else [])):
-                i = sites.get(slot)
-                if i is None or not names or not acc.fired(i):
-                    continue
-                for name in names:
-                    rows.append((layer.name, layer.depth, layer.module_type, prefix + name))
-                    index.append(i * _NCOL + _COL[name])
-        extra_rows: list[tuple] = []
-        for layer in self._layers:
-            for name, value in self._extras(layer, mode, acc):
-                extra_rows.append((layer.name, layer.depth, layer.module_type, name))
-                values.append(value)
+        if summary is not None:
+            rows, index = self._moment_rows(mode, acc)
+            out.block(summary)
+            out.rows, out.index = list(rows), list(index)
+        self._params.batchnorm(out, mode, acc, h.running[mode])
         host_rows: list[tuple] = []
         host_values: list[float] = []
-        if mode == TRAIN and loss is not None and self._world > 1 and "loss" in self._quantities:
-            loss = torch.as_tensor(loss).detach().to(acc.device or "cpu", _F64).mean()
-            dist.all_reduce(loss, op=dist.ReduceOp.SUM, group=self._group)
-            loss = loss / self._world  # the global loss: mean of the rank losses
         if mode == TRAIN:
+            self._params.train(out, acc, summary, inv_scale, found_inf)
+            if loss is not None and self._world > 1 and "loss" in self._quantities:
+                loss = torch.as_tensor(loss).detach().to(acc.device or "cpu", _F64).mean()
+                dist.all_reduce(loss, op=dist.ReduceOp.SUM, group=self._group)
+                loss = loss / self._world  # the global loss: mean of the rank losses
             for name, v in (("loss", loss), ("lr", lr)):
                 if v is None or name not in self._quantities:
                     continue
                 if isinstance(v, Tensor):
-                    extra_rows.append(("", -1, "", name))
-                    values.append(v.detach().to(_F64).mean())
+                    out.add(None, name, out.block(v.detach().to(_F64).mean()))
                 else:
                     host_rows.append(("", -1, "", name))
                     host_values.append(float(v))
+            if found_inf is not None and "amp.skipped" in self._quantities:
+                out.add(None, "amp.skipped", out.block(found_inf.to(_F64)))
         if reset:
-            self._reset(mode)
-        if not rows and not extra_rows and not host_rows:
+            h.reset(mode)
+        if not out.rows and not host_rows:
             return None
-        device = acc.device or (values[0].device if values else torch.device("cpu"))
-        schema, idx = self._schema(rows + extra_rows, index, device)
-        parts = [summary.flatten()[idx]] if idx is not None else []
-        if values:  # 0-d statistics of weights, gradients, norms and the loss
-            parts.append(torch.stack([v.to(device, _F64) for v in values]))
-        step = self._t
-        return Record(step, mode, schema, torch.cat(parts) if parts else None,
-                      Schema(tuple(host_rows)) if host_rows else None, host_values)
-
-    def _extras(self, layer: _Layer, mode: str, acc: Moments) -> list[tuple[str, Tensor]]:
-        """Weight, kernel, gradient, BatchNorm and norm statistics of one layer for the step."""
-        out: list[tuple[str, Tensor]] = []
-        sites = layer.sites[mode]
-        if layer.bn_q and layer.running[mode] is not None and sites.get("in") is not None \
-                and acc.fired(sites["in"]):
-            i = sites["in"]
-            s, q = acc.channel_sums(i)
-            n = acc.count(i)
-            mu_b = s / n
-            var_b = (q / n - mu_b * mu_b).clamp_min(0.0)
-            rm, rv = (r.to(_F64) for r in layer.running[mode])
-            eps = layer.module.eps
-            if "bn.mean_gap" in layer.bn_q:
-                out.append(("bn.mean_gap", ((mu_b - rm).abs() / (rv + eps).sqrt()).mean()))
-            if "bn.var_ratio" in layer.bn_q:
-                out.append(("bn.var_ratio", (var_b / rv).mean()))
-        if mode != TRAIN:
-            return out
-        m = layer.module
-        for name in layer.norm_q:
-            p = m.weight if name == "norm.weight_mean" else m.bias
-            out.append((name, p.detach().to(_F64).mean()))
-        if not layer.weighted or not (layer.w_q or layer.k_q or layer.gw_q or layer.dec_q):
-            return out
-        with torch.no_grad():
-            raw, kernel = _weights(m)
-            if layer.w_q:
-                st = filter_stats(raw)
-                out += [(f"w.{k}", st[j]) for j, k in enumerate(FILTER_STATS)
-                        if f"w.{k}" in layer.w_q]
-            if layer.k_q and kernel is not None:
-                st = filter_stats(kernel)
-                out += [(f"k.{k}", st[j]) for j, k in enumerate(FILTER_STATS)
-                        if f"k.{k}" in layer.k_q]
-                if "k.alpha_mean" in layer.k_q:
-                    out.append(("k.alpha_mean", m.alpha.detach().to(_F64).mean()))
-                if "k.shrink" in layer.k_q:
-                    out.append(("k.shrink", m.shrink().to(_F64).mean()))
-            if layer.dec_q:
-                out += self._decomposition(layer, acc, kernel if kernel is not None else raw)
-            grad = raw.grad
-            if layer.gw_q and grad is not None and layer.fires[TRAIN]:
-                gi, st = grad_shift_stats(grad)
-                for j, k in enumerate(("gw.avg_abs", "gw.rms", "gw.shift_ratio")):
-                    if k in layer.gw_q:
-                        out.append((k, st[j]))
-                # Average gradients that are zero up to rounding (PWS) have no sign or correlation.
-                rms_i = grad.detach().flatten(1).to(_F64).square().mean(1).sqrt()
-                signal = ~within_rounding(gi, rms_i, grad.dtype).all()
-                if "gw.sign_persistence" in layer.gw_q and layer.prev_gi is not None \
-                        and layer.prev_gi.shape == gi.shape:
-                    out.append(("gw.sign_persistence",
-                                torch.where(signal, sign_persistence(gi, layer.prev_gi), torch.nan)))
-                layer.prev_gi = gi
-                if layer.bias_corr:
-                    i_in, i_g = sites.get("in"), sites.get("grad_out")
-                    if i_in is not None and i_g is not None and acc.fired(i_in) and acc.fired(i_g):
-                        s_in, _ = acc.channel_sums(i_in)
-                        mu = s_in.sum() / (acc.count(i_in) * acc.channels[i_in])
-                        db, q = acc.channel_sums(i_g)
-                        if db.shape == gi.shape:
-                            # A channel sum within rounding of zero carries no signal (a conv
-                            # followed by BatchNorm in training mode has sum dL/dy_i = 0 exactly).
-                            ok = signal & ~within_rounding(db, (acc.count(i_g) * q).sqrt(), grad.dtype).all()
-                            out.append(("gw.bias_corr", torch.where(ok, correlation(gi, mu * db), torch.nan)))
-        return out
-
-    def _decomposition(self, layer: _Layer, acc: Moments, kernel: Tensor) -> list[tuple[str, Tensor]]:
-        """dec.*: the step's output second moment without bias, and its i.i.d., filter-sum and
-        remaining parts (``varprobe.stats.second_moment_parts``) from the step's input moments."""
-        sites = layer.sites[TRAIN]
-        i_in, i_out = sites.get("in"), sites.get("out")
-        if i_in is None or i_out is None or not (acc.fired(i_in) and acc.fired(i_out)):
-            return []
-        s_in, q_in = acc.channel_sums(i_in)
-        n_in = acc.count(i_in) * acc.channels[i_in]
-        mean = s_in.sum() / n_in
-        var = (q_in.sum() / n_in - mean * mean).clamp_min(0.0)
-        s, q = acc.channel_sums(i_out)
-        n = acc.count(i_out)
-        bias = layer.module.bias
-        b = bias.detach().to(_F64) if isinstance(bias, Tensor) else torch.zeros((), dtype=_F64, device=s.device)
-        measured = (q / n - 2 * b * s / n + b * b).mean()
-        if layer.overlap is None or layer.overlap[0] != layer.in_size:
-            layer.overlap = (layer.in_size, _tap_overlap(layer.module, layer.in_size).to(s.device))
-        iid, shift = second_moment_parts(kernel, layer.overlap[1], mean, var)
-        iid, shift = iid.mean(), shift.mean()
-        parts = {"dec.measured": measured, "dec.iid": iid, "dec.shift": shift, "dec.rest": measured - iid - shift}
-        return [(k, parts[k]) for k in layer.dec_q]
+        device = acc.device or out.blocks[0].device if out.blocks else torch.device("cpu")
+        values = None
+        if out.rows:
+            idx = self._cached(("idx", tuple(out.index), device),
+                               lambda: torch.tensor(out.index, dtype=torch.long).to(device))
+            flat = torch.cat([b.to(device, _F64) for b in out.blocks])
+            values = flat.index_select(0, idx)
+        schema = self._cached(("schema", tuple(out.rows)), lambda: Schema(tuple(out.rows)))
+        return Record(self._t, mode, schema, values, Schema(tuple(host_rows)) if host_rows else None, host_values)
 
     def _check_layout(self, acc: Moments) -> None:
         signature = acc.signature()
@@ -756,16 +473,16 @@ class Probe:
 
     # -- output ------------------------------------------------------------------------------------
     def flush(self) -> None:
-        """Transfer the buffered steps to the host (one copy) and write them (``out``) or keep them."""
+        """Transfer the buffered steps to the host (one copy) and hand them to the sinks (the run
+        directory ``out`` first), or keep them (no ``out``)."""
         if not self._pending:
             return
         records, self._pending = self._pending, []
-        frame = records_to_frame(records)
+        frame = _drop_skipped(records_to_frame(records))
         self._note_collapse(frame)
-        if self._writer is not None:
-            self._writer.append(frame)
-        elif self._out is None:
+        if self._out is None:
             self._frames.append(frame)
+        deliver(self._sinks, None, frame)
 
     def _note_collapse(self, frame: pd.DataFrame) -> None:
         if self._collapsed_step is not None or frame.empty:
@@ -774,8 +491,7 @@ class Probe:
         bad = ((q == "loss") & ~v.map(math.isfinite)) | (q.str.endswith("nonfinite") & (v > 0))
         if bad.any():
             self._collapsed_step = int(frame.loc[bad, "step"].min())
-            if self._writer is not None:
-                self._writer.update_meta(collapsed_step=self._collapsed_step)
+            deliver(self._sinks, "update_meta", collapsed_step=self._collapsed_step)
 
     def frame(self) -> pd.DataFrame:
         """The table so far: columns step, layer, depth, mode, module_type, quantity, value.
@@ -790,9 +506,11 @@ class Probe:
             parts.append(load_run(self._out).frame)
         else:
             parts += self._frames
-        preview = self._close_mode(EVAL, reset=False) if self._acc[EVAL].device is not None else None
-        if preview is not None:
-            parts.append(records_to_frame([preview]))
+        h = self._hooks
+        if h.acc[EVAL].device is not None or len(h.pending[EVAL]):
+            preview = self._close_mode(EVAL, reset=False)
+            if preview is not None:
+                parts.append(records_to_frame([preview]))
         parts = [p for p in parts if len(p)]
         if not parts:
             return empty_frame()
@@ -823,3 +541,13 @@ class Probe:
                  "flush_every": self._flush_every, "n_layers": len(self.layers),
                  "world_size": self._world, "model": type(self.model).__name__, "fused": self._fused}
         return {**self._meta, "probe": probe}
+
+
+def _drop_skipped(frame: pd.DataFrame) -> pd.DataFrame:
+    """Without the gradient rows of the steps a GradScaler skipped (``amp.skipped`` == 1)."""
+    flags = frame[frame["quantity"] == "amp.skipped"]
+    skipped = set(flags.loc[flags["value"] > 0, "step"])
+    if not skipped:
+        return frame
+    drop = frame["step"].isin(skipped) & (frame["mode"] == TRAIN) & frame["quantity"].str.startswith(_GRAD_ROWS)
+    return frame[~drop].reset_index(drop=True)

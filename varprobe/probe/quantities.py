@@ -103,6 +103,9 @@ QUANTITIES.update({
     "norm.bias_mean": "BatchNorm/GroupNorm/LayerNorm with affine bias: mean of beta",
     "loss": "step level (layer ''): the loss passed to Probe.step (its mean if not a scalar)",
     "lr": "step level (layer ''): the learning rate passed to Probe.step",
+    "amp.skipped": "step level (layer ''), only with Probe.step(scaler=...): 1 if a gradient of the model holds "
+                   "an inf or NaN (the GradScaler skips that optimizer step; its gradient rows are dropped), "
+                   "else 0",
 })
 
 FORWARD_OUT = tuple(q for q in QUANTITIES if q.split(".")[0] in ("out", "block", "branch"))
