@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from ..layers import raw_weight
-from ..stats import FILTER_STATS, Segments, filter_stats_many, flatten_all, grad_shift_many
+from ..stats import FILTER_STATS, Segments, filter_stats_many, grad_shift_many
 from ..stats import segment_correlation, segment_sum
 from .buffers import SUMMARY_COLUMNS, Moments
 from .plan import LayerPlan, tap_overlap_of, weights
@@ -112,15 +112,15 @@ class ParamStats:
         ts = [(p.module.weight if name == "norm.weight_mean" else p.module.bias).reshape(1, -1)
               for p, name in items]
         seg = self._segments("norm", ts)
-        at = out.block(segment_sum(flatten_all(ts), seg.filter_of, seg.filters) / seg.n)
+        at = out.block(torch.cat([f.mean(1) for f in seg.gather(ts)]))
         for j, (p, name) in enumerate(items):
-            out.add(p, name, at + j)
+            out.add(p, name, at + seg.offsets[j])
 
     def _filters(self, out: StepRows, prefix: str, layers: list[LayerPlan], ws: dict[int, Tensor]) -> None:
         if not layers:
             return
         ts = [ws[p.idx] for p in layers]
-        st = filter_stats_many(flatten_all(ts), self._segments(prefix, ts))  # (5, L)
+        st = filter_stats_many(ts, self._segments(prefix, ts))  # (5, L)
         at = out.block(st)
         n = len(layers)
         for j, p in enumerate(layers):
@@ -134,7 +134,8 @@ class ParamStats:
         todo = []
         for p in layers:
             i_in, i_out = p.sites["train"].get("in"), p.sites["train"].get("out")
-            if i_in is not None and i_out is not None and acc.fired(i_in) and acc.fired(i_out):
+            if (i_in is not None and i_out is not None and acc.fired(i_in) and acc.fired(i_out)
+                    and acc.channels[i_out] == raw[p.idx].shape[0]):
                 todo.append((p, i_in, i_out))
         if not todo:
             return
@@ -142,12 +143,13 @@ class ParamStats:
         dev = ks[0].device
         key = ("dec", tuple((p.idx, p.in_size, tuple(k.shape), a, b) for (p, a, b), k in zip(todo, ks)), dev)
         geo = self._cached(key, lambda: _DecGeometry([p for p, _, _ in todo], ks, dev))
-        flat = flatten_all(ks)
-        # slots [0, F): per filter sum_{c,t} C[t, t] K^2; then per (filter, tap) the filter sums s_i[t]
-        per = segment_sum(torch.cat([flat * flat * geo.diag, flat]), geo.seg_index, geo.seg_size)
-        iid_f = per[:geo.filters]
-        shift_f = segment_sum(per.index_select(0, geo.pa) * per.index_select(0, geo.pb) * geo.pc, geo.pf,
-                              geo.filters)
+        iid_f, shift_f = [], []
+        for ((cin, t), members, diag, overlap), k in zip(geo.groups, geo.seg.gather(ks)):
+            k = k.view(-1, cin, t)
+            iid_f.append(((k * k).sum(1) * diag).sum(1))  # sum_{c,t} C[t, t] K_i[c, t]^2
+            fs = k.sum(1)  # s_i[t]: filter sums per tap
+            shift_f.append((torch.bmm(fs[:, None, :], overlap)[:, 0] * fs).sum(1))  # s_i^T C s_i
+        per_filter = torch.stack([torch.cat(iid_f), torch.cat(shift_f)]).to(acc.device)
         outs = tuple(b for _, _, b in todo)
         idx = acc._channel_index(outs)
         seg, n_c, _, _ = acc._layout()
@@ -158,9 +160,9 @@ class ParamStats:
                        else torch.zeros(acc.channels[i], dtype=_F64, device=dev)
                        for bb, (_, _, i) in zip(biases, todo)]).to(acc.device)
         measured_c = qo / n - 2 * b * so / n + b * b
-        lo = geo.layer_of_filter.to(acc.device)
-        tot = segment_sum(torch.stack([iid_f.to(acc.device), shift_f.to(acc.device), measured_c]), lo,
-                          len(todo)) / geo.layer_o.to(acc.device)
+        tot = torch.cat([segment_sum(per_filter, geo.layer_of_filter.to(acc.device), len(todo)),
+                         segment_sum(measured_c, geo.layer_of_channel.to(acc.device), len(todo))[None]])
+        tot = tot / geo.layer_o.to(acc.device)
         ins = torch.tensor([a for _, a, _ in todo]).to(acc.device)
         mean, var = summary[ins, _MEAN], summary[ins, _VAR]
         iid, shift, measured = tot[0] * var, tot[1] * mean * mean, tot[2]
@@ -177,9 +179,9 @@ class ParamStats:
             return
         gs = [raw[p.idx].grad for p in layers]
         seg = self._segments("gw", gs)
-        gi, st, rms_i = grad_shift_many(flatten_all(gs), seg)  # gradients as autograd left them
-        eps = self._cached(("eps",) + tuple(g.dtype for g in gs) + (seg.filters,), lambda: torch.cat([
-            torch.full((g.shape[0],), torch.finfo(g.dtype).eps, dtype=_F64) for g in gs]).to(gi.device))
+        gi, st, rms_i = grad_shift_many(gs, seg)  # gradients as autograd left them, filters in group order
+        eps = self._cached(("eps",) + tuple(g.dtype for g in gs) + (seg.filters, gi.device), lambda: torch.tensor(
+            [torch.finfo(g.dtype).eps for g in gs], dtype=_F64).to(gi.device).index_select(0, seg.layer_of))
         # Average gradients that are zero up to rounding (PWS) have no sign or correlation.
         loud = (gi.abs() > _ROUNDING * eps * rms_i).to(_F64)
         signal = segment_sum(loud, seg.layer_of, seg.layers) > 0
@@ -195,8 +197,8 @@ class ParamStats:
         has_prev = [p.idx in self.prev and self.prev[p.idx].shape[0] == g.shape[0] for p, g in zip(layers, gs)]
         zeros = gi.new_zeros(())
         if any(has_prev):
-            prev = torch.cat([self.prev[p.idx] if h else gi.new_zeros(g.shape[0])
-                              for p, g, h in zip(layers, gs, has_prev)])
+            prev = torch.cat([self.prev[layers[j].idx] if has_prev[j] else gi.new_zeros(gs[j].shape[0])
+                              for _, members in seg.groups for j in members])
             agree = (torch.sign(gi) == torch.sign(prev)).to(_F64)
             sp = segment_sum(agree, seg.layer_of, seg.layers) / seg.layer_o
             ok = signal
@@ -213,8 +215,7 @@ class ParamStats:
         if found_inf is not None:  # a skipped step leaves the previous g_i in place
             keep = torch.where(found_inf, prev if prev is not None else gi.new_zeros(gi.shape), gi)
         for j, p in enumerate(layers):
-            o0, o1 = seg.offsets[j], seg.offsets[j + 1]
-            self.prev[p.idx] = keep[o0:o1]
+            self.prev[p.idx] = keep[seg.offsets[j]:seg.offsets[j] + seg.o[j]]
             if found_inf is not None:
                 old = self.prev_ok.get(p.idx, zeros) if has_prev[j] else zeros
                 self.prev_ok[p.idx] = torch.where(found_inf, old, 1.0)
@@ -234,9 +235,8 @@ class ParamStats:
         key = ("corr", seg.filters, tuple((j, a, b) for j, _, a, b in todo), acc.device)
 
         def build():
-            pick = torch.cat([torch.arange(seg.offsets[j], seg.offsets[j + 1]) for j, _, _, _ in todo])
-            lid = torch.repeat_interleave(torch.arange(len(todo)),
-                                          torch.tensor([seg.offsets[j + 1] - seg.offsets[j] for j, *_ in todo]))
+            pick = torch.cat([torch.arange(seg.offsets[j], seg.offsets[j] + seg.o[j]) for j, _, _, _ in todo])
+            lid = torch.repeat_interleave(torch.arange(len(todo)), torch.tensor([seg.o[j] for j, *_ in todo]))
             eps = torch.cat([torch.full((gs[j].shape[0],), torch.finfo(gs[j].dtype).eps, dtype=_F64)
                              for j, *_ in todo])
             return (pick.to(acc.device), lid.to(acc.device), torch.bincount(lid).to(_F64).to(acc.device),
@@ -301,40 +301,34 @@ class ParamStats:
 
 
 class _DecGeometry:
-    """Index tensors of dec.* for a set of layers and input sizes: per kernel element the weight
-    C[t, t] of its tap and the (filter, tap) it sums into; per filter the pairs (t, u) of C."""
+    """dec.* layout of a set of layers and input sizes: layers grouped by kernel shape (C_in/groups,
+    taps), per group the C[t, t] of every filter's taps (F_g, T) and the overlap C (F_g, T, T)."""
 
     def __init__(self, layers: list[LayerPlan], kernels: list[Tensor], device) -> None:
-        diag, seg_index, pa, pb, pc, pf, lof, lo = [], [], [], [], [], [], [], []
-        f0 = 0
-        filters = sum(k.shape[0] for k in kernels)
-        tap0 = filters  # (filter, tap) sums live after the per-filter slots
+        by_shape: dict[tuple[int, int], list[int]] = {}
+        overlaps = []
         for j, (p, k) in enumerate(zip(layers, kernels)):
             c = tap_overlap_of(p.module, p.in_size)
-            o, cin = k.shape[0], k.shape[1] if k.ndim > 1 else 1
-            t = c.shape[0]
-            if k.reshape(o, cin, -1).shape[2] != t:
-                raise ValueError(f"Probe: layer {p.name!r}: kernel {tuple(k.shape)} does not fit an overlap of {t} taps")
-            diag.append(c.diagonal().repeat(o * cin))
-            elem_filter = torch.arange(f0, f0 + o).repeat_interleave(cin * t)
-            taps = tap0 + (torch.arange(o)[:, None, None] * t + torch.arange(t)[None, None, :]).expand(o, cin, t)
-            seg_index.append(torch.cat([elem_filter, taps.reshape(-1)]))
-            base = tap0 + torch.arange(o)[:, None, None] * t
-            pa.append((base + torch.arange(t)[None, :, None]).expand(o, t, t).reshape(-1))
-            pb.append((base + torch.arange(t)[None, None, :]).expand(o, t, t).reshape(-1))
-            pc.append(c.reshape(-1).repeat(o))
-            pf.append(torch.arange(f0, f0 + o).repeat_interleave(t * t))
-            lof.append(torch.full((o,), j, dtype=torch.long))
-            lo.append(float(o))
-            f0 += o
-            tap0 += o * t
-        self.filters = filters
-        self.seg_size = tap0
-        self.diag = torch.cat(diag).to(device, _F64)
-        elems = [s[: s.numel() // 2] for s in seg_index]
-        taps = [s[s.numel() // 2:] for s in seg_index]
-        self.seg_index = torch.cat(elems + taps).to(device)  # matches cat([values by filter, values by tap])
-        self.pa, self.pb = torch.cat(pa).to(device), torch.cat(pb).to(device)
-        self.pc, self.pf = torch.cat(pc).to(device, _F64), torch.cat(pf).to(device)
-        self.layer_of_filter = torch.cat(lof).to(device)
-        self.layer_o = torch.tensor(lo, dtype=_F64).to(device)
+            cin = k.shape[1] if k.ndim > 1 else 1
+            if k[0].numel() != cin * c.shape[0]:
+                raise ValueError(f"Probe: layer {p.name!r}: kernel {tuple(k.shape)} does not fit an "
+                                 f"overlap of {c.shape[0]} taps")
+            overlaps.append(c)
+            by_shape.setdefault((cin, c.shape[0]), []).append(j)
+        self.groups, layer_of = [], []
+        # the kernel buffer, grouped by (C_in/groups, taps): a fake "filter size" per group
+        keys = [None] * len(kernels)
+        for key, members in by_shape.items():
+            for j in members:
+                keys[j] = key
+        self.seg = Segments([k.shape for k in kernels], device, keys)
+        assert [m for _, m in self.seg.groups] == list(by_shape.values())
+        for (cin, t), members in by_shape.items():
+            diag = torch.cat([overlaps[j].diagonal().expand(kernels[j].shape[0], t) for j in members])
+            full = torch.cat([overlaps[j].expand(kernels[j].shape[0], t, t) for j in members])
+            self.groups.append(((cin, t), members, diag.to(device, _F64), full.to(device, _F64).contiguous()))
+            layer_of += [j for j in members for _ in range(kernels[j].shape[0])]
+        self.layer_of_filter = torch.tensor(layer_of, dtype=torch.long).to(device)
+        self.layer_of_channel = torch.repeat_interleave(torch.arange(len(kernels)), torch.tensor(
+            [k.shape[0] for k in kernels])).to(device)
+        self.layer_o = torch.tensor([float(k.shape[0]) for k in kernels], dtype=_F64).to(device)

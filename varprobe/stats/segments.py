@@ -1,10 +1,13 @@
-"""Filter and average-gradient statistics of many weights at once, from one flat float64 buffer.
+"""Filter and average-gradient statistics of many weights at once.
 
-The weights of L layers, shapes (O_l, ...), are laid end to end (``flatten_all``); ``Segments``
-holds, on their device, the filter of every element and the layer of every filter. Each
-statistic of every layer then costs a fixed number of kernels (segment sums by ``index_add_``),
-whatever L is: the per-layer results equal :func:`~varprobe.stats.filter_stats` and
-:func:`~varprobe.stats.grad_shift_stats` of each weight (two-pass means and variances in float64).
+The filters of L weights (shapes (O_l, ...), n_l = prod(shape[1:]) entries per filter) are
+grouped by n: :meth:`Segments.gather` copies every weight into one preallocated float64 buffer
+(one ``torch._foreach_copy_``), laid out so that each group is a (F_g, n) matrix, reduced along
+its rows in one kernel, so each statistic of every layer costs a fixed number of
+kernels per distinct filter size, whatever L is. Per-filter results are laid out group by group
+(a layer's filters contiguous, at ``Segments.offsets[l]``); per-layer results come from segment
+sums over those F filters (``index_add_``). The results equal
+:func:`~varprobe.stats.filter_stats` and :func:`~varprobe.stats.grad_shift_stats` of each weight.
 """
 from __future__ import annotations
 
@@ -14,51 +17,85 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["Segments", "flatten_all", "segment_sum", "filter_stats_many", "grad_shift_many",
-           "segment_correlation"]
+__all__ = ["Segments", "segment_sum", "filter_stats_many", "grad_shift_many", "segment_correlation"]
 
 _F64 = torch.float64
 
 
 class Segments:
-    """Index tensors of L weights laid end to end. Shapes (O_l, ...); n_l = prod(shape[1:]).
+    """Layout of the filters of L weights of shapes ``shapes``, grouped by filter size.
 
-    ``filter_of`` (numel,), ``layer_of`` (F,) long; ``n`` (F,) and ``layer_n``, ``layer_o`` (L,)
-    float64, all on ``device``; ``offsets[l]``: index of layer l's first filter (host)."""
+    ``groups``: (n, [layer indices]) in first-seen order; ``offsets[l]``: index of layer l's first
+    filter in the group-ordered filter vector (``offsets[l] + O_l`` its end); ``layer_of`` (F,)
+    long, ``n`` (F,), ``layer_n`` and ``layer_o`` (L,) float64, on ``device``."""
 
-    def __init__(self, shapes: Sequence[Sequence[int]], device: torch.device | str = "cpu") -> None:
+    def __init__(self, shapes: Sequence[Sequence[int]], device: torch.device | str = "cpu",
+                 keys: Sequence | None = None) -> None:
         self.shapes = [tuple(s) for s in shapes]
         o = [s[0] for s in self.shapes]
         n = [math.prod(s[1:]) for s in self.shapes]
+        by_key: dict = {}
+        for layer, k in enumerate(n):  # ``keys``: group finer than by n (same n within a key)
+            by_key.setdefault((k, keys[layer]) if keys is not None else k, []).append(layer)
+        self.groups = [(n[members[0]], members) for members in by_key.values()]
         self.layers, self.filters = len(o), sum(o)
-        self.offsets = [0]
-        for k in o:
-            self.offsets.append(self.offsets[-1] + k)
-        per_filter = torch.tensor([k for k, c in zip(n, o) for _ in range(c)], dtype=torch.long)
-        self.filter_of = torch.repeat_interleave(torch.arange(self.filters), per_filter).to(device)
-        self.layer_of = torch.repeat_interleave(torch.arange(self.layers), torch.tensor(o, dtype=torch.long)).to(device)
-        self.n = per_filter.to(_F64).to(device)
+        self.offsets = [0] * len(o)
+        layer_of, per_n, at = [], [], 0
+        for k, members in self.groups:
+            for layer in members:
+                self.offsets[layer] = at
+                at += o[layer]
+                layer_of += [layer] * o[layer]
+                per_n += [k] * o[layer]
+        self.o = o
+        self.device = torch.device(device)
+        self._buffer: Tensor | None = None
+        self._views: list[Tensor] = []
+        self._mats: list[Tensor] = []
+        self.layer_of = torch.tensor(layer_of, dtype=torch.long).to(device)
+        self.n = torch.tensor(per_n, dtype=_F64).to(device)
         self.layer_n = torch.tensor(n, dtype=_F64).to(device)
         self.layer_o = torch.tensor(o, dtype=_F64).to(device)
 
-
-def flatten_all(tensors: Sequence[Tensor]) -> Tensor:
-    """Every tensor flattened and concatenated, detached, float64 (one copy)."""
-    return torch.cat([t.detach().reshape(-1) for t in tensors]).to(_F64)
+    def gather(self, tensors: Sequence[Tensor]) -> list[Tensor]:
+        """Copy ``tensors`` (shapes ``shapes``) into the float64 buffer, one ``_foreach_copy_``;
+        returns per group the (F_g, n) matrix of its layers' filters (views of the buffer, valid
+        until the next ``gather``)."""
+        if self._buffer is None:
+            numel = sum(o * k for o, k in zip(self.o, [math.prod(s[1:]) for s in self.shapes]))
+            self._buffer = torch.empty(numel, dtype=_F64, device=self.device)
+            views: list[Tensor | None] = [None] * self.layers
+            at = 0
+            for k, members in self.groups:
+                g0 = at
+                for layer in members:
+                    views[layer] = self._buffer[at:at + self.o[layer] * k].view(self.shapes[layer])
+                    at += self.o[layer] * k
+                self._mats.append(self._buffer[g0:at].view(-1, k))
+            self._views = views
+        torch._foreach_copy_(self._views, [t.detach() for t in tensors])
+        return self._mats
 
 
 def segment_sum(values: Tensor, index: Tensor, size: int) -> Tensor:
-    """out[j] = sum of values[..., i] over i with index[i] == j, along the last axis."""
+    """out[..., j] = sum of values[..., i] over i with index[i] == j (along the last axis)."""
     out = values.new_zeros(values.shape[:-1] + (size,))
     return out.index_add_(values.ndim - 1, index, values)
 
 
-def filter_stats_many(flat: Tensor, seg: Segments) -> Tensor:
-    """``filter_stats`` of every layer: float64 (5, L), rows ``FILTER_STATS`` (fan_var,
-    filter_mean_abs, filter_sum_var, filter_sum_sq, sq_norm), from ``flatten_all(weights)``."""
-    m = segment_sum(flat, seg.filter_of, seg.filters) / seg.n
-    d = flat - m.index_select(0, seg.filter_of)
-    v = segment_sum(d * d, seg.filter_of, seg.filters) / seg.n  # biased, two-pass
+def _mean_var(f: Tensor) -> tuple[Tensor, Tensor]:
+    # Two reads of the float64 copy; E[x^2] - E[x]^2 in float64 costs about log10(m^2 / v) of its
+    # 16 digits (filters of trained nets have m^2 / v well below 1e4).
+    m = f.mean(1)
+    return m, ((f * f).mean(1) - m * m).clamp_min(0.0)
+
+
+def filter_stats_many(tensors: Sequence[Tensor], seg: Segments) -> Tensor:
+    """``filter_stats`` of every weight in ``tensors``: float64 (5, L), rows ``FILTER_STATS``
+    (fan_var, filter_mean_abs, filter_sum_var, filter_sum_sq, sq_norm)."""
+    parts = [_mean_var(f) for f in seg.gather(tensors)]
+    m = torch.cat([p[0] for p in parts])
+    v = torch.cat([p[1] for p in parts])
     sums = m * seg.n
     per = torch.stack([v * seg.n, m.abs(), sums, sums * sums, seg.n * (v + m * m)])
     tot = segment_sum(per, seg.layer_of, seg.layers) / seg.layer_o
@@ -67,15 +104,16 @@ def filter_stats_many(flat: Tensor, seg: Segments) -> Tensor:
     return torch.stack([tot[0], tot[1], sum_var, tot[3], tot[4]])
 
 
-def grad_shift_many(flat: Tensor, seg: Segments) -> tuple[Tensor, Tensor, Tensor]:
-    """``grad_shift_stats`` of every layer's weight gradient, from ``flatten_all(grads)``.
+def grad_shift_many(tensors: Sequence[Tensor], seg: Segments) -> tuple[Tensor, Tensor, Tensor]:
+    """``grad_shift_stats`` of every weight gradient in ``tensors``.
 
-    Returns (g_i (F,): per-filter mean gradient; (3, L) rows avg_abs, rms, shift_ratio;
-    rms_i (F,): per-filter sqrt(mean g^2), the scale of g_i's rounding), float64."""
-    per = segment_sum(torch.stack([flat, flat * flat]), seg.filter_of, seg.filters)
-    gi = per[0] / seg.n
-    rms_i = (per[1] / seg.n).sqrt()
-    tot = segment_sum(torch.stack([gi.abs(), per[1]]), seg.layer_of, seg.layers)
+    Returns (g_i (F,): per-filter mean gradient; (3, L) rows avg_abs, rms, shift_ratio; rms_i (F,):
+    per-filter sqrt(mean g^2), the scale of g_i's rounding), float64, filters in group order."""
+    mats = seg.gather(tensors)
+    gi = torch.cat([f.mean(1) for f in mats])
+    sq = torch.cat([torch.linalg.vector_norm(f, 2, 1) for f in mats]).square()  # per-filter sum g^2
+    rms_i = (sq / seg.n).sqrt()
+    tot = segment_sum(torch.stack([gi.abs(), sq]), seg.layer_of, seg.layers)
     avg_abs = tot[0] / seg.layer_o
     rms = (tot[1] / (seg.layer_o * seg.layer_n)).sqrt()
     return gi, torch.stack([avg_abs, rms, avg_abs * seg.layer_n.sqrt() / rms]), rms_i
