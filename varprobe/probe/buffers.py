@@ -159,7 +159,7 @@ class Moments:
         if not sites:
             return
         idx = self._channel_index(sites)
-        f = torch.as_tensor(factor, dtype=_F64, device=self.device)
+        f = factor.to(_F64) if isinstance(factor, Tensor) else float(factor)
         self.data[0].index_copy_(0, idx, self.data[0].index_select(0, idx) * f)
         self.data[1].index_copy_(0, idx, self.data[1].index_select(0, idx) * (f * f))
 

@@ -163,7 +163,8 @@ class ParamStats:
         tot = torch.cat([segment_sum(per_filter, geo.layer_of_filter.to(acc.device), len(todo)),
                          segment_sum(measured_c, geo.layer_of_channel.to(acc.device), len(todo))[None]])
         tot = tot / geo.layer_o.to(acc.device)
-        ins = torch.tensor([a for _, a, _ in todo]).to(acc.device)
+        ins = self._cached(("ins",) + tuple(a for _, a, _ in todo) + (acc.device,),
+                           lambda: torch.tensor([a for _, a, _ in todo]).to(acc.device))
         mean, var = summary[ins, _MEAN], summary[ins, _VAR]
         iid, shift, measured = tot[0] * var, tot[1] * mean * mean, tot[2]
         at = out.block(torch.stack([measured, iid, shift, measured - iid - shift]))
