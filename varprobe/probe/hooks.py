@@ -73,6 +73,7 @@ class Hooks:
         self._gcache: dict[tuple[int, int], tuple[weakref.ref, int, list]] = {}
         self._root: list = []
         self._layer: list = []
+        self._wrapped: list | None = None
         self._temporary = False
 
     # -- arming ------------------------------------------------------------------------------------
@@ -88,9 +89,10 @@ class Hooks:
     def arm(self) -> None:
         if self._layer or not self._root:
             return
-        disable = torch.compiler.disable
-        self._layer = [p.module.register_forward_hook(disable(functools.partial(self._on_forward, p)))
-                       for p in self.active]
+        if self._wrapped is None:  # built once: wrapping costs more than registering
+            disable = torch.compiler.disable
+            self._wrapped = [disable(functools.partial(self._on_forward, p)) for p in self.active]
+        self._layer = [p.module.register_forward_hook(fn) for p, fn in zip(self.active, self._wrapped)]
 
     def disarm(self) -> None:
         for h in self._layer:
