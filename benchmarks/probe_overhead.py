@@ -22,7 +22,12 @@ costs such as cache pollution). A second pass runs with one thread.
 Memory: bytes the probe holds (batch 32 vs 128) and peak live CPU memory of one step from the
 torch profiler's memory timeline.
 
+A launch-bound section comes first: batch 4, 8x8 input, 1 thread (the regime of a GPU step, where
+the host's per-kernel cost dominates), with the floor and naive arms.
+
 Usage: python benchmarks/probe_overhead.py [--reps 6] [--steps 10] [--batch 128] > report.md
+       python benchmarks/probe_overhead.py --only launch [--launch-reps 15]   # launch-bound only
+       python benchmarks/probe_overhead.py --only batch --reps 3               # batch-128 targets only
 """
 from __future__ import annotations
 
@@ -138,11 +143,14 @@ class SelfTime:
         return timed
 
 
-def make_configs(model: nn.Module, quick: bool = False) -> dict[str, object]:
-    if quick:  # the launch-bound section: the configurations the targets are about
-        return {UNPROBED: None, EVERY1: Probe(model, flush_every=10), EVERY10: Probe(model, every=10, flush_every=10),
-                FORWARD: Probe(model, quantities="forward", flush_every=10), FLOOR: Probe(model, flush_every=10),
-                NAIVE: Naive(model)}
+def make_configs(model: nn.Module, quick: bool | str = False) -> dict[str, object]:
+    if quick:  # the configurations the targets are about (launch-bound: with floor and naive)
+        configs = {UNPROBED: None, EVERY1: Probe(model, flush_every=10),
+                   EVERY10: Probe(model, every=10, flush_every=10),
+                   FORWARD: Probe(model, quantities="forward", flush_every=10)}
+        if quick != "targets":
+            configs.update({FLOOR: Probe(model, flush_every=10), NAIVE: Naive(model)})
+        return configs
     return {UNPROBED: None, FLOOR: Probe(model, flush_every=10), EVERY1: Probe(model, flush_every=10),
             EVERY10: Probe(model, every=10, flush_every=10),
             FORWARD: Probe(model, quantities="forward", flush_every=10),
@@ -180,7 +188,7 @@ def run_block(model, opt, batch, probe, steps: int, floor: bool) -> tuple[float,
 
 
 def timing_pass(threads: int, reps: int, steps: int, batch_size: int, size: int = 32,
-                quick: bool = False) -> dict[str, dict[str, list[float]]]:
+                quick: bool | str = False) -> dict[str, dict[str, list[float]]]:
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = resnet_cifar(20, "bn")
@@ -303,6 +311,17 @@ def main() -> None:
               f"forward {cost[FORWARD]:.3f}x (<= 1.2); section time {time.time() - t0:.0f} s\n")
         if args.only == "launch":
             return
+    if args.only == "batch":  # only the configurations of the targets, default threads
+        t0 = time.time()
+        print(f"## ResNet-20 (BN), batch {args.batch}, 32x32 input, {torch.get_num_threads()} threads\n")
+        print(machine(), "\n")
+        res = timing_pass(torch.get_num_threads(), args.reps, args.steps, args.batch, 32, quick="targets")
+        print(f"{args.reps} interleaved repetitions of {args.steps}-step blocks\n")
+        print(table(res, ("wall", "cpu")), "\n")
+        cost = {k: statistics.median([a / b for a, b in zip(v["wall"], res[UNPROBED]["wall"])]) for k, v in res.items()}
+        print(f"- targets: every step {cost[EVERY1]:.3f}x (<= 1.10), every 10 {cost[EVERY10]:.3f}x (<= 1.02); "
+              f"section time {time.time() - t0:.0f} s")
+        return
     print("## Probe overhead: ResNet-20 (BN), CIFAR-size input, batch", args.batch, "\n")
     print(machine(), "\n")
     default_threads = torch.get_num_threads()

@@ -107,7 +107,8 @@ def close_mode(probe, mode: str, *, loss=None, lr=None, scaler=None, reset: bool
         flat = torch.cat([b.to(device, _F64) for b in out.blocks])
         values = flat.index_select(0, idx)
     schema = _cached(probe, ("schema", tuple(out.rows)), lambda: Schema(tuple(out.rows)))
-    return Record(probe._t, mode, schema, values, Schema(tuple(host_rows)) if host_rows else None, host_values)
+    host = _cached(probe, ("schema", tuple(host_rows)), lambda: Schema(tuple(host_rows))) if host_rows else None
+    return Record(probe._t, mode, schema, values, host, host_values)
 
 
 def _check_layout(probe, acc: Moments) -> None:

@@ -1,7 +1,6 @@
 """``Probe``: per-layer variance, average-gradient shift and weight statistics during training."""
 from __future__ import annotations
 
-import math
 import os
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -22,7 +21,7 @@ from .quantities import resolve_quantities
 from .schedule import as_schedule
 from .select import DEFAULT_BLOCKS, select, unwrap
 from .sink import ParquetSink, deliver
-from .table import Record, empty_frame, records_to_frame
+from .table import Record, collapse_step, empty_frame, records_to_frame
 
 __all__ = ["Probe"]
 
@@ -183,6 +182,7 @@ class Probe:
         self._closed = False
         self._collapsed_step: int | None = None
         self._cache: dict[tuple, Any] = {}
+        self._amp = False  # whether a step had a GradScaler (its flushes look for skipped steps)
 
     # -- public state ------------------------------------------------------------------------------
     @property
@@ -308,6 +308,7 @@ class Probe:
         h, t = self._hooks, self._t
         if scaler is not None and not isinstance(scaler, torch.amp.GradScaler):
             raise TypeError(f"scaler must be a torch.amp.GradScaler or None, got {scaler!r}")
+        self._amp = self._amp or scaler is not None
         fired = any(layer.fires[TRAIN] for layer in self._layers)
         if h.root_seen and h.root_calls[TRAIN] == 0 and not fired:
             raise RuntimeError(
@@ -376,20 +377,19 @@ class Probe:
         if not self._pending:
             return
         records, self._pending = self._pending, []
-        frame = drop_skipped(records_to_frame(records))
-        self._note_collapse(frame)
+        frame = records_to_frame(records)
+        if self._collapsed_step is None:
+            self._note_collapse(collapse_step(frame, records))
+        if self._amp:
+            frame = drop_skipped(frame)
         if self._out is None:
             self._frames.append(frame)
         deliver(self._sinks, None, frame)
 
-    def _note_collapse(self, frame: pd.DataFrame) -> None:
-        if self._collapsed_step is not None or frame.empty:
-            return
-        q, v = frame["quantity"], frame["value"]
-        bad = ((q == "loss") & ~v.map(math.isfinite)) | (q.str.endswith("nonfinite") & (v > 0))
-        if bad.any():
-            self._collapsed_step = int(frame.loc[bad, "step"].min())
-            deliver(self._sinks, "update_meta", collapsed_step=self._collapsed_step)
+    def _note_collapse(self, step: int | None) -> None:
+        if step is not None:
+            self._collapsed_step = step
+            deliver(self._sinks, "update_meta", collapsed_step=step)
 
     def frame(self) -> pd.DataFrame:
         """The table so far: columns step, layer, depth, mode, module_type, quantity, value.
