@@ -48,7 +48,8 @@ def clone(net: Net) -> Net:
     """A hook-free float64 copy with the same parameters and buffers."""
     ref = Net().to(F64)
     ref.load_state_dict({k: v.to(F64) if v.is_floating_point() else v for k, v in net.state_dict().items()})
-    ref.train(net.training)
+    for r, m in zip(ref.modules(), net.modules()):  # each module's mode (e.g. frozen BatchNorm)
+        r.training = m.training
     return ref
 
 
@@ -86,18 +87,21 @@ def ref_forward(net: Net, x: Tensor) -> dict[str, Tensor]:
 GRAD_KEYS = ("h0", "b0", "ba", "c1", "r1", "c2", "blk", "d", "g", "p", "out")
 
 
-def ref_step(net: Net, batches: list[tuple[Tensor, Tensor]]) -> tuple[list[dict], list[dict], dict]:
-    """Forward tensors and activation gradients of each batch, and the accumulated parameter grads."""
+def ref_step(net: Net, batches: list[tuple[Tensor, Tensor]], loss_scale: float = 1.0
+             ) -> tuple[list[dict], list[dict], dict]:
+    """Forward tensors and activation gradients of each batch (loss: ``loss_scale`` times the
+    cross entropy), and the accumulated parameter grads (None for a parameter the loss does not
+    reach, e.g. a PWS weight in eval mode, whose cached kernel is used)."""
     fwd, grads = [], []
     pgrads = {n: torch.zeros_like(p) for n, p in net.named_parameters()}
     names, params = zip(*net.named_parameters())
     for x, y in batches:
         t = ref_forward(net, x)
-        loss = F.cross_entropy(t["out"], y)
-        g = torch.autograd.grad(loss, [t[k] for k in GRAD_KEYS] + list(params))
+        loss = F.cross_entropy(t["out"], y) * loss_scale
+        g = torch.autograd.grad(loss, [t[k] for k in GRAD_KEYS] + list(params), allow_unused=True)
         grads.append(dict(zip(GRAD_KEYS, g[:len(GRAD_KEYS)])))
         for n, gp in zip(names, g[len(GRAD_KEYS):]):
-            pgrads[n] += gp
+            pgrads[n] = None if gp is None else pgrads[n] + gp
         fwd.append({k: v.detach() for k, v in t.items()})
     return fwd, grads, pgrads
 
@@ -157,11 +161,11 @@ def pearson(a: Tensor, b: Tensor) -> float:
     return torch.corrcoef(torch.stack([a.to(F64), b.to(F64)]))[0, 1].item()
 
 
-def expected_train(net: Net, batches, prev_gi: dict | None) -> tuple[dict, dict]:
+def expected_train(net: Net, batches, prev_gi: dict | None, loss_scale: float = 1.0) -> tuple[dict, dict]:
     """{(layer, quantity): value} of one training step of ``net`` (a clone taken before the step),
     and the per-filter average gradients for the next step's sign persistence."""
-    running = (net.bn.running_mean.clone(), net.bn.running_var.clone())
-    fwd, grads, pgrads = ref_step(net, batches)
+    running = (net.bn.running_mean.clone().to(F64), net.bn.running_var.clone().to(F64))
+    fwd, grads, pgrads = ref_step(net, batches, loss_scale)
     exp = forward_expected(net, fwd, running)
     for name, (_, _, _, _, k_go, k_gi, cdim) in LAYERS.items():
         go = moment_stats([g[k_go] for g in grads], cdim)
@@ -173,7 +177,9 @@ def expected_train(net: Net, batches, prev_gi: dict | None) -> tuple[dict, dict]
         mod = net.get_submodule(name)
         for s, v in filter_ref(mod.weight).items():
             exp[(name, f"w.{s}")] = v
-        g = pgrads[f"{name}.weight"].flatten(1)
+        if pgrads[f"{name}.weight"] is None:
+            continue  # no gradient: no gw.*
+        g = pgrads[f"{name}.weight"].to(F64).flatten(1)
         gi = g.mean(1)
         gis[name] = gi
         rms = g.square().mean().sqrt()
@@ -185,10 +191,12 @@ def expected_train(net: Net, batches, prev_gi: dict | None) -> tuple[dict, dict]
             kept = (torch.sign(gi) == torch.sign(prev_gi[name])).to(F64).mean().item()
             exp[(name, "gw.sign_persistence")] = float("nan") if pws else kept
         _, _, k_in, _, k_go, _, cdim = LAYERS[name]
-        mu = torch.cat([f[k_in].flatten() for f in fwd]).mean()
-        db = sum(g[k_go].movedim(cdim, -1).reshape(-1, g[k_go].shape[cdim]).sum(0) for g in grads)
-        # BatchNorm after the stem makes sum dL/dh0 zero per channel: the probe reports NaN.
-        exp[(name, "gw.bias_corr")] = float("nan") if name == "stem" or pws else pearson(gi, mu * db)
+        mu = torch.cat([f[k_in].to(F64).flatten() for f in fwd]).mean()
+        db = sum(g[k_go].to(F64).movedim(cdim, -1).reshape(-1, g[k_go].shape[cdim]).sum(0) for g in grads)
+        # BatchNorm in training mode after the stem makes sum dL/dh0 zero per channel: the probe
+        # reports NaN (a frozen, eval-mode BatchNorm does not).
+        zero_db = name == "stem" and net.bn.training
+        exp[(name, "gw.bias_corr")] = float("nan") if zero_db or pws else pearson(gi, mu * db)
     pws = net.block.branch[2]
     for name in WEIGHTED:
         mod = net.get_submodule(name)
@@ -198,19 +206,19 @@ def expected_train(net: Net, batches, prev_gi: dict | None) -> tuple[dict, dict]
             exp[(name, f"dec.{s}")] = v
     for s, v in filter_ref(pws_kernel_ref(pws).reshape(pws.weight.shape)).items():
         exp[("block.branch.2", f"k.{s}")] = v
-    exp[("block.branch.2", "k.alpha_mean")] = pws.alpha.detach().mean().item()
-    s2 = pws.weight.detach().flatten(1).var(1, unbiased=False)
+    exp[("block.branch.2", "k.alpha_mean")] = pws.alpha.detach().to(F64).mean().item()
+    s2 = pws.weight.detach().to(F64).flatten(1).var(1, unbiased=False)
     exp[("block.branch.2", "k.shrink")] = (s2 / (s2 + pws.gamma_eff)).sqrt().mean().item()
     for name in ("bn", "gn"):
         mod = net.get_submodule(name)
-        exp[(name, "norm.weight_mean")] = mod.weight.detach().mean().item()
-        exp[(name, "norm.bias_mean")] = mod.bias.detach().mean().item()
+        exp[(name, "norm.weight_mean")] = mod.weight.detach().to(F64).mean().item()
+        exp[(name, "norm.bias_mean")] = mod.bias.detach().to(F64).mean().item()
     return exp, gis
 
 
 def expected_eval(net: Net, xs: list[Tensor]) -> dict:
     """Forward quantities of eval forwards (``net`` a clone in the mode of those forwards)."""
-    running = (net.bn.running_mean.clone(), net.bn.running_var.clone())
+    running = (net.bn.running_mean.clone().to(F64), net.bn.running_var.clone().to(F64))
     with torch.no_grad():
         fwd = [ref_forward(net, x) for x in xs]
     return forward_expected(net, fwd, running)
@@ -230,7 +238,7 @@ def forward_expected(net: Net, fwd: list[dict], running: tuple[Tensor, Tensor]) 
         exp[("block", f"block.out.{s}")] = v
     for s, v in moment_stats([f["c2"] for f in fwd], 1).items():
         exp[("block", f"branch.out.{s}")] = v
-    rows = torch.cat([f["h0"].movedim(1, -1).reshape(-1, 6) for f in fwd])
+    rows = torch.cat([f["h0"].to(F64).movedim(1, -1).reshape(-1, 6) for f in fwd])
     mu_b, var_b = rows.mean(0), rows.var(0, unbiased=False)
     exp[("bn", "bn.mean_gap")] = ((mu_b - running[0]).abs() / (running[1] + net.bn.eps).sqrt()).mean().item()
     exp[("bn", "bn.var_ratio")] = (var_b / running[1]).mean().item()

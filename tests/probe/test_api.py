@@ -419,3 +419,117 @@ def test_in_backward_detects_recomputation():
     body[0].register_forward_hook(lambda m, a, o: seen.append(in_backward()))
     checkpoint(body, x, use_reentrant=False).sum().backward()
     assert seen[1:] == [False, True]  # the forward, then its recomputation inside backward
+
+
+# -- step() arguments and state ---------------------------------------------------------------------
+@pytest.mark.parametrize("loss,lr,error,match", [
+    (0.5, "abc", TypeError, r"lr=.*'abc'"),
+    (torch.tensor([1.0, 3.0]), None, ValueError, r"loss=.*shape \(2,\)"),
+    (torch.ones(2, 1), 0.1, ValueError, r"loss=.*shape \(2, 1\)"),
+    ("1.0", 0.1, TypeError, r"loss=.*'1.0'"),
+    (True, 0.1, TypeError, r"loss=.*True"),
+    (torch.tensor(1 + 2j), 0.1, TypeError, r"loss=.*complex"),
+    (0.5, float("nan"), ValueError, r"lr=.*finite.*nan"),
+    (0.5, float("inf"), ValueError, r"lr=.*finite.*inf"),
+    (0.5, torch.tensor(float("inf")), ValueError, r"lr=.*finite"),
+    (0.5, [0.1], TypeError, r"lr=.*\[0.1\]"),
+])
+def test_bad_step_argument_raises_and_changes_nothing(loss, lr, error, match):
+    model = Chain()
+    bad, good = Probe(model), Probe(model)  # both see the same forwards and backwards
+    with bad, good:
+        for s in range(2):
+            x, y = _data(seed=s)
+            F.cross_entropy(model(x), y).backward()
+            if s == 0:
+                with pytest.raises(error, match=match):
+                    bad.step(loss=loss, lr=lr)
+            bad.step(loss=0.5, lr=0.1)
+            good.step(loss=0.5, lr=0.1)
+            model.zero_grad()
+    a, b = bad.frame(), good.frame()
+    assert set(a.step) == {0, 1}
+    assert a[["step", "layer", "quantity"]].equals(b[["step", "layer", "quantity"]])
+    assert ((a.value == b.value) | (a.value.isna() & b.value.isna())).all()
+
+
+def test_one_element_tensor_loss_and_lr_are_recorded():
+    model = Chain()
+    probe = Probe(model)
+    with probe:
+        x, y = _data()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        probe.step(loss=loss.reshape(1, 1), lr=torch.tensor([0.25]))
+    f = probe.frame().set_index("quantity").value
+    assert f["loss"] == pytest.approx(loss.item(), rel=1e-12) and f["lr"] == 0.25
+
+
+def test_step_after_detach_or_close_says_so(tmp_path):
+    model = Chain()
+    probe = Probe(model)
+    with probe:
+        _train(model, probe, 1)
+    with pytest.raises(RuntimeError, match="while the probe is detached"):
+        probe.step()
+    probe.attach()
+    _train(model, probe, 1)  # attached again: steps go on
+    probe.remove()
+    with pytest.raises(RuntimeError, match="while the probe is detached"):
+        probe.step()
+    assert set(probe.frame().step) == {0, 1}
+    run = Probe(model, out=tmp_path / "r")
+    with run:
+        _train(model, run, 1)
+    with pytest.raises(RuntimeError, match="after the probe was closed"):
+        run.step()
+
+
+@pytest.mark.parametrize("how,match", [("eval", "eval mode .* no backward reached them"),
+                                       ("no_grad", "ran under torch.no_grad"),
+                                       ("inference", "ran under torch.no_grad\\(\\) or torch.inference_mode")])
+def test_step_after_eval_forwards_only_says_what_ran(how, match):
+    model = Chain()
+    probe = Probe(model)
+    with probe:
+        _train(model, probe, 1)
+        if how == "eval":  # eval mode, grad enabled, no backward: an evaluation
+            model.eval()
+            model(_data()[0])
+            model.train()
+        else:
+            with torch.no_grad() if how == "no_grad" else torch.inference_mode():
+                model(_data()[0])
+        with pytest.raises(RuntimeError, match=match):
+            probe.step()
+        _train(model, probe, 1)  # the step stayed open: a training forward and step() close it
+    f = probe.frame()
+    assert set(f.step) == {0, 1}
+    assert set(f[f["mode"] == "eval"].step) == {1}
+
+
+# -- non-negative quantities -------------------------------------------------------------------------
+NONNEGATIVE = ("var", "sq_mean", "ch_var", "ch_sq_mean", "dead_frac", "nonfinite", "grad_in.var", "w.fan_var",
+               "w.filter_sum_var", "w.filter_sum_sq", "w.sq_norm", "k.fan_var", "k.filter_sum_var",
+               "k.filter_sum_sq", "k.sq_norm", "dec.measured", "dec.iid", "dec.shift", "bn.var_ratio",
+               "bn.mean_gap", "gw.avg_abs", "gw.rms")
+
+
+@pytest.mark.parametrize("fill", [0.0, 3.0])
+def test_quantities_nonnegative_by_definition_are_never_negative(fill):
+    # An all-zero (or constant) input: E[(y - b)^2] of the first conv is exactly 0 (a constant),
+    # the cancellation of q/n - 2 b s/n + b^2 must not make it negative.
+    model = make_net(0, torch.float32)
+    probe = Probe(model)
+    x = torch.full((5, 3, 11, 9), fill)
+    with probe:
+        F.cross_entropy(model(x), torch.randint(0, 4, (5,))).backward()
+        probe.step()
+    f = probe.frame()
+    nonneg = f[f.quantity.map(lambda q: q.endswith(NONNEGATIVE))]
+    assert len(nonneg) > 60
+    assert (nonneg.value.dropna() >= 0).all(), nonneg[nonneg.value < 0]
+    stem = f[(f.layer == "stem") & (f.quantity == "dec.measured")].value.item()
+    if fill == 0.0:  # y = b exactly: the reference is 0
+        bias = model.stem.bias.detach().double()
+        assert 0.0 <= stem <= 1e-6 * bias.square().mean().item()

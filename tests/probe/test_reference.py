@@ -6,6 +6,7 @@ one of them with two forwards (gradient accumulation, different batch sizes), an
 """
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -119,3 +120,80 @@ def test_schedule_records_only_scheduled_steps(every, recorded):
     assert set(frame["step"]) == recorded
     # sign persistence compares with the previous *recorded* step
     assert set(frame[frame.quantity == "gw.sign_persistence"]["step"]) == recorded - {0}
+
+
+def test_large_finite_activations_and_gradients_match_float64_reference():
+    """Inputs scaled by 1e20 and a loss scaled by 1e20, float32: activations and gradients whose
+    squares (about 1e40) overflow float32 but fit a float64. Every quantity equals the float64
+    statistics of the float32 tensors the model computed (rel 1e-6), and nothing is non-finite."""
+    net = make_net(0, torch.float32)
+    scale = 1e20
+    batches = [(x * scale, y) for x, y in (_batch(5, 1, torch.float32), _batch(3, 2, torch.float32))]
+    eval_x = _batch(4, 9, torch.float32)[0] * scale
+    ref = copy.deepcopy(net)  # the same float32 model, without hooks: the tensors the probe saw
+    expected, _ = expected_train(ref, batches, None, loss_scale=scale)
+    expected = {(0, "train") + k: v for k, v in expected.items()}
+    probe = Probe(net)
+    with probe:
+        for x, y in batches:
+            (F.cross_entropy(net(x), y) * scale).backward()
+        probe.step()
+        net.eval()
+        with torch.no_grad():
+            net(eval_x)
+        ref_eval = copy.deepcopy(net)
+        net.train()
+    expected.update({(1, "eval") + k: v for k, v in expected_eval(ref_eval, [eval_x]).items()})
+    frame = probe.frame()
+    huge = frame[frame.quantity.isin(["in.var", "out.sq_mean", "grad_out.sq_mean", "dec.measured"])
+                 & (frame.value > 1e38)]
+    assert len(huge) >= 6, "the test must produce second moments beyond float32's range"
+    assert (frame[frame.quantity.str.endswith("nonfinite")].value == 0).all()
+    assert frame.value.map(lambda v: math.isfinite(v) or math.isnan(v)).all(), "an inf was recorded"
+    signed = ("dec.rest",)  # a difference: compared to the scale of the parts it is the rest of
+    assert set(frame.set_index(["step", "mode", "layer", "quantity"]).index) == set(expected)
+    _compare(frame, {k: v for k, v in expected.items() if k[3] not in signed}, rtol=1e-6, atol=0.0,
+             only=("",), zero_tol=1e-7)  # zero_tol: PWS filter sums, 0 up to float32 rounding
+    got = frame.set_index(["step", "mode", "layer", "quantity"]).value
+    for key, want in expected.items():
+        if key[3] == "dec.rest":
+            measured = expected[key[:3] + ("dec.measured",)]
+            assert abs(got[key] - want) <= 1e-6 * measured, (key, got[key], want)
+
+
+@pytest.mark.parametrize("frozen", ["all", "bn", "all_but_pws"])
+def test_training_in_eval_mode_is_recorded_as_training(frozen):
+    """Training with modules in eval mode: the whole model (model.eval(); its PWS conv then uses
+    its cached kernel and gets no gradient), only the BatchNorm (frozen at its running
+    statistics), or all but the PWS conv. The forwards a backward reaches are the step's training
+    forwards, every quantity equal to the float64 reference; an evaluation forward under no_grad
+    in the same step stays eval."""
+    net = make_net(0)
+    if frozen == "bn":
+        net.bn.eval()
+    else:
+        net.eval()
+        if frozen == "all_but_pws":
+            net.block.branch[2].train()
+    opt = torch.optim.SGD(net.parameters(), lr=0.05)
+    g = torch.Generator().manual_seed(0)
+    batches = {s: [(torch.randn(n, 3, 11, 9, generator=g, dtype=torch.float64), torch.randint(0, 4, (n,)))
+                   for n in sizes] for s, sizes in {0: (5,), 1: (4, 3)}.items()}
+    eval_x = torch.randn(6, 3, 11, 9, generator=g, dtype=torch.float64)
+    expected, prev = {}, None
+    probe = Probe(net)
+    with probe:
+        for step, bs in batches.items():
+            if step == 1:  # an evaluation between the steps: eval rows of step 1
+                expected.update({(1, "eval") + k: v for k, v in expected_eval(clone(net), [eval_x]).items()})
+                with torch.no_grad():
+                    net(eval_x)
+            exp, prev = expected_train(clone(net), bs, prev)
+            expected.update({(step, "train") + k: v for k, v in exp.items()})
+            for x, y in bs:
+                F.cross_entropy(net(x), y).backward()
+            probe.step()
+            opt.step()
+            opt.zero_grad()
+    assert not net.bn.training
+    _compare(probe.frame(), expected, rtol=1e-9, atol=1e-13)

@@ -1,6 +1,8 @@
 """Per-channel sums and exact moment merges, against float64 definitions."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +11,7 @@ from hypothesis import strategies as st
 
 from varprobe.stats import (chan_merge, channel_count, channel_max, channel_sums, count_nonfinite, merge_sums,
                             moments_from_sums, sums_to_welford, welford_to_sums)
+from varprobe.stats import moments as moments_module
 
 F64 = torch.float64
 
@@ -130,3 +133,32 @@ def test_max_bound_and_channel_max():
     torch.testing.assert_close(channel_max(x, 1), exact)
     torch.testing.assert_close(channel_max(x.to(memory_format=torch.channels_last), 1), exact)
     assert channel_max(torch.zeros(0, 3), -1).shape == (3,)
+
+
+@pytest.mark.parametrize("shape", [(5, 3, 7, 4), (9, 3, 32, 20)])  # below and above SMALL_NUMEL
+@pytest.mark.parametrize("dtype,scale", [(torch.float32, 1e20), (torch.float32, 1e36),
+                                         (torch.bfloat16, 1e30), (torch.float16, 6e4)])
+def test_sums_of_squares_of_large_finite_values_do_not_overflow(shape, dtype, scale):
+    # Entries up to `scale` in magnitude: their squares overflow float32 (float16), not float64.
+    # both paths: float64 throughout (small) and float32 partials with the float64 redo (large)
+    assert (math.prod(shape) > getattr(moments_module, "SMALL_NUMEL", 8192)) == (shape[0] == 9)
+    g = torch.Generator().manual_seed(3)
+    base = torch.randn(*shape, generator=g, dtype=F64).clamp(-5, 5) / 5
+    x = (base * scale).to(dtype)
+    assert torch.isfinite(x).all()
+    for t, dim in ((x, 1), (x.to(memory_format=torch.channels_last), 1), (x[:, :, ::2], 1),
+                   (x.flatten(1), -1), (x.flatten(2)[:, :, :1], 1)):
+        s, q, m = channel_sums(t, dim, with_max=True)
+        rs, rq, rm = _ref(t, dim)
+        assert torch.isfinite(s).all() and torch.isfinite(q).all()
+        # float32 row partials: s (a signed sum) to 1e-6 of sum |x|, q (no cancellation) relative
+        torch.testing.assert_close(s, rs, rtol=0.0, atol=1e-6 * t.to(F64).abs().sum().item())
+        torch.testing.assert_close(q, rq, rtol=1e-6, atol=0.0)
+        _, _, bound = channel_sums(t, dim, max_bound=True)
+        assert (bound.to(F64) <= rm + 1e-6 * rm.abs()).all()
+        n, s, q = channel_count(t, dim), s.sum(), q.sum()
+        mean, var, sq_mean = moments_from_sums(n * t.shape[dim], s, q)
+        flat = t.to(F64).flatten()
+        assert math.isclose(var.item(), flat.var(unbiased=False).item(), rel_tol=1e-6)
+        assert math.isclose(sq_mean.item(), flat.square().mean().item(), rel_tol=1e-6)
+    assert count_nonfinite(x).item() == 0

@@ -93,9 +93,11 @@ class Moments:
         cap = 0 if self.data is None else self.data.shape[1]
         site_cap = 0 if self.nonfinite is None else self.nonfinite.shape[0]
         if self.size > cap or len(self.channels) > site_cap:  # reallocate (doubling), keep contents
-            data = torch.zeros(3, max(2 * cap, self.size, 256), dtype=_F64, device=self.device)
+            with torch.inference_mode(False):  # normal tensors even inside inference_mode: updated in place later
+                data = torch.zeros(3, max(2 * cap, self.size, 256), dtype=_F64, device=self.device)
+                nonfinite = torch.zeros(max(2 * site_cap, len(self.channels), 64), dtype=_F64,
+                                        device=self.device)
             data[2].fill_(-torch.inf)
-            nonfinite = torch.zeros(max(2 * site_cap, len(self.channels), 64), dtype=_F64, device=self.device)
             if self.data is not None:
                 data[:, :cap].copy_(self.data)
                 nonfinite[:site_cap].copy_(self.nonfinite)
@@ -162,6 +164,12 @@ class Moments:
         f = factor.to(_F64) if isinstance(factor, Tensor) else float(factor)
         self.data[0].index_copy_(0, idx, self.data[0].index_select(0, idx) * f)
         self.data[1].index_copy_(0, idx, self.data[1].index_select(0, idx) * (f * f))
+
+    def add_site(self, i: int, other: "Moments", j: int) -> None:
+        """Add site j of ``other`` (the same number of channels) to site i: sums, sums of squares,
+        maxima, non-finite count and element count. Exact, as for two batches."""
+        s, q, m, f = other._views[j]
+        self.add(i, other.counts[j], s, q, m, f)
 
     def reset(self) -> None:
         """Zero every site (allocation is kept)."""

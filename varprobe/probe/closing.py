@@ -66,7 +66,7 @@ def close_mode(probe, mode: str, *, loss=None, lr=None, scaler=None, reset: bool
             found_inf = ~torch.isfinite(torch.stack([n.to(acc.device) for n in norms]).sum())
             factor = inv_scale if factor is None else inv_scale * factor
         if factor is not None:
-            acc.scale_(tuple(h.grad_sites), factor)
+            acc.scale_(tuple(h.grad_sites[TRAIN]), factor)
     if mode == TRAIN and probe._world > 1 and len(acc):
         _check_layout(probe, acc)
         acc.all_reduce_(probe._group)
@@ -95,9 +95,9 @@ def close_mode(probe, mode: str, *, loss=None, lr=None, scaler=None, reset: bool
                 host_values.append(float(v))
         if found_inf is not None and "amp.skipped" in probe._quantities:
             out.add(None, "amp.skipped", out.block(found_inf.to(_F64)))
-    if reset:
-        h.reset(mode)
     if not out.rows and not host_rows:
+        if reset:
+            h.reset(mode)
         return None
     device = acc.device or out.blocks[0].device if out.blocks else torch.device("cpu")
     values = None
@@ -108,7 +108,12 @@ def close_mode(probe, mode: str, *, loss=None, lr=None, scaler=None, reset: bool
         values = flat.index_select(0, idx)
     schema = _cached(probe, ("schema", tuple(out.rows)), lambda: Schema(tuple(out.rows)))
     host = _cached(probe, ("schema", tuple(host_rows)), lambda: Schema(tuple(host_rows))) if host_rows else None
-    return Record(probe._t, mode, schema, values, host, host_values)
+    record = Record(probe._t, mode, schema, values, host, host_values)
+    if mode == TRAIN:
+        probe._params.commit()  # only now that nothing can fail: the step's state moves on
+    if reset:
+        h.reset(mode)
+    return record
 
 
 def _check_layout(probe, acc: Moments) -> None:

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from ..stats import channel_count, channel_max, channel_sum_norm, count_nonfinite, fused_channel_sums
 from .buffers import Moments, Pending
-from .plan import EVAL, TRAIN, LayerPlan, first_tensor, in_backward
+from .plan import BUCKETS, EVAL, PENDING, TRAIN, LayerPlan, first_tensor, in_backward
 
 __all__ = ["Hooks"]
 
@@ -58,15 +58,17 @@ class Hooks:
         self.model, self.plans, self.fused = model, plans, fused
         self.active = [p for p in plans if p.active]
         self.bns = [p for p in plans if p.bn_q]
-        self.acc = {TRAIN: Moments(), EVAL: Moments()}
-        self.pending = {TRAIN: Pending(), EVAL: Pending()}
-        self.grad_sites: dict[int, None] = {}  # train sites holding gradients (scaled at step)
+        self.acc = {b: Moments() for b in BUCKETS}
+        self.pending = {b: Pending() for b in BUCKETS}
+        self.grad_sites: dict[str, dict[int, None]] = {b: {} for b in BUCKETS}  # gradient sites (AMP scaling)
         self.rec_train = self.rec_eval = self.force_train = False
         self.t = 0
-        self.root_calls = {TRAIN: 0, EVAL: 0}
+        self.root_calls = {b: 0 for b in BUCKETS}
         self.root_seen = False
-        self.grad_hooks = self.grads_seen = 0
-        self.running: dict[str, Tensor | None] = {TRAIN: None, EVAL: None}  # BN running stats snapshot
+        self.grad_hooks = self.grads_seen = 0  # training-forward tensors watched, their gradient calls
+        self.pending_hooks = self.pending_grads = 0  # the same for PENDING forwards
+        self.pending_seen = False  # whether a PENDING forward ran in the open step
+        self.running: dict[str, Tensor | None] = {b: None for b in BUCKETS}  # BN running stats snapshot
         self.next_depth, self.cur_depth = 0, -1
         self.warn: Callable[[str, str, str], None] = lambda name, kind, msg: None
         self._cache: dict[int, _Entry] = {}
@@ -92,7 +94,15 @@ class Hooks:
         if self._wrapped is None:  # built once: wrapping costs more than registering
             disable = torch.compiler.disable
             self._wrapped = [disable(functools.partial(self._on_forward, p)) for p in self.active]
-        self._layer = [p.module.register_forward_hook(fn) for p, fn in zip(self.active, self._wrapped)]
+        handles: list = []
+        try:
+            for p, fn in zip(self.active, self._wrapped):
+                handles.append(p.module.register_forward_hook(fn))
+        except BaseException:  # all or nothing
+            for h in handles:
+                h.remove()
+            raise
+        self._layer = handles
 
     def disarm(self) -> None:
         for h in self._layer:
@@ -109,17 +119,31 @@ class Hooks:
         self._gcache.clear()
 
     def mode(self, module: nn.Module) -> str:
-        return TRAIN if self.force_train or (module.training and torch.is_grad_enabled()) else EVAL
+        """TRAIN (training mode, grad enabled), EVAL (no_grad / inference_mode) or PENDING (eval
+        mode, grad enabled: settled at step())."""
+        if self.force_train:
+            return TRAIN
+        if not torch.is_grad_enabled():
+            return EVAL
+        if module.training:
+            return TRAIN
+        self.pending_seen = True
+        return PENDING
+
+    def recording(self, mode: str) -> bool:
+        if mode == TRAIN:
+            return self.rec_train
+        return self.rec_eval if mode == EVAL else self.rec_train or self.rec_eval
 
     def _on_root(self, module: nn.Module, args: tuple) -> None:
         mode = self.mode(module)
         self.root_calls[mode] += 1
         self.root_seen = True
         if not self._layer and self.rec_eval and (
-                mode == EVAL or any(not p.module.training for p in self.active)):
+                mode != TRAIN or any(not p.module.training for p in self.active)):
             self.arm()  # eval forwards are recorded whenever they run: hooks for this forward only
             self._temporary = True
-        if self.bns and self.running[mode] is None and (self.rec_eval if mode == EVAL else self.rec_train):
+        if self.bns and self.running[mode] is None and self.recording(mode):
             # BatchNorm running statistics before the mode's first forward of the step, all at once.
             with torch.no_grad():
                 self.running[mode] = torch.cat([torch.cat([p.module.running_mean, p.module.running_var])
@@ -132,13 +156,10 @@ class Hooks:
     # -- forward -----------------------------------------------------------------------------------
     def _on_forward(self, p: LayerPlan, module: nn.Module, args: tuple, out: Any) -> None:
         mode = self.mode(module)
-        if mode == TRAIN:
-            if not self.rec_train:
-                return
-            if in_backward():  # a forward re-run inside backward: activation checkpointing
-                p.recomputed += 1
-                return
-        elif not self.rec_eval:
+        if not self.recording(mode):
+            return
+        if mode != EVAL and in_backward():  # a forward re-run inside backward: activation checkpointing
+            p.recomputed += 1
             return
         p.fires[mode] += 1
         if p.depth < 0:
@@ -153,16 +174,18 @@ class Hooks:
         acc, pend, sites = self.acc[mode], self.pending[mode], p.sites[mode]
         if p.want_in and x is not None and x.is_floating_point():
             self._put(acc, pend, p, sites, "in", self._reduce(x, p.cdim, False, False), False, False)
-            if p.dec_q and mode == TRAIN:
+            if p.dec_q and mode != EVAL:
                 p.in_size = tuple(x.shape[2:])
         if p.want_out and y is not None and y.is_floating_point():
             e = self._reduce(y, p.cdim, p.out_max, p.out_nonfinite)
             self._put(acc, pend, p, sites, "out", e, p.out_max, p.out_nonfinite)
-        if mode == TRAIN and torch.is_grad_enabled():
-            if p.want_grad_out and y is not None and y.requires_grad:
-                self._watch(y, p, "grad_out")
+        if mode != EVAL:
+            if y is not None and y.requires_grad and (p.want_grad_out or mode == PENDING):
+                # a PENDING forward's output is watched even without gradient quantities: a
+                # gradient reaching it makes it a training forward (see step())
+                self._watch(y, p, mode, "grad_out" if p.want_grad_out else None)
             if p.grad_in and x is not None and x.requires_grad:
-                self._watch(x, p, "grad_in")
+                self._watch(x, p, mode, "grad_in")
         if len(pend) > 4096:  # many forwards in one step (eval loops): bound what is held
             acc.merge(pend)
 
@@ -231,34 +254,85 @@ class Hooks:
         acc.counts[i] += e.n
 
     # -- backward ----------------------------------------------------------------------------------
-    def _watch(self, t: Tensor, p: LayerPlan, slot: str) -> None:
+    def _watch(self, t: Tensor, p: LayerPlan, mode: str, slot: str | None) -> None:
+        """Reduce the gradient of ``t`` into the site ``slot`` of ``p`` in bucket ``mode``; slot
+        None only counts that a gradient arrived."""
         cdim = p.cdim % t.ndim if t.ndim else 0
-        i = self._site(self.acc[TRAIN], p, p.sites[TRAIN], slot, t.shape[cdim] if t.ndim else 1, t.device)
-        if i is None:
-            return
-        self.grad_sites[i] = None
+        i = None
+        if slot is not None:
+            i = self._site(self.acc[mode], p, p.sites[mode], slot, t.shape[cdim] if t.ndim else 1, t.device)
+            if i is None:
+                return
+            self.grad_sites[mode][i] = None
+        if mode == TRAIN:
+            self.grad_hooks += 1
+        else:
+            self.pending_hooks += 1
         key = (id(t), _version(t))
         hit = self._gcache.get(key)
         if hit is not None and hit[0]() is t and hit[1] == cdim:
-            hit[2].append(i)
+            hit[2].append((mode, i))
             return
-        consumers = [i]
+        consumers = [(mode, i)]
         t.register_hook(functools.partial(self._on_grad, consumers, cdim, self.t))
         self._gcache[key] = (weakref.ref(t), cdim, consumers)
-        self.grad_hooks += 1
 
-    def _on_grad(self, consumers: list[int], cdim: int, step: int, g: Tensor) -> None:
+    def _on_grad(self, consumers: list[tuple[str, int | None]], cdim: int, step: int, g: Tensor) -> None:
         if step != self.t or not self._root:
             return  # a backward of a forward from a closed step, or after remove()
-        self.grads_seen += 1
-        s, r, _ = self._sums(g, cdim, False)
+        s = r = None
         n = channel_count(g, cdim)
-        acc, pend = self.acc[TRAIN], self.pending[TRAIN]
-        for i in consumers:
+        train = pending = False
+        for mode, i in consumers:
+            if mode == TRAIN:
+                train = True
+            else:
+                pending = True
+            if i is None:
+                continue
+            if s is None:
+                s, r, _ = self._sums(g, cdim, False)
+            pend = self.pending[mode]
             pend.sites.append(i)
             pend.s.append(s)
             pend.r.append(r)
-            acc.counts[i] += n
+            self.acc[mode].counts[i] += n
+        self.grads_seen += train
+        self.pending_grads += pending
+
+    def settle(self, train: bool, recording: bool) -> None:
+        """Merge the step's PENDING forwards into the TRAIN bucket (``train``: a backward reached
+        them) or, forward moments (in, out) only, into the EVAL bucket; exact: sums add, maxima
+        max, as for two batches. ``recording``: whether the target bucket is recorded."""
+        if not self.pending_seen:
+            return
+        dst_mode = TRAIN if train else EVAL
+        slots = ("in", "out", "grad_out", "grad_in") if train else ("in", "out")
+        src, dst = self.acc[PENDING], self.acc[dst_mode]
+        src.merge(self.pending[PENDING])
+        dst.merge(self.pending[dst_mode])
+        if recording and len(src):
+            for p in self.plans:
+                sites, into = p.sites[PENDING], p.sites[dst_mode]
+                for slot in slots:
+                    i = sites.get(slot)
+                    if i is None or not src.fired(i):
+                        continue
+                    j = self._site(dst, p, into, slot, src.channels[i], src.device)
+                    if j is None:
+                        continue
+                    if slot.startswith("grad"):
+                        self.grad_sites[dst_mode][j] = None
+                    dst.add_site(j, src, i)
+                p.fires[dst_mode] += p.fires[PENDING]
+            if self.running[dst_mode] is None:  # PENDING modules inside a training-mode root: its snapshot
+                self.running[dst_mode] = (self.running[PENDING] if self.running[PENDING] is not None
+                                          else self.running[TRAIN])
+            self.root_calls[dst_mode] += self.root_calls[PENDING]
+        if train:
+            self.grad_hooks += self.pending_hooks
+            self.grads_seen += self.pending_grads
+        self.reset(PENDING)
 
     # -- end of step -------------------------------------------------------------------------------
     def reset(self, mode: str) -> None:
@@ -268,6 +342,9 @@ class Hooks:
             p.reset(mode)
         self.root_calls[mode] = 0
         self.running[mode] = None
+        if mode == PENDING:
+            self.pending_hooks = self.pending_grads = 0
+            self.pending_seen = False
         if mode == TRAIN:
             self.grad_hooks = self.grads_seen = 0
             self._gcache.clear()

@@ -61,6 +61,15 @@ class ParamStats:
         self._cache: dict[tuple, object] = {}
         self.prev: dict[int, Tensor] = {}  # plan idx -> previous recorded step's g_i
         self.prev_ok: dict[int, Tensor] = {}  # plan idx -> 0-d: that g_i came from a step not skipped
+        self._staged: dict[int, tuple[Tensor, Tensor | None]] = {}  # the closing step's, until commit()
+
+    def commit(self) -> None:
+        """The closing step's record is built: its g_i become the previous ones (sign persistence)."""
+        for idx, (gi, ok) in self._staged.items():
+            self.prev[idx] = gi
+            if ok is not None:
+                self.prev_ok[idx] = ok
+        self._staged.clear()
 
     def _cached(self, key: tuple, build):
         hit = self._cache.get(key)
@@ -77,7 +86,9 @@ class ParamStats:
     # -- training step -----------------------------------------------------------------------------
     def train(self, out: StepRows, acc: Moments, summary: Tensor | None, inv_scale: Tensor | None,
               found_inf: Tensor | None) -> None:
-        """Add the norm.*, w.*, k.*, dec.* and gw.* rows of the closing training step."""
+        """Add the norm.*, w.*, k.*, dec.* and gw.* rows of the closing training step (the step's
+        g_i are kept for the next one by :meth:`commit`, once its record is built)."""
+        self._staged.clear()
         with torch.no_grad():
             self._norms(out)
             need = [p for p in self.plans if p.params]
@@ -148,7 +159,7 @@ class ParamStats:
             k = k.view(-1, cin, t)
             iid_f.append(((k * k).sum(1) * diag).sum(1))  # sum_{c,t} C[t, t] K_i[c, t]^2
             fs = k.sum(1)  # s_i[t]: filter sums per tap
-            shift_f.append((torch.bmm(fs[:, None, :], overlap)[:, 0] * fs).sum(1))  # s_i^T C s_i
+            shift_f.append((torch.bmm(fs[:, None, :], overlap)[:, 0] * fs).sum(1).clamp_min(0.0))  # s_i^T C s_i >= 0
         per_filter = torch.stack([torch.cat(iid_f), torch.cat(shift_f)]).to(acc.device)
         outs = tuple(b for _, _, b in todo)
         idx = acc._channel_index(outs)
@@ -159,7 +170,8 @@ class ParamStats:
         b = torch.cat([bb.detach().to(_F64).reshape(-1) if isinstance(bb, Tensor)
                        else torch.zeros(acc.channels[i], dtype=_F64, device=dev)
                        for bb, (_, _, i) in zip(biases, todo)]).to(acc.device)
-        measured_c = qo / n - 2 * b * so / n + b * b
+        # E[(y_c - b_c)^2] >= 0 per channel: clamped at 0 against the cancellation of its three terms
+        measured_c = (qo / n - 2 * b * so / n + b * b).clamp_min(0.0)
         tot = torch.cat([segment_sum(per_filter, geo.layer_of_filter.to(acc.device), len(todo)),
                          segment_sum(measured_c, geo.layer_of_channel.to(acc.device), len(todo))[None]])
         tot = tot / geo.layer_o.to(acc.device)
@@ -216,10 +228,11 @@ class ParamStats:
         if found_inf is not None:  # a skipped step leaves the previous g_i in place
             keep = torch.where(found_inf, prev if prev is not None else gi.new_zeros(gi.shape), gi)
         for j, p in enumerate(layers):
-            self.prev[p.idx] = keep[seg.offsets[j]:seg.offsets[j] + seg.o[j]]
+            ok = None
             if found_inf is not None:
                 old = self.prev_ok.get(p.idx, zeros) if has_prev[j] else zeros
-                self.prev_ok[p.idx] = torch.where(found_inf, old, 1.0)
+                ok = torch.where(found_inf, old, 1.0)
+            self._staged[p.idx] = (keep[seg.offsets[j]:seg.offsets[j] + seg.o[j]], ok)
         if summary is not None:
             self._bias_corr(out, acc, summary, layers, gs, seg, gi, signal)
 

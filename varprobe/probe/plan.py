@@ -20,10 +20,16 @@ from ..stats import FILTER_STATS, layer_tap_overlap
 from .quantities import QUANTITIES
 from .select import Target
 
-__all__ = ["LayerPlan", "TRAIN", "EVAL", "MODES", "weights", "first_tensor", "tap_overlap_of"]
+__all__ = ["LayerPlan", "TRAIN", "EVAL", "PENDING", "MODES", "BUCKETS", "weights", "first_tensor",
+           "tap_overlap_of"]
 
 TRAIN, EVAL = "train", "eval"
 MODES = (TRAIN, EVAL)
+# Internal bucket: forwards of modules in eval mode with grad enabled. Whether they were training
+# forwards (a model trained in eval mode, e.g. with frozen BatchNorm) or eval forwards (an
+# evaluation without no_grad) is known at step(): training forwards if a backward reached them.
+PENDING = "eval+grad"
+BUCKETS = (TRAIN, EVAL, PENDING)
 _FILTER_K = tuple(f"k.{k}" for k in FILTER_STATS)
 
 
@@ -104,9 +110,9 @@ class LayerPlan:
         self.params = bool(self.w_q or self.k_q or self.k_extra or self.gw_q or self.dec_q)
         self.active = (self.want_in or self.want_out or self.want_grad_out or self.grad_in
                        or self.params or bool(self.norm_q))
-        self.fires = {TRAIN: 0, EVAL: 0}
+        self.fires = {b: 0 for b in BUCKETS}
         self.recomputed = 0
-        self.sites: dict[str, dict[str, int]] = {TRAIN: {}, EVAL: {}}
+        self.sites: dict[str, dict[str, int]] = {b: {} for b in BUCKETS}
 
     def reset(self, mode: str) -> None:
         self.fires[mode] = 0

@@ -13,14 +13,15 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from .buffers import Moments
+from .checks import check_fires, check_step
 from .closing import close_mode, drop_skipped
 from .hooks import Hooks
 from .params import ParamStats
-from .plan import EVAL, MODES, TRAIN, LayerPlan
+from .plan import EVAL, MODES, PENDING, TRAIN, LayerPlan
 from .quantities import resolve_quantities
 from .schedule import as_schedule
 from .select import DEFAULT_BLOCKS, select, unwrap
-from .sink import ParquetSink, deliver
+from .sink import ParquetSink, deliver, save_run
 from .table import Record, collapse_step, empty_frame, records_to_frame
 
 __all__ = ["Probe"]
@@ -200,9 +201,7 @@ class Probe:
         """Index of the step in progress: the number of completed ``step()`` calls."""
         return self._t
 
-    @property
-    def attached(self) -> bool:
-        return self._hooks.attached
+    attached = property(lambda self: self._hooks.attached)
 
     @property
     def _acc(self) -> dict[str, Moments]:
@@ -225,8 +224,7 @@ class Probe:
         return held + sum(r.values.numel() * r.values.element_size() for r in self._pending if r.values is not None)
 
     def __repr__(self) -> str:
-        return (f"Probe({type(self.model).__name__}, {len(self.layers)} layers, every={self._schedule!r}, "
-                f"step={self._t}, attached={self.attached})")
+        return f"Probe({type(self.model).__name__}, {len(self.layers)} layers, step={self._t}, attached={self.attached})"
 
     # -- attach / remove ---------------------------------------------------------------------------
     def attach(self) -> "Probe":
@@ -237,12 +235,15 @@ class Probe:
             raise RuntimeError(f"this Probe was closed and its run {self._out} finalized; "
                                "create a new Probe to record more")
         unwrap(self.model)  # refuse a model compiled since the probe was created
-        if self._rank == 0 and not self._sinks:
-            if self._out is not None:
+        try:  # all or nothing: hooks, then the run directory; on any failure, none of them
+            self._hooks.attach()
+            self._arm()
+            if self._rank == 0 and self._out is not None and self._writer is None:
                 self._writer = ParquetSink(self._out, self._config(), overwrite=self._overwrite)
-            self._sinks = ([self._writer] if self._writer else []) + self._extra_sinks
-        self._hooks.attach()
-        self._arm()
+            self._sinks = self._extra_sinks if self._rank == 0 else []
+        except BaseException:
+            self._hooks.remove()
+            raise
         return self
 
     def _arm(self) -> None:
@@ -260,34 +261,75 @@ class Probe:
 
     def close(self, status: str | None = None, **fields: Any) -> None:
         """Close the open eval step, flush, and finalize the run directory and sinks (status
-        "finished", or "collapsed" if a non-finite loss or activation was recorded). Idempotent."""
+        "finished", or "collapsed" if a non-finite loss or activation was recorded). Idempotent.
+
+        If closing fails (a write error, a bad ``status``), the run is marked "failed" with that
+        error, its lock is released and the error is raised."""
         if self._closed:
             return
-        self.remove()
-        rec = self._close_mode(EVAL, reset=True)
-        if rec is not None:
-            self._pending.append(rec)
         try:
+            self.remove()
+            self._hooks.settle(train=False, recording=self._hooks.rec_eval)  # no step() will settle them
+            rec = self._close_mode(EVAL, reset=True)
+            if rec is not None:
+                self._pending.append(rec)
             self.flush()
-        finally:
             self._closed = True
             if status is None:
                 status = "collapsed" if self._collapsed_step is not None else "finished"
+            if self._writer is not None:  # the run directory's own errors reach the user unchanged
+                self._writer.close(status, **fields)
             deliver(self._sinks, "close", status, **fields)
+        except BaseException as exc:
+            self._abort(exc)
+            raise
+
+    def _abort(self, exc: BaseException) -> None:
+        """After a failure inside or around the probe: remove the hooks, write the steps already
+        closed if possible, mark the run "failed" with ``exc`` and release its lock. Never raises,
+        so ``exc`` is what reaches the user; a further problem on the way is added as a note."""
+        notes = []
+        self._hooks.remove()
+        try:
+            self.flush()
+        except Exception as err:
+            notes.append(f"writing the recorded steps failed: {err!r}")
+        if self._writer is not None and not self._writer.writer.closed:
+            error = {"type": type(exc).__name__, "message": str(exc)[:2000]}
+            try:
+                self._writer.close("failed", error=error)  # releases the lock even if meta.json fails
+            except Exception as err:
+                notes.append(f"marking the run {self._out} as failed failed: {err!r}")
+        for sink in self._sinks:
+            close = getattr(sink, "close", None)
+            if close is not None:
+                try:
+                    close("failed", error={"type": type(exc).__name__, "message": str(exc)[:2000]})
+                except Exception as err:
+                    notes.append(f"closing sink {sink!r} failed: {err!r}")
+        if self._out is not None or self._sinks:
+            self._closed = True
+        for note in notes:
+            exc.add_note(f"varprobe.Probe: {note}")
 
     def __enter__(self) -> "Probe":
         return self.attach()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
+        """Remove the hooks; with ``out`` (or sinks), close the run. If the body raised, or the
+        probe fails here, the run is marked "failed" with that error, the lock is released and the
+        error propagates unchanged (nothing raised on the way out hides it)."""
+        if exc is not None:
+            self._abort(exc)
+            return
         try:
             self.remove()
-        finally:
             if self._out is not None or self._sinks:
-                if exc_type is None:
-                    self.close()
-                else:
-                    self.close("failed", error={"type": exc_type.__name__, "message": str(exc)[:2000]})
+                self.close()
+        except BaseException as err:
+            self._abort(err)
+            raise
 
     # -- step --------------------------------------------------------------------------------------
     def step(self, loss: Tensor | float | None = None, lr: float | Tensor | None = None, *,
@@ -297,30 +339,28 @@ class Probe:
         ``loss.backward()`` (``scaler.scale(loss).backward()``) and before ``scaler.unscale_``,
         ``optimizer.step()`` / ``scaler.step(optimizer)`` and ``zero_grad()``.
 
-        ``scaler``: the ``torch.amp.GradScaler`` whose scale multiplied the loss, or None; gradient
-        statistics are then recorded unscaled and a skipped step as ``amp.skipped`` (class docstring).
+        Args:
+            loss: None, a real number or a one-element tensor (the loss backpropagated; inf or NaN
+                marks the run collapsed).
+            lr: None, or a finite real number or one-element tensor (a device tensor is not read).
+            scaler: the ``torch.amp.GradScaler`` that scaled the loss, or None: gradient statistics
+                are then recorded unscaled and a skipped step as ``amp.skipped`` (class docstring).
+
+        Everything is checked before anything changes: a call that raises leaves the probe as it
+        was (the step stays open; call ``step()`` again with valid arguments).
 
         Raises:
-            RuntimeError: called twice without a training forward in between, or, on a recorded
-                step, after a training forward whose backward never ran.
-            TypeError: ``scaler`` is not a GradScaler.
+            TypeError, ValueError: a bad ``loss``, ``lr`` or ``scaler`` (the message names it).
+            RuntimeError: the probe is detached or closed; called twice without a training forward
+                in between (the message says which forwards ran instead); or, on a recorded step,
+                after a training forward whose backward never ran.
         """
         h, t = self._hooks, self._t
-        if scaler is not None and not isinstance(scaler, torch.amp.GradScaler):
-            raise TypeError(f"scaler must be a torch.amp.GradScaler or None, got {scaler!r}")
+        promote = check_step(self, loss, lr, scaler)  # everything is checked before anything changes
         self._amp = self._amp or scaler is not None
-        fired = any(layer.fires[TRAIN] for layer in self._layers)
-        if h.root_seen and h.root_calls[TRAIN] == 0 and not fired:
-            raise RuntimeError(
-                f"Probe.step() called twice without a training forward and backward in between "
-                f"(step {t}); call it once per optimizer step, after loss.backward() and before "
-                "optimizer.step()")
-        if h.rec_train and h.attached and h.grad_hooks and not h.grads_seen:
-            raise RuntimeError(
-                f"Probe.step() called at step {t} after a training forward but before its backward; "
-                "call loss.backward() first (Probe.step() reads gradients)")
-        if h.rec_train and h.attached:
-            self._check_fires(t)
+        h.settle(train=promote, recording=h.recording(TRAIN if promote else EVAL))
+        if h.rec_train:
+            check_fires(self, t)
             rec = self._close_mode(TRAIN, loss=loss, lr=lr, scaler=scaler)
             if rec is not None:
                 self._pending.append(rec)
@@ -341,31 +381,6 @@ class Probe:
             self._warned.add((name, kind))
             warnings.warn(message, RuntimeWarning, stacklevel=3)
 
-    def _check_fires(self, t: int) -> None:
-        active = [layer for layer in self._layers if layer.active]
-        never = [layer.name for layer in active if not layer.fires[TRAIN] and not layer.recomputed
-                 and (layer.name, "never") not in self._warned]
-        if never:
-            self._warned.update((n, "never") for n in never)
-            warnings.warn(
-                f"Probe: {len(never)} probed layer(s) never fired during training step {t}: "
-                f"{', '.join(never[:20])}{', ...' if len(never) > 20 else ''}. They are not called in "
-                "the forward, are called through module.forward() directly (which skips hooks), or the "
-                "model was torch.compile'd and run before the probe was attached (or without "
-                "persistent_hooks=True)", RuntimeWarning, stacklevel=3)
-        calls = self._hooks.root_calls[TRAIN]
-        for layer in active:
-            if layer.recomputed:
-                self._warn_once(layer.name, "twice", (
-                    f"Probe: layer {layer.name!r} fired again during backward at step {t} ({layer.recomputed} "
-                    "time(s)): activation checkpointing recomputes its forward; recomputations are not "
-                    "recorded"))
-            elif calls and layer.fires[TRAIN] > calls:
-                self._warn_once(layer.name, "twice", (
-                    f"Probe: layer {layer.name!r} fired {layer.fires[TRAIN]} times in step {t} for {calls} "
-                    "forward(s) of the model: it is called more than once per forward (its calls are "
-                    "merged into one record), or its forward is recomputed (activation checkpointing)"))
-
     def _close_mode(self, mode: str, *, loss=None, lr=None, scaler=None, reset: bool = True) -> Record | None:
         """Statistics of the open step of ``mode`` as a Record (None if nothing fired)."""
         return close_mode(self, mode, loss=loss, lr=lr, scaler=scaler, reset=reset)
@@ -384,11 +399,15 @@ class Probe:
             frame = drop_skipped(frame)
         if self._out is None:
             self._frames.append(frame)
+        if self._writer is not None:
+            self._writer(frame)  # first: a sink that raises after it loses nothing of the run
         deliver(self._sinks, None, frame)
 
     def _note_collapse(self, step: int | None) -> None:
         if step is not None:
             self._collapsed_step = step
+            if self._writer is not None:
+                self._writer.update_meta(collapsed_step=step)
             deliver(self._sinks, "update_meta", collapsed_step=step)
 
     def frame(self) -> pd.DataFrame:
@@ -417,20 +436,8 @@ class Probe:
     def save(self, path: str | os.PathLike, *, overwrite: bool = False, status: str | None = None) -> None:
         """Write the whole table so far to a new run directory (``meta.json`` + one Parquet chunk).
         Only rank 0 writes."""
-        if self._rank != 0:
-            return
-        from ..record import RunWriter
-        frame = self.frame()
-        writer = RunWriter(path, self._config(), overwrite=overwrite)
-        try:
-            writer.append(frame)
-        except BaseException:
-            writer.close("failed")
-            raise
-        if status is None:
-            status = "collapsed" if self._collapsed_step is not None else "finished"
-        fields = {"collapsed_step": self._collapsed_step} if self._collapsed_step is not None else {}
-        writer.close(status, **fields)
+        if self._rank == 0:
+            save_run(path, self.frame(), self._config(), self._collapsed_step, overwrite=overwrite, status=status)
 
     def _config(self) -> dict:
         spec = self._layers_spec

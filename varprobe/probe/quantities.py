@@ -7,7 +7,13 @@ Conventions for every quantity below:
   last axis for ``nn.Linear`` and ``nn.LayerNorm`` (features). Whole-tensor statistics reduce over
   every axis; channel-wise ones reduce over every axis but the channel axis (batch and positions),
   then average over channels.
-- Statistics of a step merge every forward of that step exactly (gradient accumulation), in float64.
+- Statistics of a step merge every forward of that step exactly (gradient accumulation), in float64:
+  sums of squares never overflow for finite float16, bfloat16 or float32 tensors (see
+  ``varprobe.stats.channel_sums``); a tensor that holds inf or NaN is counted in ``*.nonfinite``.
+- Quantities that are non-negative by definition (variances, second moments, squared norms and
+  sums, ``dec.measured``, ``dec.iid``, ``dec.shift``) are never negative: where they are computed
+  as a difference (E[x^2] - E[x]^2, E[(y - b)^2] expanded), the difference is clamped at 0 against
+  rounding. ``dec.rest`` is a signed difference and is not clamped.
 - Gradients are those autograd computes for the loss the user backpropagates. With a mean-reduced
   loss over a batch of B samples, dL/dy of each activation scales as 1/B, so ``grad_out.var``,
   ``grad_out.sq_mean`` and ``grad_in.var`` scale as 1/B^2 and ``gw.avg_abs`` and ``gw.rms`` as 1/B
@@ -72,7 +78,8 @@ QUANTITIES.update({
     "k.shrink": "PWS: mean over filters of sqrt(s_i^2 / (s_i^2 + gamma')), s_i^2 the biased variance of "
                 "raw filter i: how much gamma' shrinks the kernel (1 = not at all)",
     "dec.measured": "conv/linear: mean over filters i of E[(y_i - b_i)^2] over batch and positions: the "
-                    "output second moment without the bias, which dec.iid + dec.shift + dec.rest split",
+                    "output second moment without the bias, which dec.iid + dec.shift + dec.rest split "
+                    "(per filter computed as q/n - 2 b s/n + b^2 from the output sums, clamped at 0)",
     "dec.iid": "Var(x) * mean_i sum_t C[t, t] ||K_i[:, t]||^2, x the input (all entries), K the effective "
                "kernel: what inputs with i.i.d. entries give; padding-aware, C[t, t] the fraction of output "
                "positions at which tap t reads the input rather than padding (varprobe.stats.second_moment_parts)",
@@ -101,8 +108,8 @@ QUANTITIES.update({
     "bn.var_ratio": "BatchNorm: mean over channels of var_B,c / var_R,c (var_B biased)",
     "norm.weight_mean": "BatchNorm/GroupNorm/LayerNorm with affine weight: mean of gamma",
     "norm.bias_mean": "BatchNorm/GroupNorm/LayerNorm with affine bias: mean of beta",
-    "loss": "step level (layer ''): the loss passed to Probe.step (its mean if not a scalar)",
-    "lr": "step level (layer ''): the learning rate passed to Probe.step",
+    "loss": "step level (layer ''): the loss passed to Probe.step (a number or a one-element tensor)",
+    "lr": "step level (layer ''): the learning rate passed to Probe.step (a finite number)",
     "amp.skipped": "step level (layer ''), only with Probe.step(scaler=...): 1 if a gradient of the model holds "
                    "an inf or NaN (the GradScaler skips that optimizer step; its gradient rows are dropped), "
                    "else 0",

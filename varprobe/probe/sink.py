@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["Sink", "ParquetSink", "SinkError", "deliver"]
+__all__ = ["Sink", "ParquetSink", "SinkError", "deliver", "save_run"]
 
 Sink = Callable[[pd.DataFrame], Any]
 
@@ -67,3 +67,20 @@ def deliver(sinks: Sequence[object], method: str | None, *args: Any, **kwargs: A
         sink, exc = first
         what = "" if method is None else f".{method}()"
         raise SinkError(f"Probe sink {_name(sink)}{what} raised {type(exc).__name__}: {exc}") from exc
+
+
+def save_run(path: str | os.PathLike, frame: pd.DataFrame, config: dict, collapsed_step: int | None, *,
+             overwrite: bool = False, status: str | None = None) -> None:
+    """Write ``frame`` as a new run directory (``meta.json`` + one Parquet chunk), status
+    "collapsed" (with ``collapsed_step``) or "finished" unless ``status`` is given; a failed write
+    leaves the run marked "failed"."""
+    from ..record import RunWriter
+    writer = RunWriter(path, config, overwrite=overwrite)
+    try:
+        writer.append(frame)
+    except BaseException:
+        writer.close("failed")
+        raise
+    if status is None:
+        status = "collapsed" if collapsed_step is not None else "finished"
+    writer.close(status, **({"collapsed_step": collapsed_step} if collapsed_step is not None else {}))

@@ -70,7 +70,8 @@ def second_moment_parts(kernel: Tensor, overlap: Tensor, mean: Tensor | float,
 
     Returns:
         (iid, shift), each float64 of shape (O,): iid_i = var * sum_{c,t} C[t, t] K_i[c, t]^2 and
-        shift_i = mean^2 * s_i^T C s_i with s_i[t] = sum_c K_i[c, t].
+        shift_i = mean^2 * s_i^T C s_i with s_i[t] = sum_c K_i[c, t]. Both are >= 0 (C is a Gram
+        matrix, so s^T C s >= 0); shift is clamped at 0 against rounding.
     """
     k = kernel.detach().to(_F64)
     k = k.reshape(k.shape[0], k.shape[1], -1)  # (O, C, T)
@@ -79,7 +80,7 @@ def second_moment_parts(kernel: Tensor, overlap: Tensor, mean: Tensor | float,
     c = overlap.to(k.device, _F64)
     iid = (k.square().sum(1) * c.diagonal()).sum(1) * var
     s = k.sum(1)  # (O, T)
-    shift = ((s @ c) * s).sum(1) * (mean * mean)
+    shift = ((s @ c) * s).sum(1).clamp_min(0.0) * (mean * mean)
     return iid, shift
 
 

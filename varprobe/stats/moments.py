@@ -14,9 +14,26 @@ __all__ = ["channel_sums", "channel_sum_norm", "channel_max", "fused_channel_sum
            "chan_merge", "sums_to_welford", "welford_to_sums"]
 
 
-def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
-    # Half and bfloat16 rows are summed in float32; float32 and float64 keep their own precision.
-    return torch.promote_types(dtype, torch.float32)
+#: Up to this many elements, a CPU tensor's rows are summed in float64 directly: for such small
+#: tensors (a launch-bound step) it costs what float32 does; for large ones it is several times slower.
+SMALL_NUMEL = 8192
+
+
+def _acc_dtype(x: Tensor) -> torch.dtype:
+    # float64 (cannot overflow for finite float32/bfloat16/float16 input, needs no host check) for
+    # float64 input, small CPU tensors and every accelerator tensor; float32 row partials for large
+    # CPU tensors of lower precision, whose overflow channel_sums detects and redoes in float64.
+    if x.dtype == torch.float64 or x.numel() <= SMALL_NUMEL or x.device.type != "cpu":
+        return torch.float64
+    return torch.float32
+
+
+def _finite(s: Tensor, q: Tensor) -> bool:
+    """Whether every entry of the float64 sums s and q is finite (one host read, CPU only).
+
+    s . q is non-finite iff some entry of s or q is: an inf or NaN entry gives inf or NaN (inf * 0
+    is NaN), and finite float64 sums of float32 partials cannot overflow their product."""
+    return math.isfinite(torch.dot(s, q))
 
 
 def channel_count(x: Tensor, dim: int = 1) -> int:
@@ -39,8 +56,16 @@ def channel_sums(x: Tensor, dim: int = 1, *, with_max: bool = False, max_bound: 
     Each result has shape (C,) and dtype float64; the maximum keeps ``x``'s dtype. ``x`` is read
     once per statistic along its contiguous inner axes first (rows of H*W), which is several times
     faster on CPU than one strided reduction over (0, 2, 3), and ``torch.var_mean`` (Welford) is
-    slower still. Rows are summed in float32 (float64 for float64 input) and the row partials in
-    float64, so merging many batches by adding s and q loses nothing.
+    slower still. Rows of CPU tensors with more than ``SMALL_NUMEL`` elements are summed in
+    float32 (float64 for float64 input) and the row partials in float64, so merging many batches by
+    adding s and q loses nothing; smaller CPU tensors and tensors on other devices are summed in
+    float64 throughout (no host sync).
+
+    Range: s and q are finite for every finite ``x`` of dtype float16, bfloat16 or float32 (its
+    largest square, about 1.2e77, and any sum of them fit a float64). The float32 row partials of
+    a large CPU tensor overflow when entries exceed about 1.8e19; that is detected (one host read
+    of s . q, CPU only) and the sums are recomputed in float64. Float64 ``x`` is summed in float64:
+    entries beyond about 1.3e154 give q = inf, a second moment that float64 cannot represent.
 
     With ``max_bound=True`` the third result is instead, for contiguous ``x`` with rows longer than
     one, the largest row mean of the channel: a lower bound of m_c that costs no extra read. A
@@ -54,8 +79,17 @@ def channel_sums(x: Tensor, dim: int = 1, *, with_max: bool = False, max_bound: 
     if x.ndim == 0:
         x = x.reshape(1)
     dim = dim % x.ndim
+    acc = _acc_dtype(x)
+    s, q, m = _channel_sums(x, dim, with_max, max_bound, acc)
+    if acc != torch.float64 and not _finite(s, q):  # float32 partials overflowed, or x is not finite
+        s, q, m = _channel_sums(x, dim, with_max, max_bound, torch.float64)
+    return s, q, m
+
+
+def _channel_sums(x: Tensor, dim: int, with_max: bool, max_bound: bool, acc: torch.dtype
+                  ) -> tuple[Tensor, Tensor, Tensor | None]:
+    """:func:`channel_sums` of a detached ``x`` with ndim >= 1, rows summed in ``acc``."""
     c = x.shape[dim]
-    acc = _acc_dtype(x.dtype)
     f64 = torch.float64
     want_max = with_max or max_bound
     if x.numel() == 0:
@@ -84,11 +118,6 @@ def channel_sums(x: Tensor, dim: int = 1, *, with_max: bool = False, max_bound: 
     return s, q, r.amax(0) if want_max else None
 
 
-#: Tensors with at most this many elements are reduced with one strided kernel per statistic (fewest
-#: launches); larger ones row by row (fewest bytes moved, see :func:`channel_sums`).
-SMALL_NUMEL = 1 << 15
-
-
 def channel_sum_norm(x: Tensor, dim: int = 1, *, with_max: bool = False, max_bound: bool = False
                      ) -> tuple[Tensor, Tensor, Tensor | None]:
     """Per-channel sum s_c and root sum of squares r_c = sqrt(q_c) of ``x``, float64 (C,), and
@@ -97,7 +126,8 @@ def channel_sum_norm(x: Tensor, dim: int = 1, *, with_max: bool = False, max_bou
 
     Tensors of at most ``SMALL_NUMEL`` elements take two kernels (a float64 sum and a float64
     2-norm over every axis but ``dim``: the fewest launches, where a step is bound by launch
-    overhead); larger ones go through :func:`channel_sums`'s row-wise reductions.
+    overhead; entries are squared in float64, so finite float16/bfloat16/float32 input never
+    overflows); larger ones go through :func:`channel_sums` (row-wise reductions, same range).
     """
     x = x.detach()
     if x.ndim == 0 or x.numel() > SMALL_NUMEL or x.numel() == 0:
@@ -124,8 +154,9 @@ def channel_max(x: Tensor, dim: int = 1) -> Tensor:
     return x.amax(tuple(d for d in range(x.ndim) if d != dim))
 
 
-def _row_stats(rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    return rows.sum(2), (rows * rows).sum(2), rows.amax(2)
+def _row_stats(rows: Tensor, upcast: bool) -> tuple[Tensor, Tensor, Tensor]:
+    r = rows.to(torch.float64) if upcast else rows  # the cast fuses into the one read
+    return r.sum(2), (r * r).sum(2), rows.amax(2)
 
 
 _compiled_row_stats = None
@@ -136,7 +167,9 @@ def fused_channel_sums(x: Tensor, dim: int = 1, *, with_max: bool = False
     """:func:`channel_sums` with the three row reductions fused into one read of ``x``.
 
     The row sums, sums of squares and maxima of the (A, C, B) view come from one kernel generated by
-    ``torch.compile`` (inductor; dynamic shapes, so one compilation per dtype serves every layer).
+    ``torch.compile`` (inductor; dynamic shapes, so one compilation per dtype serves every layer);
+    rows are summed as :func:`channel_sums` sums them (float32 partials for large CPU tensors, with
+    the same overflow fallback, float64 otherwise).
     The first call compiles (tens of seconds on a small CPU, a few seconds with a warm inductor
     cache; a C++ compiler is needed on CPU). Tensors the kernel does not cover (non-contiguous,
     B = 1, not float32/float64) go to :func:`channel_sums`. Same results up to float rounding.
@@ -152,10 +185,14 @@ def fused_channel_sums(x: Tensor, dim: int = 1, *, with_max: bool = False
         return channel_sums(x, dim, with_max=with_max)
     if _compiled_row_stats is None:
         _compiled_row_stats = torch.compile(_row_stats, dynamic=True, fullgraph=True)
+    upcast = _acc_dtype(x) == torch.float64 and x.dtype != torch.float64
     with torch.no_grad():  # one compiled graph for forward and backward hooks, no autograd wrapper
-        rs, rq, rm = _compiled_row_stats(rows)
+        rs, rq, rm = _compiled_row_stats(rows, upcast)
     f64 = torch.float64
-    return rs.sum(0, dtype=f64), rq.sum(0, dtype=f64), (rm.amax(0) if with_max else None)
+    s, q = rs.sum(0, dtype=f64), rq.sum(0, dtype=f64)
+    if x.dtype != f64 and not upcast and not _finite(s, q):  # CPU float32 partials overflowed
+        return channel_sums(x, dim, with_max=with_max)
+    return s, q, (rm.amax(0) if with_max else None)
 
 
 def count_nonfinite(x: Tensor) -> Tensor:
