@@ -16,11 +16,19 @@ from collections.abc import Hashable
 import torch
 from torch import Tensor
 
-__all__ = ["Moments", "Pending", "SUMMARY_COLUMNS"]
+__all__ = ["Moments", "Pending", "SUMMARY_COLUMNS", "to_device"]
 
 #: Columns of :meth:`Moments.summary`, one row per site.
 SUMMARY_COLUMNS = ("mean", "var", "sq_mean", "ch_var", "ch_sq_mean", "dead_frac", "nonfinite")
 _F64 = torch.float64
+
+
+def to_device(t: Tensor, device: torch.device | None) -> Tensor:
+    """A host tensor (an index built when a layout changes) on ``device`` without a host sync: on
+    CUDA from pinned memory, asynchronously (a pageable copy would synchronize the stream)."""
+    if device is None or torch.device(device).type != "cuda":
+        return t.to(device) if device is not None else t
+    return t.pin_memory().to(device, non_blocking=True)
 
 
 class Pending:
@@ -130,7 +138,7 @@ class Moments:
         hit = self._index_cache.get(sites)
         if hit is None:
             idx = torch.cat([torch.arange(self.offsets[i], self.offsets[i] + self.channels[i]) for i in sites])
-            hit = self._index_cache[sites] = idx.to(self.device)
+            hit = self._index_cache[sites] = to_device(idx, self.device)
             if len(self._index_cache) > 64:
                 self._index_cache.pop(next(iter(self._index_cache)))
         return hit
@@ -151,7 +159,7 @@ class Moments:
             key = ("nf",) + tuple(p.nf_sites)
             idx = self._index_cache.get(key)
             if idx is None:
-                idx = self._index_cache[key] = torch.tensor(p.nf_sites, dtype=torch.long).to(self.device)
+                idx = self._index_cache[key] = to_device(torch.tensor(p.nf_sites, dtype=torch.long), self.device)
             self.nonfinite.index_add_(0, idx, torch.stack(p.nf).to(self.device, _F64))
         p.clear()
 
@@ -225,10 +233,10 @@ class Moments:
             return self._layout_cache[1]
         dev = self.device
         channels = torch.tensor(self.channels, dtype=torch.long)
-        seg = torch.repeat_interleave(torch.arange(len(self.channels)), channels).to(dev)
+        seg = to_device(torch.repeat_interleave(torch.arange(len(self.channels)), channels), dev)
         counts = (self._counts_dev if self._counts_dev is not None
-                  else torch.tensor(self.counts, dtype=_F64).to(dev))
-        c = channels.to(dev, _F64)
+                  else to_device(torch.tensor(self.counts, dtype=_F64), dev))
+        c = to_device(channels.to(_F64), dev)
         layout = (seg, counts[seg], counts * c, c)
         if key is not None:
             self._layout_cache = (key, layout)

@@ -7,7 +7,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from .buffers import SUMMARY_COLUMNS, Moments
+from .buffers import SUMMARY_COLUMNS, Moments, to_device
 from .params import StepRows
 from .plan import TRAIN
 from .table import Record, Schema
@@ -103,7 +103,7 @@ def close_mode(probe, mode: str, *, loss=None, lr=None, scaler=None, reset: bool
     values = None
     if out.rows:
         idx = _cached(probe, ("idx", tuple(out.index), device),
-                           lambda: torch.tensor(out.index, dtype=torch.long).to(device))
+                           lambda: to_device(torch.tensor(out.index, dtype=torch.long), device))
         flat = torch.cat([b.to(device, _F64) for b in out.blocks])
         values = flat.index_select(0, idx)
     schema = _cached(probe, ("schema", tuple(out.rows)), lambda: Schema(tuple(out.rows)))
