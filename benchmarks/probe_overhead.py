@@ -22,7 +22,12 @@ costs such as cache pollution). A second pass runs with one thread.
 Memory: bytes the probe holds (batch 32 vs 128) and peak live CPU memory of one step from the
 torch profiler's memory timeline.
 
+A launch-bound section comes first: batch 4, 8x8 input, 1 thread (the regime of a GPU step, where
+the host's per-kernel cost dominates), with the floor and naive arms.
+
 Usage: python benchmarks/probe_overhead.py [--reps 6] [--steps 10] [--batch 128] > report.md
+       python benchmarks/probe_overhead.py --only launch [--launch-reps 15]   # launch-bound only
+       python benchmarks/probe_overhead.py --only batch --reps 3               # batch-128 targets only
 """
 from __future__ import annotations
 
@@ -36,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import varprobe.probe.probe as probe_module
+import varprobe.probe.hooks as hooks_module
 from varprobe.models import resnet_cifar
 from varprobe.probe import QUANTITIES, Probe
 from varprobe.probe.select import select
@@ -44,10 +49,9 @@ from varprobe.probe.select import select
 
 def _one_read(x, dim=1, with_max=False, max_bound=False):
     x = x.detach()
-    x.sum()  # the floor: one read of the tensor
-    c = x.shape[dim % x.ndim] if x.ndim else 1
-    z = torch.zeros(c, dtype=torch.float64, device=x.device)
-    return z, z, (torch.ones_like(z) if with_max or max_bound else None)
+    dims = tuple(d for d in range(x.ndim) if d != dim % max(x.ndim, 1))
+    s = x.sum(dims, dtype=torch.float64)  # the floor: one read of the tensor
+    return s, s, (s if with_max or max_bound else None)
 
 
 class Naive:
@@ -124,7 +128,9 @@ class SelfTime:
 
     def __init__(self, probe: Probe) -> None:
         self.seconds = 0.0
-        for name in ("_on_forward", "_on_grad", "_on_root", "_on_bn_pre", "step", "remove"):
+        for name in ("_on_forward", "_on_grad", "_on_root", "_on_root_done"):
+            setattr(probe._hooks, name, self._timed(getattr(probe._hooks, name)))
+        for name in ("step", "remove"):
             setattr(probe, name, self._timed(getattr(probe, name)))
 
     def _timed(self, fn):
@@ -137,7 +143,14 @@ class SelfTime:
         return timed
 
 
-def make_configs(model: nn.Module) -> dict[str, object]:
+def make_configs(model: nn.Module, quick: bool | str = False) -> dict[str, object]:
+    if quick:  # the configurations the targets are about (launch-bound: with floor and naive)
+        configs = {UNPROBED: None, EVERY1: Probe(model, flush_every=10),
+                   EVERY10: Probe(model, every=10, flush_every=10),
+                   FORWARD: Probe(model, quantities="forward", flush_every=10)}
+        if quick != "targets":
+            configs.update({FLOOR: Probe(model, flush_every=10), NAIVE: Naive(model)})
+        return configs
     return {UNPROBED: None, FLOOR: Probe(model, flush_every=10), EVERY1: Probe(model, flush_every=10),
             EVERY10: Probe(model, every=10, flush_every=10),
             FORWARD: Probe(model, quantities="forward", flush_every=10),
@@ -147,9 +160,9 @@ def make_configs(model: nn.Module) -> dict[str, object]:
 
 def run_block(model, opt, batch, probe, steps: int, floor: bool) -> tuple[float, float, float]:
     x, y = batch
-    real = probe_module.channel_sums
+    real = hooks_module.channel_sum_norm
     if floor:
-        probe_module.channel_sums = _one_read
+        hooks_module.channel_sum_norm = _one_read
     timer = getattr(probe, "_bench_timer", None)
     self0 = timer.seconds if timer else 0.0
     if probe is not None:
@@ -169,19 +182,20 @@ def run_block(model, opt, batch, probe, steps: int, floor: bool) -> tuple[float,
     finally:
         if probe is not None:
             probe.remove()
-        probe_module.channel_sums = real
+        hooks_module.channel_sum_norm = real
     own = (timer.seconds - self0) if timer else float("nan")
     return wall / steps, cpu / steps, own / steps
 
 
-def timing_pass(threads: int, reps: int, steps: int, batch_size: int) -> dict[str, dict[str, list[float]]]:
+def timing_pass(threads: int, reps: int, steps: int, batch_size: int, size: int = 32,
+                quick: bool | str = False) -> dict[str, dict[str, list[float]]]:
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = resnet_cifar(20, "bn")
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     g = torch.Generator().manual_seed(0)
-    batch = (torch.randn(batch_size, 3, 32, 32, generator=g), torch.randint(0, 10, (batch_size,), generator=g))
-    configs = make_configs(model)
+    batch = (torch.randn(batch_size, 3, size, size, generator=g), torch.randint(0, 10, (batch_size,), generator=g))
+    configs = make_configs(model, quick)
     for name, probe in configs.items():
         if isinstance(probe, Probe) and name != FLOOR:
             probe._bench_timer = SelfTime(probe)
@@ -279,7 +293,35 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=6)
     ap.add_argument("--steps", type=int, default=10, help="steps per block (every-10 needs 10)")
     ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--only", choices=("launch", "batch"), default=None,
+                    help="run only the launch-bound section (batch 4, 8 px, 1 thread) or only the batch one")
+    ap.add_argument("--launch-reps", type=int, default=15)
     args = ap.parse_args()
+    if args.only != "batch":
+        t0 = time.time()
+        print("## Launch-bound: ResNet-20 (BN), batch 4, 8x8 input, 1 thread\n")
+        print(machine(), "\n")
+        res = timing_pass(1, args.launch_reps, args.steps, 4, 8, quick=True)
+        torch.set_num_threads(os.cpu_count() or 1)
+        print(f"{args.launch_reps} interleaved repetitions of {args.steps}-step blocks, wall clock and "
+              "process CPU time\n")
+        print(table(res, ("wall", "cpu")), "\n")
+        cost = {k: statistics.median([a / b for a, b in zip(v["wall"], res[UNPROBED]["wall"])]) for k, v in res.items()}
+        print(f"- targets: every step {cost[EVERY1]:.3f}x (<= 1.5), every 10 {cost[EVERY10]:.3f}x (<= 1.05), "
+              f"forward {cost[FORWARD]:.3f}x (<= 1.2); section time {time.time() - t0:.0f} s\n")
+        if args.only == "launch":
+            return
+    if args.only == "batch":  # only the configurations of the targets, default threads
+        t0 = time.time()
+        print(f"## ResNet-20 (BN), batch {args.batch}, 32x32 input, {torch.get_num_threads()} threads\n")
+        print(machine(), "\n")
+        res = timing_pass(torch.get_num_threads(), args.reps, args.steps, args.batch, 32, quick="targets")
+        print(f"{args.reps} interleaved repetitions of {args.steps}-step blocks\n")
+        print(table(res, ("wall", "cpu")), "\n")
+        cost = {k: statistics.median([a / b for a, b in zip(v["wall"], res[UNPROBED]["wall"])]) for k, v in res.items()}
+        print(f"- targets: every step {cost[EVERY1]:.3f}x (<= 1.10), every 10 {cost[EVERY10]:.3f}x (<= 1.02); "
+              f"section time {time.time() - t0:.0f} s")
+        return
     print("## Probe overhead: ResNet-20 (BN), CIFAR-size input, batch", args.batch, "\n")
     print(machine(), "\n")
     default_threads = torch.get_num_threads()

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-import varprobe.probe.probe as probe_module
+import varprobe.probe.hooks as hooks_module
 from varprobe.layers import ResidualBlock, make_conv
 from varprobe.probe import PRESETS, QUANTITIES, Probe, Tap, describe, log_schedule
 from varprobe.probe.schedule import as_schedule
@@ -320,13 +320,13 @@ def test_tensor_read_once_per_step(monkeypatch):
     """A tensor that is one layer's output and the next one's input (conv -> BN) is reduced once,
     and an output gradient shared as the next layer's input gradient once."""
     calls = []
-    real = probe_module.channel_sums
+    real = hooks_module.channel_sum_norm
 
     def counting(t, dim=1, **kwargs):
         calls.append(tuple(t.shape))
         return real(t, dim, **kwargs)
 
-    monkeypatch.setattr(probe_module, "channel_sums", counting)
+    monkeypatch.setattr(hooks_module, "channel_sum_norm", counting)
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
     probe = Probe(model)
     x = torch.randn(2, 3, 6, 6)
@@ -365,6 +365,60 @@ def test_fused_reduction_matches_eager():
     scale = a.groupby(["layer", "quantity"]).value.transform(lambda v: v.abs().max()).fillna(0)
     close = (a.value - b.value).abs() <= 1e-4 * scale + 1e-9
     assert (close | (a.value.isna() & b.value.isna())).all()
+
+
+# -- hooks only around recorded steps --------------------------------------------------------------
+def _layer_hooks(model):
+    return sum(len(m._forward_hooks) for m in model.modules() if m is not model)
+
+
+def test_layer_hooks_are_attached_only_for_recorded_steps_and_eval_forwards():
+    model = Chain()
+    probe = Probe(model, every=3)
+    with probe:
+        for step in range(4):
+            assert (_layer_hooks(model) > 0) == (step % 3 == 0), step
+            x, y = _data(seed=step)
+            F.cross_entropy(model(x), y).backward()
+            probe.step()
+            model.zero_grad()
+            if step == 1:  # an eval forward on a step that is not recorded is still recorded
+                model.eval()
+                with torch.no_grad():
+                    model(_data()[0])
+                model.train()
+                assert _layer_hooks(model) == 0  # its hooks lived for that forward only
+    f = probe.frame()
+    assert set(f[f["mode"] == "train"].step) == {0, 3}
+    assert set(f[f["mode"] == "eval"].step) == {2}
+    assert _layer_hooks(model) == 0 and not model._forward_hooks and not model._forward_pre_hooks
+
+
+def test_persistent_hooks_stay_between_recorded_steps():
+    model = Chain()
+    probe = Probe(model, every=3, persistent_hooks=True)
+    with probe:
+        _train(model, probe, 2)
+        assert _layer_hooks(model) > 0
+    assert set(probe.frame().step) == {0}
+
+
+def test_in_backward_detects_recomputation():
+    """The behaviour of the private torch._C._current_graph_task_id that plan.in_backward relies on:
+    False outside a backward, True inside one (a tensor hook, a checkpoint recomputation)."""
+    from varprobe.probe.plan import in_backward
+
+    assert not in_backward()
+    seen = []
+    x = torch.randn(3, requires_grad=True)
+    y = x * 2
+    y.register_hook(lambda g: seen.append(in_backward()))
+    y.sum().backward()
+    assert seen == [True] and not in_backward()
+    body = nn.Sequential(nn.Linear(3, 3), nn.ReLU(), nn.Linear(3, 3))
+    body[0].register_forward_hook(lambda m, a, o: seen.append(in_backward()))
+    checkpoint(body, x, use_reentrant=False).sum().backward()
+    assert seen[1:] == [False, True]  # the forward, then its recomputation inside backward
 
 
 # -- step() arguments and state ---------------------------------------------------------------------

@@ -10,7 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import varprobe.probe.probe as probe_module
+import varprobe.probe.hooks as hooks_module
+import varprobe.probe.params as params_module
 from varprobe.probe import Probe
 from varprobe.record import RunLockedError, RunWriter, load_run
 
@@ -133,7 +134,7 @@ _RAISES = {"hook": Injected, "step": Injected, "flush": OSError, "close": OSErro
 
 def _inject(monkeypatch, where):
     if where == "hook":  # the reduction of an activation, in a forward hook
-        real = probe_module.channel_sums
+        real = hooks_module.channel_sum_norm
         calls = {"n": 0}
 
         def flaky(*args, **kwargs):
@@ -141,11 +142,11 @@ def _inject(monkeypatch, where):
             if calls["n"] > 8:  # after the first step
                 raise Injected("injected hook failure")
             return real(*args, **kwargs)
-        monkeypatch.setattr(probe_module, "channel_sums", flaky)
+        monkeypatch.setattr(hooks_module, "channel_sum_norm", flaky)
     elif where == "step":  # the weight statistics read in step()
         def broken(*args, **kwargs):
             raise Injected("injected step failure")
-        monkeypatch.setattr(probe_module, "grad_shift_stats", broken)
+        monkeypatch.setattr(params_module, "grad_shift_many", broken)
     else:  # disk full while writing a chunk: in a flush during step(), or in close()
         def full(self, frame):
             raise OSError(errno.ENOSPC, "No space left on device (injected)")

@@ -91,3 +91,35 @@ def test_memory_does_not_grow_with_batch_size():
                 probe.step()
             sizes[batch] = probe.nbytes
     assert sizes[2] == sizes[16] > 0
+
+
+def test_extra_sinks_receive_every_flushed_table(tmp_path):
+    model = Chain()
+    got = []
+    with Probe(model, out=tmp_path / "run", flush_every=1, sinks=[got.append]) as probe:
+        _train(model, probe, 2)
+    run = load_run(tmp_path / "run")
+    pd.testing.assert_frame_equal(pd.concat(got, ignore_index=True), run.frame)
+    mem = []
+    probe = Probe(model, flush_every=1, sinks=[mem.append])  # without out: the sink and frame()
+    with probe:
+        _train(model, probe, 1)
+    assert len(mem) == 1 and len(mem[0]) == len(probe.frame())
+
+
+def test_a_raising_sink_is_named_and_the_run_directory_keeps_its_data(tmp_path):
+    from varprobe.probe.sink import SinkError
+
+    def broken(frame):
+        raise OSError("dashboard unreachable")
+
+    model = Chain()
+    out = tmp_path / "run"
+    with pytest.raises(SinkError, match=r"sink .*broken.* raised OSError: dashboard unreachable"):
+        with Probe(model, out=out, flush_every=1, sinks=[broken]) as probe:
+            _train(model, probe, 3)
+    run = load_run(out)
+    assert run.meta["status"] == "failed" and run.meta["error"]["type"] == "SinkError"
+    assert set(run.frame.step) == {0}  # written before the sink raised at the first flush
+    with pytest.raises(TypeError, match="sinks entries must be callables"):
+        Probe(model, sinks=["nope"])

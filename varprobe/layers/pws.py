@@ -69,6 +69,13 @@ class PWSConv2d(ReparamConv2d):
         s2 = self.weight.detach().flatten(1).var(dim=1, unbiased=False)
         return torch.sqrt(s2 / (s2 + self.gamma_eff))
 
+    def kernel_stats(self) -> dict[str, Tensor]:
+        """PWS-specific statistics a probe records with the kernel's (``k.<name>``), float64 0-d:
+        ``alpha_mean`` = mean_i alpha_i and ``shrink`` = mean_i of :meth:`shrink`."""
+        with torch.no_grad():
+            return {"alpha_mean": self.alpha.detach().to(torch.float64).mean(),
+                    "shrink": self.shrink().to(torch.float64).mean()}
+
     @torch.no_grad()
     def init_from_batch(self, x: Tensor) -> Tensor:
         """Set every alpha_i to sqrt(2 / Var(y)), y = this conv (alpha = 1, no bias) applied to ``x``.

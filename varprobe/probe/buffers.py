@@ -16,11 +16,42 @@ from collections.abc import Hashable
 import torch
 from torch import Tensor
 
-__all__ = ["Moments", "SUMMARY_COLUMNS"]
+__all__ = ["Moments", "Pending", "SUMMARY_COLUMNS", "to_device"]
 
 #: Columns of :meth:`Moments.summary`, one row per site.
 SUMMARY_COLUMNS = ("mean", "var", "sq_mean", "ch_var", "ch_sq_mean", "dead_frac", "nonfinite")
 _F64 = torch.float64
+
+
+def to_device(t: Tensor, device: torch.device | None) -> Tensor:
+    """A host tensor (an index built when a layout changes) on ``device`` without a host sync: on
+    CUDA from pinned memory, asynchronously (a pageable copy would synchronize the stream)."""
+    if device is None or torch.device(device).type != "cuda":
+        return t.to(device) if device is not None else t
+    return t.pin_memory().to(device, non_blocking=True)
+
+
+class Pending:
+    """Per-channel results launched by hooks since the last merge: site indices and the tensors
+    (sums, root sums of squares, maxima, non-finite counts) to add to them. Appending is all a hook
+    does; :meth:`Moments.merge` adds everything in a few kernels."""
+
+    __slots__ = ("sites", "s", "r", "max_sites", "m", "nf_sites", "nf")
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        self.sites: list[int] = []
+        self.s: list[Tensor] = []
+        self.r: list[Tensor] = []
+        self.max_sites: list[int] = []
+        self.m: list[Tensor] = []
+        self.nf_sites: list[int] = []
+        self.nf: list[Tensor] = []
+
+    def __len__(self) -> int:
+        return len(self.sites)
 
 
 class Moments:
@@ -38,6 +69,7 @@ class Moments:
         self._views: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []
         self._layout_cache: tuple[tuple, tuple[Tensor, Tensor, Tensor, Tensor]] | None = None
         self._counts_dev: Tensor | None = None  # counts after a cross-rank reduction
+        self._index_cache: dict[tuple, Tensor] = {}
 
     def __len__(self) -> int:
         return len(self.channels)
@@ -57,6 +89,7 @@ class Moments:
         self.counts.append(0)
         self.size += channels
         self._grow()
+        self._index_cache.clear()
         self._layout_cache = None
         return i
 
@@ -100,6 +133,45 @@ class Moments:
         if nonfinite is not None:
             fv.add_(nonfinite.to(fv.device))
         self.counts[i] += n
+
+    def _channel_index(self, sites: tuple[int, ...]) -> Tensor:
+        hit = self._index_cache.get(sites)
+        if hit is None:
+            idx = torch.cat([torch.arange(self.offsets[i], self.offsets[i] + self.channels[i]) for i in sites])
+            hit = self._index_cache[sites] = to_device(idx, self.device)
+            if len(self._index_cache) > 64:
+                self._index_cache.pop(next(iter(self._index_cache)))
+        return hit
+
+    def merge(self, p: Pending) -> None:
+        """Add every pending result to its site (sums and squares by ``index_add_``, maxima by
+        ``scatter_reduce_``): a fixed number of kernels whatever the number of sites. Clears ``p``."""
+        if p.sites:
+            idx = self._channel_index(tuple(p.sites))
+            s = torch.cat(p.s).to(self.device, _F64)
+            r = torch.cat(p.r).to(self.device, _F64)
+            self.data[0].index_add_(0, idx, s)
+            self.data[1].index_add_(0, idx, r * r)
+        if p.max_sites:
+            idx = self._channel_index(tuple(p.max_sites))
+            self.data[2].scatter_reduce_(0, idx, torch.cat(p.m).to(self.device, _F64), "amax")
+        if p.nf_sites:
+            key = ("nf",) + tuple(p.nf_sites)
+            idx = self._index_cache.get(key)
+            if idx is None:
+                idx = self._index_cache[key] = to_device(torch.tensor(p.nf_sites, dtype=torch.long), self.device)
+            self.nonfinite.index_add_(0, idx, torch.stack(p.nf).to(self.device, _F64))
+        p.clear()
+
+    def scale_(self, sites: tuple[int, ...], factor: Tensor | float) -> None:
+        """Multiply the sums of ``sites`` by ``factor`` and their sums of squares by factor^2
+        (maxima untouched): on the device, ``factor`` may be a device scalar."""
+        if not sites:
+            return
+        idx = self._channel_index(sites)
+        f = factor.to(_F64) if isinstance(factor, Tensor) else float(factor)
+        self.data[0].index_copy_(0, idx, self.data[0].index_select(0, idx) * f)
+        self.data[1].index_copy_(0, idx, self.data[1].index_select(0, idx) * (f * f))
 
     def add_site(self, i: int, other: "Moments", j: int) -> None:
         """Add site j of ``other`` (the same number of channels) to site i: sums, sums of squares,
@@ -161,10 +233,10 @@ class Moments:
             return self._layout_cache[1]
         dev = self.device
         channels = torch.tensor(self.channels, dtype=torch.long)
-        seg = torch.repeat_interleave(torch.arange(len(self.channels)), channels).to(dev)
+        seg = to_device(torch.repeat_interleave(torch.arange(len(self.channels)), channels), dev)
         counts = (self._counts_dev if self._counts_dev is not None
-                  else torch.tensor(self.counts, dtype=_F64).to(dev))
-        c = channels.to(dev, _F64)
+                  else to_device(torch.tensor(self.counts, dtype=_F64), dev))
+        c = to_device(channels.to(_F64), dev)
         layout = (seg, counts[seg], counts * c, c)
         if key is not None:
             self._layout_cache = (key, layout)

@@ -110,6 +110,9 @@ QUANTITIES.update({
     "norm.bias_mean": "BatchNorm/GroupNorm/LayerNorm with affine bias: mean of beta",
     "loss": "step level (layer ''): the loss passed to Probe.step (a number or a one-element tensor)",
     "lr": "step level (layer ''): the learning rate passed to Probe.step (a finite number)",
+    "amp.skipped": "step level (layer ''), only with Probe.step(scaler=...): 1 if a gradient of the model holds "
+                   "an inf or NaN (the GradScaler skips that optimizer step; its gradient rows are dropped), "
+                   "else 0",
 })
 
 FORWARD_OUT = tuple(q for q in QUANTITIES if q.split(".")[0] in ("out", "block", "branch"))

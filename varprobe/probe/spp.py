@@ -53,7 +53,7 @@ def spp(model: nn.Module, batch: Tensor | Sequence[int], *, layers=None, grad: b
     x = batch if isinstance(batch, Tensor) else torch.randn(tuple(batch), generator=gen).to(device, dtype)
     q = list(quantities) if quantities is not None else list(_FORWARD + (_BACKWARD if grad else ()))
     probe = Probe(model, layers, quantities=q, modes=("train",), blocks=blocks)
-    probe._force_train = True
+    probe._force_train = True  # no_grad forwards of a model in train mode count as "train"
 
     training = {m: m.training for m in model.modules()}
     bn_state = {m: [b.detach().clone() for b in (m.running_mean, m.running_var, m.num_batches_tracked)]

@@ -8,7 +8,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-__all__ = ["Record", "Schema", "COLUMNS", "empty_frame", "records_to_frame"]
+__all__ = ["Record", "Schema", "COLUMNS", "empty_frame", "records_to_frame", "collapse_step"]
 
 COLUMNS = ("step", "layer", "depth", "mode", "module_type", "quantity", "value")
 
@@ -26,6 +26,26 @@ class Schema:
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    @property
+    def watch(self) -> np.ndarray:
+        """Bool per row: the rows that can mark a run collapsed (``loss``, ``*.nonfinite``)."""
+        w = self.__dict__.get("_watch")
+        if w is None:
+            w = self.__dict__["_watch"] = np.array([q == "loss" or q.endswith("nonfinite") for q in self.quantity],
+                                                  dtype=bool)
+        return w
+
+    def columns(self, mode: str) -> tuple[pd.Series, ...]:
+        """(layer, mode, module_type, quantity) as string Series, built once per mode: a flush
+        concatenates them instead of converting every row's strings again."""
+        cache = self.__dict__.setdefault("_columns", {})
+        hit = cache.get(mode)
+        if hit is None:
+            n = len(self.rows)
+            hit = cache[mode] = tuple(pd.Series(pd.array(a, dtype=str)) for a in (
+                self.layer, np.full(n, mode, dtype=object), self.module_type, self.quantity))
+        return hit
 
 
 @dataclass
@@ -50,6 +70,20 @@ def empty_frame() -> pd.DataFrame:
                                                                        "quantity")})
 
 
+def collapse_step(frame: pd.DataFrame, records: list[Record]) -> int | None:
+    """The first step of ``frame`` (= ``records_to_frame(records)``) with a non-finite loss or a
+    positive non-finite count, or None; reads only the rows that can say so."""
+    watch = [m for r in records for m in ((r.schema.watch,) if r.values is not None and r.values.numel() else ())
+             + ((r.host_schema.watch,) if r.host_schema is not None and len(r.host_schema) else ())]
+    if not watch or len(frame) != sum(len(w) for w in watch):
+        return None
+    mask = np.concatenate(watch)
+    v = frame["value"].to_numpy()[mask]
+    q = frame["quantity"].to_numpy()[mask]
+    bad = np.array([(not np.isfinite(x)) if name == "loss" else x > 0 for name, x in zip(q, v)], dtype=bool)
+    return int(frame["step"].to_numpy()[mask][bad].min()) if bad.any() else None
+
+
 def records_to_frame(records: list[Record]) -> pd.DataFrame:
     """The long-format table of ``records``, with one device-to-host transfer for all of them."""
     device_parts = [r.values for r in records if r.values is not None and r.values.numel()]
@@ -66,13 +100,17 @@ def records_to_frame(records: list[Record]) -> pd.DataFrame:
     if not pieces:
         return empty_frame()
     sizes = [len(p[2]) for p in pieces]
-    frame = pd.DataFrame({
+    cols = [p[2].columns(p[1]) for p in pieces]
+
+    def strings(j: int) -> pd.Series:
+        return pd.concat([c[j] for c in cols], ignore_index=True) if len(cols) > 1 else cols[0][j].copy()
+
+    return pd.DataFrame({
         "step": np.repeat(np.array([p[0] for p in pieces], np.int64), sizes),
-        "layer": np.concatenate([p[2].layer for p in pieces]),
+        "layer": strings(0),
         "depth": np.concatenate([p[2].depth for p in pieces]),
-        "mode": np.repeat(np.array([p[1] for p in pieces], object), sizes),
-        "module_type": np.concatenate([p[2].module_type for p in pieces]),
-        "quantity": np.concatenate([p[2].quantity for p in pieces]),
+        "mode": strings(1),
+        "module_type": strings(2),
+        "quantity": strings(3),
         "value": np.concatenate([p[3] for p in pieces]).astype(np.float64),
     })
-    return frame.astype({c: str for c in ("layer", "mode", "module_type", "quantity")})

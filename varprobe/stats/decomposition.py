@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["tap_overlap", "second_moment_parts"]
+__all__ = ["tap_overlap", "layer_tap_overlap", "second_moment_parts"]
 
 _F64 = torch.float64
 
@@ -82,3 +82,27 @@ def second_moment_parts(kernel: Tensor, overlap: Tensor, mean: Tensor | float,
     s = k.sum(1)  # (O, T)
     shift = ((s @ c) * s).sum(1).clamp_min(0.0) * (mean * mean)
     return iid, shift
+
+
+def layer_tap_overlap(size: Sequence[int], kernel_size: Sequence[int] = (), stride: Sequence[int] = (),
+                      dilation: Sequence[int] = (), padding: str | Sequence[int] = (),
+                      padding_mode: str = "zeros") -> Tensor:
+    """:func:`tap_overlap` of a layer given as ``nn.Conv*d`` describes itself, on inputs of spatial
+    ``size``: ``padding`` is an int per axis (both sides), ``"valid"`` or ``"same"`` (total
+    d (k - 1), the odd one after, as torch pads). A non-zero ``padding_mode`` (reflect, replicate,
+    circular) makes every tap read input entries (all ones); no ``kernel_size`` (a linear layer,
+    one tap) gives [[1]]."""
+    if not kernel_size:
+        return torch.ones(1, 1, dtype=_F64)
+    taps = 1
+    for k in kernel_size:
+        taps *= k
+    if padding_mode != "zeros":
+        return torch.ones(taps, taps, dtype=_F64)
+    if padding == "valid":
+        pads = [(0, 0)] * len(kernel_size)
+    elif padding == "same":
+        pads = [(d * (k - 1) // 2, d * (k - 1) - d * (k - 1) // 2) for k, d in zip(kernel_size, dilation)]
+    else:
+        pads = [(p, p) for p in padding]
+    return tap_overlap(size, kernel_size, stride, dilation, pads)

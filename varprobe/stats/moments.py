@@ -9,7 +9,7 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["channel_sums", "channel_max", "fused_channel_sums", "channel_count", "count_nonfinite",
+__all__ = ["channel_sums", "channel_sum_norm", "channel_max", "fused_channel_sums", "channel_count", "count_nonfinite",
            "moments_from_sums", "merge_sums",
            "chan_merge", "sums_to_welford", "welford_to_sums"]
 
@@ -116,6 +116,29 @@ def _channel_sums(x: Tensor, dim: int, with_max: bool, max_bound: bool, acc: tor
     s = r.sum(0, dtype=f64)
     q = torch.linalg.vector_norm(r, dim=0, dtype=f64).square()
     return s, q, r.amax(0) if want_max else None
+
+
+def channel_sum_norm(x: Tensor, dim: int = 1, *, with_max: bool = False, max_bound: bool = False
+                     ) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Per-channel sum s_c and root sum of squares r_c = sqrt(q_c) of ``x``, float64 (C,), and
+    optionally the maximum, as :func:`channel_sums` (q_c = r_c^2; returning the root lets a caller
+    square many channels' results in one kernel).
+
+    Tensors of at most ``SMALL_NUMEL`` elements take two kernels (a float64 sum and a float64
+    2-norm over every axis but ``dim``: the fewest launches, where a step is bound by launch
+    overhead; entries are squared in float64, so finite float16/bfloat16/float32 input never
+    overflows); larger ones go through :func:`channel_sums` (row-wise reductions, same range).
+    """
+    x = x.detach()
+    if x.ndim == 0 or x.numel() > SMALL_NUMEL or x.numel() == 0:
+        s, q, m = channel_sums(x, dim, with_max=with_max, max_bound=max_bound)
+        return s, q.sqrt(), m
+    dim = dim % x.ndim
+    dims = tuple(d for d in range(x.ndim) if d != dim)
+    f64 = torch.float64
+    s = torch.sum(x, dims, dtype=f64)
+    r = torch.linalg.vector_norm(x, 2, dims, dtype=f64)
+    return s, r, (x.amax(dims) if with_max or max_bound else None)
 
 
 def channel_max(x: Tensor, dim: int = 1) -> Tensor:

@@ -1,0 +1,142 @@
+"""Closing a step of a Probe: the accumulated moments merged, unscaled (AMP), reduced across ranks
+and turned into a Record, with the parameter statistics of ``varprobe.probe.params``."""
+from __future__ import annotations
+
+import pandas as pd
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from .buffers import SUMMARY_COLUMNS, Moments, to_device
+from .params import StepRows
+from .plan import TRAIN
+from .table import Record, Schema
+
+__all__ = ["close_mode", "drop_skipped"]
+
+_COL = {name: i for i, name in enumerate(SUMMARY_COLUMNS)}
+_NCOL = len(SUMMARY_COLUMNS)
+_F64 = torch.float64
+_GRAD_ROWS = ("grad_out.", "grad_in.", "gw.")
+
+
+def _cached(probe, key: tuple, build):
+    hit = probe._cache.get(key)
+    if hit is None:
+        hit = probe._cache[key] = build()
+        if len(probe._cache) > 128:
+            probe._cache.pop(next(iter(probe._cache)))
+    return hit
+
+
+def _moment_rows(probe, mode: str, acc: Moments) -> tuple[list[tuple], list[int]]:
+    """Rows of the site statistics that fired (cached on which sites fired)."""
+    def build():
+        rows, index = [], []
+        for layer in probe._layers:
+            sites = layer.sites[mode]
+            for slot, prefix, names in (("in", "in.", layer.in_q), ("out", layer.out_prefix, layer.out_q),
+                                        ("grad_out", "grad_out.", layer.grad_out_q),
+                                        ("grad_in", "grad_in.", ["var"] if layer.grad_in else [])):
+                i = sites.get(slot)
+                if i is None or not names or not acc.fired(i):
+                    continue
+                for name in names:
+                    rows.append((layer.name, layer.depth, layer.module_type, prefix + name))
+                    index.append(i * _NCOL + _COL[name])
+        return rows, index
+    return _cached(probe, ("rows", mode, tuple(c > 0 for c in acc.counts),
+                         tuple(layer.depth for layer in probe._layers)), build)
+
+
+def close_mode(probe, mode: str, *, loss=None, lr=None, scaler=None, reset: bool = True) -> Record | None:
+    """Statistics of the open step of ``mode`` as a Record (None if nothing fired)."""
+    h = probe._hooks
+    acc = h.acc[mode]
+    acc.merge(h.pending[mode])
+    fired = any(acc.counts)
+    inv_scale = found_inf = None
+    if mode == TRAIN and fired:
+        factor: Tensor | float | None = 1.0 / probe._world if probe._world > 1 else None
+        if scaler is not None and scaler.is_enabled():
+            # scaler.scale(1) is the scale as a device tensor: public API, no sync (get_scale() syncs)
+            inv_scale = 1.0 / scaler.scale(torch.ones((), device=acc.device)).to(_F64)
+            grads = [p.grad for p in probe.model.parameters() if p.grad is not None]
+            norms = torch._foreach_norm(grads, 2, dtype=_F64) if grads else [acc.data.new_zeros(())]
+            found_inf = ~torch.isfinite(torch.stack([n.to(acc.device) for n in norms]).sum())
+            factor = inv_scale if factor is None else inv_scale * factor
+        if factor is not None:
+            acc.scale_(tuple(h.grad_sites[TRAIN]), factor)
+    if mode == TRAIN and probe._world > 1 and len(acc):
+        _check_layout(probe, acc)
+        acc.all_reduce_(probe._group)
+    out = StepRows()
+    summary = acc.summary() if fired else None
+    if summary is not None:
+        rows, index = _moment_rows(probe, mode, acc)
+        out.block(summary)
+        out.rows, out.index = list(rows), list(index)
+    probe._params.batchnorm(out, mode, acc, h.running[mode])
+    host_rows: list[tuple] = []
+    host_values: list[float] = []
+    if mode == TRAIN:
+        probe._params.train(out, acc, summary, inv_scale, found_inf)
+        if loss is not None and probe._world > 1 and "loss" in probe._quantities:
+            loss = torch.as_tensor(loss).detach().to(acc.device or "cpu", _F64).mean()
+            dist.all_reduce(loss, op=dist.ReduceOp.SUM, group=probe._group)
+            loss = loss / probe._world  # the global loss: mean of the rank losses
+        for name, v in (("loss", loss), ("lr", lr)):
+            if v is None or name not in probe._quantities:
+                continue
+            if isinstance(v, Tensor):
+                out.add(None, name, out.block(v.detach().to(_F64).mean()))
+            else:
+                host_rows.append(("", -1, "", name))
+                host_values.append(float(v))
+        if found_inf is not None and "amp.skipped" in probe._quantities:
+            out.add(None, "amp.skipped", out.block(found_inf.to(_F64)))
+    if not out.rows and not host_rows:
+        if reset:
+            h.reset(mode)
+        return None
+    device = acc.device or out.blocks[0].device if out.blocks else torch.device("cpu")
+    values = None
+    if out.rows:
+        idx = _cached(probe, ("idx", tuple(out.index), device),
+                           lambda: to_device(torch.tensor(out.index, dtype=torch.long), device))
+        flat = torch.cat([b.to(device, _F64) for b in out.blocks])
+        values = flat.index_select(0, idx)
+    schema = _cached(probe, ("schema", tuple(out.rows)), lambda: Schema(tuple(out.rows)))
+    host = _cached(probe, ("schema", tuple(host_rows)), lambda: Schema(tuple(host_rows))) if host_rows else None
+    record = Record(probe._t, mode, schema, values, host, host_values)
+    if mode == TRAIN:
+        probe._params.commit()  # only now that nothing can fail: the step's state moves on
+    if reset:
+        h.reset(mode)
+    return record
+
+
+def _check_layout(probe, acc: Moments) -> None:
+    signature = acc.signature()
+    if probe._layout_checked == signature:  # checked once per layout (new sites: again)
+        return
+    mine = torch.tensor(signature, dtype=torch.long)
+    if acc.device is not None and acc.device.type != "cpu" and dist.get_backend(probe._group) == "nccl":
+        mine = mine.to(acc.device)
+    everyone = [torch.zeros_like(mine) for _ in range(probe._world)]
+    dist.all_gather(everyone, mine, group=probe._group)
+    sigs = [tuple(e.tolist()) for e in everyone]
+    if len(set(sigs)) > 1:
+        raise RuntimeError(f"Probe: ranks recorded different layers (sites, channels, layout hash per "
+                           f"rank: {sigs}); every rank must run the same probed layers in the same order")
+    probe._layout_checked = signature
+
+
+def drop_skipped(frame: pd.DataFrame) -> pd.DataFrame:
+    """Without the gradient rows of the steps a GradScaler skipped (``amp.skipped`` == 1)."""
+    flags = frame[frame["quantity"] == "amp.skipped"]
+    skipped = set(flags.loc[flags["value"] > 0, "step"])
+    if not skipped:
+        return frame
+    drop = frame["step"].isin(skipped) & (frame["mode"] == TRAIN) & frame["quantity"].str.startswith(_GRAD_ROWS)
+    return frame[~drop].reset_index(drop=True)

@@ -1,0 +1,351 @@
+"""The hot path of a Probe: module and tensor hooks that launch per-channel reductions.
+
+A hook reads its tensor once (:func:`varprobe.stats.channel_sum_norm`: two kernels for small
+tensors, row-wise reductions for large ones) and appends the results, with the site they belong
+to, to a :class:`~varprobe.probe.buffers.Pending` list; ``step()`` merges the list into the
+float64 accumulators in a few kernels. No hook syncs with the host on an accelerator, parses a
+name or builds a dict: what each module records was fixed in its :class:`LayerPlan`.
+
+Layer hooks are registered only while they are needed ("armed"): for the whole of a recorded
+training step, and for a single forward of the root module in eval mode (or with a probed
+submodule in eval mode) when eval forwards are recorded. Between recorded steps the model runs
+with one forward pre-hook and one forward hook on its root, so a step that is not recorded costs
+two Python calls.
+"""
+from __future__ import annotations
+
+import functools
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..stats import channel_count, channel_max, channel_sum_norm, count_nonfinite, fused_channel_sums
+from .buffers import Moments, Pending
+from .plan import BUCKETS, EVAL, PENDING, TRAIN, LayerPlan, first_tensor, in_backward
+
+__all__ = ["Hooks"]
+
+
+class _Entry:
+    """Per-channel results of one tensor, cached for the step by identity and version."""
+
+    __slots__ = ("ref", "version", "cdim", "n", "channels", "s", "r", "m", "nf", "checked")
+
+    def __init__(self, t: Tensor, version: int, cdim: int, s: Tensor, r: Tensor, m: Tensor | None) -> None:
+        self.ref, self.version, self.cdim = weakref.ref(t), version, cdim
+        self.channels = t.shape[cdim] if t.ndim else 1
+        self.n = channel_count(t, cdim)
+        self.s, self.r, self.m = s, r, m
+        self.nf: Tensor | None = None
+        self.checked = False  # whether non-finite elements were looked for
+
+
+def _version(t: Tensor) -> int:
+    # ``Tensor._version`` (the in-place write counter) is the only way to tell that a tensor seen
+    # by two hooks was modified in between (an in-place ReLU after a conv); inference tensors
+    # have none and are never reused from the cache.
+    return -1 if t.is_inference() else t._version
+
+
+class Hooks:
+    """Hooks of one Probe and the open step's pending reductions; see the module docstring."""
+
+    def __init__(self, model: nn.Module, plans: list[LayerPlan], fused: bool) -> None:
+        self.model, self.plans, self.fused = model, plans, fused
+        self.active = [p for p in plans if p.active]
+        self.bns = [p for p in plans if p.bn_q]
+        self.acc = {b: Moments() for b in BUCKETS}
+        self.pending = {b: Pending() for b in BUCKETS}
+        self.grad_sites: dict[str, dict[int, None]] = {b: {} for b in BUCKETS}  # gradient sites (AMP scaling)
+        self.rec_train = self.rec_eval = self.force_train = False
+        self.t = 0
+        self.root_calls = {b: 0 for b in BUCKETS}
+        self.root_seen = False
+        self.grad_hooks = self.grads_seen = 0  # training-forward tensors watched, their gradient calls
+        self.pending_hooks = self.pending_grads = 0  # the same for PENDING forwards
+        self.pending_seen = False  # whether a PENDING forward ran in the open step
+        self.running: dict[str, Tensor | None] = {b: None for b in BUCKETS}  # BN running stats snapshot
+        self.next_depth, self.cur_depth = 0, -1
+        self.warn: Callable[[str, str, str], None] = lambda name, kind, msg: None
+        self._cache: dict[int, _Entry] = {}
+        self._gcache: dict[tuple[int, int], tuple[weakref.ref, int, list]] = {}
+        self._root: list = []
+        self._layer: list = []
+        self._wrapped: list | None = None
+        self._temporary = False
+
+    # -- arming ------------------------------------------------------------------------------------
+    @property
+    def attached(self) -> bool:
+        return bool(self._root)
+
+    def attach(self) -> None:
+        disable = torch.compiler.disable
+        self._root = [self.model.register_forward_pre_hook(disable(self._on_root)),
+                      self.model.register_forward_hook(disable(self._on_root_done), always_call=True)]
+
+    def arm(self) -> None:
+        if self._layer or not self._root:
+            return
+        if self._wrapped is None:  # built once: wrapping costs more than registering
+            disable = torch.compiler.disable
+            self._wrapped = [disable(functools.partial(self._on_forward, p)) for p in self.active]
+        handles: list = []
+        try:
+            for p, fn in zip(self.active, self._wrapped):
+                handles.append(p.module.register_forward_hook(fn))
+        except BaseException:  # all or nothing
+            for h in handles:
+                h.remove()
+            raise
+        self._layer = handles
+
+    def disarm(self) -> None:
+        for h in self._layer:
+            h.remove()
+        self._layer = []
+        self._temporary = False
+
+    def remove(self) -> None:
+        self.disarm()
+        for h in self._root:
+            h.remove()
+        self._root = []
+        self._cache.clear()
+        self._gcache.clear()
+
+    def mode(self, module: nn.Module) -> str:
+        """TRAIN (training mode, grad enabled), EVAL (no_grad / inference_mode) or PENDING (eval
+        mode, grad enabled: settled at step())."""
+        if self.force_train:
+            return TRAIN
+        if not torch.is_grad_enabled():
+            return EVAL
+        if module.training:
+            return TRAIN
+        self.pending_seen = True
+        return PENDING
+
+    def recording(self, mode: str) -> bool:
+        if mode == TRAIN:
+            return self.rec_train
+        return self.rec_eval if mode == EVAL else self.rec_train or self.rec_eval
+
+    def _on_root(self, module: nn.Module, args: tuple) -> None:
+        mode = self.mode(module)
+        self.root_calls[mode] += 1
+        self.root_seen = True
+        if not self._layer and self.rec_eval and (
+                mode != TRAIN or any(not p.module.training for p in self.active)):
+            self.arm()  # eval forwards are recorded whenever they run: hooks for this forward only
+            self._temporary = True
+        if self.bns and self.running[mode] is None and self.recording(mode):
+            # BatchNorm running statistics before the mode's first forward of the step, all at once.
+            with torch.no_grad():
+                self.running[mode] = torch.cat([torch.cat([p.module.running_mean, p.module.running_var])
+                                                .detach().to(torch.float64) for p in self.bns])
+
+    def _on_root_done(self, module: nn.Module, args: tuple, out: Any) -> None:
+        if self._temporary:
+            self.disarm()
+
+    # -- forward -----------------------------------------------------------------------------------
+    def _on_forward(self, p: LayerPlan, module: nn.Module, args: tuple, out: Any) -> None:
+        mode = self.mode(module)
+        if not self.recording(mode):
+            return
+        if mode != EVAL and in_backward():  # a forward re-run inside backward: activation checkpointing
+            p.recomputed += 1
+            return
+        p.fires[mode] += 1
+        if p.depth < 0:
+            if p.role in ("conv", "linear"):
+                p.depth, self.next_depth = self.next_depth, self.next_depth + 1
+            else:
+                p.depth = self.cur_depth
+        if p.role in ("conv", "linear"):
+            self.cur_depth = p.depth
+        x = args[0] if args and isinstance(args[0], Tensor) else None
+        y = first_tensor(out)
+        acc, pend, sites = self.acc[mode], self.pending[mode], p.sites[mode]
+        if p.want_in and x is not None and x.is_floating_point():
+            self._put(acc, pend, p, sites, "in", self._reduce(x, p.cdim, False, False), False, False)
+            if p.dec_q and mode != EVAL:
+                p.in_size = tuple(x.shape[2:])
+        if p.want_out and y is not None and y.is_floating_point():
+            e = self._reduce(y, p.cdim, p.out_max, p.out_nonfinite)
+            self._put(acc, pend, p, sites, "out", e, p.out_max, p.out_nonfinite)
+        if mode != EVAL:
+            if y is not None and y.requires_grad and (p.want_grad_out or mode == PENDING):
+                # a PENDING forward's output is watched even without gradient quantities: a
+                # gradient reaching it makes it a training forward (see step())
+                self._watch(y, p, mode, "grad_out" if p.want_grad_out else None)
+            if p.grad_in and x is not None and x.requires_grad:
+                self._watch(x, p, mode, "grad_in")
+        if len(pend) > 4096:  # many forwards in one step (eval loops): bound what is held
+            acc.merge(pend)
+
+    def _sums(self, t: Tensor, cdim: int, with_max: bool) -> tuple[Tensor, Tensor, Tensor | None]:
+        if self.fused:
+            try:
+                s, q, m = fused_channel_sums(t, cdim, with_max=with_max)
+                return s, q.sqrt(), m
+            except Exception as exc:  # no C++ compiler, unsupported backend, ...
+                self.fused = False
+                self.warn("", "fused", f"Probe(fused=True): the fused reduction could not be compiled "
+                          f"({exc!r:.300}); using the eager reductions")
+        if with_max and t.device.type == "cpu" and t.numel() > 1 << 15:
+            # dead_frac only needs max <= 0: a positive row mean proves a channel live at no cost;
+            # the exact maxima (one more read) only when some channel is unproven (CPU: no sync).
+            s, r, m = channel_sum_norm(t, cdim, max_bound=True)
+            if not bool((m > 0).all()):
+                m = channel_max(t, cdim)
+            return s, r, m
+        return channel_sum_norm(t, cdim, with_max=with_max)
+
+    def _reduce(self, t: Tensor, cdim: int, with_max: bool, with_nf: bool) -> _Entry:
+        cdim = cdim % t.ndim if t.ndim else 0
+        v = _version(t)
+        e = self._cache.get(id(t))
+        if e is None or e.ref() is not t or e.version != v or v < 0 or e.cdim != cdim:
+            s, r, m = self._sums(t, cdim, with_max)
+            e = _Entry(t, v, cdim, s, r, m)
+            if len(self._cache) > 4 * len(self.plans) + 16:
+                self._cache.clear()
+            self._cache[id(t)] = e
+        elif with_max and e.m is None:
+            e.m = channel_max(t, cdim)
+        if with_nf and not e.checked:
+            e.checked = True
+            if t.device.type != "cpu":
+                e.nf = count_nonfinite(t)  # sync-free: always count on accelerators
+            elif not np.isfinite(e.s.numpy()).all():  # a finite float64 sum proves every element finite
+                e.nf = count_nonfinite(t)
+        return e
+
+    def _site(self, acc: Moments, p: LayerPlan, sites: dict, slot: str, channels: int, device) -> int | None:
+        i = sites.get(slot)
+        if i is None:
+            i = sites[slot] = acc.site((p.idx, slot), channels, device)
+        if acc.channels[i] != channels:
+            self.warn(p.name, "channels", f"Probe: layer {p.name!r} {slot} has {channels} channels, "
+                      f"{acc.channels[i]} before; the tensor is not recorded")
+            return None
+        return i
+
+    def _put(self, acc: Moments, pend: Pending, p: LayerPlan, sites: dict, slot: str, e: _Entry,
+             with_max: bool, with_nf: bool) -> None:
+        i = self._site(acc, p, sites, slot, e.channels, e.s.device)
+        if i is None:
+            return
+        pend.sites.append(i)
+        pend.s.append(e.s)
+        pend.r.append(e.r)
+        if with_max:
+            pend.max_sites.append(i)
+            pend.m.append(e.m)
+        if with_nf and e.nf is not None:
+            pend.nf_sites.append(i)
+            pend.nf.append(e.nf)
+        acc.counts[i] += e.n
+
+    # -- backward ----------------------------------------------------------------------------------
+    def _watch(self, t: Tensor, p: LayerPlan, mode: str, slot: str | None) -> None:
+        """Reduce the gradient of ``t`` into the site ``slot`` of ``p`` in bucket ``mode``; slot
+        None only counts that a gradient arrived."""
+        cdim = p.cdim % t.ndim if t.ndim else 0
+        i = None
+        if slot is not None:
+            i = self._site(self.acc[mode], p, p.sites[mode], slot, t.shape[cdim] if t.ndim else 1, t.device)
+            if i is None:
+                return
+            self.grad_sites[mode][i] = None
+        if mode == TRAIN:
+            self.grad_hooks += 1
+        else:
+            self.pending_hooks += 1
+        key = (id(t), _version(t))
+        hit = self._gcache.get(key)
+        if hit is not None and hit[0]() is t and hit[1] == cdim:
+            hit[2].append((mode, i))
+            return
+        consumers = [(mode, i)]
+        t.register_hook(functools.partial(self._on_grad, consumers, cdim, self.t))
+        self._gcache[key] = (weakref.ref(t), cdim, consumers)
+
+    def _on_grad(self, consumers: list[tuple[str, int | None]], cdim: int, step: int, g: Tensor) -> None:
+        if step != self.t or not self._root:
+            return  # a backward of a forward from a closed step, or after remove()
+        s = r = None
+        n = channel_count(g, cdim)
+        train = pending = False
+        for mode, i in consumers:
+            if mode == TRAIN:
+                train = True
+            else:
+                pending = True
+            if i is None:
+                continue
+            if s is None:
+                s, r, _ = self._sums(g, cdim, False)
+            pend = self.pending[mode]
+            pend.sites.append(i)
+            pend.s.append(s)
+            pend.r.append(r)
+            self.acc[mode].counts[i] += n
+        self.grads_seen += train
+        self.pending_grads += pending
+
+    def settle(self, train: bool, recording: bool) -> None:
+        """Merge the step's PENDING forwards into the TRAIN bucket (``train``: a backward reached
+        them) or, forward moments (in, out) only, into the EVAL bucket; exact: sums add, maxima
+        max, as for two batches. ``recording``: whether the target bucket is recorded."""
+        if not self.pending_seen:
+            return
+        dst_mode = TRAIN if train else EVAL
+        slots = ("in", "out", "grad_out", "grad_in") if train else ("in", "out")
+        src, dst = self.acc[PENDING], self.acc[dst_mode]
+        src.merge(self.pending[PENDING])
+        dst.merge(self.pending[dst_mode])
+        if recording and len(src):
+            for p in self.plans:
+                sites, into = p.sites[PENDING], p.sites[dst_mode]
+                for slot in slots:
+                    i = sites.get(slot)
+                    if i is None or not src.fired(i):
+                        continue
+                    j = self._site(dst, p, into, slot, src.channels[i], src.device)
+                    if j is None:
+                        continue
+                    if slot.startswith("grad"):
+                        self.grad_sites[dst_mode][j] = None
+                    dst.add_site(j, src, i)
+                p.fires[dst_mode] += p.fires[PENDING]
+            if self.running[dst_mode] is None:  # PENDING modules inside a training-mode root: its snapshot
+                self.running[dst_mode] = (self.running[PENDING] if self.running[PENDING] is not None
+                                          else self.running[TRAIN])
+            self.root_calls[dst_mode] += self.root_calls[PENDING]
+        if train:
+            self.grad_hooks += self.pending_hooks
+            self.grads_seen += self.pending_grads
+        self.reset(PENDING)
+
+    # -- end of step -------------------------------------------------------------------------------
+    def reset(self, mode: str) -> None:
+        self.acc[mode].reset()
+        self.pending[mode].clear()
+        for p in self.plans:
+            p.reset(mode)
+        self.root_calls[mode] = 0
+        self.running[mode] = None
+        if mode == PENDING:
+            self.pending_hooks = self.pending_grads = 0
+            self.pending_seen = False
+        if mode == TRAIN:
+            self.grad_hooks = self.grads_seen = 0
+            self._gcache.clear()
+            self._cache.clear()

@@ -1,0 +1,348 @@
+"""Statistics a Probe computes at ``step()``: weights, kernels, average gradients, the variance
+decomposition, BatchNorm batch vs running statistics and norm affine parameters, for all layers
+together.
+
+Each group is one batched computation over every layer it applies to (the tensors laid end to
+end, segment sums by ``index_add_``; ``varprobe.stats.segments``), so a step costs a fixed number
+of kernels whatever the number of layers, and nothing syncs with the host. Index tensors are
+built on the host when the set of layers (or an input size) changes and cached.
+"""
+from __future__ import annotations
+
+
+import torch
+from torch import Tensor
+
+from ..layers import raw_weight
+from ..stats import FILTER_STATS, Segments, filter_stats_many, grad_shift_many
+from ..stats import segment_correlation, segment_sum
+from .buffers import SUMMARY_COLUMNS, Moments
+from .plan import LayerPlan, tap_overlap_of, weights
+
+__all__ = ["StepRows", "ParamStats"]
+
+_F64 = torch.float64
+_MEAN, _VAR = SUMMARY_COLUMNS.index("mean"), SUMMARY_COLUMNS.index("var")
+_NCOL = len(SUMMARY_COLUMNS)
+_ROUNDING = 1e3  # as varprobe.stats.within_rounding
+
+
+class StepRows:
+    """Rows of a step being assembled: (layer, depth, module_type, quantity) and, per row, an index
+    into the concatenation of the value blocks added so far."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple] = []
+        self.index: list[int] = []
+        self.blocks: list[Tensor] = []
+        self.size = 0
+
+    def block(self, values: Tensor) -> int:
+        """Add a block of values (any shape, flattened); returns its offset."""
+        v = values.reshape(-1)
+        at = self.size
+        self.blocks.append(v)
+        self.size += v.numel()
+        return at
+
+    def add(self, p: LayerPlan | None, quantity: str, at: int) -> None:
+        if p is None:
+            self.rows.append(("", -1, "", quantity))
+        else:
+            self.rows.append((p.name, p.depth, p.module_type, quantity))
+        self.index.append(at)
+
+
+class ParamStats:
+    """Per-step statistics of parameters (and of moments already accumulated) of a probe's layers."""
+
+    def __init__(self, plans: list[LayerPlan]) -> None:
+        self.plans = plans
+        self._cache: dict[tuple, object] = {}
+        self.prev: dict[int, Tensor] = {}  # plan idx -> previous recorded step's g_i
+        self.prev_ok: dict[int, Tensor] = {}  # plan idx -> 0-d: that g_i came from a step not skipped
+        self._staged: dict[int, tuple[Tensor, Tensor | None]] = {}  # the closing step's, until commit()
+
+    def commit(self) -> None:
+        """The closing step's record is built: its g_i become the previous ones (sign persistence)."""
+        for idx, (gi, ok) in self._staged.items():
+            self.prev[idx] = gi
+            if ok is not None:
+                self.prev_ok[idx] = ok
+        self._staged.clear()
+
+    def _cached(self, key: tuple, build):
+        hit = self._cache.get(key)
+        if hit is None:
+            hit = self._cache[key] = build()
+            if len(self._cache) > 256:
+                self._cache.pop(next(iter(self._cache)))
+        return hit
+
+    def _segments(self, tag: str, tensors: list[Tensor]) -> Segments:
+        key = (tag, tuple((tuple(t.shape), t.dtype) for t in tensors), tensors[0].device)
+        return self._cached(key, lambda: Segments([t.shape for t in tensors], tensors[0].device))
+
+    # -- training step -----------------------------------------------------------------------------
+    def train(self, out: StepRows, acc: Moments, summary: Tensor | None, inv_scale: Tensor | None,
+              found_inf: Tensor | None) -> None:
+        """Add the norm.*, w.*, k.*, dec.* and gw.* rows of the closing training step (the step's
+        g_i are kept for the next one by :meth:`commit`, once its record is built)."""
+        self._staged.clear()
+        with torch.no_grad():
+            self._norms(out)
+            need = [p for p in self.plans if p.params]
+            if not need:
+                return
+            raw: dict[int, Tensor] = {}
+            kern: dict[int, Tensor] = {}
+            for p in need:
+                if p.k_q or p.k_extra or p.dec_q:
+                    r, k = weights(p.module)
+                    raw[p.idx] = r
+                    if k is not None:
+                        kern[p.idx] = k
+                else:
+                    raw[p.idx] = raw_weight(p.module)
+            self._filters(out, "w.", [p for p in need if p.w_q], raw)
+            self._filters(out, "k.", [p for p in need if p.k_q and p.idx in kern], kern)
+            for p in need:
+                if p.k_extra and p.idx in kern:
+                    extra = p.module.kernel_stats()
+                    for name in p.k_extra:
+                        if name[2:] in extra:
+                            out.add(p, name, out.block(extra[name[2:]].to(_F64)))
+            if summary is not None:
+                self._decomposition(out, acc, summary, [p for p in need if p.dec_q], raw, kern)
+            self._grads(out, acc, summary, need, raw, inv_scale, found_inf)
+
+    def _norms(self, out: StepRows) -> None:
+        items = [(p, name) for p in self.plans for name in p.norm_q]
+        if not items:
+            return
+        ts = [(p.module.weight if name == "norm.weight_mean" else p.module.bias).reshape(1, -1)
+              for p, name in items]
+        seg = self._segments("norm", ts)
+        at = out.block(torch.cat([f.mean(1) for f in seg.gather(ts)]))
+        for j, (p, name) in enumerate(items):
+            out.add(p, name, at + seg.offsets[j])
+
+    def _filters(self, out: StepRows, prefix: str, layers: list[LayerPlan], ws: dict[int, Tensor]) -> None:
+        if not layers:
+            return
+        ts = [ws[p.idx] for p in layers]
+        st = filter_stats_many(ts, self._segments(prefix, ts))  # (5, L)
+        at = out.block(st)
+        n = len(layers)
+        for j, p in enumerate(layers):
+            for name in (p.w_q if prefix == "w." else p.k_q):
+                out.add(p, name, at + FILTER_STATS.index(name[2:]) * n + j)
+
+    def _decomposition(self, out: StepRows, acc: Moments, summary: Tensor, layers: list[LayerPlan],
+                       raw: dict[int, Tensor], kern: dict[int, Tensor]) -> None:
+        """dec.*: the step's output second moment without bias, and its i.i.d., filter-sum and
+        remaining parts (``varprobe.stats.second_moment_parts``), from the step's input moments."""
+        todo = []
+        for p in layers:
+            i_in, i_out = p.sites["train"].get("in"), p.sites["train"].get("out")
+            if (i_in is not None and i_out is not None and acc.fired(i_in) and acc.fired(i_out)
+                    and acc.channels[i_out] == raw[p.idx].shape[0]):
+                todo.append((p, i_in, i_out))
+        if not todo:
+            return
+        ks = [kern.get(p.idx, raw[p.idx]) for p, _, _ in todo]
+        dev = ks[0].device
+        key = ("dec", tuple((p.idx, p.in_size, tuple(k.shape), a, b) for (p, a, b), k in zip(todo, ks)), dev)
+        geo = self._cached(key, lambda: _DecGeometry([p for p, _, _ in todo], ks, dev))
+        iid_f, shift_f = [], []
+        for ((cin, t), members, diag, overlap), k in zip(geo.groups, geo.seg.gather(ks)):
+            k = k.view(-1, cin, t)
+            iid_f.append(((k * k).sum(1) * diag).sum(1))  # sum_{c,t} C[t, t] K_i[c, t]^2
+            fs = k.sum(1)  # s_i[t]: filter sums per tap
+            shift_f.append((torch.bmm(fs[:, None, :], overlap)[:, 0] * fs).sum(1).clamp_min(0.0))  # s_i^T C s_i >= 0
+        per_filter = torch.stack([torch.cat(iid_f), torch.cat(shift_f)]).to(acc.device)
+        outs = tuple(b for _, _, b in todo)
+        idx = acc._channel_index(outs)
+        seg, n_c, _, _ = acc._layout()
+        n = n_c.index_select(0, idx)
+        so, qo = acc.data[0].index_select(0, idx), acc.data[1].index_select(0, idx)
+        biases = [p.module.bias for p, _, _ in todo]
+        b = torch.cat([bb.detach().to(_F64).reshape(-1) if isinstance(bb, Tensor)
+                       else torch.zeros(acc.channels[i], dtype=_F64, device=dev)
+                       for bb, (_, _, i) in zip(biases, todo)]).to(acc.device)
+        # E[(y_c - b_c)^2] >= 0 per channel: clamped at 0 against the cancellation of its three terms
+        measured_c = (qo / n - 2 * b * so / n + b * b).clamp_min(0.0)
+        tot = torch.cat([segment_sum(per_filter, geo.layer_of_filter.to(acc.device), len(todo)),
+                         segment_sum(measured_c, geo.layer_of_channel.to(acc.device), len(todo))[None]])
+        tot = tot / geo.layer_o.to(acc.device)
+        ins = self._cached(("ins",) + tuple(a for _, a, _ in todo) + (acc.device,),
+                           lambda: torch.tensor([a for _, a, _ in todo]).to(acc.device))
+        mean, var = summary[ins, _MEAN], summary[ins, _VAR]
+        iid, shift, measured = tot[0] * var, tot[1] * mean * mean, tot[2]
+        at = out.block(torch.stack([measured, iid, shift, measured - iid - shift]))
+        m = len(todo)
+        for j, (p, _, _) in enumerate(todo):
+            for name in p.dec_q:
+                out.add(p, name, at + ("dec.measured", "dec.iid", "dec.shift", "dec.rest").index(name) * m + j)
+
+    def _grads(self, out: StepRows, acc: Moments, summary: Tensor | None, need: list[LayerPlan],
+               raw: dict[int, Tensor], inv_scale: Tensor | None, found_inf: Tensor | None) -> None:
+        layers = [p for p in need if p.gw_q and raw[p.idx].grad is not None and p.fires["train"]]
+        if not layers:
+            return
+        gs = [raw[p.idx].grad for p in layers]
+        seg = self._segments("gw", gs)
+        gi, st, rms_i = grad_shift_many(gs, seg)  # gradients as autograd left them, filters in group order
+        eps = self._cached(("eps",) + tuple(g.dtype for g in gs) + (seg.filters, gi.device), lambda: torch.tensor(
+            [torch.finfo(g.dtype).eps for g in gs], dtype=_F64).to(gi.device).index_select(0, seg.layer_of))
+        # Average gradients that are zero up to rounding (PWS) have no sign or correlation.
+        loud = (gi.abs() > _ROUNDING * eps * rms_i).to(_F64)
+        signal = segment_sum(loud, seg.layer_of, seg.layers) > 0
+        if inv_scale is not None:  # the loss scale of a GradScaler: avg_abs and rms are first moments
+            st = st * torch.stack([inv_scale, inv_scale, torch.ones_like(inv_scale)])[:, None]
+        at = out.block(st)
+        n = len(layers)
+        for j, p in enumerate(layers):
+            for k, name in enumerate(("gw.avg_abs", "gw.rms", "gw.shift_ratio")):
+                if name in p.gw_q:
+                    out.add(p, name, at + k * n + j)
+        # sign persistence against the previous recorded step of the same layer
+        has_prev = [p.idx in self.prev and self.prev[p.idx].shape[0] == g.shape[0] for p, g in zip(layers, gs)]
+        zeros = gi.new_zeros(())
+        if any(has_prev):
+            prev = torch.cat([self.prev[layers[j].idx] if has_prev[j] else gi.new_zeros(gs[j].shape[0])
+                              for _, members in seg.groups for j in members])
+            agree = (torch.sign(gi) == torch.sign(prev)).to(_F64)
+            sp = segment_sum(agree, seg.layer_of, seg.layers) / seg.layer_o
+            ok = signal
+            if found_inf is not None:
+                ok = ok & (torch.stack([self.prev_ok.get(p.idx, zeros) if h else zeros
+                                        for p, h in zip(layers, has_prev)]) > 0)
+            at = out.block(torch.where(ok, sp, torch.nan))
+            for j, (p, h) in enumerate(zip(layers, has_prev)):
+                if h and "gw.sign_persistence" in p.gw_q:
+                    out.add(p, "gw.sign_persistence", at + j)
+        else:
+            prev = None
+        keep = gi
+        if found_inf is not None:  # a skipped step leaves the previous g_i in place
+            keep = torch.where(found_inf, prev if prev is not None else gi.new_zeros(gi.shape), gi)
+        for j, p in enumerate(layers):
+            ok = None
+            if found_inf is not None:
+                old = self.prev_ok.get(p.idx, zeros) if has_prev[j] else zeros
+                ok = torch.where(found_inf, old, 1.0)
+            self._staged[p.idx] = (keep[seg.offsets[j]:seg.offsets[j] + seg.o[j]], ok)
+        if summary is not None:
+            self._bias_corr(out, acc, summary, layers, gs, seg, gi, signal)
+
+    def _bias_corr(self, out: StepRows, acc: Moments, summary: Tensor, layers: list[LayerPlan],
+                   gs: list[Tensor], seg: Segments, gi: Tensor, signal: Tensor) -> None:
+        todo = []
+        for j, (p, g) in enumerate(zip(layers, gs)):
+            i_in, i_g = p.sites["train"].get("in"), p.sites["train"].get("grad_out")
+            if (p.bias_corr and i_in is not None and i_g is not None and acc.fired(i_in) and acc.fired(i_g)
+                    and acc.channels[i_g] == g.shape[0]):
+                todo.append((j, p, i_in, i_g))
+        if not todo:
+            return
+        key = ("corr", seg.filters, tuple((j, a, b) for j, _, a, b in todo), acc.device)
+
+        def build():
+            pick = torch.cat([torch.arange(seg.offsets[j], seg.offsets[j] + seg.o[j]) for j, _, _, _ in todo])
+            lid = torch.repeat_interleave(torch.arange(len(todo)), torch.tensor([seg.o[j] for j, *_ in todo]))
+            eps = torch.cat([torch.full((gs[j].shape[0],), torch.finfo(gs[j].dtype).eps, dtype=_F64)
+                             for j, *_ in todo])
+            return (pick.to(acc.device), lid.to(acc.device), torch.bincount(lid).to(_F64).to(acc.device),
+                    torch.tensor([j for j, *_ in todo]).to(acc.device), torch.tensor([a for _, _, a, _ in todo]).to(
+                        acc.device), eps.to(acc.device))
+
+        pick, lid, count, which, ins, eps = self._cached(key, build)
+        idx = acc._channel_index(tuple(b for *_, b in todo))
+        _, n_c, _, _ = acc._layout()
+        db, q = acc.data[0].index_select(0, idx), acc.data[1].index_select(0, idx)
+        mu = summary[ins, _MEAN]
+        # A channel sum within rounding of zero carries no signal (a conv followed by BatchNorm in
+        # training mode has sum dL/dy_i = 0 exactly).
+        loud = (db.abs() > _ROUNDING * eps * (n_c.index_select(0, idx) * q).sqrt()).to(_F64)
+        ok = signal.index_select(0, which) & (segment_sum(loud, lid, len(todo)) > 0)
+        corr = segment_correlation(gi.index_select(0, pick).to(acc.device), mu.index_select(0, lid) * db, lid,
+                                   len(todo), count)
+        at = out.block(torch.where(ok, corr, torch.nan))
+        for k, (_, p, _, _) in enumerate(todo):
+            out.add(p, "gw.bias_corr", at + k)
+
+    # -- BatchNorm ---------------------------------------------------------------------------------
+    def batchnorm(self, out: StepRows, mode: str, acc: Moments, running: Tensor | None) -> None:
+        """bn.mean_gap, bn.var_ratio of the BatchNorm layers that ran in ``mode`` this step."""
+        bns = [p for p in self.plans if p.bn_q]
+        if running is None or not bns:
+            return
+        todo, offset = [], 0
+        for p in bns:
+            c = p.module.running_mean.shape[0]
+            i = p.sites[mode].get("in")
+            if i is not None and acc.fired(i) and acc.channels[i] == c:
+                todo.append((p, i, offset, c))
+            offset += 2 * c
+        if not todo:
+            return
+        key = ("bn", mode, tuple((i, o) for _, i, o, _ in todo), acc.device)
+
+        def build():
+            rm = torch.cat([torch.arange(o, o + c) for _, _, o, c in todo])
+            lid = torch.repeat_interleave(torch.arange(len(todo)), torch.tensor([c for *_, c in todo]))
+            eps = torch.cat([torch.full((c,), float(p.module.eps), dtype=_F64) for p, _, _, c in todo])
+            cnt = torch.tensor([float(c) for *_, c in todo], dtype=_F64)
+            c_tot = torch.tensor([c for *_, c in todo])
+            rv = rm + torch.repeat_interleave(c_tot, c_tot)
+            return tuple(t.to(acc.device) for t in (rm, rv, lid, eps, cnt))
+
+        rm_i, rv_i, lid, eps, cnt = self._cached(key, build)
+        idx = acc._channel_index(tuple(i for _, i, _, _ in todo))
+        _, n_c, _, _ = acc._layout()
+        n = n_c.index_select(0, idx)
+        mu = acc.data[0].index_select(0, idx) / n
+        var = (acc.data[1].index_select(0, idx) / n - mu * mu).clamp_min(0.0)
+        running = running.to(acc.device)
+        rm, rv = running.index_select(0, rm_i), running.index_select(0, rv_i)
+        tot = segment_sum(torch.stack([(mu - rm).abs() / (rv + eps).sqrt(), var / rv]), lid, len(todo)) / cnt
+        at = out.block(tot)
+        m = len(todo)
+        for j, (p, _, _, _) in enumerate(todo):
+            for name in p.bn_q:
+                out.add(p, name, at + ("bn.mean_gap", "bn.var_ratio").index(name) * m + j)
+
+
+class _DecGeometry:
+    """dec.* layout of a set of layers and input sizes: layers grouped by kernel shape (C_in/groups,
+    taps), per group the C[t, t] of every filter's taps (F_g, T) and the overlap C (F_g, T, T)."""
+
+    def __init__(self, layers: list[LayerPlan], kernels: list[Tensor], device) -> None:
+        by_shape: dict[tuple[int, int], list[int]] = {}
+        overlaps = []
+        for j, (p, k) in enumerate(zip(layers, kernels)):
+            c = tap_overlap_of(p.module, p.in_size)
+            cin = k.shape[1] if k.ndim > 1 else 1
+            if k[0].numel() != cin * c.shape[0]:
+                raise ValueError(f"Probe: layer {p.name!r}: kernel {tuple(k.shape)} does not fit an "
+                                 f"overlap of {c.shape[0]} taps")
+            overlaps.append(c)
+            by_shape.setdefault((cin, c.shape[0]), []).append(j)
+        self.groups, layer_of = [], []
+        # the kernel buffer, grouped by (C_in/groups, taps): a fake "filter size" per group
+        keys = [None] * len(kernels)
+        for key, members in by_shape.items():
+            for j in members:
+                keys[j] = key
+        self.seg = Segments([k.shape for k in kernels], device, keys)
+        assert [m for _, m in self.seg.groups] == list(by_shape.values())
+        for (cin, t), members in by_shape.items():
+            diag = torch.cat([overlaps[j].diagonal().expand(kernels[j].shape[0], t) for j in members])
+            full = torch.cat([overlaps[j].expand(kernels[j].shape[0], t, t) for j in members])
+            self.groups.append(((cin, t), members, diag.to(device, _F64), full.to(device, _F64).contiguous()))
+            layer_of += [j for j in members for _ in range(kernels[j].shape[0])]
+        self.layer_of_filter = torch.tensor(layer_of, dtype=torch.long).to(device)
+        self.layer_of_channel = torch.repeat_interleave(torch.arange(len(kernels)), torch.tensor(
+            [k.shape[0] for k in kernels])).to(device)
+        self.layer_o = torch.tensor([float(k.shape[0]) for k in kernels], dtype=_F64).to(device)

@@ -1,0 +1,131 @@
+"""What a Probe records for each hooked module, decided once when the probe is created.
+
+A :class:`LayerPlan` fixes, for one module, the quantities of every group (input, output,
+gradients, weights, kernel, average gradient, decomposition, BatchNorm, norm affine) in the
+row order of ``QUANTITIES``, the channel axis, and which reductions its hooks launch (whether the
+output's maximum or non-finite count is needed). Hooks and ``step()`` only read these fields.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.conv import _ConvNd
+from torch.nn.utils import parametrize
+
+from ..layers import ReparamConv2d, raw_weight
+from ..stats import FILTER_STATS, layer_tap_overlap
+from .quantities import QUANTITIES
+from .select import Target
+
+__all__ = ["LayerPlan", "TRAIN", "EVAL", "PENDING", "MODES", "BUCKETS", "weights", "first_tensor",
+           "tap_overlap_of"]
+
+TRAIN, EVAL = "train", "eval"
+MODES = (TRAIN, EVAL)
+# Internal bucket: forwards of modules in eval mode with grad enabled. Whether they were training
+# forwards (a model trained in eval mode, e.g. with frozen BatchNorm) or eval forwards (an
+# evaluation without no_grad) is known at step(): training forwards if a backward reached them.
+PENDING = "eval+grad"
+BUCKETS = (TRAIN, EVAL, PENDING)
+_FILTER_K = tuple(f"k.{k}" for k in FILTER_STATS)
+
+
+def _has_kernel(m: nn.Module) -> bool:
+    return (isinstance(m, ReparamConv2d) or parametrize.is_parametrized(m, "weight")
+            or isinstance(getattr(m, "weight_v", None), Tensor))
+
+
+def _decomposable(m: nn.Module) -> bool:
+    """Whether dec.* applies: a linear layer, or a conv whose output is a sum over taps of the input."""
+    return isinstance(m, nn.Linear) or (isinstance(m, _ConvNd) and not m.transposed)
+
+
+def tap_overlap_of(m: nn.Module, size: tuple[int, ...]) -> Tensor:
+    """``varprobe.stats.layer_tap_overlap`` of layer ``m`` on inputs of spatial ``size``."""
+    if isinstance(m, nn.Linear):
+        return layer_tap_overlap(size)
+    return layer_tap_overlap(size, m.kernel_size, m.stride, m.dilation, m.padding, m.padding_mode)
+
+
+def weights(m: nn.Module) -> tuple[Tensor, Tensor | None]:
+    """(raw weight parameter that the optimizer updates, effective kernel or None)."""
+    raw = raw_weight(m)
+    if isinstance(m, ReparamConv2d):
+        return raw, m.kernel()
+    kernel = m.weight  # computed once: under a parametrization each access recomputes it
+    return raw, (kernel if kernel is not raw else None)
+
+
+def first_tensor(obj: Any) -> Tensor | None:
+    if isinstance(obj, Tensor):
+        return obj
+    if isinstance(obj, (tuple, list)) and obj and isinstance(obj[0], Tensor):
+        return obj[0]
+    return None
+
+
+class LayerPlan:
+    """A hooked module and what the probe records for it (fixed at construction)."""
+
+    def __init__(self, idx: int, target: Target, quantities: frozenset[str]) -> None:
+        m = target.module
+        q = [k for k in QUANTITIES if k in quantities]  # a fixed row order
+        self.idx, self.name, self.module, self.role = idx, target.name, m, target.role
+        self.module_type = target.module_type
+        self.depth = -1
+        self.cdim = -1 if isinstance(m, (nn.Linear, nn.LayerNorm)) else 1
+        forward_only = self.role in ("block", "branch")
+        self.out_prefix = {"block": "block.out.", "branch": "branch.out."}.get(self.role, "out.")
+        self.out_q = [k[len(self.out_prefix):] for k in q if k.startswith(self.out_prefix)
+                      and k.count(".") == self.out_prefix.count(".")]
+        self.in_q = [] if forward_only else [k[3:] for k in q if k.startswith("in.")]
+        self.grad_out_q = [] if forward_only else [k[9:] for k in q if k.startswith("grad_out.")]
+        self.grad_in = not forward_only and "grad_in.var" in q
+        self.weighted = self.role in ("conv", "linear") and isinstance(getattr(m, "weight", None), Tensor)
+        self.w_q = [k for k in q if k.startswith("w.")] if self.weighted else []
+        kq = [k for k in q if k.startswith("k.")] if self.weighted and _has_kernel(m) else []
+        self.k_q = [k for k in kq if k in _FILTER_K]
+        # Layer-specific kernel statistics (PWS: alpha_mean, shrink) come from the layer itself.
+        self.k_extra = [k for k in kq if k not in _FILTER_K] if callable(getattr(m, "kernel_stats", None)) else []
+        self.gw_q = [k for k in q if k.startswith("gw.")] if self.weighted else []
+        self.dec_q = [k for k in q if k.startswith("dec.")] if self.weighted and _decomposable(m) else []
+        self.in_size: tuple[int, ...] = ()  # spatial size of the last training input (dec.*)
+        self.bias_corr = "gw.bias_corr" in self.gw_q
+        self.bn_q = ([k for k in q if k.startswith("bn.")]
+                     if isinstance(m, _BatchNorm) and m.track_running_stats else [])
+        self.norm_q = []
+        if self.role == "norm":
+            if "norm.weight_mean" in q and isinstance(getattr(m, "weight", None), Tensor):
+                self.norm_q.append("norm.weight_mean")
+            if "norm.bias_mean" in q and isinstance(getattr(m, "bias", None), Tensor):
+                self.norm_q.append("norm.bias_mean")
+        self.want_in = bool(self.in_q) or self.bias_corr or bool(self.bn_q) or bool(self.dec_q)
+        self.want_out = bool(self.out_q) or bool(self.dec_q)
+        self.out_max = "dead_frac" in self.out_q  # the one statistic that needs a third read
+        self.out_nonfinite = "nonfinite" in self.out_q
+        self.want_grad_out = bool(self.grad_out_q) or self.bias_corr
+        self.params = bool(self.w_q or self.k_q or self.k_extra or self.gw_q or self.dec_q)
+        self.active = (self.want_in or self.want_out or self.want_grad_out or self.grad_in
+                       or self.params or bool(self.norm_q))
+        self.fires = {b: 0 for b in BUCKETS}
+        self.recomputed = 0
+        self.sites: dict[str, dict[str, int]] = {b: {} for b in BUCKETS}
+
+    def reset(self, mode: str) -> None:
+        self.fires[mode] = 0
+        if mode == TRAIN:
+            self.recomputed = 0
+
+
+def in_backward() -> bool:
+    """Whether autograd is running a backward pass now (a forward seen now is a recomputation,
+    e.g. activation checkpointing). No public torch API says this: ``torch._C._current_graph_task_id``
+    is -1 outside a backward and the id of the running graph task inside one;
+    tests/probe/test_api.py::test_in_backward_detects_recomputation checks that behaviour."""
+    return torch._C._current_graph_task_id() != -1
+
+
+__all__.append("in_backward")

@@ -1,0 +1,128 @@
+"""Filter and average-gradient statistics of many weights at once.
+
+The filters of L weights (shapes (O_l, ...), n_l = prod(shape[1:]) entries per filter) are
+grouped by n: :meth:`Segments.gather` copies every weight into one preallocated float64 buffer
+(one ``torch._foreach_copy_``), laid out so that each group is a (F_g, n) matrix, reduced along
+its rows in one kernel, so each statistic of every layer costs a fixed number of
+kernels per distinct filter size, whatever L is. Per-filter results are laid out group by group
+(a layer's filters contiguous, at ``Segments.offsets[l]``); per-layer results come from segment
+sums over those F filters (``index_add_``). The results equal
+:func:`~varprobe.stats.filter_stats` and :func:`~varprobe.stats.grad_shift_stats` of each weight.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = ["Segments", "segment_sum", "filter_stats_many", "grad_shift_many", "segment_correlation"]
+
+_F64 = torch.float64
+
+
+class Segments:
+    """Layout of the filters of L weights of shapes ``shapes``, grouped by filter size.
+
+    ``groups``: (n, [layer indices]) in first-seen order; ``offsets[l]``: index of layer l's first
+    filter in the group-ordered filter vector (``offsets[l] + O_l`` its end); ``layer_of`` (F,)
+    long, ``n`` (F,), ``layer_n`` and ``layer_o`` (L,) float64, on ``device``."""
+
+    def __init__(self, shapes: Sequence[Sequence[int]], device: torch.device | str = "cpu",
+                 keys: Sequence | None = None) -> None:
+        self.shapes = [tuple(s) for s in shapes]
+        o = [s[0] for s in self.shapes]
+        n = [math.prod(s[1:]) for s in self.shapes]
+        by_key: dict = {}
+        for layer, k in enumerate(n):  # ``keys``: group finer than by n (same n within a key)
+            by_key.setdefault((k, keys[layer]) if keys is not None else k, []).append(layer)
+        self.groups = [(n[members[0]], members) for members in by_key.values()]
+        self.layers, self.filters = len(o), sum(o)
+        self.offsets = [0] * len(o)
+        layer_of, per_n, at = [], [], 0
+        for k, members in self.groups:
+            for layer in members:
+                self.offsets[layer] = at
+                at += o[layer]
+                layer_of += [layer] * o[layer]
+                per_n += [k] * o[layer]
+        self.o = o
+        self.device = torch.device(device)
+        self._buffer: Tensor | None = None
+        self._views: list[Tensor] = []
+        self._mats: list[Tensor] = []
+        self.layer_of = torch.tensor(layer_of, dtype=torch.long).to(device)
+        self.n = torch.tensor(per_n, dtype=_F64).to(device)
+        self.layer_n = torch.tensor(n, dtype=_F64).to(device)
+        self.layer_o = torch.tensor(o, dtype=_F64).to(device)
+
+    def gather(self, tensors: Sequence[Tensor]) -> list[Tensor]:
+        """Copy ``tensors`` (shapes ``shapes``) into the float64 buffer, one ``_foreach_copy_``;
+        returns per group the (F_g, n) matrix of its layers' filters (views of the buffer, valid
+        until the next ``gather``)."""
+        if self._buffer is None:
+            numel = sum(o * k for o, k in zip(self.o, [math.prod(s[1:]) for s in self.shapes]))
+            self._buffer = torch.empty(numel, dtype=_F64, device=self.device)
+            views: list[Tensor | None] = [None] * self.layers
+            at = 0
+            for k, members in self.groups:
+                g0 = at
+                for layer in members:
+                    views[layer] = self._buffer[at:at + self.o[layer] * k].view(self.shapes[layer])
+                    at += self.o[layer] * k
+                self._mats.append(self._buffer[g0:at].view(-1, k))
+            self._views = views
+        torch._foreach_copy_(self._views, [t.detach() for t in tensors])
+        return self._mats
+
+
+def segment_sum(values: Tensor, index: Tensor, size: int) -> Tensor:
+    """out[..., j] = sum of values[..., i] over i with index[i] == j (along the last axis)."""
+    out = values.new_zeros(values.shape[:-1] + (size,))
+    return out.index_add_(values.ndim - 1, index, values)
+
+
+def _mean_var(f: Tensor) -> tuple[Tensor, Tensor]:
+    # Two reads of the float64 copy; E[x^2] - E[x]^2 in float64 costs about log10(m^2 / v) of its
+    # 16 digits (filters of trained nets have m^2 / v well below 1e4).
+    m = f.mean(1)
+    return m, ((f * f).mean(1) - m * m).clamp_min(0.0)
+
+
+def filter_stats_many(tensors: Sequence[Tensor], seg: Segments) -> Tensor:
+    """``filter_stats`` of every weight in ``tensors``: float64 (5, L), rows ``FILTER_STATS``
+    (fan_var, filter_mean_abs, filter_sum_var, filter_sum_sq, sq_norm)."""
+    parts = [_mean_var(f) for f in seg.gather(tensors)]
+    m = torch.cat([p[0] for p in parts])
+    v = torch.cat([p[1] for p in parts])
+    sums = m * seg.n
+    per = torch.stack([v * seg.n, m.abs(), sums, sums * sums, seg.n * (v + m * m)])
+    tot = segment_sum(per, seg.layer_of, seg.layers) / seg.layer_o
+    dev = sums - tot[2].index_select(0, seg.layer_of)
+    sum_var = segment_sum(dev * dev, seg.layer_of, seg.layers) / seg.layer_o
+    return torch.stack([tot[0], tot[1], sum_var, tot[3], tot[4]])
+
+
+def grad_shift_many(tensors: Sequence[Tensor], seg: Segments) -> tuple[Tensor, Tensor, Tensor]:
+    """``grad_shift_stats`` of every weight gradient in ``tensors``.
+
+    Returns (g_i (F,): per-filter mean gradient; (3, L) rows avg_abs, rms, shift_ratio; rms_i (F,):
+    per-filter sqrt(mean g^2), the scale of g_i's rounding), float64, filters in group order."""
+    mats = seg.gather(tensors)
+    gi = torch.cat([f.mean(1) for f in mats])
+    sq = torch.cat([torch.linalg.vector_norm(f, 2, 1) for f in mats]).square()  # per-filter sum g^2
+    rms_i = (sq / seg.n).sqrt()
+    tot = segment_sum(torch.stack([gi.abs(), sq]), seg.layer_of, seg.layers)
+    avg_abs = tot[0] / seg.layer_o
+    rms = (tot[1] / (seg.layer_o * seg.layer_n)).sqrt()
+    return gi, torch.stack([avg_abs, rms, avg_abs * seg.layer_n.sqrt() / rms]), rms_i
+
+
+def segment_correlation(a: Tensor, b: Tensor, index: Tensor, size: int, count: Tensor) -> Tensor:
+    """Pearson correlation of a and b within each segment (``count`` entries each), (size,)."""
+    mean = segment_sum(torch.stack([a, b]), index, size) / count
+    a0 = a - mean[0].index_select(0, index)
+    b0 = b - mean[1].index_select(0, index)
+    s = segment_sum(torch.stack([a0 * b0, a0 * a0, b0 * b0]), index, size)
+    return s[0] / (s[1] * s[2]).sqrt()
