@@ -42,6 +42,7 @@ SHORT: dict[str, str] = {
     "w.filter_sum_var": "variance over filters of the filter sum (shift)",
     "w.filter_sum_sq": "mean squared filter sum, raw weight",
     "w.sq_norm": "mean squared filter norm, raw weight",
+    "w.update_ratio": "‖W_t − W_t−1‖ / ‖W_t−1‖, raw weight",
     "k.fan_var": "fan_in × filter variance, effective kernel",
     "k.filter_mean_abs": "mean |filter mean|, effective kernel",
     "k.filter_sum_var": "variance over filters of the kernel sum",
@@ -79,6 +80,7 @@ for _s, _d in _OUT.items():
     SHORT[f"block.out.{_s}"] = _d.format(t="the block output (residual stream)")
     SHORT[f"branch.out.{_s}"] = _d.format(t="the residual branch")
 # Derived in varprobe.plot._derive.
+SHORT["amp.skipped"] = "step skipped by the GradScaler (1) or not (0)"
 SHORT["fwd.var_ratio"] = "Var(out) / Var(in), forward"
 SHORT["bwd.var_ratio"] = "Var(dL/d in) / Var(dL/d out), backward"
 
