@@ -28,6 +28,7 @@ from .quantities import QUANTITIES, resolve_quantities
 from .schedule import as_schedule
 from .select import DEFAULT_BLOCKS, Target, select, unwrap
 from .table import Record, Schema, empty_frame, records_to_frame
+from .updates import UpdateRatios  # w.update_ratio
 
 __all__ = ["Probe"]
 
@@ -77,7 +78,8 @@ class _Layer:
         self.grad_out_q = [] if forward_only else [k[9:] for k in q if k.startswith("grad_out.")]
         self.grad_in = not forward_only and "grad_in.var" in q
         self.weighted = self.role in ("conv", "linear") and isinstance(getattr(m, "weight", None), Tensor)
-        self.w_q = [k for k in q if k.startswith("w.")] if self.weighted else []
+        self.w_q = [k for k in q if k.startswith("w.") and k != "w.update_ratio"] if self.weighted else []
+        self.update = self.weighted and "w.update_ratio" in q  # w.update_ratio (UpdateRatios)
         self.k_q = [k for k in q if k.startswith("k.")] if self.weighted and _has_kernel(m) else []
         if not isinstance(m, PWSConv2d):
             self.k_q = [k for k in self.k_q if k not in ("k.alpha_mean", "k.shrink")]
@@ -321,6 +323,9 @@ class Probe:
         self._collapsed_step: int | None = None
         self._schemas: dict[tuple, tuple[Schema, Tensor | None]] = {}
         self._next_gi: dict[int, Tensor] = {}  # per-filter average gradients of the step being closed
+        # w.update_ratio: raw-weight snapshots taken in step() before a recorded step (updates.py)
+        self._updates = UpdateRatios()
+        self._update_layers = [layer for layer in self._layers if layer.update]
 
     # -- public state ------------------------------------------------------------------------------
     @property
@@ -348,6 +353,7 @@ class Probe:
         per-channel sums cached for the step. O(layers x quantities x buffered steps); it does
         not depend on the batch size, and no activation is kept."""
         held = sum(a.nbytes() for a in self._acc.values())
+        held += self._updates.nbytes  # w.update_ratio snapshots
         held += sum(r.values.numel() * r.values.element_size() for r in self._pending if r.values is not None)
         for r in self._cache.values():
             held += sum(t.numel() * t.element_size() for t in (r.s, r.q, r.m, r.nonfinite) if t is not None)
@@ -401,6 +407,7 @@ class Probe:
         self._handles = []
         self._cache.clear()
         self._gcache.clear()
+        self._updates.clear()  # w.update_ratio: updates made while detached are not seen
         self.flush()
 
     def close(self, status: str | None = None, **fields: Any) -> None:
@@ -705,6 +712,8 @@ class Probe:
             self._pending.append(rec)
         self._t = t + 1
         self._rec_train = TRAIN in self._modes and bool(self._schedule(self._t))
+        if self._rec_train and self._update_layers:  # w.update_ratio of step t + 1 needs W_t
+            self._updates.snapshot([layer.module for layer in self._update_layers], t)
         if len(self._pending) >= self._flush_every:
             self.flush()
 
@@ -839,13 +848,23 @@ class Probe:
                 else:
                     host_rows.append(("", -1, "", name))
                     host_values.append(float(v))
+        # w.update_ratio of every weighted layer in one batched computation (varprobe.probe.updates)
+        update_rows: list[tuple] = []
+        updates = None
+        if mode == TRAIN and self._update_layers:
+            updates = self._updates.ratios([layer.module for layer in self._update_layers], self._t)
+            update_rows = [(layer.name, layer.depth, layer.module_type, "w.update_ratio")
+                           for layer in self._update_layers]
         record = None
-        if rows or extra_rows or host_rows:
-            device = acc.device or (values[0].device if values else torch.device("cpu"))
-            schema, idx = self._schema(rows + extra_rows, index, device)
+        if rows or extra_rows or host_rows or update_rows:
+            device = acc.device or (values[0].device if values else updates.device if updates is not None
+                                    else torch.device("cpu"))
+            schema, idx = self._schema(rows + extra_rows + update_rows, index, device)
             parts = [summary.flatten()[idx]] if idx is not None else []
             if values:  # 0-d statistics of weights, gradients, norms and the loss
                 parts.append(torch.stack([v.to(device, _F64) for v in values]))
+            if updates is not None:  # w.update_ratio, float64, one per weighted layer
+                parts.append(updates.to(device))
             record = Record(self._t, mode, schema, torch.cat(parts) if parts else None,
                             Schema(tuple(host_rows)) if host_rows else None, host_values)
         for layer in self._layers:  # only now that nothing can fail: the step's state moves on
