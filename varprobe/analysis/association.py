@@ -30,7 +30,8 @@ better: rank statistics with intervals that suit a few dozen runs.
 
 No bootstrap: with 20-60 runs its intervals are unreliable for these statistics, and these have
 documented coverage near the nominal level at such sizes (tests/analysis/test_association.py
-measures it). Runs with a non-finite value are left out; ``Interval.n`` counts the runs used.
+measures it). Runs with a NaN value are left out (``Interval.n`` counts the runs used); +-inf
+rank at the ends (a quantity that grew without bound is the largest).
 """
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ def _finite(*cols: Sequence) -> list[np.ndarray]:
     arrs = [np.asarray(c, dtype=np.float64) for c in cols]
     if len({a.shape for a in arrs}) != 1 or arrs[0].ndim != 1:
         raise ValueError(f"need 1-D sequences of equal length, got shapes {[a.shape for a in arrs]}")
-    keep = np.logical_and.reduce([np.isfinite(a) for a in arrs])
+    keep = np.logical_and.reduce([~np.isnan(a) for a in arrs])
     return [a[keep] for a in arrs]
 
 
@@ -91,7 +92,7 @@ def _newcombe(a: float, m: int, n: int, z: float) -> tuple[float, float]:
 
 def auc_ci(x: Sequence[float], event: Sequence[bool], level: float = 0.95) -> Interval:
     """AUC of predictor ``x`` for the runs where ``event`` is true, with Newcombe's score interval
-    (module docstring). ``n`` counts the runs with a finite ``x``; without both kinds of run the
+    (module docstring). ``n`` counts the runs whose ``x`` is not NaN; without both kinds of run the
     result is (nan, nan, nan)."""
     xs, ev = _finite(x, np.asarray(event, dtype=np.float64))
     ev = ev.astype(bool)
@@ -129,7 +130,7 @@ def _delong_corr(x1: np.ndarray, x2: np.ndarray, ev: np.ndarray) -> float:
 
 
 def auc_diff_ci(x1: Sequence[float], x2: Sequence[float], event: Sequence[bool], level: float = 0.95) -> Interval:
-    """AUC(x1) - AUC(x2) on the same runs (those where both are finite), with the MOVER interval
+    """AUC(x1) - AUC(x2) on the same runs (those where neither is NaN), with the MOVER interval
     from the two Newcombe intervals and the DeLong correlation (module docstring)."""
     a, b, e = _finite(x1, x2, np.asarray(event, dtype=np.float64))
     ev = e.astype(bool)
