@@ -60,9 +60,11 @@ def causes_report(verdicts: dict[str, str], lrs: dict[str, float]) -> str:
     """Markdown: per learning rate and cause, what the comparisons' verdicts say. ``lrs`` maps a
     row suffix ("small", "large", or "large@0.5" where there are several large rates) to its
     learning rate; the verdict of comparison ``key`` there is ``verdicts[f"{key}-{suffix}"]``. A cause is *supported* when every comparison that
-    isolates it holds, *not supported* when every one does not hold, *not settled* otherwise. At a large learning rate where the rows of the competing explanation
-    (E1*, E2*, ``varprobe.claims.causes``) were measured, both causes it weighs are named as well:
-    the shift of the average gradient and the relative update size (effective learning rate)."""
+    isolates it holds, *not supported* when every one does not hold, *not settled* otherwise.
+
+    At a large learning rate where the rows of the competing explanation (E1*, E2*,
+    ``varprobe.claims.causes``) were measured, both causes it weighs are named as well: the shift
+    of the average gradient and the relative update size (effective learning rate)."""
     causes = list(dict.fromkeys(c.cause for c in COMPARISONS))
     lines = ["## Attribution: which causes the data supports\n"]
     for tag, lr in lrs.items():

@@ -42,7 +42,8 @@ KINDS: dict[str, str] = {
     "rank2": "which of two predictors ranks the continuous outcome better on the same runs: difference of the two "
              "Spearman correlations with Zou's (2007) MOVER interval for overlapping correlations",
 }
-#: kinds whose values are, per seed, a list of per-run tuples (predictor, outcome) or (predictor 1, predictor 2, outcome)
+#: kinds whose values are, per seed, a list of per-run tuples (predictor, outcome) or
+#: (predictor 1, predictor 2, outcome)
 ACROSS_RUNS = ("auc", "auc2", "rank", "rank2")
 
 
