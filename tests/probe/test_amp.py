@@ -18,12 +18,15 @@ F64 = torch.float64
 
 def _train(net, probe, scaler, plan, poison=()):
     opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
-    expected, prev_gi = {}, None
+    expected, prev_gi, prev_net = {}, None, None
     with probe:
         for step, batches in plan.items():
+            ref = clone(net)
             if step not in poison:
-                exp, prev_gi = expected_train(clone(net), [(x.to(F64), y) for x, y in batches], prev_gi)
+                exp, prev_gi = expected_train(ref, [(x.to(F64), y) for x, y in batches], prev_gi,
+                                              prev_net=prev_net)
                 expected.update({(step, "train") + k: v for k, v in exp.items()})
+            prev_net = ref
             for x, y in batches:
                 loss = F.cross_entropy(net(x), y)
                 scaled = scaler.scale(loss * (math.inf if step in poison else 1.0))

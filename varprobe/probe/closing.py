@@ -80,7 +80,7 @@ def close_mode(probe, mode: str, *, loss=None, lr=None, scaler=None, reset: bool
     host_rows: list[tuple] = []
     host_values: list[float] = []
     if mode == TRAIN:
-        probe._params.train(out, acc, summary, inv_scale, found_inf)
+        probe._params.train(out, acc, summary, inv_scale, found_inf, probe._t)
         if loss is not None and probe._world > 1 and "loss" in probe._quantities:
             loss = torch.as_tensor(loss).detach().to(acc.device or "cpu", _F64).mean()
             dist.all_reduce(loss, op=dist.ReduceOp.SUM, group=probe._group)

@@ -85,7 +85,9 @@ class LayerPlan:
         self.grad_out_q = [] if forward_only else [k[9:] for k in q if k.startswith("grad_out.")]
         self.grad_in = not forward_only and "grad_in.var" in q
         self.weighted = self.role in ("conv", "linear") and isinstance(getattr(m, "weight", None), Tensor)
-        self.w_q = [k for k in q if k.startswith("w.")] if self.weighted else []
+        self.w_q = [k for k in q if k.startswith("w.") and k != "w.update_ratio"] if self.weighted else []
+        # w.update_ratio (varprobe.probe.updates): no hooks, so it does not make the layer active
+        self.update = self.weighted and "w.update_ratio" in q
         kq = [k for k in q if k.startswith("k.")] if self.weighted and _has_kernel(m) else []
         self.k_q = [k for k in kq if k in _FILTER_K]
         # Layer-specific kernel statistics (PWS: alpha_mean, shrink) come from the layer itself.

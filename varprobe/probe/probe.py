@@ -47,7 +47,8 @@ class Probe:
     and inputs (``grad_out.*``, ``grad_in.var``), filter statistics of raw weights and of effective
     kernels (``w.*``, ``k.*``), the shift of the average gradient (``gw.*``), the split of each
     conv or linear layer's output second moment into its i.i.d., filter-sum and remaining parts
-    (``dec.*``, from moments already held: no extra read), BatchNorm batch vs running statistics
+    (``dec.*``, from moments already held: no extra read), the relative update size of each raw
+    weight (``w.update_ratio``, from a device copy of the weights kept before a recorded step), BatchNorm batch vs running statistics
     (``bn.*``), norm affine parameters (``norm.*``), and ``loss``/``lr``.
 
     How: what each module records is planned once, when the probe is created
@@ -113,7 +114,8 @@ class Probe:
             block and Tap; or a glob on module names, an exact name, a module type, a module, a
             callable (name, module) -> bool, or a list of these (see ``varprobe.probe.select``).
         every: Positive int or schedule callable.
-        quantities: "all" (default), "forward" (output statistics only, plus loss and lr), or an
+        quantities: "all" (default), "forward" (output statistics only, plus loss and lr),
+            "causes" (what the competing causes of collapse need, ``varprobe.probe.PRESETS``), or an
             iterable of quantity names and globs ("out.*", "gw.shift_ratio", ...).
         modes: Subset of ("train", "eval").
         blocks: Extra residual block types -> branch child name, added to ``{ResidualBlock: "branch"}``.
@@ -221,6 +223,7 @@ class Probe:
         O(layers x quantities x buffered steps); it does not depend on the batch size, and no
         activation is kept."""
         held = sum(a.nbytes() for a in self._hooks.acc.values())
+        held += self._params.updates.nbytes  # w.update_ratio snapshots
         return held + sum(r.values.numel() * r.values.element_size() for r in self._pending if r.values is not None)
 
     def __repr__(self) -> str:
@@ -257,6 +260,7 @@ class Probe:
         eval forwards of the open step stay pending (in :meth:`frame`, closed by the next
         ``step()`` or :meth:`close`). The probe can be attached again."""
         self._hooks.remove()
+        self._params.updates.clear()  # w.update_ratio: updates made while detached are not seen
         self.flush()
 
     def close(self, status: str | None = None, **fields: Any) -> None:
@@ -371,6 +375,8 @@ class Probe:
             self._pending.append(rec)
         self._t = h.t = t + 1
         h.rec_train = TRAIN in self._modes and bool(self._schedule(self._t))
+        if h.rec_train:  # w.update_ratio of step t + 1 needs W_t (after step t's record is built)
+            self._params.snapshot(t)
         if h.attached:
             self._arm()
         if len(self._pending) >= self._flush_every:
