@@ -18,6 +18,7 @@ _COL = {name: i for i, name in enumerate(SUMMARY_COLUMNS)}
 _NCOL = len(SUMMARY_COLUMNS)
 _F64 = torch.float64
 _GRAD_ROWS = ("grad_out.", "grad_in.", "gw.")
+_PER_CHANNEL = frozenset(("ch_var", "ch_sq_mean", "dead_frac"))  # need the channel axis
 
 
 def _cached(probe, key: tuple, build):
@@ -41,12 +42,16 @@ def _moment_rows(probe, mode: str, acc: Moments) -> tuple[list[tuple], list[int]
                 i = sites.get(slot)
                 if i is None or not names or not acc.fired(i):
                     continue
+                if slot in layer.whole[mode]:  # the channel axis of a tensor could not be told
+                    names = [n for n in names if n not in _PER_CHANNEL]
                 for name in names:
                     rows.append((layer.name, layer.depth, layer.module_type, prefix + name))
                     index.append(i * _NCOL + _COL[name])
         return rows, index
     return _cached(probe, ("rows", mode, tuple(c > 0 for c in acc.counts),
-                         tuple(layer.depth for layer in probe._layers)), build)
+                         tuple(layer.depth for layer in probe._layers),
+                         tuple((layer.idx, tuple(sorted(layer.whole[mode]))) for layer in probe._layers
+                               if layer.whole[mode])), build)
 
 
 def close_mode(probe, mode: str, *, loss=None, lr=None, scaler=None, reset: bool = True) -> Record | None:

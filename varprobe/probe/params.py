@@ -302,7 +302,7 @@ class ParamStats:
         for p in bns:
             c = p.module.running_mean.shape[0]
             i = p.sites[mode].get("in")
-            if i is not None and acc.fired(i) and acc.channels[i] == c:
+            if i is not None and acc.fired(i) and acc.channels[i] == c and "in" not in p.whole[mode]:
                 todo.append((p, i, offset, c))
             offset += 2 * c
         if not todo:
