@@ -54,8 +54,11 @@ def _moment_rows(probe, mode: str, acc: Moments) -> tuple[list[tuple], list[int]
                                if layer.whole[mode])), build)
 
 
-def close_mode(probe, mode: str, *, loss=None, lr=None, scaler=None, reset: bool = True) -> Record | None:
-    """Statistics of the open step of ``mode`` as a Record (None if nothing fired)."""
+def close_mode(probe, mode: str, *, loss=None, lr=None, scaler=None, grads_unscaled: bool = False,
+               reset: bool = True) -> Record | None:
+    """Statistics of the open step of ``mode`` as a Record (None if nothing fired).
+    ``grads_unscaled``: ``.grad`` already holds unscaled gradients, so only the tensor-hook
+    statistics are divided by the loss scale, not those computed from ``.grad``."""
     h = probe._hooks
     acc = h.acc[mode]
     acc.merge(h.pending[mode])
@@ -85,7 +88,7 @@ def close_mode(probe, mode: str, *, loss=None, lr=None, scaler=None, reset: bool
     host_rows: list[tuple] = []
     host_values: list[float] = []
     if mode == TRAIN:
-        probe._params.train(out, acc, summary, inv_scale, found_inf, probe._t)
+        probe._params.train(out, acc, summary, None if grads_unscaled else inv_scale, found_inf, probe._t)
         if loss is not None and probe._world > 1 and "loss" in probe._quantities:
             loss = torch.as_tensor(loss).detach().to(acc.device or "cpu", _F64).mean()
             dist.all_reduce(loss, op=dist.ReduceOp.SUM, group=probe._group)

@@ -98,7 +98,8 @@ class ParamStats:
               found_inf: Tensor | None, step: int) -> None:
         """Add the norm.*, w.*, k.*, dec.*, gw.* and w.update_ratio rows of the closing training
         step ``step`` (the step's g_i are kept for the next one by :meth:`commit`, once its record
-        is built)."""
+        is built). ``inv_scale``: 1/S to divide the ``.grad``-based first moments (gw.avg_abs,
+        gw.rms) by, or None when ``.grad`` is not scaled (no scaler, or already unscaled)."""
         self._staged.clear()
         with torch.no_grad():
             self._norms(out)
