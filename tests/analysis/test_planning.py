@@ -55,3 +55,17 @@ def test_seeds_for_two_proportions_against_the_odds_ratio_interval(p1, p2):
     assert seeds_for_two_proportions(0.5, 0.5) is None
     assert fisher_p(4, 4, 0, 4, "greater") == pytest.approx(1 / 70)
     assert np.isfinite(n)
+
+
+@pytest.mark.parametrize("est, low, high, threshold, seeds", [(0.7, 0.45, 0.85, 0.5, 3), (-0.1, -0.5, 0.3, 0.2, 5),
+                                                             (0.2, -0.3, 0.6, 0.0, 2)])
+def test_seeds_for_interval_is_the_first_n_whose_shrunk_half_width_excludes_the_threshold(est, low, high,
+                                                                                          threshold, seeds):
+    from varprobe.analysis import seeds_for_interval
+    n = seeds_for_interval(est, low, high, threshold, seeds)
+    h = est - low if est > threshold else high - est
+    gap = abs(est - threshold)
+    assert h * math.sqrt(seeds / n) < gap
+    assert h * math.sqrt(seeds / (n - 1)) >= gap
+    assert seeds_for_interval(0.5, 0.2, 0.8, 0.5, 3) is None
+    assert seeds_for_interval(0.5, math.nan, 0.8, 0.1, 3) is None

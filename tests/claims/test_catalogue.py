@@ -20,7 +20,7 @@ def test_every_existing_claim_id_is_kept_and_new_ones_are_new():
     ids = [c.id for c in CLAIMS]
     assert len(ids) == len(set(ids))
     assert [i for i in ids if i in OLD_IDS] == OLD_IDS
-    assert [i for i in ids if i not in OLD_IDS] == ["4e"]
+    assert [i for i in ids if i not in OLD_IDS] == ["4e", *[f"E{o}{x}" for o in (1, 2) for x in "abcde"]]
 
 
 def test_each_claim_has_a_known_kind_a_direction_and_a_finite_threshold():

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import copy
-import inspect
 
 import pytest
 
@@ -16,7 +15,6 @@ from varprobe.integrations.lightning import ProbeCallback  # noqa: E402
 
 from .reference import assert_same_records, capture_batches, plain_loop_first_step  # noqa: E402
 
-SCALER_IN_STEP = "scaler" in inspect.signature(varprobe.Probe.step).parameters
 LR = 0.1
 
 
@@ -124,19 +122,22 @@ def test_the_trainer_scaler_is_found_under_16_mixed(tmp_path):
     assert found and all(t is torch.amp.GradScaler and unscaled for t, unscaled, _ in found)
 
 
-@pytest.mark.skipif(not SCALER_IN_STEP, reason="needs Probe(sinks=) from the GPU-speed issue")
 def test_16_mixed_records_unscaled_gradients(tmp_path):
+    """Tensor-hook statistics (grad_out.var, scaled during backward) and .grad statistics (gw.*,
+    unscaled by Lightning before the hook: grads_unscaled=True) both equal those of an fp16 plain
+    loop without loss scaling."""
     torch.manual_seed(0)
     model = net()
     reference = copy.deepcopy(model)
     seen, handle = capture_batches(model)
     data = loader()
-    cb = ProbeCallback(tmp_path / "pl", module="net", flush_every=1, quantities=["grad_out.var", "loss"])
+    quantities = ["grad_out.var", "gw.avg_abs", "gw.rms", "gw.shift_ratio", "loss"]
+    cb = ProbeCallback(tmp_path / "pl", module="net", flush_every=1, quantities=quantities)
     trainer(1, 1, [cb], plugins=[fp16_cpu()]).fit(Module(model), data)
     handle.remove()
     frame = varprobe.load_run(tmp_path / "pl").frame
     got = frame[(frame["mode"] == "train") & (frame["step"] == 0)]
     with torch.autocast("cpu", dtype=torch.float16):
         want = plain_loop_first_step(reference, [(seen[0], next(iter(data))[1])], loss_fn, LR, tmp_path,
-                                     flush_every=1, quantities=["grad_out.var", "loss"])
+                                     flush_every=1, quantities=quantities)
     assert_same_records(got, want, rel=1e-2)

@@ -161,9 +161,11 @@ def pearson(a: Tensor, b: Tensor) -> float:
     return torch.corrcoef(torch.stack([a.to(F64), b.to(F64)]))[0, 1].item()
 
 
-def expected_train(net: Net, batches, prev_gi: dict | None, loss_scale: float = 1.0) -> tuple[dict, dict]:
+def expected_train(net: Net, batches, prev_gi: dict | None, loss_scale: float = 1.0,
+                   prev_net: Net | None = None) -> tuple[dict, dict]:
     """{(layer, quantity): value} of one training step of ``net`` (a clone taken before the step),
-    and the per-filter average gradients for the next step's sign persistence."""
+    and the per-filter average gradients for the next step's sign persistence. ``prev_net``: the
+    clone taken before the previous step (None at the first step: w.update_ratio is NaN)."""
     running = (net.bn.running_mean.clone().to(F64), net.bn.running_var.clone().to(F64))
     fwd, grads, pgrads = ref_step(net, batches, loss_scale)
     exp = forward_expected(net, fwd, running)
@@ -177,6 +179,11 @@ def expected_train(net: Net, batches, prev_gi: dict | None, loss_scale: float = 
         mod = net.get_submodule(name)
         for s, v in filter_ref(mod.weight).items():
             exp[(name, f"w.{s}")] = v
+        if prev_net is None:
+            exp[(name, "w.update_ratio")] = float("nan")
+        else:
+            w0 = prev_net.get_submodule(name).weight.detach().to(F64)
+            exp[(name, "w.update_ratio")] = ((mod.weight.detach().to(F64) - w0).norm() / w0.norm()).item()
         if pgrads[f"{name}.weight"] is None:
             continue  # no gradient: no gw.*
         g = pgrads[f"{name}.weight"].to(F64).flatten(1)

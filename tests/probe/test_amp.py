@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -16,19 +17,29 @@ from .test_reference import _batch, _compare
 F64 = torch.float64
 
 
-def _train(net, probe, scaler, plan, poison=()):
+def _train(net, probe, scaler, plan, poison=(), unscale=False, tell=True):
+    """Train ``net`` under ``probe`` with ``scaler``; ``unscale``: call ``scaler.unscale_(opt)``
+    before ``probe.step`` (as Lightning and the Hugging Face Trainer do), passing
+    ``grads_unscaled=True`` when ``tell``."""
     opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
-    expected, prev_gi = {}, None
+    expected, prev_gi, prev_net = {}, None, None
     with probe:
         for step, batches in plan.items():
+            ref = clone(net)
             if step not in poison:
-                exp, prev_gi = expected_train(clone(net), [(x.to(F64), y) for x, y in batches], prev_gi)
+                exp, prev_gi = expected_train(ref, [(x.to(F64), y) for x, y in batches], prev_gi,
+                                              prev_net=prev_net)
                 expected.update({(step, "train") + k: v for k, v in exp.items()})
+            prev_net = ref
             for x, y in batches:
                 loss = F.cross_entropy(net(x), y)
                 scaled = scaler.scale(loss * (math.inf if step in poison else 1.0))
                 scaled.backward()
-            probe.step(loss=loss.item(), lr=0.05, scaler=scaler)
+            if unscale:
+                scaler.unscale_(opt)
+                probe.step(loss=loss.item(), lr=0.05, scaler=scaler, grads_unscaled=tell)
+            else:
+                probe.step(loss=loss.item(), lr=0.05, scaler=scaler)
             scaler.step(opt)
             scaler.update()
             opt.zero_grad()
@@ -48,6 +59,56 @@ def test_gradient_statistics_are_unscaled():
         expected[(step, "train", "", "loss")] = frame[(frame.step == step) & (frame.quantity == "loss")].value.item()
         expected[(step, "train", "", "lr")] = 0.05
     _compare(frame, expected, rtol=1e-9, atol=1e-13)
+
+
+def _with_loss_lr(frame, expected, steps):
+    for step in steps:
+        expected[(step, "train", "", "loss")] = frame[(frame.step == step) & (frame.quantity == "loss")].value.item()
+        expected[(step, "train", "", "lr")] = 0.05
+    return expected
+
+
+def test_grads_unscaled_before_step_are_not_divided_again():
+    """scaler.unscale_(opt) before step(..., scaler=s, grads_unscaled=True): gw.* (from .grad,
+    already unscaled) and grad_out.* / grad_in.var (tensor hooks, scaled) all match the float64
+    reference of the unscaled loss."""
+    net = make_net(0)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 12, growth_interval=10 ** 6)
+    plan = {0: [_batch(5, 1)], 1: [_batch(5, 2), _batch(3, 3)], 2: [_batch(4, 4)]}
+    frame, expected = _train(net, Probe(net, modes=("train",)), scaler, plan, unscale=True)
+    assert set(frame[frame.quantity == "amp.skipped"].value) == {0.0}
+    frame = frame[frame.quantity != "amp.skipped"]
+    _compare(frame, _with_loss_lr(frame, expected, plan), rtol=1e-9, atol=1e-13)
+
+
+def test_grads_unscaled_not_said_divides_gw_first_moments_twice():
+    """The failure grads_unscaled exists for: without it, gw.avg_abs and gw.rms come out S times too
+    small after unscale_, everything else (ratios, hook statistics) is right."""
+    net = make_net(0)
+    s = 2.0 ** 12
+    scaler = torch.amp.GradScaler("cpu", init_scale=s, growth_interval=10 ** 6)
+    plan = {0: [_batch(5, 1)], 1: [_batch(5, 2)]}
+    frame, expected = _train(net, Probe(net, modes=("train",)), scaler, plan, unscale=True, tell=False)
+    frame = frame[frame.quantity != "amp.skipped"]
+    moved = {k: v / s for k, v in expected.items() if k[3] in ("gw.avg_abs", "gw.rms")}
+    assert moved
+    _compare(frame, {**_with_loss_lr(frame, expected, plan), **moved}, rtol=1e-9, atol=1e-13)
+
+
+def test_grads_unscaled_bad_values_are_refused_and_change_nothing():
+    net = make_net(0)
+    scaler = torch.amp.GradScaler("cpu", init_scale=8.0)
+    probe = Probe(net, modes=("train",))
+    x, y = _batch(3, 1)
+    with probe:
+        scaler.scale(F.cross_entropy(net(x), y)).backward()
+        with pytest.raises(TypeError, match=r"grads_unscaled=\.\.\.\) takes True or False, got 'yes'"):
+            probe.step(scaler=scaler, grads_unscaled="yes")
+        with pytest.raises(ValueError, match=r"grads_unscaled=True\) needs scaler="):
+            probe.step(grads_unscaled=True)
+        assert probe.current_step == 0
+        probe.step(scaler=scaler)
+    assert probe.current_step == 1
 
 
 def test_skipped_step_is_recorded_as_skipped_not_as_data():

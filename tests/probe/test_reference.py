@@ -33,11 +33,13 @@ def _run(dtype):
             2: [_batch(4, 4, dtype)], 3: [_batch(5, 5, dtype)]}
     eval_x = _batch(6, 9, dtype)[0]
     expected: dict[tuple, float] = {}
-    prev_gi = None
+    prev_gi = prev_net = None
     probe = Probe(net)
     with probe:
         for step, batches in plan.items():
-            exp, prev_gi = expected_train(clone(net), [(x.to(F64), y) for x, y in batches], prev_gi)
+            ref = clone(net)
+            exp, prev_gi = expected_train(ref, [(x.to(F64), y) for x, y in batches], prev_gi, prev_net=prev_net)
+            prev_net = ref
             for k, v in exp.items():
                 expected[(step, "train") + k] = v
             losses = []
@@ -180,7 +182,7 @@ def test_training_in_eval_mode_is_recorded_as_training(frozen):
     batches = {s: [(torch.randn(n, 3, 11, 9, generator=g, dtype=torch.float64), torch.randint(0, 4, (n,)))
                    for n in sizes] for s, sizes in {0: (5,), 1: (4, 3)}.items()}
     eval_x = torch.randn(6, 3, 11, 9, generator=g, dtype=torch.float64)
-    expected, prev = {}, None
+    expected, prev, prev_net = {}, None, None
     probe = Probe(net)
     with probe:
         for step, bs in batches.items():
@@ -188,7 +190,9 @@ def test_training_in_eval_mode_is_recorded_as_training(frozen):
                 expected.update({(1, "eval") + k: v for k, v in expected_eval(clone(net), [eval_x]).items()})
                 with torch.no_grad():
                     net(eval_x)
-            exp, prev = expected_train(clone(net), bs, prev)
+            ref = clone(net)
+            exp, prev = expected_train(ref, bs, prev, prev_net=prev_net)
+            prev_net = ref
             expected.update({(step, "train") + k: v for k, v in exp.items()})
             for x, y in bs:
                 F.cross_entropy(net(x), y).backward()

@@ -1,7 +1,6 @@
 """TensorBoardSink: scalars and hparams read back from the event files with EventAccumulator."""
 from __future__ import annotations
 
-import inspect
 import os
 
 import pytest
@@ -14,8 +13,6 @@ import varprobe  # noqa: E402
 from varprobe.sinks import TensorBoardSink  # noqa: E402
 
 from .test_keys import assert_same, expected_scalars  # noqa: E402
-
-SINKS_IN_PROBE = "sinks" in inspect.signature(varprobe.Probe).parameters
 
 
 def read(log_dir):
@@ -72,7 +69,6 @@ def test_unknown_quantity_is_refused(tmp_path):
         TensorBoardSink(tmp_path / "tb", quantities=["out.varr"])
 
 
-@pytest.mark.skipif(not SINKS_IN_PROBE, reason="needs Probe(sinks=) from the GPU-speed issue")
 def test_probe_hands_its_tables_to_the_sink(tmp_path):
     import torch
     from torch import nn
@@ -89,7 +85,6 @@ def test_probe_hands_its_tables_to_the_sink(tmp_path):
     assert set(got) == set(want)
 
 
-@pytest.mark.skipif(not SINKS_IN_PROBE, reason="needs Probe(sinks=) from the GPU-speed issue")
 def test_a_raising_sink_loses_nothing_of_the_parquet_run(tmp_path):
     import torch
     from torch import nn

@@ -12,7 +12,7 @@ import math
 import numpy as np
 from scipy import stats
 
-__all__ = ["seeds_for_mean", "seeds_for_proportion", "seeds_for_two_proportions"]
+__all__ = ["seeds_for_mean", "seeds_for_proportion", "seeds_for_two_proportions", "seeds_for_interval"]
 
 CAP = 10_000
 
@@ -66,3 +66,18 @@ def seeds_for_two_proportions(p1: float, p2: float, level: float = 0.95, cap: in
         if stats.fisher_exact([[k1, n - k1], [k2, n - k2]], alternative=side).pvalue < (1 - level) / 2:
             return n
     return None
+
+
+def seeds_for_interval(estimate: float, low: float, high: float, threshold: float, seeds: int,
+                       cap: int = CAP) -> int | None:
+    """Seeds at which an interval that shrinks as 1/sqrt(n) (a large-sample interval over runs,
+    the same number of runs per seed) would exclude ``threshold``: with h the half-width on the
+    threshold's side (estimate - low when estimate > threshold, high - estimate otherwise) at
+    ``seeds`` seeds and gap = |estimate - threshold|, the smallest n with h sqrt(seeds / n) < gap,
+    i.e. floor(seeds (h / gap)^2) + 1. None when gap is 0, a value is not finite, or n > ``cap``."""
+    gap = abs(estimate - threshold)
+    h = estimate - low if estimate > threshold else high - estimate
+    if not (math.isfinite(gap) and math.isfinite(h)) or gap == 0 or h < 0:
+        return None
+    n = math.floor(seeds * (h / gap) ** 2) + 1
+    return n if n <= cap else None

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .causes import competing_report
+
 __all__ = ["CONTROLS", "Comparison", "COMPARISONS", "causes_report"]
 
 #: control label -> RunConfig changes from the attribution base config.
@@ -58,7 +60,11 @@ def causes_report(verdicts: dict[str, str], lrs: dict[str, float]) -> str:
     """Markdown: per learning rate and cause, what the comparisons' verdicts say. ``lrs`` maps a
     row suffix ("small", "large", or "large@0.5" where there are several large rates) to its
     learning rate; the verdict of comparison ``key`` there is ``verdicts[f"{key}-{suffix}"]``. A cause is *supported* when every comparison that
-    isolates it holds, *not supported* when every one does not hold, *not settled* otherwise."""
+    isolates it holds, *not supported* when every one does not hold, *not settled* otherwise.
+
+    At a large learning rate where the rows of the competing explanation (E1*, E2*,
+    ``varprobe.claims.causes``) were measured, both causes it weighs are named as well: the shift
+    of the average gradient and the relative update size (effective learning rate)."""
     causes = list(dict.fromkeys(c.cause for c in COMPARISONS))
     lines = ["## Attribution: which causes the data supports\n"]
     for tag, lr in lrs.items():
@@ -74,5 +80,7 @@ def causes_report(verdicts: dict[str, str], lrs: dict[str, float]) -> str:
                 word = "**not settled**"
             detail = "; ".join(f"{c.key}-{tag} ({c.treatment} vs {c.control}) {v}" for c, v in zip(rows, got))
             lines.append(f"- {cause}: {word} ({detail})")
+        if tag.startswith("large") and f"E1a{tag[len('large'):]}" in verdicts:  # E1*, E2*: claims.causes
+            lines += competing_report(verdicts, tag[len("large"):])
         lines.append("")
     return "\n".join(lines)

@@ -15,6 +15,7 @@ from typing import Any, Callable
 from .. import theory
 from . import measures as m
 from .attribution import COMPARISONS
+from .causes import EARLY_STEPS, OUTCOMES, PREDICTORS, ROWS, Row
 from .measures import TRAINED, Evidence, accuracy as acc
 
 __all__ = ["Claim", "CLAIMS", "NULL_SHIFT_RATIO"]
@@ -195,3 +196,32 @@ CLAIMS += [
           "attribution net, plain+proj, large lr: the same change", "mean", "<", 0.01, "fixed: 1 point",
           lambda ev, s, lr: m.shift_share_change(ev.frame("ctl:plain+proj", lr, s)), "large", ("decomposition.png",)),
 ]
+
+
+# The competing explanation (varprobe.claims.causes): across every run at a large lr, does the
+# shift or the relative update size rank collapse (E1*) and variance growth (E2*)?
+def _cause_measure(row: Row) -> Callable[[Evidence, int, float], list[tuple]]:
+    def measure(ev: Evidence, seed: int, lr: float) -> list[tuple]:
+        return [tuple(r[p] for p in row.predictors) + (r[row.outcome],) for r in m.cause_runs(ev, lr, seed)]
+    return measure
+
+
+def _cause_claim(row: Row) -> Claim:
+    outcome, what = OUTCOMES[row.outcome][4], row.outcome.replace("growth", "variance growth")
+    early = (f"early value: median over convs after the first of the mean over the first {EARLY_STEPS} recorded "
+             "steps after step 0")
+    runs = "every run at the large lr (main schemes and attribution controls)"
+    stat = "AUC" if row.outcome == "collapse" else "Spearman r_s"
+    name, quantity = PREDICTORS[row.predictors[0]]
+    if len(row.predictors) == 1:
+        text = f"{name.capitalize()} ({quantity}) ranks {what} across runs"
+        measured = f"{runs}: {stat} of {quantity} ({early}) with {outcome}"
+        basis = "no association" if row.outcome == "growth" else "0.5: no better than chance"
+    else:
+        text = f"{name.capitalize()} ({quantity}) ranks {what} better than the relative update size"
+        measured = f"{runs}: {stat} of {quantity} minus that of w.update_ratio (same runs, {early}) with {outcome}"
+        basis = "equal: neither predicts better"
+    return Claim(row.id, text, measured, row.kind, ">", row.threshold, basis, _cause_measure(row), "large")
+
+
+CLAIMS += [_cause_claim(r) for r in ROWS]

@@ -15,18 +15,22 @@ import pandas as pd
 import torch
 
 from .. import theory
+from .causes import EARLY_STEPS
 from ..layers import PWSConv2d, init_alpha, reparameterize
 from ..models import resnet_cifar
 from ..record import Run
 from ..experiment.runner import load_model
 from ..experiment.timing import eval_fn, interleaved_medians, train_step_fn
 
+from .profiles import MAIN_SCHEMES
+
 if TYPE_CHECKING:
     from .profiles import Profile
 
 __all__ = ["Evidence", "TRAINED", "conv_mean", "per_layer", "shift_share", "transmission_drift", "rho",
            "shift_share_change", "log_growth", "pws_fan_var_error", "train_eval_gap", "data_init_error",
-           "grad_ratio", "grad_scale_growth", "accuracy", "step_times"]
+           "grad_ratio", "grad_scale_growth", "accuracy", "step_times", "early_value", "early_share",
+           "growth_outcome", "cause_runs"]
 
 #: Final train accuracy at or above which a run "trained" (below: it failed; chance is 0.1). Fixed.
 TRAINED = 0.5
@@ -110,6 +114,66 @@ def log_growth(frame: pd.DataFrame, quantity: str) -> float:
     """Geometric mean over convs after the first of the growth factor last / first of ``quantity``."""
     first, last = _first_last(np.log(per_layer(frame, quantity)))
     return float(np.exp((last - first).mean()))
+
+
+# -- the competing explanation (varprobe.claims.causes) -------------------------------------------
+def _early(table: pd.DataFrame, k: int) -> float:
+    """Median over layers of the mean over the first ``k`` recorded steps after step 0."""
+    table = table[table.index > 0].iloc[:k]
+    value = table.mean().median()
+    return float(value) if value == value else float("nan")
+
+
+def early_value(frame: pd.DataFrame, quantity: str, k: int = EARLY_STEPS) -> float:
+    """A run's early value of ``quantity``: the median over conv layers after the first of each
+    layer's mean over the first ``k`` recorded steps after step 0 (NaN values skipped; NaN when
+    there is none)."""
+    return _early(per_layer(frame, quantity), k)
+
+
+def early_share(frame: pd.DataFrame, k: int = EARLY_STEPS) -> float:
+    """The early value (as :func:`early_value`) of the per-layer share dec.shift / dec.measured."""
+    return _early(per_layer(frame, "dec.shift") / per_layer(frame, "dec.measured"), k)
+
+
+def growth_outcome(frame: pd.DataFrame, quantity: str = "out.sq_mean") -> float:
+    """Mean over conv layers after the first of ln(last / first) of ``quantity``, first and last
+    recorded step of the run; a layer whose last value is not finite (the run blew up) grew
+    without bound: +inf."""
+    table = per_layer(frame, quantity).dropna(how="all")
+    if len(table) < 2:
+        return float("nan")
+    first, last = table.iloc[0], table.iloc[-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        growth = np.log(last.where(np.isfinite(last), np.inf) / first)
+    return float(growth.mean())
+
+
+def cause_runs(ev: Evidence, lr: float, seed: int) -> list[dict]:
+    """Per distinct run at ``lr`` and ``seed`` among the main schemes and the attribution controls
+    (a control that is a main run counted once): its label, the predictors' early values ("shift":
+    gw.shift_ratio, "share": dec.shift / dec.measured, "update": w.update_ratio) and the outcomes
+    ("collapse": final train accuracy below TRAINED; "growth": :func:`growth_outcome`). Runs
+    without a result (failed) are left out. Cached per (lr, seed)."""
+    key = ("causes", lr, seed)
+    if key not in ev.cache:
+        seen, out = set(), []
+        for (label, run_lr, run_seed), run in sorted(ev.runs.items(), key=lambda kv: str(kv[0])):
+            if run_lr != lr or run_seed != seed or str(run.path) in seen:
+                continue
+            if not (label in MAIN_SCHEMES or label.startswith("ctl:")):
+                continue
+            try:
+                collapsed = not accuracy(run) >= TRAINED
+            except KeyError:
+                continue
+            seen.add(str(run.path))
+            f = run.frame
+            out.append({"label": label, "shift": early_value(f, "gw.shift_ratio"), "share": early_share(f),
+                        "update": early_value(f, "w.update_ratio"), "collapse": collapsed,
+                        "growth": growth_outcome(f)})
+        ev.cache[key] = out
+    return ev.cache[key]
 
 
 # -- final models and fixed computations -----------------------------------------------------------

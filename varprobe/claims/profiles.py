@@ -10,7 +10,10 @@ and records in each run only what the claims and figures that read it need:
   decompositions a claim reads (1a-1d, 2a, 2b, 3a, 3b, 5a, 5b, 6b, D1, D2; figures);
 * every ``every`` steps, ``quantities="forward"``: runs read only for their final accuracy and
   output statistics (4b, 11b, A5, A6, every A* at the small lr, the collapse and
-  signal-propagation figures);
+  signal-propagation figures) at the small lr;
+* every ``every`` steps, ``quantities="causes"`` (outputs, gw.shift_ratio, dec.*,
+  w.update_ratio; no gradient hooks): the same runs at the large lrs, where E1*, E2* rank every
+  run's shift against its relative update size (``varprobe.claims.causes``);
 * never: the batch-size runs (7a, 7b read the final test accuracy only).
 
 An attribution control that is a main scheme on the main network (plain, centered, pws when the
@@ -119,9 +122,10 @@ _MAIN_RECORDING = {
     ("plain", True): (True, "all"), ("bn", True): (False, "all"), ("pws", True): (False, "all"),
     ("gn", True): (False, "forward"), ("wn", True): (False, "forward"), ("centered", True): (False, "forward"),
     ("plain", False): (False, "all"), ("wn", False): (False, "all"), ("centered", False): (False, "all"),
-    ("pws", False): (False, "all"), ("bn", False): (False, "forward"), ("gn", False): (False, "forward"),
+    ("pws", False): (False, "all"), ("bn", False): (False, "causes"), ("gn", False): (False, "causes"),
 }
-# Controls read for their final accuracy only (the decomposition figure does not show them).
+# Controls read for their final accuracy only (the decomposition figure does not show them), and at
+# the large lrs for the predictors of E1*, E2* ("causes").
 _FORWARD_CONTROLS = ("pws-frozen-alpha", "pws-no-wd")
 # Controls that 2b and 6b read at the small lr on the main network ("extra:<label>").
 _EXTRAS = ("pws-no-wd", "pws-frozen-alpha")
@@ -160,7 +164,7 @@ def plan(p: Profile) -> list[Experiment]:
                 every, quantities = p.every, "all"
             else:  # at the small lr the A* rows read the final accuracy only
                 every = p.every
-                quantities = "forward" if small or label in _FORWARD_CONTROLS else "all"
+                quantities = "forward" if small else "causes" if label in _FORWARD_CONTROLS else "all"
             cfg = attribution.replace(**changes, every=every, quantities=quantities)
             out.append(Experiment(f"ctl:{label}", cfg, None, lrs, seeds))
     return out

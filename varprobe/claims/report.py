@@ -14,7 +14,7 @@ from ..record import load_runs
 from .attribution import CONTROLS, causes_report
 from .measures import Evidence, accuracy
 from .profiles import MAIN_SCHEMES, Profile
-from .summary import KINDS
+from .summary import ACROSS_RUNS, KINDS
 
 if TYPE_CHECKING:
     from .pipeline import Finding
@@ -85,7 +85,7 @@ def _rules() -> str:
 
 def _row(f: "Finding") -> str:
     c, s = f.claim, f.summary
-    n = len(s.per_seed)
+    n = s.interval.n if c.kind in ACROSS_RUNS else len(s.per_seed)  # runs, or seeds
     plan = "" if s.verdict != "inconclusive" else (str(s.planning) if s.planning is not None else "none")
     figs = ", ".join(f"[{Path(x).name}]({Path(x).name})" for x in f.figures)
     return (f"| {f.id} | {c.claim} | {c.quantity} | {c.kind} | {c.expected} | {s.shown} | {n} | **{s.verdict}** | "

@@ -13,10 +13,11 @@ from typing import Sequence
 
 import numpy as np
 
-from ..analysis import (Interval, fisher_p, geometric_ci, mean_ci, odds_ratio_ci, paired_ci, proportion_ci,
-                        seeds_for_mean, seeds_for_proportion, seeds_for_two_proportions, sign_string, verdict)
+from ..analysis import (Interval, auc_ci, auc_diff_ci, fisher_p, geometric_ci, mean_ci, odds_ratio_ci, paired_ci,
+                        proportion_ci, seeds_for_interval, seeds_for_mean, seeds_for_proportion,
+                        seeds_for_two_proportions, sign_string, spearman_ci, spearman_diff_ci, verdict)
 
-__all__ = ["KINDS", "Summary", "summarize"]
+__all__ = ["KINDS", "ACROSS_RUNS", "Summary", "summarize"]
 
 #: kind -> what its values are, and the statistic (the report prints this table).
 KINDS: dict[str, str] = {
@@ -30,7 +31,20 @@ KINDS: dict[str, str] = {
     "paired": "a difference between two schemes on the same seed: mean difference with the paired Student-t "
               "interval, per-seed signs beside it",
     "mean": "a bounded or signed quantity (a share, a correlation, a change): mean with the Student-t interval",
+    # Across runs, not seeds: each seed gives one (predictor..., outcome) tuple per run; n counts runs.
+    "auc": "how well a per-run predictor ranks a binary outcome across runs (every run of the profile at that lr): "
+           "AUC = P(predictor of a run with the outcome > that of a run without) + ties/2, with Newcombe's (2006) "
+           "score interval; per-seed AUCs beside it",
+    "auc2": "which of two predictors ranks the binary outcome better on the same runs: AUC difference with Zou's "
+            "(2007) MOVER interval from the two Newcombe intervals and the DeLong (1988) correlation",
+    "rank": "how well a per-run predictor ranks a continuous outcome across runs: Spearman's r_s with the Fisher-z "
+            "interval and the Bonett-Wright (2000) standard error; per-seed r_s beside it",
+    "rank2": "which of two predictors ranks the continuous outcome better on the same runs: difference of the two "
+             "Spearman correlations with Zou's (2007) MOVER interval for overlapping correlations",
 }
+#: kinds whose values are, per seed, a list of per-run tuples (predictor, outcome) or
+#: (predictor 1, predictor 2, outcome)
+ACROSS_RUNS = ("auc", "auc2", "rank", "rank2")
 
 
 @dataclass(frozen=True)
@@ -55,6 +69,29 @@ def _ci(ci: Interval) -> str:
     return f"[{_fmt(ci.low)}, {_fmt(ci.high)}]"
 
 
+def _across_runs(kind: str, values: Sequence) -> tuple[Interval, str, list[float]]:
+    """Pool the per-run tuples of every seed into one statistic (n: runs); per seed, the same
+    statistic over that seed's runs (nan where it is undefined)."""
+    def stat(rows: Sequence) -> Interval:
+        cols = list(zip(*rows)) if len(rows) else [[]] * (2 if kind in ("auc", "rank") else 3)
+        if kind == "auc":
+            return auc_ci(cols[0], cols[1])
+        if kind == "auc2":
+            return auc_diff_ci(cols[0], cols[1], cols[2])
+        if kind == "rank":
+            return spearman_ci(cols[0], cols[1])
+        return spearman_diff_ci(cols[0], cols[1], cols[2])
+
+    pooled = [tuple(row) for seed_rows in values for row in seed_rows]
+    if not pooled:
+        return Interval(math.nan, math.nan, math.nan, 0), "no runs", []
+    ci = stat(pooled)
+    per_seed = [stat(list(rows)).estimate if len(rows) else math.nan for rows in values]
+    name = {"auc": "AUC", "auc2": "AUC difference", "rank": "r_s", "rank2": "r_s difference"}[kind]
+    seeds = ", ".join(_fmt(v) for v in per_seed)
+    return ci, f"{name} {_fmt(ci.estimate)} {_ci(ci)} over {ci.n} runs; per seed {seeds}", per_seed
+
+
 def summarize(kind: str, values: Sequence, direction: str, threshold: float) -> Summary:
     """The interval, verdict, display and planning figure of one row (see ``KINDS``)."""
     if kind not in KINDS:
@@ -63,7 +100,11 @@ def summarize(kind: str, values: Sequence, direction: str, threshold: float) -> 
     if n == 0:
         raise ValueError("summarize needs at least one value, got none")
     planning: int | None = None
-    if kind == "identity":
+    if kind in ACROSS_RUNS:
+        ci, shown, per_seed = _across_runs(kind, values)
+        seeds = sum(1 for v in values if len(v))
+        planning = seeds_for_interval(ci.estimate, ci.low, ci.high, threshold, max(seeds, 1))
+    elif kind == "identity":
         x = np.asarray(values, dtype=np.float64)
         worst = float(x.max() if direction == "<" else x.min())
         ci = Interval(worst, float(x.min()), float(x.max()), n)

@@ -17,7 +17,7 @@ __all__ = ["RunConfig", "MODELS", "DATASETS", "build_model", "load_data", "check
 
 MODELS = ("simple_cnn", "vgg", "resnet8", "resnet14", "resnet20", "resnet32", "resnet44", "resnet56", "resnet34")
 DATASETS = ("digits", "synthetic", "cifar10")
-QUANTITY_PRESETS = ("all", "forward")
+QUANTITY_PRESETS = ("all", "forward", "causes")
 #: The largest float32: SGD applies lr and weight_decay to float32 parameters.
 FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 
@@ -48,7 +48,7 @@ class RunConfig:
             optimizer step (``project_filter_mean_``), with any scheme: the shift of the average
             gradient taken out and nothing else changed. Momentum and weight decay act on the
             projected gradient; the probe records it (``gw.avg_abs`` is zero up to rounding).
-        every: probe every k steps; quantities: "all" or "forward".
+        every: probe every k steps; quantities: "all", "forward" or "causes" (``varprobe.probe.PRESETS``).
         flush_every: recorded steps buffered between writes to disk: a killed run loses at most
             the steps recorded since its last flush (the values themselves do not depend on it).
         eval_steps: steps at which a fixed held-out batch (the first ``eval_batch`` test images) is

@@ -15,9 +15,25 @@ from collections.abc import Sequence
 
 from torch import nn
 
-__all__ = ["channel_axis"]
+__all__ = ["channel_axis", "static_channel_axis"]
 
 FIRST, LAST = 1, -1
+
+
+def static_channel_axis(module: nn.Module) -> int | None:
+    """The channel axis of ``module``'s outputs when it does not depend on their shape (every
+    module but a subclass of ``nn.LayerNorm`` without a ``data_format``), else None: then ask
+    :func:`channel_axis` per shape."""
+    if isinstance(module, nn.Linear):
+        return LAST
+    if not isinstance(module, nn.LayerNorm):
+        return FIRST
+    if type(module) is nn.LayerNorm:
+        return LAST
+    fmt = getattr(module, "data_format", None)
+    if fmt in ("channels_first", "channels_last"):
+        return FIRST if fmt == "channels_first" else LAST
+    return None
 
 
 def channel_axis(module: nn.Module, shape: Sequence[int]) -> int | None:
@@ -34,15 +50,9 @@ def channel_axis(module: nn.Module, shape: Sequence[int]) -> int | None:
     - Every other module (convs, BatchNorm, GroupNorm, residual blocks, ...): 1.
     """
     shape = tuple(int(s) for s in shape)
-    if isinstance(module, nn.Linear):
-        return LAST
-    if not isinstance(module, nn.LayerNorm):
-        return FIRST
-    if type(module) is nn.LayerNorm:
-        return LAST
-    fmt = getattr(module, "data_format", None)
-    if fmt in ("channels_first", "channels_last"):
-        return FIRST if fmt == "channels_first" else LAST
+    fixed = static_channel_axis(module)
+    if fixed is not None:
+        return fixed
     normalized = tuple(module.normalized_shape)
     if len(normalized) != 1 or len(shape) < 2:
         return LAST if len(shape) >= len(normalized) and shape[-len(normalized):] == normalized else None

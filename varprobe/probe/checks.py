@@ -14,15 +14,20 @@ from .plan import EVAL, PENDING, TRAIN
 __all__ = ["check_step", "check_fires"]
 
 
-def check_step(probe, loss: Any, lr: Any, scaler: Any) -> bool:
-    """Raise (naming the bad value or the missing call) if ``probe.step(loss, lr, scaler=scaler)``
-    cannot close the step; changes nothing. Returns whether the step's eval-mode forwards with
-    grad enabled are its training forwards (a backward reached them)."""
+def check_step(probe, loss: Any, lr: Any, scaler: Any, grads_unscaled: Any = False) -> bool:
+    """Raise (naming the bad value or the missing call) if ``probe.step(loss, lr, scaler=scaler,
+    grads_unscaled=grads_unscaled)`` cannot close the step; changes nothing. Returns whether the
+    step's eval-mode forwards with grad enabled are its training forwards (a backward reached them)."""
     h, t = probe._hooks, probe._t
     _check_number("loss", loss, finite=False)
     _check_number("lr", lr, finite=True)
     if scaler is not None and not isinstance(scaler, torch.amp.GradScaler):
         raise TypeError(f"Probe.step(scaler=...) takes a torch.amp.GradScaler or None, got {scaler!r}")
+    if not isinstance(grads_unscaled, bool):
+        raise TypeError(f"Probe.step(grads_unscaled=...) takes True or False, got {grads_unscaled!r}")
+    if grads_unscaled and scaler is None:
+        raise ValueError("Probe.step(grads_unscaled=True) needs scaler= too: the tensor hooks saw the "
+                         "gradients of the scaled loss, and only the scaler says by how much")
     if not h.attached:
         if probe._closed:
             raise RuntimeError(f"Probe.step() called at step {t} after the probe was closed (close() ran or "

@@ -18,6 +18,7 @@ _COL = {name: i for i, name in enumerate(SUMMARY_COLUMNS)}
 _NCOL = len(SUMMARY_COLUMNS)
 _F64 = torch.float64
 _GRAD_ROWS = ("grad_out.", "grad_in.", "gw.")
+_PER_CHANNEL = frozenset(("ch_var", "ch_sq_mean", "dead_frac"))  # need the channel axis
 
 
 def _cached(probe, key: tuple, build):
@@ -41,16 +42,23 @@ def _moment_rows(probe, mode: str, acc: Moments) -> tuple[list[tuple], list[int]
                 i = sites.get(slot)
                 if i is None or not names or not acc.fired(i):
                     continue
+                if slot in layer.whole[mode]:  # the channel axis of a tensor could not be told
+                    names = [n for n in names if n not in _PER_CHANNEL]
                 for name in names:
                     rows.append((layer.name, layer.depth, layer.module_type, prefix + name))
                     index.append(i * _NCOL + _COL[name])
         return rows, index
     return _cached(probe, ("rows", mode, tuple(c > 0 for c in acc.counts),
-                         tuple(layer.depth for layer in probe._layers)), build)
+                         tuple(layer.depth for layer in probe._layers),
+                         tuple((layer.idx, tuple(sorted(layer.whole[mode]))) for layer in probe._layers
+                               if layer.whole[mode])), build)
 
 
-def close_mode(probe, mode: str, *, loss=None, lr=None, scaler=None, reset: bool = True) -> Record | None:
-    """Statistics of the open step of ``mode`` as a Record (None if nothing fired)."""
+def close_mode(probe, mode: str, *, loss=None, lr=None, scaler=None, grads_unscaled: bool = False,
+               reset: bool = True) -> Record | None:
+    """Statistics of the open step of ``mode`` as a Record (None if nothing fired).
+    ``grads_unscaled``: ``.grad`` already holds unscaled gradients, so only the tensor-hook
+    statistics are divided by the loss scale, not those computed from ``.grad``."""
     h = probe._hooks
     acc = h.acc[mode]
     acc.merge(h.pending[mode])
@@ -80,7 +88,7 @@ def close_mode(probe, mode: str, *, loss=None, lr=None, scaler=None, reset: bool
     host_rows: list[tuple] = []
     host_values: list[float] = []
     if mode == TRAIN:
-        probe._params.train(out, acc, summary, inv_scale, found_inf)
+        probe._params.train(out, acc, summary, None if grads_unscaled else inv_scale, found_inf, probe._t)
         if loss is not None and probe._world > 1 and "loss" in probe._quantities:
             loss = torch.as_tensor(loss).detach().to(acc.device or "cpu", _F64).mean()
             dist.all_reduce(loss, op=dist.ReduceOp.SUM, group=probe._group)

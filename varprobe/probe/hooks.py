@@ -173,11 +173,13 @@ class Hooks:
         y = first_tensor(out)
         acc, pend, sites = self.acc[mode], self.pending[mode], p.sites[mode]
         if p.want_in and x is not None and x.is_floating_point():
-            self._put(acc, pend, p, sites, "in", self._reduce(x, p.cdim, False, False), False, False)
+            cdim = p.cdim if p.cdim is not None else self._axis(p, x, mode, "in")
+            self._put(acc, pend, p, sites, "in", self._reduce(x, cdim, False, False), False, False)
             if p.dec_q and mode != EVAL:
                 p.in_size = tuple(x.shape[2:])
         if p.want_out and y is not None and y.is_floating_point():
-            e = self._reduce(y, p.cdim, p.out_max, p.out_nonfinite)
+            cdim = p.cdim if p.cdim is not None else self._axis(p, y, mode, "out")
+            e = self._reduce(y, cdim, p.out_max, p.out_nonfinite)
             self._put(acc, pend, p, sites, "out", e, p.out_max, p.out_nonfinite)
         if mode != EVAL:
             if y is not None and y.requires_grad and (p.want_grad_out or mode == PENDING):
@@ -188,6 +190,25 @@ class Hooks:
                 self._watch(x, p, mode, "grad_in")
         if len(pend) > 4096:  # many forwards in one step (eval loops): bound what is held
             acc.merge(pend)
+
+    def _axis(self, p: LayerPlan, t: Tensor, mode: str, slot: str | None) -> int:
+        """Channel axis of ``t`` at ``slot`` of a layer whose axis depends on the shape
+        (``LayerPlan.axis``). When it cannot be told: warn once naming the layer, mark the slot
+        whole-tensor-only for the step (its mean, var, sq_mean, nonfinite stay exact whatever axis
+        is reduced over) and reduce over the last axis."""
+        ax, new = p.axis(tuple(t.shape))
+        if ax is None:
+            if new:
+                self.warn(p.name, "channel_axis", (
+                    f"Probe: layer {p.name!r} ({type(p.module).__name__}, normalized_shape "
+                    f"{tuple(getattr(p.module, 'normalized_shape', ()))}) got a tensor of shape {tuple(t.shape)} "
+                    "whose channel axis cannot be told (axis 1 and the last axis both fit, or neither, and "
+                    "the module has no data_format); only its whole-tensor statistics are recorded "
+                    "(no ch_var, ch_sq_mean, dead_frac)"))
+            if slot is not None:
+                p.whole[mode].add(slot)
+            return -1
+        return ax
 
     def _sums(self, t: Tensor, cdim: int, with_max: bool) -> tuple[Tensor, Tensor, Tensor | None]:
         if self.fused:
@@ -257,7 +278,8 @@ class Hooks:
     def _watch(self, t: Tensor, p: LayerPlan, mode: str, slot: str | None) -> None:
         """Reduce the gradient of ``t`` into the site ``slot`` of ``p`` in bucket ``mode``; slot
         None only counts that a gradient arrived."""
-        cdim = p.cdim % t.ndim if t.ndim else 0
+        cdim = p.cdim if p.cdim is not None else self._axis(p, t, mode, slot)
+        cdim = cdim % t.ndim if t.ndim else 0
         i = None
         if slot is not None:
             i = self._site(self.acc[mode], p, p.sites[mode], slot, t.shape[cdim] if t.ndim else 1, t.device)
@@ -323,6 +345,8 @@ class Hooks:
                         continue
                     if slot.startswith("grad"):
                         self.grad_sites[dst_mode][j] = None
+                    if slot in p.whole[PENDING]:
+                        p.whole[dst_mode].add(slot)
                     dst.add_site(j, src, i)
                 p.fires[dst_mode] += p.fires[PENDING]
             if self.running[dst_mode] is None:  # PENDING modules inside a training-mode root: its snapshot

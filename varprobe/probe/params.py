@@ -18,6 +18,7 @@ from ..stats import FILTER_STATS, Segments, filter_stats_many, grad_shift_many
 from ..stats import segment_correlation, segment_sum
 from .buffers import SUMMARY_COLUMNS, Moments
 from .plan import LayerPlan, tap_overlap_of, weights
+from .updates import UpdateRatios
 
 __all__ = ["StepRows", "ParamStats"]
 
@@ -62,6 +63,15 @@ class ParamStats:
         self.prev: dict[int, Tensor] = {}  # plan idx -> previous recorded step's g_i
         self.prev_ok: dict[int, Tensor] = {}  # plan idx -> 0-d: that g_i came from a step not skipped
         self._staged: dict[int, tuple[Tensor, Tensor | None]] = {}  # the closing step's, until commit()
+        # w.update_ratio: raw-weight snapshots taken in step() before a recorded step (updates.py)
+        self.updates = UpdateRatios()
+        self.update_plans = [p for p in plans if p.update]
+
+    def snapshot(self, step: int) -> None:
+        """w.update_ratio: keep the raw weights of ``step`` (called in ``step()`` of ``step`` when
+        step + 1 is recorded, before the optimizer update). No host sync."""
+        if self.update_plans:
+            self.updates.snapshot([p.module for p in self.update_plans], step)
 
     def commit(self) -> None:
         """The closing step's record is built: its g_i become the previous ones (sign persistence)."""
@@ -85,12 +95,15 @@ class ParamStats:
 
     # -- training step -----------------------------------------------------------------------------
     def train(self, out: StepRows, acc: Moments, summary: Tensor | None, inv_scale: Tensor | None,
-              found_inf: Tensor | None) -> None:
-        """Add the norm.*, w.*, k.*, dec.* and gw.* rows of the closing training step (the step's
-        g_i are kept for the next one by :meth:`commit`, once its record is built)."""
+              found_inf: Tensor | None, step: int) -> None:
+        """Add the norm.*, w.*, k.*, dec.*, gw.* and w.update_ratio rows of the closing training
+        step ``step`` (the step's g_i are kept for the next one by :meth:`commit`, once its record
+        is built). ``inv_scale``: 1/S to divide the ``.grad``-based first moments (gw.avg_abs,
+        gw.rms) by, or None when ``.grad`` is not scaled (no scaler, or already unscaled)."""
         self._staged.clear()
         with torch.no_grad():
             self._norms(out)
+            self._updates(out, step)
             need = [p for p in self.plans if p.params]
             if not need:
                 return
@@ -115,6 +128,14 @@ class ParamStats:
             if summary is not None:
                 self._decomposition(out, acc, summary, [p for p in need if p.dec_q], raw, kern)
             self._grads(out, acc, summary, need, raw, inv_scale, found_inf)
+
+    def _updates(self, out: StepRows, step: int) -> None:
+        """w.update_ratio of every weighted layer in one batched computation (varprobe.probe.updates)."""
+        if not self.update_plans:
+            return
+        at = out.block(self.updates.ratios([p.module for p in self.update_plans], step))
+        for j, p in enumerate(self.update_plans):
+            out.add(p, "w.update_ratio", at + j)
 
     def _norms(self, out: StepRows) -> None:
         items = [(p, name) for p in self.plans for name in p.norm_q]
@@ -282,7 +303,7 @@ class ParamStats:
         for p in bns:
             c = p.module.running_mean.shape[0]
             i = p.sites[mode].get("in")
-            if i is not None and acc.fired(i) and acc.channels[i] == c:
+            if i is not None and acc.fired(i) and acc.channels[i] == c and "in" not in p.whole[mode]:
                 todo.append((p, i, offset, c))
             offset += 2 * c
         if not todo:

@@ -17,6 +17,7 @@ from torch.nn.utils import parametrize
 
 from ..layers import ReparamConv2d, raw_weight
 from ..stats import FILTER_STATS, layer_tap_overlap
+from .channel_axis import channel_axis, static_channel_axis
 from .quantities import QUANTITIES
 from .select import Target
 
@@ -31,6 +32,7 @@ MODES = (TRAIN, EVAL)
 PENDING = "eval+grad"
 BUCKETS = (TRAIN, EVAL, PENDING)
 _FILTER_K = tuple(f"k.{k}" for k in FILTER_STATS)
+_UNSEEN: Any = object()  # LayerPlan.axes: a shape not seen yet
 
 
 def _has_kernel(m: nn.Module) -> bool:
@@ -76,7 +78,13 @@ class LayerPlan:
         self.idx, self.name, self.module, self.role = idx, target.name, m, target.role
         self.module_type = target.module_type
         self.depth = -1
-        self.cdim = -1 if isinstance(m, (nn.Linear, nn.LayerNorm)) else 1
+        # The channel axis (varprobe.probe.channel_axis): fixed for every module but a subclass of
+        # nn.LayerNorm without data_format, for which it is decided per tensor shape (axis()).
+        self.cdim: int | None = static_channel_axis(m)
+        self.axes: dict[tuple[int, ...], int | None] = {}  # shape -> channel axis (cdim None only)
+        # Slots (in, out, grad_out, grad_in) of the open step that saw a tensor whose channel axis
+        # could not be told: only their whole-tensor statistics are recorded (not ch_*, dead_frac).
+        self.whole: dict[str, set[str]] = {b: set() for b in BUCKETS}
         forward_only = self.role in ("block", "branch")
         self.out_prefix = {"block": "block.out.", "branch": "branch.out."}.get(self.role, "out.")
         self.out_q = [k[len(self.out_prefix):] for k in q if k.startswith(self.out_prefix)
@@ -85,7 +93,9 @@ class LayerPlan:
         self.grad_out_q = [] if forward_only else [k[9:] for k in q if k.startswith("grad_out.")]
         self.grad_in = not forward_only and "grad_in.var" in q
         self.weighted = self.role in ("conv", "linear") and isinstance(getattr(m, "weight", None), Tensor)
-        self.w_q = [k for k in q if k.startswith("w.")] if self.weighted else []
+        self.w_q = [k for k in q if k.startswith("w.") and k != "w.update_ratio"] if self.weighted else []
+        # w.update_ratio (varprobe.probe.updates): no hooks, so it does not make the layer active
+        self.update = self.weighted and "w.update_ratio" in q
         kq = [k for k in q if k.startswith("k.")] if self.weighted and _has_kernel(m) else []
         self.k_q = [k for k in kq if k in _FILTER_K]
         # Layer-specific kernel statistics (PWS: alpha_mean, shrink) come from the layer itself.
@@ -114,8 +124,21 @@ class LayerPlan:
         self.recomputed = 0
         self.sites: dict[str, dict[str, int]] = {b: {} for b in BUCKETS}
 
+    def axis(self, shape: tuple[int, ...]) -> tuple[int | None, bool]:
+        """(channel axis of a tensor of ``shape``, whether it was decided just now); cached per shape."""
+        if self.cdim is not None:
+            return self.cdim, False
+        hit = self.axes.get(shape, _UNSEEN)
+        if hit is not _UNSEEN:
+            return hit, False
+        if len(self.axes) > 64:
+            self.axes.clear()
+        ax = self.axes[shape] = channel_axis(self.module, shape)
+        return ax, True
+
     def reset(self, mode: str) -> None:
         self.fires[mode] = 0
+        self.whole[mode].clear()
         if mode == TRAIN:
             self.recomputed = 0
 

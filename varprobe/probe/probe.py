@@ -47,7 +47,8 @@ class Probe:
     and inputs (``grad_out.*``, ``grad_in.var``), filter statistics of raw weights and of effective
     kernels (``w.*``, ``k.*``), the shift of the average gradient (``gw.*``), the split of each
     conv or linear layer's output second moment into its i.i.d., filter-sum and remaining parts
-    (``dec.*``, from moments already held: no extra read), BatchNorm batch vs running statistics
+    (``dec.*``, from moments already held: no extra read), the relative update size of each raw
+    weight (``w.update_ratio``, from a device copy of the weights kept before a recorded step), BatchNorm batch vs running statistics
     (``bn.*``), norm affine parameters (``norm.*``), and ``loss``/``lr``.
 
     How: what each module records is planned once, when the probe is created
@@ -75,6 +76,10 @@ class Probe:
     inf or NaN in any model parameter (the steps the scaler skips) is recorded with
     ``amp.skipped`` = 1 and its gradient rows (``grad_out.*``, ``grad_in.*``, ``gw.*``) are dropped
     at the flush (found on the device; no sync in ``step()``); its forward and weight rows stay.
+    When ``.grad`` was already unscaled before :meth:`step` (``scaler.unscale_(optimizer)`` for
+    gradient clipping; Lightning and the Hugging Face Trainer do it before their optimizer-step
+    hooks), pass ``grads_unscaled=True`` too: the ``.grad``-based statistics (``gw.*``) are then
+    not divided again, while the tensor-hook ones (``grad_out.*``, ``grad_in.var``) still are.
     The next step's ``gw.sign_persistence`` compares with the last step not skipped. Under
     ``torch.autocast`` (bf16/fp16 activations) every sum is accumulated in float64 (rows of large
     tensors in float32 first); an overflow shows as ``out.nonfinite`` and never reaches training.
@@ -113,7 +118,8 @@ class Probe:
             block and Tap; or a glob on module names, an exact name, a module type, a module, a
             callable (name, module) -> bool, or a list of these (see ``varprobe.probe.select``).
         every: Positive int or schedule callable.
-        quantities: "all" (default), "forward" (output statistics only, plus loss and lr), or an
+        quantities: "all" (default), "forward" (output statistics only, plus loss and lr),
+            "causes" (what the competing causes of collapse need, ``varprobe.probe.PRESETS``), or an
             iterable of quantity names and globs ("out.*", "gw.shift_ratio", ...).
         modes: Subset of ("train", "eval").
         blocks: Extra residual block types -> branch child name, added to ``{ResidualBlock: "branch"}``.
@@ -221,6 +227,7 @@ class Probe:
         O(layers x quantities x buffered steps); it does not depend on the batch size, and no
         activation is kept."""
         held = sum(a.nbytes() for a in self._hooks.acc.values())
+        held += self._params.updates.nbytes  # w.update_ratio snapshots
         return held + sum(r.values.numel() * r.values.element_size() for r in self._pending if r.values is not None)
 
     def __repr__(self) -> str:
@@ -257,6 +264,7 @@ class Probe:
         eval forwards of the open step stay pending (in :meth:`frame`, closed by the next
         ``step()`` or :meth:`close`). The probe can be attached again."""
         self._hooks.remove()
+        self._params.updates.clear()  # w.update_ratio: updates made while detached are not seen
         self.flush()
 
     def close(self, status: str | None = None, **fields: Any) -> None:
@@ -333,11 +341,12 @@ class Probe:
 
     # -- step --------------------------------------------------------------------------------------
     def step(self, loss: Tensor | float | None = None, lr: float | Tensor | None = None, *,
-             scaler: torch.amp.GradScaler | None = None) -> None:
+             scaler: torch.amp.GradScaler | None = None, grads_unscaled: bool = False) -> None:
         """Close the current training step: read parameter gradients and weights if the step is
         recorded, then move to the next step. Call once per optimizer step, after
-        ``loss.backward()`` (``scaler.scale(loss).backward()``) and before ``scaler.unscale_``,
-        ``optimizer.step()`` / ``scaler.step(optimizer)`` and ``zero_grad()``.
+        ``loss.backward()`` (``scaler.scale(loss).backward()``) and before ``optimizer.step()`` /
+        ``scaler.step(optimizer)`` and ``zero_grad()``; before or after ``scaler.unscale_``
+        (``grads_unscaled``).
 
         Args:
             loss: None, a real number or a one-element tensor (the loss backpropagated; inf or NaN
@@ -345,23 +354,28 @@ class Probe:
             lr: None, or a finite real number or one-element tensor (a device tensor is not read).
             scaler: the ``torch.amp.GradScaler`` that scaled the loss, or None: gradient statistics
                 are then recorded unscaled and a skipped step as ``amp.skipped`` (class docstring).
+            grads_unscaled: True when ``.grad`` already holds unscaled gradients, e.g. after
+                ``scaler.unscale_(optimizer)``: the statistics computed from ``.grad`` (``gw.*``)
+                are then not divided by the scale; those of the tensor hooks, which saw the scaled
+                gradients during backward, still are. Needs ``scaler``.
 
         Everything is checked before anything changes: a call that raises leaves the probe as it
         was (the step stays open; call ``step()`` again with valid arguments).
 
         Raises:
-            TypeError, ValueError: a bad ``loss``, ``lr`` or ``scaler`` (the message names it).
+            TypeError, ValueError: a bad ``loss``, ``lr``, ``scaler`` or ``grads_unscaled`` (the
+                message names it).
             RuntimeError: the probe is detached or closed; called twice without a training forward
                 in between (the message says which forwards ran instead); or, on a recorded step,
                 after a training forward whose backward never ran.
         """
         h, t = self._hooks, self._t
-        promote = check_step(self, loss, lr, scaler)  # everything is checked before anything changes
+        promote = check_step(self, loss, lr, scaler, grads_unscaled)  # checked before anything changes
         self._amp = self._amp or scaler is not None
         h.settle(train=promote, recording=h.recording(TRAIN if promote else EVAL))
         if h.rec_train:
             check_fires(self, t)
-            rec = self._close_mode(TRAIN, loss=loss, lr=lr, scaler=scaler)
+            rec = self._close_mode(TRAIN, loss=loss, lr=lr, scaler=scaler, grads_unscaled=grads_unscaled)
             if rec is not None:
                 self._pending.append(rec)
         else:
@@ -371,6 +385,8 @@ class Probe:
             self._pending.append(rec)
         self._t = h.t = t + 1
         h.rec_train = TRAIN in self._modes and bool(self._schedule(self._t))
+        if h.rec_train:  # w.update_ratio of step t + 1 needs W_t (after step t's record is built)
+            self._params.snapshot(t)
         if h.attached:
             self._arm()
         if len(self._pending) >= self._flush_every:
@@ -381,9 +397,10 @@ class Probe:
             self._warned.add((name, kind))
             warnings.warn(message, RuntimeWarning, stacklevel=3)
 
-    def _close_mode(self, mode: str, *, loss=None, lr=None, scaler=None, reset: bool = True) -> Record | None:
+    def _close_mode(self, mode: str, *, loss=None, lr=None, scaler=None, grads_unscaled: bool = False,
+                    reset: bool = True) -> Record | None:
         """Statistics of the open step of ``mode`` as a Record (None if nothing fired)."""
-        return close_mode(self, mode, loss=loss, lr=lr, scaler=scaler, reset=reset)
+        return close_mode(self, mode, loss=loss, lr=lr, scaler=scaler, grads_unscaled=grads_unscaled, reset=reset)
 
     # -- output ------------------------------------------------------------------------------------
     def flush(self) -> None:

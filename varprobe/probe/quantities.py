@@ -68,6 +68,14 @@ QUANTITIES.update({
     "w.filter_sum_var": "raw weight: biased variance over filters of the filter sums 1^T W_i (the authors' shift)",
     "w.filter_sum_sq": "raw weight: mean_i (1^T W_i)^2, the squared filter sum of the shift term",
     "w.sq_norm": "raw weight: mean_i ||W_i||^2, the squared filter norm of the zero-mean term sigma^2 ||W_i||^2",
+    "w.update_ratio": "raw weight (the tensor the optimizer updates): ||W_t - W_{t-1}||_F / ||W_{t-1}||_F, "
+                      "Frobenius norms over the whole weight (not per filter), W_t the weight step t's forward "
+                      "sees and W_{t-1} the previous step's, i.e. the relative size of the update of step t - 1; "
+                      "for a layer whose output is invariant to the scale of W (BN after it, WN, WS, PWS) its "
+                      "effective learning rate. The probe copies W_{t-1} on the device in step() of step t - 1 "
+                      "when step t is recorded (varprobe.probe.updates). NaN at step 0, or when step t - 1's "
+                      "weight is unknown (its step() did not run attached, the weight was replaced or changed "
+                      "shape, dtype or device); inf when W_{t-1} = 0 and W moved",
     "k.fan_var": "effective kernel K = kernel() of a reparametrized conv (WN/WS/PWS/centered) or "
                  "torch parametrization: mean_i n * Var(K_i)",
     "k.filter_mean_abs": "effective kernel: mean_i |mean(K_i)|",
@@ -120,11 +128,16 @@ PRESETS: dict[str, tuple[str, ...]] = {
     "all": tuple(QUANTITIES),
     # Output statistics only: one read of each probed output, no gradients or weights.
     "forward": FORWARD_OUT + ("loss", "lr"),
+    # What the competing causes of collapse need (varprobe.claims E rows), without the gradient
+    # hooks of "all": outputs, the shift of the average gradient (weight gradients only), the
+    # variance decomposition (adds one read of each conv input) and the relative update size.
+    "causes": FORWARD_OUT + ("loss", "lr", "gw.avg_abs", "gw.rms", "gw.shift_ratio", "dec.measured", "dec.iid",
+                             "dec.shift", "dec.rest", "w.update_ratio"),
 }
 
 
 def resolve_quantities(quantities: str | Iterable[str]) -> frozenset[str]:
-    """Names selected by a preset ("all", "forward"), or by an iterable of names and glob patterns.
+    """Names selected by a preset ("all", "forward", "causes"), or by an iterable of names and glob patterns.
 
     Raises ValueError naming the entry that matches nothing, with the valid presets and names.
     """

@@ -11,18 +11,24 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from ..layers import ResidualBlock
 from .tap import Tap
 
-__all__ = ["Target", "DEFAULT_BLOCKS", "unwrap", "role_of", "candidates", "select"]
+__all__ = ["Target", "DEFAULT_BLOCKS", "WRAPPER_ATTRS", "unwrap", "layer_name", "named_modules", "role_of",
+           "candidates", "select"]
 
 CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 NORM_TYPES = (_BatchNorm, nn.GroupNorm, nn.LayerNorm)
 #: Residual block types recorded as ``block.out.*`` by default, with the name of their branch child.
 DEFAULT_BLOCKS: dict[type, str | None] = {ResidualBlock: "branch"}
+#: Attributes through which a wrapper holds the module it wraps: torch.compile's ``OptimizedModule``
+#: (``_orig_mod``) and FSDP's ``FullyShardedDataParallel`` (``_fsdp_wrapped_module``). Layer names
+#: never carry them (DDP / DataParallel's ``module`` is unwrapped at the root by :func:`unwrap`).
+WRAPPER_ATTRS = ("_orig_mod", "_fsdp_wrapped_module")
 
 
 @dataclass(eq=False)
 class Target:
-    """One hooked module. ``name`` is the ``layer`` column: the module's ``named_modules()`` name,
-    or for a block's branch and for a Tap, the name of the block they belong to."""
+    """One hooked module. ``name`` is the ``layer`` column: the module's ``named_modules()`` name
+    without wrapper components (:func:`layer_name`), or for a block's branch and for a Tap, the
+    name of the block they belong to."""
 
     name: str
     module: nn.Module
@@ -48,6 +54,23 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model
 
 
+def _is_wrapper(module: nn.Module) -> bool:
+    return any(isinstance(getattr(module, a, None), nn.Module) for a in WRAPPER_ATTRS)
+
+
+def layer_name(name: str) -> str:
+    """A ``named_modules()`` name without its wrapper components (``WRAPPER_ATTRS``):
+    ``"_orig_mod.layer1.0._fsdp_wrapped_module.conv1"`` -> ``"layer1.0.conv1"``."""
+    return ".".join(part for part in name.split(".") if part not in WRAPPER_ATTRS)
+
+
+def named_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """``model.named_modules()`` with names as :func:`layer_name` gives them and without the
+    wrapper modules themselves (each wrapped module takes its wrapper's name), so a model has the
+    same layer names with and without ``torch.compile`` or FSDP around it or its parts."""
+    return [(layer_name(n), m) for n, m in model.named_modules() if not _is_wrapper(m)]
+
+
 def role_of(module: nn.Module, blocks: Mapping[type, str | None]) -> str | None:
     """The role of a module a Probe records by default, or None."""
     if isinstance(module, Tap):
@@ -70,14 +93,14 @@ def _parent(name: str) -> str:
 def candidates(model: nn.Module, blocks: Mapping[type, str | None] = DEFAULT_BLOCKS
                ) -> list[tuple[str, nn.Module, str]]:
     """(name, module, role) of every module recorded by default, in ``named_modules()`` order."""
-    return [(n, m, r) for n, m in model.named_modules() if (r := role_of(m, blocks)) is not None]
+    return [(n, m, r) for n, m in named_modules(model) if (r := role_of(m, blocks)) is not None]
 
 
-def _targets(model: nn.Module, name: str, module: nn.Module, role: str,
+def _targets(by_name: Mapping[str, nn.Module], name: str, module: nn.Module, role: str,
              blocks: Mapping[type, str | None]) -> list[Target]:
     if isinstance(module, Tap):
         parent = _parent(name)
-        owner = model.get_submodule(parent) if parent else module
+        owner = by_name.get(parent, module) if parent else module
         return [Target(parent or name, module, module.kind, type(owner).__name__)]
     kind = type(module).__name__
     if role != "block":
@@ -93,7 +116,7 @@ def _targets(model: nn.Module, name: str, module: nn.Module, role: str,
 def _describe(model: nn.Module, blocks: Mapping[type, str | None], limit: int = 40) -> str:
     found = candidates(model, blocks)
     if not found:
-        names = [f"{n} ({type(m).__name__})" for n, m in model.named_modules() if n][:limit]
+        names = [f"{n} ({type(m).__name__})" for n, m in named_modules(model) if n][:limit]
         return ("the model has no probe-able module (Conv, Linear, BatchNorm/GroupNorm/LayerNorm, "
                 f"residual blocks, Tap); its modules: {', '.join(names) or 'none'}")
     listed = ", ".join(f"{n or '<root>'} ({type(m).__name__})" for n, m, _ in found[:limit])
@@ -102,7 +125,7 @@ def _describe(model: nn.Module, blocks: Mapping[type, str | None], limit: int = 
 
 
 def _match(model: nn.Module, sel, blocks: Mapping[type, str | None]) -> list[tuple[str, nn.Module]]:
-    named = list(model.named_modules())
+    named = named_modules(model)
     if isinstance(sel, str):
         if not any(ch in sel for ch in "*?["):
             return [(n, m) for n, m in named if n == sel]
@@ -125,7 +148,8 @@ def select(model: nn.Module, layers=None, blocks: Mapping[type, str | None] = DE
     type in ``blocks`` and Tap), a glob on module names (among those), an exact module name (any
     module), a module type, a module, a callable ``(name, module) -> bool``, or a list of these.
     Modules selected explicitly that have no role above are recorded as "other" (input, output and
-    their gradients). Raises ValueError, listing the probe-able modules, when the selection or one
+    their gradients). Names are those of :func:`named_modules` (no ``_orig_mod.`` or
+    ``_fsdp_wrapped_module.`` components; wrappers themselves are never selected). Raises ValueError, listing the probe-able modules, when the selection or one
     of its entries matches nothing.
     """
     if layers is None:
@@ -145,9 +169,10 @@ def select(model: nn.Module, layers=None, blocks: Mapping[type, str | None] = DE
                 if id(m) not in seen:
                     seen.add(id(m))
                     chosen.append((n, m))
-        order = {id(m): i for i, (_, m) in enumerate(model.named_modules())}
+        order = {id(m): i for i, (_, m) in enumerate(named_modules(model))}
         chosen.sort(key=lambda nm: order[id(nm[1])])
+    by_name = dict(named_modules(model))
     targets: list[Target] = []
     for n, m in chosen:
-        targets += _targets(model, n, m, role_of(m, blocks) or "other", blocks)
+        targets += _targets(by_name, n, m, role_of(m, blocks) or "other", blocks)
     return targets

@@ -1,0 +1,110 @@
+"""``w.update_ratio``: the relative size of one optimizer update of each raw weight, on the device.
+
+For a conv or linear layer with raw weight W (``varprobe.layers.raw_weight``, the tensor the
+optimizer updates), recorded at training step t:
+
+    w.update_ratio(t) = ||W_t - W_{t-1}||_F / ||W_{t-1}||_F
+
+W_t being the weight that step t's forward and ``Probe.step()`` see (after step t-1's optimizer
+update), so the ratio is the relative size of the update step t-1 applied. For a layer whose output
+does not depend on the scale of W (BN after the conv, WN, WS, PWS), this is its effective learning
+rate (van Laarhoven 2017; Hoffer et al. 2018; Arora et al. 2019).
+
+How: :meth:`UpdateRatios.snapshot` copies the raw weights into preallocated buffers of the same
+shape, dtype and device with one ``torch._foreach_copy_`` (no host sync); the probe calls it in
+``step()`` of step t-1 exactly when step t will be recorded. :meth:`UpdateRatios.ratios` then
+computes every layer's ratio with ``torch._foreach_sub`` and ``torch._foreach_norm`` (norms
+accumulated in float64) into one float64 tensor, still on the device. The difference is taken in
+the weight's dtype, which is exact to half an ulp of each entry of the difference.
+
+NaN: when no snapshot of step t-1 exists (step 0; step t-1 ran while the probe was detached, or the
+probe was detached since (``remove()``: it cannot see the updates made meanwhile); step t-1's
+step() raised), and, per layer, when the raw weight is no longer the tensor the snapshot copied, or
+its shape, dtype or device changed since. ||W_{t-1}|| = 0 gives inf (or NaN if W did not move).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..layers import raw_weight
+
+__all__ = ["UpdateRatios"]
+
+_F64 = torch.float64
+
+
+def _key(w: Tensor) -> tuple:
+    return (id(w), tuple(w.shape), w.dtype, w.device)
+
+
+class UpdateRatios:
+    """Snapshots of the raw weights of a fixed list of layers and their relative update sizes.
+
+    Usage (the probe's): ``snapshot(modules, t - 1)`` before the optimizer update of step t - 1,
+    then ``ratios(modules, t)`` at step t. Memory: one copy of the layers' raw weights, allocated
+    at the first snapshot and reused (reallocated only for a layer whose weight changed shape,
+    dtype or device).
+    """
+
+    def __init__(self) -> None:
+        self._buffers: list[Tensor] = []
+        self._keys: list[tuple] = []
+        self._step: int | None = None  # the step whose weights the buffers hold
+
+    @property
+    def nbytes(self) -> int:
+        """Device bytes held by the snapshot buffers."""
+        return sum(b.numel() * b.element_size() for b in self._buffers)
+
+    def clear(self) -> None:
+        """Forget the snapshot (the next :meth:`ratios` is NaN); the buffers are kept for reuse."""
+        self._step = None
+
+    def snapshot(self, modules: Sequence[nn.Module], step: int) -> None:
+        """Copy the raw weight of each module of ``modules`` (the weights of ``step``, taken
+        before its optimizer update) into the buffers. No host sync."""
+        params = [raw_weight(m) for m in modules]
+        keys = [_key(w) for w in params]
+        weights = [w.detach() for w in params]
+        if len(self._buffers) != len(weights):
+            self._buffers, self._keys = [torch.empty_like(w) for w in weights], list(keys)
+        else:
+            for i, (w, k) in enumerate(zip(weights, keys)):
+                if self._keys[i][1:] != k[1:]:
+                    self._buffers[i] = torch.empty_like(w)
+                self._keys[i] = k
+        if weights:
+            with torch.no_grad():
+                torch._foreach_copy_(self._buffers, weights)
+        self._step = step
+
+    def ratios(self, modules: Sequence[nn.Module], step: int) -> Tensor:
+        """float64 tensor (len(modules),) of ||W_step - W_{step-1}||_F / ||W_{step-1}||_F per
+        module, on the weights' device (NaN where the previous weight is not known, see the module
+        docstring). No host sync."""
+        params = [raw_weight(m) for m in modules]
+        weights = [w.detach() for w in params]
+        device = weights[0].device if weights else torch.device("cpu")
+        n = len(weights)
+        if self._step != step - 1 or len(self._buffers) != n:
+            return torch.full((n,), math.nan, dtype=_F64, device=device)
+        same = [_key(w) == k for w, k in zip(params, self._keys)]
+        idx = [i for i, ok in enumerate(same) if ok]
+        out = torch.full((n,), math.nan, dtype=_F64, device=device)
+        if not idx:
+            return out
+        cur = [weights[i] for i in idx]
+        prev = [self._buffers[i] for i in idx]
+        with torch.no_grad():
+            diff = torch._foreach_sub(cur, prev)
+            num = torch.stack([v.to(device) for v in torch._foreach_norm(diff, 2, dtype=_F64)])
+            den = torch.stack([v.to(device) for v in torch._foreach_norm(prev, 2, dtype=_F64)])
+            ratio = num / den
+        if len(idx) == n:
+            return ratio
+        out[torch.tensor(idx, device=device)] = ratio
+        return out
