@@ -24,9 +24,12 @@ from varprobe.experiment.runner import load_model, run_name
 from varprobe.record import load_run
 from varprobe.record.meta import read_meta
 
+from tests.cli.test_cli import _exit_code, _lines
+
 REPO = Path(__file__).resolve().parents[2]
 BASE = RunConfig(model="simple_cnn", scheme="pws", data="digits", batch_size=32, steps=4, threads=1,
                  flush_every=1)
+
 CLI_TINY = ["--steps", "4", "--batch-size", "32", "--threads", "1", "--flush-every", "1", "--no-progress"]
 
 
@@ -37,15 +40,6 @@ def _restore_threads():
     torch.set_num_threads(threads)
 
 
-def _exit_code(argv) -> int:
-    try:
-        return main(argv)
-    except SystemExit as exc:
-        return exc.code
-
-
-def _lines(text: str) -> list[str]:
-    return [line for line in text.splitlines() if line.strip()]
 
 
 def _snapshot(path: Path) -> dict[str, bytes]:
