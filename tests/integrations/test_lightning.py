@@ -141,3 +141,35 @@ def test_16_mixed_records_unscaled_gradients(tmp_path):
         want = plain_loop_first_step(reference, [(seen[0], next(iter(data))[1])], loss_fn, LR, tmp_path,
                                      flush_every=1, quantities=quantities)
     assert_same_records(got, want, rel=1e-2)
+
+
+def ddp_net() -> nn.Module:
+    """No BatchNorm: its batch statistics are per rank under DDP, so the global-batch reference
+    would differ for a reason that has nothing to do with the probe."""
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.GroupNorm(2, 4), nn.ReLU(),
+                         nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(4, 3))
+
+
+def test_ddp_two_ranks_write_one_run_of_global_batch_statistics(tmp_path):
+    """Two CPU ranks (gloo, ddp_spawn), 2 samples each per step: only rank 0 writes the run, one
+    record per optimizer step, and step 0's activation and gradient statistics are those of the
+    plain-loop probe on the 4-sample global batch (DistributedSampler: rank r gets samples r::2)."""
+    torch.manual_seed(0)
+    model = ddp_net()
+    reference = copy.deepcopy(model)
+    data = loader(n=8, batch=2)
+    out = tmp_path / "ddp"
+    cb = ProbeCallback(out, module="net", quantities=["out.var", "out.mean", "grad_out.var", "in.var"])
+    trainer(2, strategy="ddp_spawn", devices=2, callbacks=[cb]).fit(Module(model), data)
+
+    frame = varprobe.load_run(out).frame
+    assert sorted(frame["step"].unique()) == [0, 1]
+    assert varprobe.load_run(out).meta["world_size"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp"]  # rank 1 wrote nothing
+    x, y = data.dataset.tensors
+    first = [0, 2, 1, 3]  # step 0: rank 0 takes samples 0 and 2, rank 1 samples 1 and 3
+    want = plain_loop_first_step(reference, [(x[first], y[first])], loss_fn, LR, tmp_path / "ref",
+                                 quantities=["out.var", "out.mean", "grad_out.var", "in.var"])
+    got = frame[(frame["step"] == 0) & (frame["mode"] == "train")]
+    assert_same_records(got[got["quantity"] != "loss"], want[want["quantity"] != "loss"], rel=1e-5)
