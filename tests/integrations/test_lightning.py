@@ -8,7 +8,7 @@ import pytest
 pl = pytest.importorskip("lightning.pytorch", reason="needs the lightning extra: pip install 'varprobe[lightning]'")
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
-from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset  # noqa: E402
 
 import varprobe  # noqa: E402
 from varprobe.integrations.lightning import ProbeCallback  # noqa: E402
@@ -54,8 +54,8 @@ def fp16_cpu():
     return MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu", init_scale=2.0 ** 12))
 
 
-def trainer(steps, accumulate=1, callbacks=(), **kw):
-    return pl.Trainer(accelerator="cpu", devices=1, max_steps=steps, accumulate_grad_batches=accumulate,
+def trainer(steps, accumulate=1, callbacks=(), devices=1, **kw):
+    return pl.Trainer(accelerator="cpu", devices=devices, max_steps=steps, accumulate_grad_batches=accumulate,
                       logger=False, enable_checkpointing=False, enable_progress_bar=False,
                       enable_model_summary=False, num_sanity_val_steps=0, callbacks=list(callbacks), **kw)
 
@@ -154,7 +154,7 @@ def ddp_net() -> nn.Module:
 def test_ddp_two_ranks_write_one_run_of_global_batch_statistics(tmp_path):
     """Two CPU ranks (gloo, ddp_spawn), 2 samples each per step: only rank 0 writes the run, one
     record per optimizer step, and step 0's activation and gradient statistics are those of the
-    plain-loop probe on the 4-sample global batch (DistributedSampler: rank r gets samples r::2)."""
+    plain-loop probe on the 4-sample global batch."""
     torch.manual_seed(0)
     model = ddp_net()
     reference = copy.deepcopy(model)
@@ -165,10 +165,13 @@ def test_ddp_two_ranks_write_one_run_of_global_batch_statistics(tmp_path):
 
     frame = varprobe.load_run(out).frame
     assert sorted(frame["step"].unique()) == [0, 1]
-    assert varprobe.load_run(out).meta["world_size"] == 2
+    assert varprobe.load_run(out).meta["config"]["world_size"] == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp"]  # rank 1 wrote nothing
     x, y = data.dataset.tensors
-    first = [0, 2, 1, 3]  # step 0: rank 0 takes samples 0 and 2, rank 1 samples 1 and 3
+    # Lightning wraps a training loader in DistributedSampler(shuffle=True, seed=0): step 0 is the
+    # first 2 indices of each rank's share.
+    shares = [list(DistributedSampler(range(8), num_replicas=2, rank=r, shuffle=True, seed=0)) for r in (0, 1)]
+    first = shares[0][:2] + shares[1][:2]
     want = plain_loop_first_step(reference, [(x[first], y[first])], loss_fn, LR, tmp_path / "ref",
                                  quantities=["out.var", "out.mean", "grad_out.var", "in.var"])
     got = frame[(frame["step"] == 0) & (frame["mode"] == "train")]
