@@ -16,7 +16,7 @@ from collections.abc import Hashable
 import torch
 from torch import Tensor
 
-__all__ = ["Moments", "Pending", "SUMMARY_COLUMNS", "to_device"]
+__all__ = ["Moments", "Pending", "SUMMARY_COLUMNS", "to_device", "cached"]
 
 #: Columns of :meth:`Moments.summary`, one row per site.
 SUMMARY_COLUMNS = ("mean", "var", "sq_mean", "ch_var", "ch_sq_mean", "dead_frac", "nonfinite")
@@ -264,3 +264,14 @@ class Moments:
         var = (sq_mean - mean * mean).clamp_min(0.0)
         return torch.stack([mean, var, sq_mean, tot[2] / c, tot[3] / c, tot[4] / c,
                             self.nonfinite[:k]], dim=1)
+
+
+def cached(cache: dict, key: Hashable, build, limit: int):
+    """``cache[key]``, built by ``build()`` on a miss; the oldest entry goes once there are more
+    than ``limit`` (layouts, index tensors and schemas that repeat from step to step)."""
+    hit = cache.get(key)
+    if hit is None:
+        hit = cache[key] = build()
+        if len(cache) > limit:
+            cache.pop(next(iter(cache)))
+    return hit

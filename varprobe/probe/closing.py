@@ -7,7 +7,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from .buffers import SUMMARY_COLUMNS, Moments, to_device
+from .buffers import SUMMARY_COLUMNS, Moments, cached, to_device
 from .params import StepRows
 from .plan import TRAIN
 from .table import Record, Schema
@@ -22,12 +22,7 @@ _PER_CHANNEL = frozenset(("ch_var", "ch_sq_mean", "dead_frac"))  # need the chan
 
 
 def _cached(probe, key: tuple, build):
-    hit = probe._cache.get(key)
-    if hit is None:
-        hit = probe._cache[key] = build()
-        if len(probe._cache) > 128:
-            probe._cache.pop(next(iter(probe._cache)))
-    return hit
+    return cached(probe._cache, key, build, 128)
 
 
 def _moment_rows(probe, mode: str, acc: Moments) -> tuple[list[tuple], list[int]]:

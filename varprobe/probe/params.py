@@ -16,7 +16,7 @@ from torch import Tensor
 from ..layers import raw_weight
 from ..stats import FILTER_STATS, Segments, filter_stats_many, grad_shift_many
 from ..stats import segment_correlation, segment_sum
-from .buffers import SUMMARY_COLUMNS, Moments
+from .buffers import SUMMARY_COLUMNS, Moments, cached
 from .plan import LayerPlan, tap_overlap_of, weights
 from .updates import UpdateRatios
 
@@ -82,12 +82,7 @@ class ParamStats:
         self._staged.clear()
 
     def _cached(self, key: tuple, build):
-        hit = self._cache.get(key)
-        if hit is None:
-            hit = self._cache[key] = build()
-            if len(self._cache) > 256:
-                self._cache.pop(next(iter(self._cache)))
-        return hit
+        return cached(self._cache, key, build, 256)
 
     def _segments(self, tag: str, tensors: list[Tensor]) -> Segments:
         key = (tag, tuple((tuple(t.shape), t.dtype) for t in tensors), tensors[0].device)
