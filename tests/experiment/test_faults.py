@@ -29,7 +29,7 @@ def _start(argv: list[str]) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
 
 
-def _wait_for(path_glob: str, root: Path, proc: subprocess.Popen, timeout: float = 60.0) -> Path:
+def _wait_for(path_glob: str, root: Path, proc: subprocess.Popen, timeout: float = 90.0) -> Path:
     """The first file matching ``root/path_glob``, polled while ``proc`` runs."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

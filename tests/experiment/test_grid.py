@@ -25,6 +25,7 @@ from varprobe.record import load_run
 from varprobe.record.meta import read_meta
 
 from tests.cli.test_cli import _exit_code, _lines
+from tests.experiment.test_faults import _wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 BASE = RunConfig(model="simple_cnn", scheme="pws", data="digits", batch_size=32, steps=4, threads=1,
@@ -51,18 +52,6 @@ def _snapshot(path: Path) -> dict[str, bytes]:
 def _start(argv: list[str]) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "varprobe.cli", *argv], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
-
-
-def _wait_for(pattern: str, root: Path, proc: subprocess.Popen, timeout: float = 90.0) -> Path:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        hits = sorted(root.glob(pattern))
-        if hits:
-            return hits[0]
-        if proc.poll() is not None:
-            pytest.fail(f"exited ({proc.returncode}) before writing {pattern}: {proc.stderr.read()}")
-        time.sleep(0.01)
-    pytest.fail(f"no {pattern} under {root} after {timeout} s")
 
 
 # -- which configs --------------------------------------------------------------------------------------
