@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from ..vocabulary import SCHEMES
+
 from .centered import CenteredConv2d
 from .pws import PWSConv2d
 from .reparam import conv_fan, kaiming_normal_
@@ -11,7 +13,6 @@ from .ws import WSConv2d
 
 __all__ = ["SCHEMES", "ConvNorm", "make_conv", "check_scheme"]
 
-SCHEMES = ("plain", "plain+gn", "bn", "gn", "wn", "ws", "pws", "centered")
 _NORM_AFTER = {"bn", "gn", "ws"}  # schemes whose conv is followed by a normalization layer
 
 

@@ -8,9 +8,11 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from ..record.schema import empty_frame
+from ..vocabulary import COLUMNS
+
 __all__ = ["Record", "Schema", "COLUMNS", "empty_frame", "records_to_frame", "collapse_step"]
 
-COLUMNS = ("step", "layer", "depth", "mode", "module_type", "quantity", "value")
 
 
 class Schema:
@@ -58,16 +60,6 @@ class Record:
     values: Tensor | None
     host_schema: Schema | None = None
     host_values: list[float] = field(default_factory=list)
-
-
-def empty_frame() -> pd.DataFrame:
-    """A table with no rows and the right columns and dtypes."""
-    return pd.DataFrame({"step": np.zeros(0, np.int64), "layer": np.zeros(0, object),
-                         "depth": np.zeros(0, np.int64), "mode": np.zeros(0, object),
-                         "module_type": np.zeros(0, object), "quantity": np.zeros(0, object),
-                         "value": np.zeros(0, np.float64)}).astype({c: str for c in
-                                                                      ("layer", "mode", "module_type",
-                                                                       "quantity")})
 
 
 def collapse_step(frame: pd.DataFrame, records: list[Record]) -> int | None:

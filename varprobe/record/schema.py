@@ -25,13 +25,11 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from ..vocabulary import COLUMNS, FLOAT_COLUMNS, INT_COLUMNS, STRING_COLUMNS
+
 __all__ = ["COLUMNS", "INT_COLUMNS", "STRING_COLUMNS", "FLOAT_COLUMNS", "DISK_SCHEMA",
            "PLAIN_SCHEMA", "frame_to_table", "table_to_frame", "empty_frame"]
 
-INT_COLUMNS: tuple[str, ...] = ("step", "depth")
-STRING_COLUMNS: tuple[str, ...] = ("layer", "mode", "module_type", "quantity")
-FLOAT_COLUMNS: tuple[str, ...] = ("value",)
-COLUMNS: tuple[str, ...] = ("step", "layer", "depth", "mode", "module_type", "quantity", "value")
 
 _DICT = pa.dictionary(pa.int32(), pa.string())
 _DISK_TYPES = {"step": pa.int64(), "depth": pa.int64(), "value": pa.float64(),
