@@ -3,17 +3,18 @@
 Records per-layer activation variance, the shift of the average gradient of conv filters and weight
 statistics during training, and compares BN, WN and PWS (Liu et al., AAAI 2021).
 
-``Probe`` and ``spp`` (which need torch) and the ``plot`` module (which needs matplotlib) load on
-first use, so ``import varprobe.plot`` or ``varprobe.load_runs`` never import torch.
+Every name loads on first use: ``Probe`` and ``spp`` need torch, ``load_run`` and ``load_runs``
+pyarrow, ``plot`` matplotlib; so ``import varprobe`` costs nothing, ``varprobe.load_runs`` never
+imports torch and ``import varprobe.plot`` neither torch nor pyarrow.
 """
 from importlib import import_module
-
-from .record import load_run, load_runs
 
 __version__ = "0.1.0"
 __all__ = ["Probe", "spp", "load_run", "load_runs", "plot"]
 
-_LAZY = {"Probe": ("varprobe.probe", "Probe"), "spp": ("varprobe.probe", "spp"), "plot": ("varprobe.plot", None)}
+_LAZY = {"Probe": ("varprobe.probe", "Probe"), "spp": ("varprobe.probe", "spp"),
+         "load_run": ("varprobe.record", "load_run"), "load_runs": ("varprobe.record", "load_runs"),
+         "plot": ("varprobe.plot", None)}
 
 
 def __getattr__(name: str):
