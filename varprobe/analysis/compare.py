@@ -102,9 +102,10 @@ def compare(frame: pd.DataFrame, mode: str = "train", prediction: str = "best") 
     return out
 
 
-def compare_summary(table: pd.DataFrame, band: float = BAND, floor: float = FLOOR) -> pd.DataFrame:
-    """Per quantity and scheme (when ``table`` has a ``scheme`` column) of a :func:`compare`
-    table: how many of its points the prediction gets within ``band``.
+def compare_summary(table: pd.DataFrame, band: float = BAND, floor: float = FLOOR,
+                    by: str | None = "scheme") -> pd.DataFrame:
+    """Per quantity and ``by`` (default scheme; when ``table`` has that column) of a
+    :func:`compare` table: how many of its points the prediction gets within ``band``.
 
     Points: rows with a finite measured value > 0 and a finite predicted value >= 0 (those a
     log-log figure can show; a prediction below ``floor`` x measured is shown at the floor).
@@ -114,7 +115,7 @@ def compare_summary(table: pd.DataFrame, band: float = BAND, floor: float = FLOO
     floor (NaN when none); ``prediction``: the prediction(s) used, "; "-joined. The theory figure
     prints exactly these numbers (``varprobe.plot.theory_vs_measured``).
 
-    Columns: quantity, [scheme,] prediction, n, within, share, below_floor, median_abs_error.
+    Columns: quantity, [``by``,] prediction, n, within, share, below_floor, median_abs_error.
     """
     if not (0 < band < 1):
         raise ValueError(f"band must be in (0, 1), got {band!r}")
@@ -133,10 +134,11 @@ def compare_summary(table: pd.DataFrame, band: float = BAND, floor: float = FLOO
     with np.errstate(divide="ignore", invalid="ignore"):
         t["_err"] = np.abs(m / p - 1.0)
     t["_within"] = (t["_err"] <= band) & ~t["_floor"]
-    by = ["quantity"] + (["scheme"] if "scheme" in t.columns else [])
+    by = ["quantity"] + ([by] if by is not None and by in t.columns else [])
     rows = []
     for key, g in t.groupby(by, sort=True, observed=True):
         key = key if isinstance(key, tuple) else (key,)
+        key = tuple(str(k) for k in key)
         ok = g.loc[~g["_floor"], "_err"]
         rows.append({**dict(zip(by, key)),
                      "prediction": "; ".join(sorted(set(g["prediction"].astype(str)))),
