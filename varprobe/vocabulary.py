@@ -113,6 +113,13 @@ QUANTITIES.update({
     "dec.rest": "dec.measured - dec.iid - dec.shift: what the i.i.d. model leaves out, filters aligned with "
                 "correlated input entries and input channels whose means or variances differ (zero in "
                 "expectation for i.i.d. inputs)",
+    "dec.pred_ch_var": "conv/linear: the prediction of out.ch_var for inputs whose entries are independent, those "
+                       "of input channel c with its own mean mu_c and biased variance var_c (measured over the "
+                       "step): mean_i of sum_{c,t} var_c C[t, t] K_i[c, t]^2 + r_i^T C r_i - (diag(C)^T r_i)^2, "
+                       "r_i[t] = sum_c mu_c K_i[c, t] (the last two terms: the spread of the mean over positions "
+                       "that zero padding makes); padding-aware, C as in dec.iid (varprobe.theory.channel_moments)",
+    "dec.pred_ch_sq_mean": "conv/linear: the prediction of out.ch_sq_mean for the same inputs: mean_i of "
+                           "(b_i + diag(C)^T r_i)^2, b_i the bias (varprobe.theory.channel_moments)",
     "gw.avg_abs": "g_i = mean over filter i of dL/dW (raw weight): mean_i |g_i|",
     "gw.rms": "sqrt(mean of (dL/dW)^2 over all entries)",
     "gw.shift_ratio": "gw.avg_abs / (gw.rms / sqrt(n)): about 0.8 for zero-mean independent entries, "
@@ -149,5 +156,6 @@ PRESETS: dict[str, tuple[str, ...]] = {
     # hooks of "all": outputs, the shift of the average gradient (weight gradients only), the
     # variance decomposition (adds one read of each conv input) and the relative update size.
     "causes": FORWARD_OUT + ("loss", "lr", "gw.avg_abs", "gw.rms", "gw.shift_ratio", "dec.measured", "dec.iid",
-                             "dec.shift", "dec.rest", "w.update_ratio"),
+                             "dec.shift", "dec.rest", "dec.pred_ch_var", "dec.pred_ch_sq_mean",
+                             "w.update_ratio"),
 }

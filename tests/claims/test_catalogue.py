@@ -5,7 +5,7 @@ import math
 import pytest
 
 from varprobe import theory
-from varprobe.claims import CLAIMS, KINDS, PROFILES, Profile, plan, rows
+from varprobe.claims import CLAIMS, KINDS, MAIN_SCHEMES, PROFILES, Profile, plan, rows
 from varprobe.claims.measures import grad_ratio, grad_scale_growth
 from varprobe.claims.profiles import configs, estimate_minutes
 from varprobe.experiment import RunConfig
@@ -20,7 +20,8 @@ def test_every_existing_claim_id_is_kept_and_new_ones_are_new():
     ids = [c.id for c in CLAIMS]
     assert len(ids) == len(set(ids))
     assert [i for i in ids if i in OLD_IDS] == OLD_IDS
-    assert [i for i in ids if i not in OLD_IDS] == ["4e", *[f"E{o}{x}" for o in (1, 2) for x in "abcde"]]
+    assert [i for i in ids if i not in OLD_IDS] == ["4e", *[f"T-{s}" for s in MAIN_SCHEMES],
+                                                    *[f"E{o}{x}" for o in (1, 2) for x in "abcde"]]
 
 
 def test_each_claim_has_a_known_kind_a_direction_and_a_finite_threshold():

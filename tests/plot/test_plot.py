@@ -367,11 +367,70 @@ def test_theory_vs_measured():
     fig = vp.theory_vs_measured(frame, band=0.2, quantity="out.var")
     (ax,) = assert_labelled(fig, 1)
     assert ax.get_xscale() == ax.get_yscale() == "log"
-    assert "within ±20%" in ax.get_title()
+    assert ax.get_title() == "out.var"
     assert [t.get_text() for t in fig.legends[0].get_texts()][:4] == list(SCHEMES)
     close(fig)
     with pytest.raises(ValueError, match="predicted"):
         vp.theory_vs_measured(frame.drop(columns="predicted"))
+
+
+def _theory_table():
+    """A compare()-shaped table: 8 schemes x 60 layers x 2 quantities, the squared-mean prediction
+    of two zero-sum-kernel schemes at float rounding (below the floor)."""
+    from varprobe.analysis.compare import CHANNEL
+    rng = np.random.default_rng(1)
+    rows = []
+    for scheme in ("plain", "plain+gn", "bn", "gn", "wn", "ws", "centered", "pws"):
+        for depth in range(60):
+            for q in ("out.ch_var", "out.ch_sq_mean"):
+                pred = float(np.exp(rng.normal(0, 1)))
+                meas = pred * float(np.exp(rng.normal(0, 0.2)))
+                if q == "out.ch_sq_mean" and scheme in ("ws", "pws") and depth % 2:
+                    pred = meas * 1e-15  # zero-sum kernel: rounding
+                rows.append({"scheme": scheme, "layer": f"l{depth}", "depth": depth, "step": 0, "quantity": q,
+                             "prediction": CHANNEL, "predicted": pred, "measured": meas})
+    t = pd.DataFrame(rows)
+    t["rel_error"] = t["measured"] / t["predicted"] - 1
+    return t
+
+
+def test_theory_figure_prints_the_share_table_of_compare_summary():
+    import re
+
+    from varprobe.analysis import compare_summary
+    from varprobe.analysis.compare import FLOOR
+    t = _theory_table()
+    fig = vp.theory_vs_measured(t)
+    axes = assert_labelled(fig, 2)
+    assert [a.get_title() for a in axes] == ["channel variance (out.ch_var)", "squared channel mean (out.ch_sq_mean)"]
+    assert "per-channel, padding-aware" in fig.get_suptitle()
+    summary = compare_summary(t).set_index(["quantity", "scheme"])
+    tables = [ax for ax in fig.axes if not ax.axison and ax.texts]
+    assert len(tables) == 2
+    for q, text_ax in zip(("out.ch_var", "out.ch_sq_mean"), tables):
+        printed = {}
+        for line in text_ax.texts[0].get_text().splitlines()[1:]:
+            name, within, n, share, err, floor = re.fullmatch(
+                r"(\S+)\s+(\d+)/(\d+) \((\d+)%\)\s+(\S+)\s+(\d+)", line).groups()
+            printed[name] = (int(within), int(n), int(share), err, int(floor))
+        assert set(printed) == set(t["scheme"])
+        for scheme, (within, n, share, err, floor) in printed.items():
+            r = summary.loc[(q, scheme)]
+            assert (within, n, floor) == (r["within"], r["n"], r["below_floor"])
+            assert share == round(100 * r["share"]) and err == f"{r['median_abs_error']:.1%}"
+    # independent count: the ws squared-mean panel has 30 predictions below the floor, 30 points
+    r = summary.loc[("out.ch_sq_mean", "ws")]
+    assert r["below_floor"] == 30 and r["n"] == 60
+    low = t[(t.quantity == "out.ch_sq_mean") & (t.predicted < FLOOR * t.measured)]
+    assert len(low) == 60  # ws and pws
+    # below-floor predictions are not drawn at their value: nothing is plotted left of the panel's x limit
+    ax = axes[1]
+    xmin = ax.get_xlim()[0]
+    from matplotlib.collections import PathCollection
+    drawn = np.concatenate([c.get_offsets()[:, 0] for c in ax.collections
+                            if isinstance(c, PathCollection) and len(c.get_offsets())])
+    assert drawn.min() >= xmin and np.isclose(drawn, xmin * 1.5).sum() == 60
+    close(fig)
 
 
 def test_collapse_map(runs):

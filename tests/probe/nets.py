@@ -153,8 +153,26 @@ def decomposition_ref(mod: nn.Module, kernel: Tensor, xs: list[Tensor], ys: list
         mask = F.unfold(ones, mod.kernel_size, mod.dilation, mod.padding, mod.stride)[0]  # (C*T, positions)
     iid = var * (w.square() @ mask).mean(1).mean()
     shift = mu * mu * (w @ mask).square().mean(1).mean()
+    # pred_*: inputs with independent entries, channel c's with the step's mean mu_c and variance
+    # var_c: E[y] at every output position is the layer applied to the image of the mu_c, Var[y]
+    # the squared kernel applied to the image of the var_c (no bias); per output channel the
+    # prediction is the mean over positions of E[y], and the mean of Var[y] plus the spread of E[y].
+    xc = torch.cat([t.to(F64).movedim(cdim, -1).reshape(-1, t.shape[cdim]) for t in xs])
+    mu_c, var_c = xc.mean(0), xc.var(0, unbiased=False)
+    k = kernel.detach().to(F64)
+    if isinstance(mod, nn.Linear):
+        e_y, v_y = (mu_c @ k.T + bias)[:, None], (var_c @ k.square().T)[:, None]
+    else:
+        shape = (1, -1) + (1,) * (xs[0].ndim - 2)
+        size = (1, mod.in_channels, *xs[0].shape[2:])
+        geo = dict(stride=mod.stride, padding=mod.padding, dilation=mod.dilation, groups=mod.groups)
+        e_y = F.conv2d(mu_c.reshape(shape).expand(size), k, bias, **geo)[0].flatten(1)  # (O, positions)
+        v_y = F.conv2d(var_c.reshape(shape).expand(size), k.square(), None, **geo)[0].flatten(1)
+    mean_i = e_y.mean(1)
+    var_i = v_y.mean(1) + (e_y - mean_i[:, None]).square().mean(1)
     return {"measured": measured.item(), "iid": iid.item(), "shift": shift.item(),
-            "rest": (measured - iid - shift).item()}
+            "rest": (measured - iid - shift).item(), "pred_ch_var": var_i.mean().item(),
+            "pred_ch_sq_mean": mean_i.square().mean().item()}
 
 
 def pearson(a: Tensor, b: Tensor) -> float:

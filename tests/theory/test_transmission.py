@@ -14,6 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from varprobe import theory
 from varprobe.theory import (
     ReluMoments,
     Split,
@@ -223,3 +224,105 @@ def test_theory_imports_nothing_else_of_varprobe():
                     assert not (node.module or "").startswith("varprobe"), (path, node.module)
             elif isinstance(node, ast.Import):
                 assert not any(a.name.startswith("varprobe") for a in node.names), path
+
+
+# ----------------------------------------------------------------------------------------------
+# channel_moments: per-input-channel means and variances, zero padding; split_from_norms
+# ----------------------------------------------------------------------------------------------
+def _brute_channel_moments(w, mu, var, bias, size, stride, padding, dilation, groups):
+    """Per output channel mean and variance over positions, by loops over positions and taps: at
+    each output position E[y] = b + sum of K mu_c and Var[y] = sum of K^2 var_c over the taps that
+    read the input (not padding); over positions, the mean of E[y] and the mean of Var[y] plus the
+    spread of E[y]."""
+    o, cin, kh, kw = w.shape
+    h, wd = size
+    oh = (h + 2 * padding[0] - dilation * (kh - 1) - 1) // stride + 1
+    ow = (wd + 2 * padding[1] - dilation * (kw - 1) - 1) // stride + 1
+    means, variances = np.zeros(o), np.zeros(o)
+    for i in range(o):
+        g = i // (o // groups)
+        e, v = [], []
+        for py in range(oh):
+            for px in range(ow):
+                ey, vy = bias[i], 0.0
+                for a in range(kh):
+                    for b in range(kw):
+                        yy, xx = py * stride - padding[0] + a * dilation, px * stride - padding[1] + b * dilation
+                        if 0 <= yy < h and 0 <= xx < wd:
+                            for c in range(cin):
+                                ey += w[i, c, a, b] * mu[g * cin + c]
+                                vy += w[i, c, a, b] ** 2 * var[g * cin + c]
+                e.append(ey)
+                v.append(vy)
+        e, v = np.array(e), np.array(v)
+        means[i], variances[i] = e.mean(), v.mean() + ((e - e.mean()) ** 2).mean()
+    return means, variances
+
+
+@pytest.mark.parametrize("stride,padding,dilation,groups", [(1, (1, 1), 1, 1), (2, (1, 2), 1, 2), (1, (2, 0), 2, 3)])
+def test_channel_moments_match_brute_force_over_positions(stride, padding, dilation, groups):
+    from varprobe.stats import tap_overlap
+
+    rng = np.random.default_rng(3)
+    o, cin, size = 6, 2, (5, 7)
+    w = rng.normal(size=(o, cin, 3, 3))
+    mu, var, bias = rng.normal(size=cin * groups), rng.uniform(0.1, 2, cin * groups), rng.normal(size=o)
+    overlap = tap_overlap(size, (3, 3), (stride, stride), (dilation, dilation),
+                          [(padding[0], padding[0]), (padding[1], padding[1])]).numpy()
+    got = theory.channel_moments(w, mu, var, overlap=overlap, bias=bias, groups=groups)
+    want_mean, want_var = _brute_channel_moments(w, mu, var, bias, size, stride, padding, dilation, groups)
+    np.testing.assert_allclose(got.mean, want_mean, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(got.var, want_var, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(got.sq_mean, want_var + want_mean ** 2, rtol=1e-12)
+
+
+def test_channel_moments_match_mc_of_a_padded_conv_on_channels_of_unequal_moments():
+    torch.manual_seed(0)
+    mu, sd = torch.tensor([0.0, 2.0, -1.0], dtype=torch.float64), torch.tensor([1.0, 0.5, 2.0], dtype=torch.float64)
+    w, b = torch.randn(4, 3, 3, 3, dtype=torch.float64), torch.randn(4, dtype=torch.float64)
+    x = mu[None, :, None, None] + sd[None, :, None, None] * torch.randn(4000, 3, 6, 6, dtype=torch.float64)
+    y = F.conv2d(x, w, b, padding=1)  # (N, 4, 6, 6)
+    from varprobe.stats import layer_tap_overlap
+
+    got = theory.channel_moments(w, mu, sd ** 2, overlap=layer_tap_overlap((6, 6), (3, 3), (1, 1), (1, 1), (1, 1)),
+                                 bias=b)
+    flat = y.permute(1, 0, 2, 3).reshape(4, -1)  # per channel over batch and positions
+    np.testing.assert_allclose(flat.mean(1).numpy(), got.mean, atol=0.05)
+    np.testing.assert_allclose(flat.var(1, unbiased=False).numpy(), got.var, rtol=0.02)
+
+
+def test_channel_moments_reduce_to_the_iid_split_without_padding_and_split_from_norms_is_its_mean():
+    rng = np.random.default_rng(1)
+    w = rng.normal(size=(5, 3, 2, 2))
+    split = second_moment_split(w, 0.7, 1.3)
+    cm = theory.channel_moments(w, 0.7, 1.3)  # scalars: the same moments in every channel; no overlap: no padding
+    np.testing.assert_allclose(cm.var, split.zero_mean, rtol=1e-12)
+    np.testing.assert_allclose(cm.mean ** 2, split.shift, rtol=1e-12)
+    f = w.reshape(5, -1)
+    layer = theory.split_from_norms((f ** 2).sum(1).mean(), (f.sum(1) ** 2).mean(), 0.7, 1.3)
+    assert layer.zero_mean == pytest.approx(split.zero_mean.mean(), rel=1e-12)
+    assert layer.shift == pytest.approx(split.shift.mean(), rel=1e-12)
+    assert layer.total == pytest.approx(1.3 * (f ** 2).sum(1).mean() + 0.49 * (f.sum(1) ** 2).mean(), rel=1e-12)
+    both = theory.split_from_norms(np.array([1.0, 2.0]), np.array([3.0, 0.0]), 2.0, np.array([0.5, 0.25]))
+    np.testing.assert_allclose(both.zero_mean, [0.5, 0.5])
+    np.testing.assert_allclose(both.shift, [12.0, 0.0])
+    # a linear layer: one tap, the bias enters the mean only
+    lin = rng.normal(size=(4, 3))
+    m, v = np.array([1.0, -2.0, 0.5]), np.array([0.3, 1.0, 2.0])
+    got = theory.channel_moments(lin, m, v, bias=np.ones(4))
+    np.testing.assert_allclose(got.mean, lin @ m + 1.0, rtol=1e-12)
+    np.testing.assert_allclose(got.var, (lin ** 2) @ v, rtol=1e-12)
+
+
+def test_channel_moments_and_split_from_norms_refuse_bad_arguments():
+    w = np.ones((4, 2, 3, 3))
+    with pytest.raises(ValueError, match="groups must be >= 1 and divide C_out = 4, got 3"):
+        theory.channel_moments(w, 0.0, 1.0, groups=3)
+    with pytest.raises(ValueError, match=r"overlap must be \(9, 9\)"):
+        theory.channel_moments(w, 0.0, 1.0, overlap=np.ones((4, 4)))
+    with pytest.raises(ValueError, match="input_var must be >= 0"):
+        theory.channel_moments(w, 0.0, -1.0)
+    with pytest.raises(ValueError, match="weight must be"):
+        theory.channel_moments(np.ones(3), 0.0, 1.0)
+    with pytest.raises(ValueError, match="input_var must be >= 0"):
+        theory.split_from_norms(1.0, 1.0, 0.0, -0.5)

@@ -17,8 +17,9 @@ from . import measures as m
 from .attribution import COMPARISONS
 from .causes import EARLY_STEPS, OUTCOMES, PREDICTORS, ROWS, Row
 from .measures import TRAINED, Evidence, accuracy as acc
+from .profiles import MAIN_SCHEMES
 
-__all__ = ["Claim", "CLAIMS", "NULL_SHIFT_RATIO"]
+__all__ = ["Claim", "CLAIMS", "NULL_SHIFT_RATIO", "THEORY_INIT_ERROR"]
 
 # E|Z| / 1 for Z ~ N(0, 1): the shift ratio of a gradient whose entries are independent and zero-mean.
 NULL_SHIFT_RATIO = math.sqrt(2 / math.pi)
@@ -196,6 +197,23 @@ CLAIMS += [
           "attribution net, plain+proj, large lr: the same change", "mean", "<", 0.01, "fixed: 1 point",
           lambda ev, s, lr: m.shift_share_change(ev.frame("ctl:plain+proj", lr, s)), "large", ("decomposition.png",)),
 ]
+
+# The i.i.d. theory at initialization, per scheme: the first recorded step does not depend on the
+# lr, so it is read from the run at the largest lr, which every scheme records with dec.pred_*
+# ("all" or "causes"). Threshold fixed before running: a median error of 10%.
+THEORY_INIT_ERROR = 0.10
+
+
+def _theory_at_init(scheme: str) -> Callable[[Evidence, int, float], float]:
+    return lambda ev, seed, lr: m.theory_error_at_init(ev.frame(scheme, max(ev.profile.lrs_large), seed))
+
+
+CLAIMS += [Claim(f"T-{s}", f"The i.i.d. theory predicts this layer's output variance at initialization ({s})",
+                 f"{s}, first recorded step, run at the largest lr: median over conv layers of |out.ch_var / "
+                 "predicted - 1|, the prediction of varprobe.analysis.compare (per-channel, padding-aware)",
+                 "mean", "<", THEORY_INIT_ERROR, "fixed: a median error of 10%", _theory_at_init(s), "none",
+                 ("theory.png",))
+           for s in MAIN_SCHEMES]
 
 
 # The competing explanation (varprobe.claims.causes): across every run at a large lr, does the

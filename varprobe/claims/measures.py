@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 
 from .. import theory
+from ..analysis.compare import compare
 from .causes import EARLY_STEPS
 from ..layers import PWSConv2d, init_alpha, reparameterize
 from ..models import resnet_cifar
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 __all__ = ["Evidence", "TRAINED", "conv_mean", "per_layer", "shift_share", "transmission_drift", "rho",
            "shift_share_change", "log_growth", "pws_fan_var_error", "train_eval_gap", "data_init_error",
            "grad_ratio", "grad_scale_growth", "accuracy", "step_times", "early_value", "early_share",
-           "growth_outcome", "cause_runs"]
+           "growth_outcome", "cause_runs", "theory_error_at_init"]
 
 #: Final train accuracy at or above which a run "trained" (below: it failed; chance is 0.1). Fixed.
 TRAINED = 0.5
@@ -100,6 +101,19 @@ def rho(frame: pd.DataFrame) -> pd.DataFrame:
     """step x conv table of rho = k.filter_sum_sq / k.sq_norm (``theory.wn_shift_ratio`` averaged
     as a ratio of filter means), every conv including the first."""
     return per_layer(frame, "k.filter_sum_sq", min_depth=0) / per_layer(frame, "k.sq_norm", min_depth=0)
+
+
+def theory_error_at_init(frame: pd.DataFrame, quantity: str = "out.ch_var") -> float:
+    """Median over conv layers (every depth) of |measured / predicted - 1| of ``quantity`` at the
+    run's first recorded training step (initialization), the prediction
+    ``varprobe.analysis.compare`` makes (per-channel and padding-aware where the run recorded
+    dec.pred_*, else pooled). NaN when the step has no prediction."""
+    t = compare(frame)
+    t = t[(t["quantity"] == quantity) & t["module_type"].astype(str).str.contains("Conv")]
+    if t.empty:
+        return float("nan")
+    first = t[t["step"] == t["step"].min()]
+    return float(first["rel_error"].abs().median())
 
 
 def shift_share_change(frame: pd.DataFrame) -> float:

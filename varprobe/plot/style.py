@@ -54,6 +54,8 @@ SHORT: dict[str, str] = {
     "dec.iid": "i.i.d.-input part Var(x)·‖K‖²",
     "dec.shift": "filter-sum part mean(x)²·(1ᵀK)²",
     "dec.rest": "rest: correlated or unequal input channels",
+    "dec.pred_ch_var": "predicted out.ch_var, per-channel i.i.d.",
+    "dec.pred_ch_sq_mean": "predicted out.ch_sq_mean, per-channel i.i.d.",
     "gw.avg_abs": "mean |average filter gradient|",
     "gw.rms": "rms of dL/dW",
     "gw.shift_ratio": "|avg. filter gradient| / (rms/√n); ≈0.8 unshifted",

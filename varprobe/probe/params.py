@@ -26,6 +26,8 @@ _F64 = torch.float64
 _MEAN, _VAR = SUMMARY_COLUMNS.index("mean"), SUMMARY_COLUMNS.index("var")
 _NCOL = len(SUMMARY_COLUMNS)
 _ROUNDING = 1e3  # as varprobe.stats.within_rounding
+_DEC_PRED = ("dec.pred_ch_var", "dec.pred_ch_sq_mean")
+_DEC = ("dec.measured", "dec.iid", "dec.shift", "dec.rest") + _DEC_PRED
 
 
 class StepRows:
@@ -169,17 +171,28 @@ class ParamStats:
         ks = [kern.get(p.idx, raw[p.idx]) for p, _, _ in todo]
         dev = ks[0].device
         key = ("dec", tuple((p.idx, p.in_size, tuple(k.shape), a, b) for (p, a, b), k in zip(todo, ks)), dev)
-        geo = self._cached(key, lambda: _DecGeometry([p for p, _, _ in todo], ks, dev))
-        iid_f, shift_f = [], []
-        for ((cin, t), members, diag, overlap), k in zip(geo.groups, geo.seg.gather(ks)):
+        geo = self._cached(key, lambda: _DecGeometry([p for p, _, _ in todo], ks, dev,
+                                                     [acc.channels[a] for _, a, _ in todo]))
+        seg, n_c, _, _ = acc._layout()
+        # dec.pred_*: each input channel c's own mean mu_c and biased variance var_c
+        ic = acc._channel_index(tuple(a for _, a, _ in todo))
+        mu_c = acc.data[0].index_select(0, ic) / n_c.index_select(0, ic)
+        var_c = (acc.data[1].index_select(0, ic) / n_c.index_select(0, ic) - mu_c * mu_c).clamp_min(0.0)
+        mu_c, var_c = mu_c.to(dev), var_c.to(dev)
+        iid_f, shift_f, var_f, mean_f = [], [], [], []
+        for ((cin, t), members, diag, overlap, cidx), k in zip(geo.groups, geo.seg.gather(ks)):
             k = k.view(-1, cin, t)
             iid_f.append(((k * k).sum(1) * diag).sum(1))  # sum_{c,t} C[t, t] K_i[c, t]^2
             fs = k.sum(1)  # s_i[t]: filter sums per tap
             shift_f.append((torch.bmm(fs[:, None, :], overlap)[:, 0] * fs).sum(1).clamp_min(0.0))  # s_i^T C s_i >= 0
-        per_filter = torch.stack([torch.cat(iid_f), torch.cat(shift_f)]).to(acc.device)
+            # varprobe.theory.channel_moments: r_i[t] = sum_c mu_c K_i[c, t], d = diag(C)
+            r = (k * mu_c[cidx][:, :, None]).sum(1)
+            dr = (r * diag).sum(1)
+            spread = ((torch.bmm(r[:, None, :], overlap)[:, 0] * r).sum(1) - dr * dr).clamp_min(0.0)
+            var_f.append(((k * k * var_c[cidx][:, :, None]).sum(1) * diag).sum(1) + spread)
+            mean_f.append(dr)
         outs = tuple(b for _, _, b in todo)
         idx = acc._channel_index(outs)
-        seg, n_c, _, _ = acc._layout()
         n = n_c.index_select(0, idx)
         so, qo = acc.data[0].index_select(0, idx), acc.data[1].index_select(0, idx)
         biases = [p.module.bias for p, _, _ in todo]
@@ -188,18 +201,24 @@ class ParamStats:
                        for bb, (_, _, i) in zip(biases, todo)]).to(acc.device)
         # E[(y_c - b_c)^2] >= 0 per channel: clamped at 0 against the cancellation of its three terms
         measured_c = (qo / n - 2 * b * so / n + b * b).clamp_min(0.0)
+        b_f = b.index_select(0, geo.filter_order.to(acc.device))
+        mean_f = torch.cat(mean_f).to(acc.device) + b_f
+        per_filter = torch.stack([torch.cat(iid_f).to(acc.device), torch.cat(shift_f).to(acc.device),
+                                  torch.cat(var_f).to(acc.device), mean_f * mean_f])
         tot = torch.cat([segment_sum(per_filter, geo.layer_of_filter.to(acc.device), len(todo)),
                          segment_sum(measured_c, geo.layer_of_channel.to(acc.device), len(todo))[None]])
         tot = tot / geo.layer_o.to(acc.device)
         ins = self._cached(("ins",) + tuple(a for _, a, _ in todo) + (acc.device,),
                            lambda: torch.tensor([a for _, a, _ in todo]).to(acc.device))
         mean, var = summary[ins, _MEAN], summary[ins, _VAR]
-        iid, shift, measured = tot[0] * var, tot[1] * mean * mean, tot[2]
-        at = out.block(torch.stack([measured, iid, shift, measured - iid - shift]))
+        iid, shift, measured = tot[0] * var, tot[1] * mean * mean, tot[4]
+        at = out.block(torch.stack([measured, iid, shift, measured - iid - shift, tot[2], tot[3]]))
         m = len(todo)
         for j, (p, _, _) in enumerate(todo):
             for name in p.dec_q:
-                out.add(p, name, at + ("dec.measured", "dec.iid", "dec.shift", "dec.rest").index(name) * m + j)
+                if name in _DEC_PRED and not geo.in_ok[j]:
+                    continue  # the input's channels are not the kernel's: no per-channel prediction
+                out.add(p, name, at + _DEC.index(name) * m + j)
 
     def _grads(self, out: StepRows, acc: Moments, summary: Tensor | None, need: list[LayerPlan],
                raw: dict[int, Tensor], inv_scale: Tensor | None, found_inf: Tensor | None) -> None:
@@ -332,9 +351,13 @@ class ParamStats:
 
 class _DecGeometry:
     """dec.* layout of a set of layers and input sizes: layers grouped by kernel shape (C_in/groups,
-    taps), per group the C[t, t] of every filter's taps (F_g, T) and the overlap C (F_g, T, T)."""
+    taps), per group the C[t, t] of every filter's taps (F_g, T), the overlap C (F_g, T, T) and
+    the input channels each filter reads (F_g, C_in/groups), indices into the layers' input
+    channels laid end to end (``in_channels`` per layer); ``filter_order``: the layer-ordered
+    index of each group-ordered filter; ``in_ok``: whether a layer's input has the channels its
+    kernel reads."""
 
-    def __init__(self, layers: list[LayerPlan], kernels: list[Tensor], device) -> None:
+    def __init__(self, layers: list[LayerPlan], kernels: list[Tensor], device, in_channels: list[int]) -> None:
         by_shape: dict[tuple[int, int], list[int]] = {}
         overlaps = []
         for j, (p, k) in enumerate(zip(layers, kernels)):
@@ -353,11 +376,23 @@ class _DecGeometry:
                 keys[j] = key
         self.seg = Segments([k.shape for k in kernels], device, keys)
         assert [m for _, m in self.seg.groups] == list(by_shape.values())
+        in_at = [sum(in_channels[:j]) for j in range(len(kernels))]
+        out_at = [sum(k.shape[0] for k in kernels[:j]) for j in range(len(kernels))]
+        groups = [getattr(p.module, "groups", 1) for p in layers]
+        self.in_ok = [in_channels[j] == (kernels[j].shape[1] if kernels[j].ndim > 1 else 1) * groups[j]
+                      for j in range(len(kernels))]
+        order = []
         for (cin, t), members in by_shape.items():
             diag = torch.cat([overlaps[j].diagonal().expand(kernels[j].shape[0], t) for j in members])
             full = torch.cat([overlaps[j].expand(kernels[j].shape[0], t, t) for j in members])
-            self.groups.append(((cin, t), members, diag.to(device, _F64), full.to(device, _F64).contiguous()))
+            cidx = torch.cat([(in_at[j] + (torch.arange(kernels[j].shape[0])[:, None]
+                                           // (kernels[j].shape[0] // groups[j])) * cin + torch.arange(cin))
+                              * self.in_ok[j] for j in members])  # (F_g, cin); 0 where not in_ok
+            self.groups.append(((cin, t), members, diag.to(device, _F64), full.to(device, _F64).contiguous(),
+                                cidx.to(device)))
             layer_of += [j for j in members for _ in range(kernels[j].shape[0])]
+            order += [out_at[j] + i for j in members for i in range(kernels[j].shape[0])]
+        self.filter_order = torch.tensor(order, dtype=torch.long).to(device)
         self.layer_of_filter = torch.tensor(layer_of, dtype=torch.long).to(device)
         self.layer_of_channel = torch.repeat_interleave(torch.arange(len(kernels)), torch.tensor(
             [k.shape[0] for k in kernels])).to(device)

@@ -14,6 +14,7 @@ from .pws import (
     pws_raw_grad,
 )
 from .transmission import (
+    ChannelMoments,
     ReluMoments,
     Split,
     he_transmission,
@@ -21,9 +22,11 @@ from .transmission import (
     output_sq_mean,
     predict_layer_sq_mean,
     predict_output_sq_mean,
+    channel_moments,
     relu_gaussian_moments,
     second_moment_split,
     second_moment_split_cov,
+    split_from_norms,
 )
 
 __all__ = [
@@ -32,6 +35,9 @@ __all__ = [
     "ReluMoments",
     "second_moment_split",
     "second_moment_split_cov",
+    "split_from_norms",
+    "ChannelMoments",
+    "channel_moments",
     "output_sq_mean",
     "predict_output_sq_mean",
     "predict_layer_sq_mean",

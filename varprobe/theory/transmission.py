@@ -24,10 +24,12 @@ import numpy as np
 
 __all__ = [
     "ArrayLike",
+    "ChannelMoments",
     "FloatOrArray",
     "ReluMoments",
     "Split",
     "as_float64",
+    "channel_moments",
     "he_transmission",
     "he_weight_var",
     "output_sq_mean",
@@ -36,6 +38,7 @@ __all__ = [
     "relu_gaussian_moments",
     "second_moment_split",
     "second_moment_split_cov",
+    "split_from_norms",
 ]
 
 ArrayLike = Union[np.ndarray, float, int, Any]  # Any: a torch.Tensor (torch is never imported here)
@@ -132,9 +135,112 @@ def second_moment_split(weight: ArrayLike, input_mean: ArrayLike, input_var: Arr
     mu, var = as_scalar(input_mean, "input_mean"), as_scalar(input_var, "input_var")
     if var < 0:
         raise ValueError(f"input_var must be >= 0, got {var}")
-    zero_mean = var * np.einsum("ij,ij->i", w, w)
-    shift = (mu * w.sum(axis=1)) ** 2
-    return _per_filter_split(zero_mean, shift, single)
+    split = split_from_norms(np.einsum("ij,ij->i", w, w), w.sum(axis=1) ** 2, mu, var)
+    return _per_filter_split(np.asarray(split.zero_mean), np.asarray(split.shift), single)
+
+
+def split_from_norms(sq_norm: ArrayLike, filter_sum_sq: ArrayLike, input_mean: ArrayLike,
+                     input_var: ArrayLike) -> Split:
+    """The i.i.d. split from a filter's squared norm and squared filter sum (the one place the
+    formula is written):
+
+        zero_mean = sigma^2 * ||w||^2,    shift = mu^2 * (1^T w)^2,    total = zero_mean + shift.
+
+    Averaged over filters it takes the averages: with ``sq_norm`` = mean_i ||w_i||^2 and
+    ``filter_sum_sq`` = mean_i (1^T w_i)^2 (a probe's ``w.sq_norm``, ``w.filter_sum_sq`` or
+    ``k.*``), it gives the layer means of the per-filter split. Every argument broadcasts (numbers,
+    arrays, pandas Series); nan propagates.
+
+    Args:
+        sq_norm: ``||w||^2 >= 0``.
+        filter_sum_sq: ``(1^T w)^2 >= 0``.
+        input_mean: ``mu`` of the i.i.d. inputs.
+        input_var: ``sigma^2 >= 0`` (population variance) of the i.i.d. inputs.
+
+    Returns:
+        :class:`Split` of float64 arrays of the broadcast shape (floats for scalar arguments).
+    """
+    mu, var = as_float64(input_mean), as_float64(input_var)
+    if np.any(var < 0):
+        raise ValueError(f"input_var must be >= 0, got {var.min() if var.ndim else float(var)}")
+    zero_mean = var * as_float64(sq_norm)
+    shift = mu * mu * as_float64(filter_sum_sq)
+    return Split(scalar_or_array(zero_mean), scalar_or_array(shift), scalar_or_array(zero_mean + shift))
+
+
+@dataclass(frozen=True, eq=False)
+class ChannelMoments:
+    """Per output channel ``i``: ``mean`` (E over batch and positions of y_i, bias included) and
+    ``var`` (the biased variance of y_i over batch and positions), float64 ``(C_out,)``;
+    ``sq_mean = var + mean^2`` is E[y_i^2]."""
+
+    mean: np.ndarray
+    var: np.ndarray
+
+    @property
+    def sq_mean(self) -> np.ndarray:
+        return self.var + self.mean * self.mean
+
+
+def channel_moments(weight: ArrayLike, input_mean: ArrayLike, input_var: ArrayLike, *,
+                    overlap: ArrayLike | None = None, bias: ArrayLike | None = None,
+                    groups: int = 1) -> ChannelMoments:
+    """Mean and variance of each output channel of a conv (or linear) layer whose input entries
+    are independent, those of input channel ``c`` with mean ``mu_c`` and variance ``var_c``.
+
+    With K_i the kernel of filter i as ``(C_in/groups, T)`` over its T spatial taps, r_i[t] =
+    sum_c mu_c K_i[c, t], and C the ``(T, T)`` tap overlap (C[t, u]: the fraction of output
+    positions at which taps t and u both read the input rather than zero padding; d = diag(C);
+    ``varprobe.stats.tap_overlap``), over output positions and an infinite batch:
+
+        mean_i = b_i + d^T r_i
+        var_i  = sum_{c,t} var_c d_t K_i[c, t]^2  +  r_i^T C r_i - (d^T r_i)^2
+
+    The first part of ``var_i`` is the mean over positions of Var[y_i]; the second, >= 0, is the
+    spread over positions of E[y_i], which zero padding makes (border positions read fewer
+    inputs). Without padding (C all ones) and with one pooled ``mu``, ``sigma^2``, ``var_i`` is
+    :func:`second_moment_split`'s ``zero_mean`` and ``(mean_i - b_i)^2`` its ``shift``. A probe's
+    ``out.ch_var`` and ``out.ch_sq_mean`` estimate ``mean_i var_i`` and ``mean_i mean_i^2``; its
+    ``dec.pred_ch_var`` and ``dec.pred_ch_sq_mean`` are these with the step's per-channel input
+    moments. Correlated inputs (neighbouring pixels of images) make the measurement differ.
+
+    Args:
+        weight: ``(C_out, C_in/groups, *kernel_size)`` (a conv) or ``(C_out, C_in)`` (a linear
+            layer: one tap).
+        input_mean, input_var: ``(C_in,)`` per input channel, or scalars (the same for every
+            channel); ``input_var >= 0``.
+        overlap: ``(T, T)``, T = prod(kernel_size); None: no padding (all ones).
+        bias: ``(C_out,)``; None: no bias.
+        groups: the conv's groups; filter i reads input channels of group i // (C_out / groups).
+
+    Returns:
+        :class:`ChannelMoments` of ``(C_out,)`` float64 arrays.
+    """
+    w = as_float64(weight)
+    if w.ndim < 2:
+        raise ValueError(f"weight must be (C_out, C_in/groups, ...) or (C_out, C_in), got shape {w.shape}")
+    o, cin = w.shape[0], w.shape[1]
+    if groups < 1 or o % groups:
+        raise ValueError(f"groups must be >= 1 and divide C_out = {o}, got {groups}")
+    k = w.reshape(o, cin, -1)
+    t = k.shape[2]
+    mu = np.broadcast_to(as_float64(input_mean), (cin * groups,))
+    var = np.broadcast_to(as_float64(input_var), (cin * groups,))
+    if np.any(var < 0):
+        raise ValueError(f"input_var must be >= 0, got min {var.min()}")
+    c = np.ones((t, t)) if overlap is None else as_float64(overlap)
+    if c.shape != (t, t):
+        raise ValueError(f"overlap must be ({t}, {t}) for a kernel of {t} taps, got shape {c.shape}")
+    b = np.zeros(o) if bias is None else np.broadcast_to(as_float64(bias), (o,))
+    group = np.arange(o) // (o // groups)
+    channels = group[:, None] * cin + np.arange(cin)[None, :]  # (C_out, C_in/groups)
+    mu_f, var_f = mu[channels], var[channels]
+    d = np.diag(c)
+    r = np.einsum("ic,ict->it", mu_f, k)
+    dr = r @ d
+    spread = np.einsum("it,tu,iu->i", r, c, r) - dr * dr
+    zero_mean = np.einsum("ic,ict,t->i", var_f, k * k, d)
+    return ChannelMoments(mean=b + dr, var=zero_mean + np.maximum(spread, 0.0))
 
 
 def second_moment_split_cov(weight: ArrayLike, input_mean: ArrayLike, input_cov: ArrayLike) -> Split:
