@@ -7,7 +7,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from .style import legend_right, new_figure, note, order_levels, scheme_colors
+from .style import footer, legend_right, new_figure, order_levels, scheme_colors
 
 __all__ = ["theory_vs_measured"]
 
@@ -80,6 +80,5 @@ def theory_vs_measured(frame: pd.DataFrame, band: float = 0.2, *, quantity: str 
     leg = legend_right(fig, handles, labels)
     if hue and leg is not None:
         leg.set_title(hue, prop={"weight": "bold"})
-    if (~ok).any():
-        note(fig, f"{int((~ok).sum())} rows with non-finite or non-positive values left out (log-log).")
+    footer(fig, frame, f"{int((~ok).sum())} rows with non-finite or non-positive values left out (log-log)." if (~ok).any() else "")
     return fig
