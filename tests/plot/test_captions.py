@@ -142,3 +142,22 @@ def test_readme_figure_captions_are_the_ones_the_pipeline_wrote():
         assert (ROOT / "docs" / "figures" / name).stat().st_size > 1000
     # and the numbers in the amplification caption are those caption_amplification prints
     assert re.search(r"plain \d of \d seeds \(peaks [^)]+\)", captions["amplification.png"])
+
+
+def test_publish_refuses_a_readme_without_the_markers_and_leaves_it_untouched(tmp_path):
+    from varprobe.claims.publish import main
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "captions.json").write_text(json.dumps({"a.png": "caption 1"}))
+    (out / "a.png").write_bytes(b"x" * 10)
+    readme = tmp_path / "README.md"
+    readme.write_text("no markers here\n")
+    import os
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        assert main([str(out)]) == 2
+        assert main([str(tmp_path / "missing")]) == 2
+    finally:
+        os.chdir(cwd)
+    assert readme.read_text() == "no markers here\n" and not (tmp_path / "docs").exists()
