@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench clean figures
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,6 +14,11 @@ $(STAMP): pyproject.toml constraints.txt
 
 demo: $(STAMP)
 	$(PY) -m varprobe.cli reproduce --quick --jobs 2 --out runs/reproduce
+
+# docs/figures and README's figure captions, computed from the same runs (quick profile).
+figures: $(STAMP)
+	$(PY) -m varprobe.cli reproduce --quick --jobs 2 --out runs/reproduce
+	$(PY) -m varprobe.claims.publish runs/reproduce
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -166,3 +166,25 @@ def test_cause_rows_recomputed_from_the_run_directories(report):
                   "van Laarhoven 2017; Hoffer et al. 2018; Arora et al. 2019"):
         assert text.count(words) == 1  # at the one large learning rate
     assert "| E1d | " in text and "over 22 runs" in text
+
+
+def test_figures_get_captions_computed_from_their_runs(report, tmp_path):
+    """write_figures writes captions.json (one computed caption per figure), figures.md and the
+    report's figure notes; publish copies them and rewrites only the README's figure block."""
+    from varprobe.claims.publish import BEGIN, END, publish
+    from varprobe.claims.report import FIGURE_TITLES
+    out, _ = report
+    captions = json.loads((out / "captions.json").read_text())
+    assert list(captions) == list(FIGURE_TITLES)
+    for name, text in captions.items():
+        assert (out / name).stat().st_size > 1000 and text.startswith(FIGURE_TITLES[name])
+        assert any(ch.isdigit() for ch in text[len(FIGURE_TITLES[name]):])  # numbers read off the data
+        assert f"- [{name}]({name}): {text}" in (out / "claims.md").read_text()
+    assert f"seeds (peaks" in captions["amplification.png"]
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{BEGIN}\nold\n{END}\noutro\n")
+    publish(out, tmp_path / "figures", readme)
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith("\noutro\n") and "old" not in text
+    assert all(v.replace("|", "/") in text for v in captions.values())
+    assert (tmp_path / "figures" / "amplification.png").read_bytes() == (out / "amplification.png").read_bytes()

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from ..theory import split_from_norms
+from ..vocabulary import COLUMNS
 
 __all__ = ["compare", "compare_summary", "layer_table", "below_floor", "PREDICTIONS", "CHANNEL", "POOLED",
            "FLOOR", "BAND"]
@@ -66,7 +67,8 @@ def compare(frame: pd.DataFrame, mode: str = "train", prediction: str = "best") 
     shows.
 
     Returns a long table: run/scheme (when present), step, layer, depth, module_type, quantity,
-    prediction, predicted, measured, rel_error, below_floor (``below_floor(predicted, measured)``).
+    prediction, predicted, measured, rel_error, below_floor (``below_floor(predicted, measured)``),
+    then the runs' config columns of a ``varprobe.load_runs`` frame (model, lr, seed, ...).
     """
     if prediction not in _CHOICES:
         raise ValueError(f"unknown prediction {prediction!r}; valid: {', '.join(_CHOICES)}")
@@ -99,6 +101,9 @@ def compare(frame: pd.DataFrame, mode: str = "train", prediction: str = "best") 
     with np.errstate(divide="ignore", invalid="ignore"):
         out["rel_error"] = out["measured"] / out["predicted"] - 1.0
     out["below_floor"] = below_floor(out["predicted"], out["measured"])
+    config = [c for c in frame.columns if c not in COLUMNS and c not in out.columns]
+    if "run" in out.columns and config:  # the runs' configs, so a figure of the table can name them
+        out = out.merge(frame.drop_duplicates("run")[["run", *config]], on="run", how="left")
     return out
 
 

@@ -19,7 +19,7 @@ from .summary import ACROSS_RUNS, KINDS
 if TYPE_CHECKING:
     from .pipeline import Finding
 
-__all__ = ["write_figures", "write_report", "PLANNING_LABEL"]
+__all__ = ["write_figures", "write_report", "figure_table", "FIGURE_TITLES", "CAPTIONS_FILE", "PLANNING_LABEL"]
 
 PLANNING_LABEL = "seeds to settle (planning, not a rerun rule)"
 _DECOMPOSED = ("plain", "plain+proj", "plain+gn", "plain+gn+proj", "centered", "pws")
@@ -31,34 +31,79 @@ def _frame(ev: Evidence, labels, lrs=None):
     return load_runs(paths)
 
 
-def write_figures(findings: list["Finding"], out: Path, p: Profile, ev: Evidence) -> None:
+#: What each figure shows, for its caption (the computed numbers follow).
+FIGURE_TITLES = {
+    "shift.png": "The shift of the average gradient at the small lr.",
+    "amplification.png": "Output second moment E[y²] of conv layers over training at the largest lr.",
+    "spp-large-lr.png": "Signal propagation over depth at the largest lr.",
+    "collapse.png": "Learning rate x scheme: how many seeds collapsed and the final loss.",
+    "filter-sums.png": "Mean squared kernel filter sum of WN, centering and PWS at the largest lr.",
+    "theory.png": "The i.i.d. variance-transmission prediction of each conv layer against the measurement.",
+    "attribution.png": "The attribution controls: final train accuracy.",
+    "decomposition.png": "Where conv output variance comes from at the largest lr.",
+}
+CAPTIONS_FILE = "captions.json"
+
+
+def write_figures(findings: list["Finding"], out: Path, p: Profile, ev: Evidence) -> dict[str, str]:
     """Draw the evidence with ``varprobe.plot`` from the runs, next to claims.md, and list each
-    figure in the rows it supports (``Claim.figures``). Figures at a large lr show the largest."""
+    figure in the rows it supports (``Claim.figures``). Figures at a large lr show the largest.
+
+    Each figure's caption is computed by ``varprobe.plot.captions`` from the very frame the
+    figure is drawn from, and written to ``out/captions.json`` ({figure: caption}) and
+    ``out/figures.md`` (the README's figure table, :func:`figure_table`). Returns the captions."""
     from .. import plot  # lazily: matplotlib only when figures are drawn
+    from ..analysis.compare import compare
+    from ..plot import captions as cap
 
     top = max(p.lrs_large)
     main = _frame(ev, MAIN_SCHEMES)
     small, large = main[main["lr"] == p.lr_small], main[main["lr"] == top]
     frozen = _frame(ev, ("extra:pws-frozen-alpha",))
     decomposed = _frame(ev, [f"ctl:{c}" for c in _DECOMPOSED], (top,))
-    outcomes = pd.DataFrame([{"control": label[4:], "lr": lr, "seed": seed, "train_accuracy": accuracy(r)}
+    outcomes = pd.DataFrame([{"model": p.attribution_model, "data": p.data, "size": p.attribution_size,
+                              "steps": p.steps, "control": label[4:], "lr": lr, "seed": seed,
+                              "train_accuracy": accuracy(r)}
                              for (label, lr, seed), r in ev.runs.items() if label.startswith("ctl:")])
+    amplified = large[large["scheme"].isin(["plain", "bn", "pws"])]
+    sums = large[large["scheme"].isin(["wn", "centered", "pws"])]
+    theory = pd.concat([small[small["scheme"] == "plain"], frozen])
     figures = {
-        "shift.png": lambda: plot.shift(small),
-        "amplification.png": lambda: plot.curves(large[large["scheme"].isin(["plain", "bn", "pws"])], "out.sq_mean"),
-        "spp-large-lr.png": lambda: plot.spp(large),
-        "collapse.png": lambda: plot.collapse_map(main),
-        "filter-sums.png": lambda: plot.curves(large[large["scheme"].isin(["wn", "centered", "pws"])],
-                                               "k.filter_sum_sq"),
-        "theory.png": lambda: plot.draw(pd.concat([small[small["scheme"] == "plain"], frozen]), "theory"),
-        "attribution.png": lambda: plot.result_map(outcomes, title=f"Final train accuracy of the attribution "
-                                                   f"controls ({p.attribution_model}): mean [min, max] over seeds"),
-        "decomposition.png": lambda: plot.decomposition(decomposed),
+        "shift.png": (lambda: plot.shift(small), lambda: cap.caption_shift(small)),
+        "amplification.png": (lambda: plot.curves(amplified, "out.sq_mean"),
+                              lambda: cap.caption_amplification(amplified, "out.sq_mean")),
+        "spp-large-lr.png": (lambda: plot.spp(large), lambda: cap.caption_spp(large)),
+        "collapse.png": (lambda: plot.collapse_map(main), lambda: cap.caption_collapse(main)),
+        "filter-sums.png": (lambda: plot.curves(sums, "k.filter_sum_sq"),
+                            lambda: cap.caption_curves(sums, "k.filter_sum_sq")),
+        "theory.png": (lambda: plot.draw(theory, "theory"),
+                       lambda: cap.caption_theory(compare(theory))),
+        "attribution.png": (lambda: plot.result_map(outcomes, title=f"Final train accuracy of the attribution "
+                                                    f"controls ({p.attribution_model}): mean [min, max] over seeds"),
+                            lambda: cap.caption_attribution(outcomes)),
+        "decomposition.png": (lambda: plot.decomposition(decomposed), lambda: cap.caption_decomposition(decomposed)),
     }
-    for name, draw in figures.items():
+    captions = {}
+    for name, (draw, caption) in figures.items():
         plot.save_figure(draw(), out / name)
+        captions[name] = f"{FIGURE_TITLES[name]} {caption()}"
+    (out / CAPTIONS_FILE).write_text(json.dumps(captions, indent=2, ensure_ascii=False) + "\n")
+    (out / "figures.md").write_text(figure_table(captions, ""))
     for f in findings:
         f.figures = list(f.claim.figures)
+    return captions
+
+
+def figure_table(captions: dict[str, str], prefix: str = "docs/figures/", profile: str = "quick",
+                 others: dict[str, str] | None = None) -> str:
+    """The markdown table of figures and their computed captions (the README's figure section):
+    one row per figure, ``| ![name](prefix+file) | caption |``; ``others`` maps a figure to a link
+    of the same figure from another profile, appended as "([standard](link))"."""
+    rows = [f"| figure ({profile} profile) | what it shows (computed from the figure's runs) |", "|---|---|"]
+    for name, text in captions.items():
+        extra = f" ([standard profile]({others[name]}))" if others and name in others else ""
+        rows.append(f"| ![{Path(name).stem}]({prefix}{name}) | {text.replace('|', '/')}{extra} |")
+    return "\n".join(rows) + "\n"
 
 
 def _setting(p: Profile, seconds: float) -> str:
@@ -104,10 +149,21 @@ def write_report(findings: list["Finding"], p: Profile, out: Path, seconds: floa
     many = len(p.lrs_large) > 1
     lrs.update({f"large@{lr:g}" if many else "large": lr for lr in p.lrs_large})
     causes = causes_report(verdicts, lrs)
-    (out / "claims.md").write_text(header + "".join(_row(f) for f in findings) + summary + "\n" + causes)
+    (out / "claims.md").write_text(header + "".join(_row(f) for f in findings) + summary + "\n" + causes
+                                   + _figure_notes(out))
     meta = {"profile": asdict(p), "seconds": seconds, "counts": counts, "kinds": KINDS,
             "claims": [f.to_json() for f in findings], "attribution": causes}
     (out / "claims.json").write_text(json.dumps(_finite(meta), indent=2, allow_nan=False))
+
+
+def _figure_notes(out: Path) -> str:
+    """The figure notes of claims.md: each figure's caption from ``out/captions.json`` (computed
+    from the figure's runs by :func:`write_figures`); empty when no figures were written."""
+    path = out / CAPTIONS_FILE
+    if not path.exists():
+        return ""
+    captions = json.loads(path.read_text())
+    return "\n## Figures\n\n" + "".join(f"- [{name}]({name}): {text}\n" for name, text in captions.items())
 
 
 def _finite(x):

@@ -7,7 +7,7 @@ from matplotlib import colors as mcolors
 from matplotlib.figure import Figure
 
 from . import _derive as d
-from .style import fmt_num, new_figure, note, order_levels
+from .style import fmt_num, footer, new_figure, order_levels
 
 __all__ = ["collapse_map"]
 
@@ -93,5 +93,5 @@ def collapse_map(frame: pd.DataFrame) -> Figure:
     cb = fig.colorbar(mesh, ax=axes, location="right", shrink=0.9)
     cb.set_label("fraction of seeds collapsed")
     fig.suptitle("Outcome by learning rate and scheme")
-    note(fig, "Text: final training loss (last recorded, mean over seeds) and collapsed/seeds.")
+    footer(fig, runs, "Text: final training loss (last recorded, mean over seeds) and collapsed/seeds.")
     return fig

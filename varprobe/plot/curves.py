@@ -5,7 +5,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from . import _derive as d
-from .style import STEP_LABEL, Lines, finite, legend_right, new_figure, note, qlabel, tidy_log, use_log
+from .style import STEP_LABEL, Lines, finite, footer, legend_right, new_figure, qlabel, short, tidy_log, use_log
 
 __all__ = ["curves"]
 
@@ -54,7 +54,7 @@ def curves(frame: pd.DataFrame, quantity: str, layers=None, mode: str = "train",
         q, more = finite(q, positive=True)
         dropped += more
     depth_of = q.drop_duplicates("layer").set_index("layer")["depth"] if "depth" in q.columns else {}
-    sub = (f"\n({len(chosen)} of {pool} layers, spread over depth; pass layers=[...] for others)"
+    sub = (f"\n({len(chosen)} of {pool} layers, spread over depth; others: layers=[...], or --layers in varprobe plot)"
            if subset else "")
 
     if one_group and not step_level:
@@ -104,8 +104,8 @@ def curves(frame: pd.DataFrame, quantity: str, layers=None, mode: str = "train",
             axes.flat[k].set_axis_off()
         lines.legend(fig)
         fig.suptitle(f"{quantity} over training ({mode} mode){sub}", fontsize=10.5)
-    if dropped:
-        note(fig, f"{dropped} non-finite{' or non-positive' if log else ''} values left out.")
+    footer(fig, q, f"{dropped} non-finite{' or non-positive' if log else ''} values left out." if dropped else "",
+           mode=mode)
     return fig
 
 
@@ -114,4 +114,6 @@ def _axes_style(ax, quantity: str, log: bool, label: bool = True) -> None:
         ax.set_yscale("log")
         tidy_log(ax)
     ax.grid(True, alpha=0.3)
-    ax.set_ylabel(qlabel(quantity, width=30) if label else "")
+    meaning = short(quantity)
+    ax.set_ylabel(qlabel(quantity, width=34, meaning=(meaning + " (log)" if meaning else "(log)") if log else None)
+                  if label else "")

@@ -8,7 +8,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from . import _derive as d
-from .style import ERRORBAR, SCHEME_ORDER, STEP_LABEL, fmt_num, legend_below, new_figure, order_levels
+from .captions import num
+from .style import ERRORBAR, SCHEME_ORDER, STEP_LABEL, footer, new_figure, order_levels
 
 __all__ = ["decomposition", "decomposition_table", "PARTS"]
 
@@ -66,9 +67,15 @@ def decomposition(frame: pd.DataFrame, mode: str = "train", *, min_depth: int = 
     or unequal input channels, a blue one growing weight norms.
     """
     table = decomposition_table(frame, mode, min_depth)
-    runs, hue, style = d.hue_style(d.prepare(frame, mode))  # seeds merge; scheme, then other settings
+    prepared = d.prepare(frame, mode)
+    runs, hue, style = d.hue_style(prepared)  # seeds merge; scheme, then other settings
     runs = runs.drop_duplicates("run").set_index("run")
-    label = runs[hue].astype(str) if hue else pd.Series("run", index=runs.index)
+    if hue:
+        label = runs[hue].astype(str)
+    elif "scheme" in runs.columns:  # one run: name its scheme, not "run"
+        label = runs["scheme"].astype(str)
+    else:
+        label = pd.Series("all layers", index=runs.index)
     if style:
         label = label + ", " + runs[style].astype(str)
     table = table.assign(group=table["run"].map(label))
@@ -76,7 +83,9 @@ def decomposition(frame: pd.DataFrame, mode: str = "train", *, min_depth: int = 
     groups = sorted(order_levels(table["group"]), key=lambda g: (rank.get(g.split(",")[0], len(rank)), g))
     cols = min(ncols, len(groups))
     rows = math.ceil(len(groups) / cols)
-    fig, axes = new_figure(rows, cols, panel=(3.4, 2.8), extra=(0, 0.5), sharex=True, sharey=True)
+    single = len(groups) == 1  # one panel: larger, legend in one column below it
+    fig, axes = new_figure(rows, cols, panel=(5.6, 3.4) if single else (3.4, 2.8), extra=(2.0, 0.3),
+                           sharex=True, sharey=True)
     import seaborn as sns
     for ax, group in zip(axes.flat, groups):
         sub = table[table["group"] == group]
@@ -85,7 +94,7 @@ def decomposition(frame: pd.DataFrame, mode: str = "train", *, min_depth: int = 
                      err_kws={"alpha": 0.18, "linewidth": 0})
         ax.axhline(0.0, color="#999999", linewidth=0.8)
         growth = sub.groupby("step")["measured"].mean()
-        ax.set_title(f"{group}\nE[(y−b)²] ×{fmt_num(growth.iloc[-1] / growth.iloc[0])} first→last", fontsize=9)
+        ax.set_title(f"{group}\nE[(y−b)²] ×{num(growth.iloc[-1] / growth.iloc[0])} first→last", fontsize=9)
         ax.set_xlabel(STEP_LABEL)
         ax.set_ylabel("share of E[(y − b)²]\n(pooled over conv layers)")
         ax.grid(True, alpha=0.3)
@@ -93,6 +102,12 @@ def decomposition(frame: pd.DataFrame, mode: str = "train", *, min_depth: int = 
         ax.set_visible(False)
     from matplotlib.lines import Line2D
     handles = [Line2D([], [], color=c, linewidth=2) for _, c in PARTS.values()]
-    legend_below(fig, handles, [label for label, _ in PARTS.values()], ncol=3)
-    fig.suptitle(f"Where conv output variance comes from ({mode} mode, conv layers at depth ≥ {min_depth})")
+    # Legend right of the panels, each entry on two lines: the footer (what was drawn) takes the bottom.
+    two_lines = {"dec.iid": "i.i.d. inputs:\nVar(x)·‖K_i‖²", "dec.shift": "filter sum (shift):\nmean(x)²·(1ᵀK_i)²",
+                 "dec.rest": "rest: correlated or\nunequal input channels"}
+    fig.legend(handles, [two_lines[k] for k in PARTS], labelspacing=1.0,
+               loc="outside right center", frameon=False, title="part", title_fontproperties={"weight": "bold"})
+    fig.suptitle(f"Where conv output variance comes from ({mode} mode, conv layers at depth ≥ {min_depth})",
+                 fontsize=10.5 if single else 12)
+    footer(fig, prepared[prepared["run"].isin(set(table["run"]))], mode=mode)
     return fig

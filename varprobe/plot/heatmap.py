@@ -8,7 +8,7 @@ from matplotlib import colors as mcolors
 from matplotlib.figure import Figure
 
 from . import _derive as d
-from .style import STEP_LABEL, new_figure, note, order_levels, qlabel, use_log
+from .style import STEP_LABEL, footer, new_figure, order_levels, qlabel, use_log
 
 __all__ = ["heatmap"]
 
@@ -150,8 +150,8 @@ def heatmap(frame: pd.DataFrame, quantity: str, run: str | None = None, mode: st
         cb.set_label(qlabel(quantity, width=36) + (" (log scale)" if log else ""))
     fig.suptitle(f"{quantity} over depth and training ({mode} mode)")
     spans = {(float(m.columns.min()), float(m.columns.max())) for _, _, m, _ in mats if not m.empty}
-    if np.isnan(allv).any() or len(spans) > 1:
-        note(fig, "Grey: not recorded (e.g. after a collapse) or not finite.")
+    grey = np.isnan(allv).any() or len(spans) > 1
+    footer(fig, q, "Grey: not recorded (e.g. after a collapse) or not finite." if grey else "", mode=mode)
     return fig
 
 

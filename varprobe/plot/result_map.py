@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .style import fmt_num, new_figure
+from .style import fmt_num, footer, new_figure
 
 __all__ = ["result_map"]
 
@@ -59,4 +59,5 @@ def result_map(runs: pd.DataFrame, col: str = "control", row: str = "lr", value:
     ax.set_ylabel(row)
     fig.colorbar(mesh, ax=ax, location="right", shrink=0.9).set_label(f"{value} (mean over runs)")
     fig.suptitle(title or f"{value} by {row} and {col}: mean [min, max] over runs")
+    footer(fig, runs)
     return fig

@@ -7,12 +7,14 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from . import _derive as d
-from .style import STEP_LABEL, Lines, finite, new_figure, note, qlabel, tidy_log, use_log
+from .captions import ROUNDING
+from .style import STEP_LABEL, Lines, finite, footer, new_figure, tidy_log, use_log
 
-__all__ = ["shift"]
+__all__ = ["shift", "growth", "NO_SHIFT", "ROUNDING"]
 
 #: E|g| / rms(g) for a zero-mean Gaussian: the shift ratio of filters without a shifted gradient.
 NO_SHIFT = math.sqrt(2 / math.pi)
+
 
 
 def shift(frame: pd.DataFrame, mode: str = "train", *, log: bool | None = None) -> Figure:
@@ -20,15 +22,20 @@ def shift(frame: pd.DataFrame, mode: str = "train", *, log: bool | None = None) 
 
     Left: ``gw.shift_ratio``, the mean over filters of |g_i| (g_i the average of dL/dW over
     filter i) relative to rms(dL/dW)/sqrt(n); about 0.8 (dotted line) when the per-filter
-    average gradient is just noise, >> 1 when every filter's gradient is offset. Right:
-    ``w.filter_sum_var``, the variance over filters of each filter's weight sum, which the
-    shifted gradient pumps up (log y). Each value is the mean over the run's conv layers;
-    colour = scheme, dashes = other settings, mean over seeds with a 95% CI band.
+    average gradient is just noise, >> 1 when every filter's gradient is offset. Values below
+    :data:`ROUNDING` (100 float32 epsilons) are zero up to float rounding; that region is shaded.
+    Each scheme also gets its own marker, staggered along the line, so lines that lie on top of
+    each other stay visible. Right: growth of ``w.filter_sum_var`` (the variance over filters of
+    each filter's weight sum, which the shifted gradient pumps up): each run's value divided by
+    its value at the first recorded step, so seeds that start at different spreads line up and
+    the band shows how much their growth differs (log y when it spans more than 10x). Each value
+    is the mean over the run's conv layers; colour = scheme, dashes = other settings, mean over
+    seeds with a 95% CI band.
 
     What a reader should see: in the plain and WN nets the shift ratio sits well above 0.8 and
-    the filter sums' variance climbs over training (faster and further at a larger learning
-    rate); BN keeps the filter-sum variance low; PWS centres each filter's gradient, so its shift
-    ratio drops to rounding level (~1e-6, far below the line) and its raw filter sums stay put.
+    the filter sums' spread grows over training (faster and further at a larger learning
+    rate); BN keeps it flat; PWS centres each filter's gradient, so its shift ratio sits in the
+    rounding region, far below the line, and its raw filter sums stay put.
     """
     f = d.prepare(frame, mode)
     qs = ["gw.shift_ratio", "w.filter_sum_var"]
@@ -36,6 +43,7 @@ def shift(frame: pd.DataFrame, mode: str = "train", *, log: bool | None = None) 
     if m.empty:
         raise ValueError("no gw.shift_ratio / w.filter_sum_var rows of conv layers in the frame "
                          "(record with Probe(..., quantities='all') in training mode)")
+    m = growth(m, "w.filter_sum_var")
     m, hue, style = d.hue_style(m)
     lines = Lines(m, hue, style)
     fig, axes = new_figure(1, 2, panel=(4.2, 3.3), extra=(1.8, 0), sharex=True)
@@ -46,6 +54,7 @@ def shift(frame: pd.DataFrame, mode: str = "train", *, log: bool | None = None) 
         rows, n = finite(rows, positive=lg)
         dropped += n
         lines.draw(ax, rows, "step", marker=False)
+        _markers(ax, rows, lines)
         if lg:
             ax.set_yscale("log")
             tidy_log(ax)
@@ -54,13 +63,56 @@ def shift(frame: pd.DataFrame, mode: str = "train", *, log: bool | None = None) 
             ax.annotate("no shift (≈0.8)", (0.01, NO_SHIFT), xycoords=("axes fraction", "data"),
                         xytext=(0, -2), textcoords="offset points", ha="left", va="top",
                         fontsize=7.5, color="#555555")
+            if lg and len(rows) and float(rows["value"].min()) < ROUNDING:
+                lo, hi = ax.get_ylim()
+                ax.axhspan(min(lo, ROUNDING / 10), ROUNDING, facecolor="#eeeeee", edgecolor="#bbbbbb",
+                           hatch="///", linewidth=0, zorder=0)
+                ax.set_ylim(lo, hi)
+                ax.annotate("float32 rounding: zero up to here\n(below 100 ε ≈ 1.2e-5)", (0.99, ROUNDING),
+                            xycoords=("axes fraction", "data"), xytext=(0, 2), textcoords="offset points",
+                            ha="right", va="bottom", fontsize=7.5, color="#555555")
+            ax.set_ylabel("gw.shift_ratio, mean over conv layers\n|avg. filter gradient| / (rms/√n)"
+                          + (", log" if lg else ""), fontsize=9)
+        else:
+            ax.axhline(1.0, color="#777777", linestyle=":", linewidth=1.0)
+            ax.set_ylabel("w.filter_sum_var ÷ its first value\n(spread of filter sums, growth"
+                          + (", log)" if lg else ")"), fontsize=9)
         ax.grid(True, alpha=0.3)
         ax.set_xlabel(STEP_LABEL)
-        ax.set_ylabel(qlabel(qn, width=36) + "\n(mean over conv layers)")
         ax.set_title({"gw.shift_ratio": "shift of the average gradient",
-                      "w.filter_sum_var": "spread of filter sums (raw weights)"}[qn], fontsize=10)
-    lines.legend(fig)
+                      "w.filter_sum_var": "growth of the spread of filter sums"}[qn], fontsize=10)
+    lines.legend(fig, markers={lvl: _MARKERS[i % len(_MARKERS)] for i, lvl in enumerate(lines.hue_order)})
     fig.suptitle(f"Shift of the average gradient over training ({mode} mode)")
-    if dropped:
-        note(fig, f"{dropped} non-finite or non-positive values left out.")
+    footer(fig, m, f"{dropped} non-finite or non-positive values left out." if dropped else "", mode=mode)
     return fig
+
+
+def growth(m: pd.DataFrame, quantity: str) -> pd.DataFrame:
+    """``m`` (rows run, step, quantity, value) with each run's ``quantity`` divided by that run's
+    value at its first recorded step (growth factor, 1 at the start); other quantities unchanged."""
+    sel = m["quantity"] == quantity
+    q = m[sel].sort_values("step")
+    first = q.groupby("run")["value"].first()
+    out = m.copy()
+    out.loc[sel, "value"] = m.loc[sel, "value"] / m.loc[sel, "run"].map(first)
+    return out
+
+
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def _markers(ax, rows: pd.DataFrame, lines: Lines) -> None:
+    """One marker shape per hue level on its mean line, at staggered steps, so coinciding lines
+    (e.g. plain and gn) can both be seen."""
+    if not lines.hue or rows.empty:
+        return
+    n = len(lines.hue_order)
+    for i, lvl in enumerate(lines.hue_order):
+        g = rows[rows[lines.hue].astype(str) == lvl].groupby("step")["value"].mean()
+        if g.empty:
+            continue
+        stride = max(1, len(g) // 6)  # about 6 markers per line, each level shifted by its index
+        pick = g.index[(i * max(1, stride // n)) % stride::stride]
+        ax.plot(pick, g.loc[pick].to_numpy(), linestyle="none", marker=_MARKERS[i % len(_MARKERS)],
+                markersize=4.5, color=lines.colors[lvl], markeredgecolor="white", markeredgewidth=0.5,
+                zorder=3)

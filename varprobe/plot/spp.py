@@ -7,9 +7,12 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from . import _derive as d
-from .style import DEPTH_LABEL, Lines, finite, log_step_grid, note, qlabel
+from .style import DEPTH_LABEL, Lines, finite, footer, log_step_grid, qlabel
 
 __all__ = ["spp"]
+
+#: Two-line y labels: the quantity, then what it is (log scale); the figure title says of what.
+_MEANING = {"ch_var": "mean channel variance (log)", "ch_sq_mean": "mean squared channel mean (log)"}
 
 
 def spp(frame: pd.DataFrame, steps: Sequence[int] | int | None = None, mode: str = "train",
@@ -57,13 +60,13 @@ def spp(frame: pd.DataFrame, steps: Sequence[int] | int | None = None, mode: str
         missing = n_runs - at["run"].nunique()
         return f"step {step}" + (f"\n({missing} of {n_runs} runs had stopped)" if missing else "")
     fig, _ = log_step_grid(lines, rows, steps, "stat", stats, "x",
-                           ylabels=[qlabel(prefix + stat, width=30) for stat in stats],
+                           ylabels=[qlabel(prefix + stat, meaning=_MEANING[stat], width=40) for stat in stats],
                            xlabel="residual block (forward order)" if kind == "block" else DEPTH_LABEL,
                            title=title)
     what = ("residual stream after each block's add" if kind == "block"
             else "output of each conv/linear layer")
     fig.suptitle(f"Signal propagation over depth ({what}, {mode} mode)")
     lines.legend(fig)
-    if dropped:
-        note(fig, f"{dropped} non-finite or non-positive values left out (log scale).")
+    footer(fig, rows, f"{dropped} non-finite or non-positive values left out (log scale)." if dropped else "",
+           mode=mode)
     return fig

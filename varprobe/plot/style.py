@@ -26,7 +26,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 __all__ = ["new_figure", "qlabel", "short", "scheme_colors", "legend_right", "legend_below",
            "bold_headers", "use_log", "fmt_num", "ci95", "order_levels", "Lines", "finite", "note",
-           "tidy_log", "log_step_grid", "SHORT", "STEP_LABEL", "DEPTH_LABEL", "SCHEME_ORDER"]
+           "describe", "footer", "tidy_log", "log_step_grid", "SHORT", "STEP_LABEL", "DEPTH_LABEL", "SCHEME_ORDER"]
 
 #: One-line meanings of the recorded quantities, for axis labels (full definitions:
 #: ``varprobe.probe.quantities.QUANTITIES``; kept in sync by the tests).
@@ -109,15 +109,27 @@ def short(quantity: str) -> str:
     return SHORT.get(quantity, "")
 
 
-def qlabel(quantity: str, *, log: bool = False, width: int = 42) -> str:
-    """Axis label: the quantity's name, then its meaning on a second line (wrapped if long)."""
-    meaning = short(quantity)
+def qlabel(quantity: str, *, log: bool = False, width: int = 42, meaning: str | None = None) -> str:
+    """Axis label: the quantity's name, then its meaning (``meaning``, or :data:`SHORT`'s) on a
+    second line (wrapped if long, never inside parentheses)."""
+    meaning = short(quantity) if meaning is None else meaning
     text = quantity if not meaning else f"{quantity}\n{_wrap(meaning, width)}"
     return text + (" (log)" if log and "\n" not in text else "")
 
 
 def _wrap(text: str, width: int) -> str:
-    words, lines, cur = text.split(), [], ""
+    """Greedy word wrap at ``width`` characters that never breaks inside parentheses or brackets,
+    so an expression such as "Var(dL/d out)" stays on one line."""
+    words, depth, cur_word = [], 0, ""
+    for w in text.split():
+        cur_word = f"{cur_word} {w}" if cur_word else w
+        depth += sum(w.count(c) for c in "([{") - sum(w.count(c) for c in ")]}")
+        if depth <= 0:
+            words.append(cur_word)
+            cur_word, depth = "", 0
+    if cur_word:
+        words.append(cur_word)
+    lines, cur = [], ""
     for w in words:
         if cur and len(cur) + 1 + len(w) > width:
             lines.append(cur)
@@ -261,7 +273,9 @@ class Lines:
             kw.update(marker="o", markersize=3.5, markeredgewidth=0)
         sns.lineplot(**kw)
 
-    def legend(self, fig, *, hue_title: str | None = None, where: str = "right") -> None:
+    def legend(self, fig, *, hue_title: str | None = None, where: str = "right", markers: dict | None = None) -> None:
+        """One legend for the figure: a section per encoding (``markers``: a marker per hue level,
+        for figures that also mark their lines)."""
         from matplotlib.lines import Line2D
         from matplotlib.patches import Patch
         handles, labels, headers = [], [], []
@@ -273,7 +287,8 @@ class Lines:
         if self.hue:
             header(hue_title or self.hue)
             for lvl in self.hue_order:
-                handles.append(Line2D([], [], color=self.colors[lvl], linewidth=2))
+                handles.append(Line2D([], [], color=self.colors[lvl], linewidth=2,
+                                      marker=(markers or {}).get(lvl), markeredgecolor="white"))
                 labels.append(lvl)
         if self.style:
             header("setting")
@@ -307,6 +322,7 @@ def log_step_grid(lines: Lines, data, steps, key: str, levels, x: str, *, ylabel
             ax = axes[i, j]
             lines.draw(ax, at[at[key] == level], x)
             ax.set_yscale("log")
+            tidy_log(ax)  # plain 2, 5, 10 on short log ranges, never "6x10^0"
             if unity:
                 ax.axhline(1.0, color="#777777", linestyle=":", linewidth=1.2)
             ax.grid(True, which="major", alpha=0.3)
@@ -314,7 +330,7 @@ def log_step_grid(lines: Lines, data, steps, key: str, levels, x: str, *, ylabel
         axes[0, j].set_title(title(step, at), fontsize=10)
         axes[-1, j].set_xlabel(xlabel)
     for i, label in enumerate(ylabels):
-        axes[i, 0].set_ylabel(label)
+        axes[i, 0].set_ylabel(label, fontsize=9)
     return fig, axes
 
 
@@ -329,6 +345,101 @@ def note(fig, text: str) -> None:
     """A small footnote in the figure's lower left corner (outside the panels)."""
     if text:
         fig.supxlabel(text, fontsize=7.5, color="#555555", x=0.0, ha="left")
+
+
+def _fmt(v) -> str:
+    return f"{v:g}" if isinstance(v, (float, np.floating)) else str(v)
+
+
+def _values(col) -> list:
+    """Distinct non-missing values of a column, sorted where they compare (numbers), else in
+    order of first appearance."""
+    vals = [v for v in dict.fromkeys(col.tolist()) if v is not None and v == v]
+    try:
+        return sorted(vals)
+    except TypeError:
+        return vals
+
+
+def describe(frame, mode: str | None = None) -> str:
+    """What a figure was drawn from, in one line, read from the run metadata columns of ``frame``
+    (the config columns ``varprobe.load_runs`` adds: model, data, size, channels, batch_size,
+    scheme, lr, seed, steps; ``run``; ``step``): e.g. "resnet8 on digits 8 px, batch 64 · schemes
+    plain, bn, pws · lr 0.2 · 3 seeds (0–2) · steps 0–145 recorded (of 150) · 9 runs · train mode".
+    A column that is absent is left out; a value that differs between runs is listed. Works on
+    long probe tables and on one-row-per-run tables alike."""
+    import pandas as pd
+    if not isinstance(frame, pd.DataFrame) or frame.empty:
+        return ""
+    cols = frame.columns
+    runs = frame.drop_duplicates("run") if "run" in cols else frame
+    parts = []
+
+    def one(col, fmt="{}"):
+        if col not in cols:
+            return None
+        vals = _values(runs[col])
+        return ", ".join(fmt.format(_fmt(v)) for v in vals) if vals else None
+    what = one("model")
+    data = one("data")
+    if data:
+        size = one("size", "{} px")
+        ch = one("channels", "x {} channels")
+        data = " ".join(x for x in (data, size, ch) if x)
+        what = f"{what} on {data}" if what else data
+    batch = one("batch_size")
+    if batch:
+        what = f"{what}, batch {batch}" if what else f"batch {batch}"
+    if what:
+        parts.append(what)
+    if "scheme" in cols:
+        schemes = order_levels(runs["scheme"])
+        parts.append(("scheme " if len(schemes) == 1 else "schemes ") + ", ".join(schemes))
+    if "control" in cols:
+        parts.append("controls " + ", ".join(dict.fromkeys(runs["control"].astype(str))))
+    lr = one("lr")
+    if lr:
+        parts.append(f"lr {lr}")
+    if "seed" in cols:
+        seeds = [int(s) for s in _values(runs["seed"])]
+        if len(seeds) == 1:
+            parts.append(f"seed {seeds[0]}")
+        else:
+            span = (f"{seeds[0]}–{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1))
+                    else ", ".join(map(str, seeds)))
+            parts.append(f"{len(seeds)} seeds ({span})")
+    if "step" in cols and len(frame):
+        lo, hi = int(frame["step"].min()), int(frame["step"].max())
+        planned = one("steps")
+        parts.append(f"steps {lo}–{hi} recorded" + (f" (of {planned})" if planned else ""))
+    elif "steps" in cols:
+        parts.append(f"{one('steps')} steps")
+    if "run" in cols:
+        n = runs["run"].nunique()
+        parts.append(f"{n} run" + ("s" if n != 1 else ""))
+    if mode:
+        parts.append(f"{mode} mode")
+    return " · ".join(parts)
+
+
+def footer(fig, frame, text: str = "", *, mode: str | None = None) -> None:
+    """The figure's footer, outside the panels, lower left: ``describe(frame)`` (what the figure
+    was drawn from; ``frame`` may also be that line itself), wrapped to the figure's width, then
+    ``text`` (a note on what was left out or how to read the figure) on its own line."""
+    what = frame if isinstance(frame, str) else describe(frame, mode)
+    width = max(40, int(fig.get_size_inches()[0] * 16))
+    packed, cur = [], ""
+    for part in what.split(" · ") if what else []:  # break between parts, never inside one
+        if cur and len(cur) + 3 + len(part) > width:
+            packed.append(cur)
+            cur = part
+        else:
+            cur = f"{cur} · {part}" if cur else part
+    packed.append(cur)
+    lines = ["\n".join(packed), _wrap(text, width) if text else ""]
+    body = "\n".join(x for x in lines if x)
+    if body:
+        fig.supxlabel(body, fontsize=7.5, color="#555555", x=0.0, ha="left", multialignment="left")
 
 
 def tidy_log(ax, axis: str = "y") -> None:

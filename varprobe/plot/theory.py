@@ -10,7 +10,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from ..analysis.compare import BAND, CHANNEL, FLOOR, POOLED, below_floor, compare_summary
-from .style import DEPTH_LABEL, legend_right, new_figure, note, order_levels
+from .style import DEPTH_LABEL, footer, legend_right, new_figure, order_levels
 
 __all__ = ["theory_vs_measured", "share_lines", "QUANTITY_LABELS"]
 
@@ -150,7 +150,6 @@ def theory_vs_measured(frame: pd.DataFrame, band: float = BAND, *, quantity: str
     used = sorted(set(data["prediction"].astype(str))) if "prediction" in data.columns else []
     sub = "; ".join(f"{u} ({_SOURCE.get(u, 'given')})" for u in used)
     fig.suptitle((title or "Theory vs measurement") + (f"\nprediction: {sub}" if sub else ""), fontsize=11)
-    if (~ok).any():
-        note(fig, f"{int((~ok).sum())} rows with a non-finite value, a measured value <= 0 or a negative "
-                  "prediction left out (log-log).")
+    footer(fig, frame, f"{int((~ok).sum())} rows with a non-finite value, a measured value <= 0 or a negative "
+                       "prediction left out (log-log)." if (~ok).any() else "")
     return fig

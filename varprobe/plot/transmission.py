@@ -7,9 +7,13 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from . import _derive as d
-from .style import DEPTH_LABEL, Lines, finite, log_step_grid, note, qlabel
+from .style import DEPTH_LABEL, Lines, finite, footer, log_step_grid, qlabel
 
 __all__ = ["transmission"]
+
+#: Two-line y labels (the expression never split across lines); the title says 1 = preserved.
+_MEANING = {"fwd.var_ratio": "Var(out) / Var(in), log",
+            "bwd.var_ratio": "Var(dL/d in) / Var(dL/d out), log"}
 
 
 def transmission(frame: pd.DataFrame, steps: Sequence[int] | int | None = None,
@@ -46,10 +50,11 @@ def transmission(frame: pd.DataFrame, steps: Sequence[int] | int | None = None,
     r, hue, style = d.hue_style(r)
     lines = Lines(r, hue, style)
     qs = list(d.RATIO_QUANTITIES)
-    fig, _ = log_step_grid(lines, r, steps, "quantity", qs, "depth", ylabels=[qlabel(qn, width=28) for qn in qs],
+    fig, _ = log_step_grid(lines, r, steps, "quantity", qs, "depth",
+                           ylabels=[qlabel(qn, meaning=_MEANING[qn]) for qn in qs],
                            xlabel=DEPTH_LABEL, unity=True)
     lines.legend(fig)
     fig.suptitle(f"Variance transmission per layer ({mode} mode; 1 = preserved)")
-    if dropped:
-        note(fig, f"{dropped} non-finite or non-positive ratios left out (log scale).")
+    footer(fig, r, f"{dropped} non-finite or non-positive ratios left out (log scale)." if dropped else "",
+           mode=mode)
     return fig
