@@ -30,7 +30,7 @@ Conventions for every quantity of :data:`QUANTITIES`:
 from __future__ import annotations
 
 __all__ = ["COLUMNS", "INT_COLUMNS", "STRING_COLUMNS", "FLOAT_COLUMNS", "SCHEMES", "QUANTITIES",
-           "OUT_SUFFIXES", "FORWARD_OUT", "PRESETS"]
+           "OUT_SUFFIXES", "FORWARD_OUT", "PRESETS", "SHORT", "SCHEME_COLORS", "EXTRA_COLORS"]
 
 # -- the long table --------------------------------------------------------------------------------
 #: Columns of every probe table and run chunk, in this order (``varprobe.record.schema`` gives
@@ -45,6 +45,21 @@ FLOAT_COLUMNS: tuple[str, ...] = ("value",)
 #: tables and reports list them: the unnormalized baselines, then activation, weight and
 #: parametric weight normalization.
 SCHEMES: tuple[str, ...] = ("plain", "plain+gn", "bn", "gn", "wn", "ws", "centered", "pws")
+
+#: Fixed colours per normalization scheme, so that a scheme looks the same in every figure.
+SCHEME_COLORS: dict[str, str] = {
+    "plain": "#4d4d4d",   # dark grey: the unnormalized baseline
+    "plain+gn": "#999999",  # light grey: the baseline with PWS's two GroupNorms
+    "bn": "#1f77b4",
+    "wn": "#d62728",
+    "pws": "#2ca02c",
+    "gn": "#9467bd",
+    "ws": "#ff7f0e",
+    "centered": "#8c564b",
+}
+#: Colours of hue levels that are not schemes, in order.
+EXTRA_COLORS: tuple[str, ...] = ("#e377c2", "#17becf", "#bcbd22", "#7f7f7f", "#aec7e8", "#ffbb78", "#98df8a",
+                 "#ff9896", "#c5b0d5", "#c49c94")
 
 # -- quantities ------------------------------------------------------------------------------------
 _OUT_DOCS = {
@@ -159,3 +174,62 @@ PRESETS: dict[str, tuple[str, ...]] = {
                              "dec.shift", "dec.rest", "dec.pred_ch_var", "dec.pred_ch_sq_mean",
                              "w.update_ratio"),
 }
+
+# -- labels ----------------------------------------------------------------------------------------
+#: One-line meaning of each recorded quantity (and of the ratios the plots derive), for axis labels
+#: and legends; every quantity of :data:`QUANTITIES` has one (tests/test_vocabulary.py).
+SHORT: dict[str, str] = {
+    "in.mean": "mean of the layer input",
+    "in.var": "variance of the layer input",
+    "in.sq_mean": "E[x²] of the layer input",
+    "grad_out.var": "variance of dL/d(output)",
+    "grad_out.sq_mean": "E[(dL/d output)²]",
+    "grad_in.var": "variance of dL/d(input), all consumers",
+    "w.fan_var": "fan_in × filter variance, raw weight",
+    "w.filter_mean_abs": "mean |filter mean|, raw weight",
+    "w.filter_sum_var": "variance over filters of the filter sum (shift)",
+    "w.filter_sum_sq": "mean squared filter sum, raw weight",
+    "w.sq_norm": "mean squared filter norm, raw weight",
+    "w.update_ratio": "‖W_t − W_t−1‖ / ‖W_t−1‖, raw weight",
+    "k.fan_var": "fan_in × filter variance, effective kernel",
+    "k.filter_mean_abs": "mean |filter mean|, effective kernel",
+    "k.filter_sum_var": "variance over filters of the kernel sum",
+    "k.filter_sum_sq": "mean squared kernel sum",
+    "k.sq_norm": "mean squared kernel filter norm",
+    "k.alpha_mean": "PWS gain alpha, mean over filters",
+    "k.shrink": "PWS shrink by gamma' (1 = none)",
+    "dec.measured": "E[(y − b)²] of the layer output",
+    "dec.iid": "i.i.d.-input part Var(x)·‖K‖²",
+    "dec.shift": "filter-sum part mean(x)²·(1ᵀK)²",
+    "dec.rest": "rest: correlated or unequal input channels",
+    "dec.pred_ch_var": "predicted out.ch_var, per-channel i.i.d.",
+    "dec.pred_ch_sq_mean": "predicted out.ch_sq_mean, per-channel i.i.d.",
+    "gw.avg_abs": "mean |average filter gradient|",
+    "gw.rms": "rms of dL/dW",
+    "gw.shift_ratio": "|avg. filter gradient| / (rms/√n); ≈0.8 unshifted",
+    "gw.sign_persistence": "filters whose avg. gradient kept its sign",
+    "gw.bias_corr": "corr(avg. filter gradient, input mean × dL/db)",
+    "bn.mean_gap": "BN |batch mean − running mean| / running std",
+    "bn.var_ratio": "BN batch var / running var",
+    "norm.weight_mean": "mean norm gain gamma",
+    "norm.bias_mean": "mean norm bias beta",
+    "loss": "training loss",
+    "lr": "learning rate",
+}
+_OUT = {
+    "mean": "mean of {t}",
+    "var": "variance of {t}",
+    "sq_mean": "E[x²] of {t}",
+    "ch_var": "mean channel variance of {t}",
+    "ch_sq_mean": "mean squared channel mean of {t}",
+    "dead_frac": "fraction of dead channels of {t}",
+    "nonfinite": "non-finite elements of {t}",
+}
+for _s, _d in _OUT.items():
+    SHORT[f"out.{_s}"] = _d.format(t="the layer output")
+    SHORT[f"block.out.{_s}"] = _d.format(t="the block output (residual stream)")
+    SHORT[f"branch.out.{_s}"] = _d.format(t="the residual branch")
+# Derived by varprobe.analysis.ratios for the transmission figure.
+SHORT["amp.skipped"] = "step skipped by the GradScaler (1) or not (0)"
+SHORT["fwd.var_ratio"] = "Var(out) / Var(in), forward"
+SHORT["bwd.var_ratio"] = "Var(dL/d in) / Var(dL/d out), backward"

@@ -13,7 +13,8 @@ import pytest
 
 import varprobe.plot as vp
 from varprobe.plot import captions as cap
-from varprobe.plot.style import _wrap, describe
+from varprobe.plot.footer import describe
+from varprobe.plot.style import _wrap
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -140,7 +140,7 @@ def test_import_does_not_pull_torch_or_matplotlib_into_the_root():
 
 def test_every_recorded_quantity_has_a_short_label():
     from varprobe.probe.quantities import QUANTITIES
-    from varprobe.plot.style import SHORT
+    from varprobe.vocabulary import SHORT
     assert set(QUANTITIES) <= set(SHORT), sorted(set(QUANTITIES) - set(SHORT))
 
 

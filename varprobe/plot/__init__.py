@@ -4,7 +4,8 @@ transmission ratios, theory checks and collapse maps.
 Every function takes a DataFrame in the long format of ``Probe.frame()`` or
 ``varprobe.load_runs`` (one run or many) and returns a matplotlib ``Figure``; none touches a
 model or a probe, and ``import varprobe.plot`` does not import torch. Runs that differ only by
-``seed`` are averaged, with a 95% confidence band (seaborn ``errorbar=("ci", 95)``); colour is
+``seed`` are averaged, with the Student-t 95% interval of the mean as a band (``lines.mean_band``,
+the claims report's interval for a mean); colour is
 the scheme, dashes other settings that vary (e.g. learning rate). Figures live on an Agg canvas
 outside pyplot: return one from a notebook cell to show it, or ``save_figure(fig, "f.png")``.
 

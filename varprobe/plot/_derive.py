@@ -14,13 +14,13 @@ import numpy as np
 import pandas as pd
 
 from ..analysis.ratios import transmission_ratios
+from ..vocabulary import COLUMNS
 
-__all__ = ["STAT_COLUMNS", "config_columns", "prepare", "hue_style", "run_table", "pick_steps",
+__all__ = ["config_columns", "prepare", "hue_style", "run_table", "pick_steps",
            "is_weight_layer", "spp_table", "ratios", "conv_mean", "final_state", "select_layers",
            "layer_order", "RATIO_QUANTITIES"]
 
-STAT_COLUMNS = ("step", "layer", "depth", "mode", "module_type", "quantity", "value")
-_NOT_CONFIG = set(STAT_COLUMNS) | {"run", "status", "setting", "final_loss", "last_step"}
+_NOT_CONFIG = set(COLUMNS) | {"run", "status", "setting", "final_loss", "last_step"}
 #: Config entries that say how the run was recorded, not what was trained; never split groups.
 _RECORDING = re.compile(r"^(probe\.|threads$|every$|eval_steps$|eval_batch$|quantities$|config\.)")
 #: Derived by :func:`ratios`.

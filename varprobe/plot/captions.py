@@ -221,8 +221,8 @@ def caption_decomposition(frame: pd.DataFrame, mode: str = "train", min_depth: i
     if style:
         label = label + " (" + runs[style].astype(str) + ")"
     table = table.assign(group=table["run"].map(label))
-    from .style import SCHEME_ORDER
-    rank = {s: i for i, s in enumerate(SCHEME_ORDER)}
+    from ..vocabulary import SCHEMES
+    rank = {s: i for i, s in enumerate(SCHEMES)}
     groups = sorted(set(table["group"]), key=lambda g: (rank.get(g.split(" (")[0], len(rank)), g))
     parts = []
     for group in groups:

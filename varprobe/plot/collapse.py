@@ -7,7 +7,8 @@ from matplotlib import colors as mcolors
 from matplotlib.figure import Figure
 
 from . import _derive as d
-from .style import fmt_num, footer, new_figure, order_levels
+from .footer import footer
+from .style import fmt_num, new_figure, order_levels
 
 __all__ = ["collapse_map"]
 

@@ -5,7 +5,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from . import _derive as d
-from .style import STEP_LABEL, Lines, finite, footer, legend_right, new_figure, qlabel, short, tidy_log, use_log
+from .footer import footer
+from .lines import Lines
+from .style import STEP_LABEL, finite, legend_right, new_figure, qlabel, short, tidy_log, use_log
 
 __all__ = ["curves"]
 

@@ -7,9 +7,12 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from ..vocabulary import SCHEMES
 from . import _derive as d
 from .captions import num
-from .style import ERRORBAR, SCHEME_ORDER, STEP_LABEL, footer, new_figure, order_levels
+from .footer import footer
+from .lines import mean_band
+from .style import STEP_LABEL, new_figure, order_levels
 
 __all__ = ["decomposition", "decomposition_table", "PARTS"]
 
@@ -79,7 +82,7 @@ def decomposition(frame: pd.DataFrame, mode: str = "train", *, min_depth: int = 
     if style:
         label = label + ", " + runs[style].astype(str)
     table = table.assign(group=table["run"].map(label))
-    rank = {s: i for i, s in enumerate(SCHEME_ORDER)}
+    rank = {s: i for i, s in enumerate(SCHEMES)}
     groups = sorted(order_levels(table["group"]), key=lambda g: (rank.get(g.split(",")[0], len(rank)), g))
     cols = min(ncols, len(groups))
     rows = math.ceil(len(groups) / cols)
@@ -90,7 +93,7 @@ def decomposition(frame: pd.DataFrame, mode: str = "train", *, min_depth: int = 
     for ax, group in zip(axes.flat, groups):
         sub = table[table["group"] == group]
         sns.lineplot(data=sub, x="step", y="share", hue="part", hue_order=list(PARTS), ax=ax, legend=False,
-                     palette={k: c for k, (_, c) in PARTS.items()}, errorbar=ERRORBAR, linewidth=1.5,
+                     palette={k: c for k, (_, c) in PARTS.items()}, errorbar=mean_band, linewidth=1.5,
                      err_kws={"alpha": 0.18, "linewidth": 0})
         ax.axhline(0.0, color="#999999", linewidth=0.8)
         growth = sub.groupby("step")["measured"].mean()

@@ -8,7 +8,8 @@ from matplotlib import colors as mcolors
 from matplotlib.figure import Figure
 
 from . import _derive as d
-from .style import STEP_LABEL, footer, new_figure, order_levels, qlabel, use_log
+from .footer import footer
+from .style import STEP_LABEL, new_figure, order_levels, qlabel, use_log
 
 __all__ = ["heatmap"]
 

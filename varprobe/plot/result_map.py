@@ -5,7 +5,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .style import fmt_num, footer, new_figure
+from .footer import footer
+from .style import fmt_num, new_figure
 
 __all__ = ["result_map"]
 

@@ -8,7 +8,9 @@ from matplotlib.figure import Figure
 
 from . import _derive as d
 from .captions import ROUNDING
-from .style import STEP_LABEL, Lines, finite, footer, new_figure, tidy_log, use_log
+from .footer import footer
+from .lines import Lines
+from .style import STEP_LABEL, finite, new_figure, tidy_log, use_log
 
 __all__ = ["shift", "growth", "NO_SHIFT", "ROUNDING"]
 

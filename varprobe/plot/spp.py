@@ -7,7 +7,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from . import _derive as d
-from .style import DEPTH_LABEL, Lines, finite, footer, log_step_grid, qlabel
+from .footer import footer
+from .lines import Lines, log_step_grid
+from .style import DEPTH_LABEL, finite, qlabel
 
 __all__ = ["spp"]
 

@@ -10,7 +10,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from ..analysis.compare import BAND, CHANNEL, FLOOR, POOLED, below_floor, compare_summary
-from .style import DEPTH_LABEL, footer, legend_right, new_figure, order_levels
+from .footer import footer
+from .style import DEPTH_LABEL, legend_right, new_figure, order_levels
 
 __all__ = ["theory_vs_measured", "share_lines", "QUANTITY_LABELS"]
 

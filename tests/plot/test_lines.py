@@ -1,0 +1,57 @@
+"""The figure band (Student-t interval of the mean over seeds) and the log-axis tick labels."""
+import math
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+from varprobe.plot.lines import mean_band
+from varprobe.plot.style import tidy_log
+
+
+def _t975(df: int) -> float:
+    """t_{0.975, df} in closed form (Shaw 2006), independent of scipy, which the code under test uses."""
+    u = 0.975
+    a = 4 * u * (1 - u)
+    if df == 2:
+        return (2 * u - 1) / math.sqrt(2 * u * (1 - u))
+    if df == 4:
+        return 2 * math.sqrt(math.cos(math.acos(math.sqrt(a)) / 3) / math.sqrt(a) - 1)
+    raise ValueError(df)
+
+
+def test_mean_band_is_the_student_t_interval_of_the_mean():
+    for v in ([1.0, 2.0, 4.0], [0.3, -1.2, 2.5, 7.0, 1.1]):
+        x = np.array(v, dtype=np.float64)
+        n = x.size
+        s = math.sqrt(sum((a - x.mean()) ** 2 for a in x) / (n - 1))
+        half = _t975(n - 1) * s / math.sqrt(n)
+        lo, hi = mean_band(v)
+        assert math.isclose(lo, x.mean() - half, rel_tol=1e-12)
+        assert math.isclose(hi, x.mean() + half, rel_tol=1e-12)
+
+
+def test_mean_band_of_one_value_is_no_band():
+    lo, hi = mean_band([3.0])
+    assert math.isnan(lo) and math.isnan(hi)
+
+
+def _labels(lo: float, hi: float) -> list[str]:
+    fig = Figure()
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    ax.plot([lo, hi], [lo, hi])
+    ax.set_yscale("log")
+    ax.set_ylim(lo, hi)
+    tidy_log(ax)
+    fig.canvas.draw()
+    return [t.get_text() for t in ax.get_yticklabels(minor=False) + ax.get_yticklabels(minor=True)
+            if t.get_text()]
+
+
+def test_tidy_log_writes_plain_numbers_on_short_ranges_and_powers_on_long_ones():
+    short = _labels(2.0, 50.0)
+    assert {"2", "5", "10", "20", "50"} <= set(short), short
+    assert not any("10^" in t or "times" in t for t in short), short
+    long = _labels(1e-3, 1e3)
+    assert long and all("10^" in t for t in long), long

@@ -1,0 +1,123 @@
+"""Lines over steps or depth with a consistent encoding across panels (colour = scheme, dash =
+other settings) and a band: the Student-t 95% interval of the mean over seeds, the interval the
+claims report gives for a mean (``varprobe.analysis.mean_ci``)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from matplotlib.ticker import MaxNLocator
+
+from .style import legend_below, legend_right, bold_headers, new_figure, order_levels, scheme_colors, tidy_log
+
+__all__ = ["Lines", "log_step_grid", "mean_band", "DASHES"]
+
+DASHES = ["", (4, 1.5), (1, 1.2), (3, 1.25, 1.5, 1.25), (5, 1, 1, 1), (2, 2), (6, 2, 2, 2)]
+
+
+def mean_band(values) -> tuple[float, float]:
+    """Student-t 95% interval of the mean of ``values`` (the runs that differ only by seed at one
+    x): mean +- t_{0.975, n-1} s / sqrt(n), s the unbiased standard deviation; the band seaborn
+    draws (``errorbar=mean_band``). One value gives no band (NaN, NaN)."""
+    from ..analysis.uncertainty import mean_ci  # scipy, loaded when a band is drawn
+
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if v.size < 2:
+        return math.nan, math.nan
+    ci = mean_ci(v)
+    return ci.low, ci.high
+
+
+class Lines:
+    """Seaborn line plots with a shared, consistent encoding across panels: colour = hue
+    (scheme), dash = style (other settings), mean over runs that differ only by seed with a
+    95% CI band, and one legend for the figure."""
+
+    def __init__(self, data, hue: str | None, style: str | None):
+        self.hue, self.style = hue, style
+        self.hue_order = order_levels(data[hue]) if hue else []
+        self.colors = scheme_colors(self.hue_order)
+        self.style_order = order_levels(data[style]) if style else []
+        self.dashes = {lvl: DASHES[i % len(DASHES)] for i, lvl in enumerate(self.style_order)}
+        keys = [c for c in (hue, style) if c]
+        if keys and "run" in data.columns:
+            self.max_runs = int(data.groupby(keys)["run"].nunique().max())
+        else:
+            self.max_runs = int(data["run"].nunique()) if "run" in data.columns else 1
+
+    def draw(self, ax, data, x: str, y: str = "value", *, marker: bool = True) -> None:
+        import seaborn as sns
+        if data.empty:
+            return
+        kw = dict(data=data.assign(**{c: data[c].astype(str) for c in (self.hue, self.style) if c}),
+                  x=x, y=y, ax=ax, legend=False, errorbar=mean_band,
+                  linewidth=1.5, err_kws={"alpha": 0.18, "linewidth": 0})
+        if self.hue:
+            kw.update(hue=self.hue, hue_order=self.hue_order, palette=self.colors)
+        else:
+            kw.update(color="#1f77b4")
+        if self.style:
+            kw.update(style=self.style, style_order=self.style_order, dashes=self.dashes)
+        if marker:
+            kw.update(marker="o", markersize=3.5, markeredgewidth=0)
+        sns.lineplot(**kw)
+
+    def legend(self, fig, *, hue_title: str | None = None, where: str = "right", markers: dict | None = None) -> None:
+        """One legend for the figure: a section per encoding (``markers``: a marker per hue level,
+        for figures that also mark their lines)."""
+        from matplotlib.lines import Line2D
+        from matplotlib.patches import Patch
+        handles, labels, headers = [], [], []
+
+        def header(text):
+            headers.append(len(labels))
+            handles.append(Line2D([], [], linestyle="none"))
+            labels.append(text)
+        if self.hue:
+            header(hue_title or self.hue)
+            for lvl in self.hue_order:
+                handles.append(Line2D([], [], color=self.colors[lvl], linewidth=2,
+                                      marker=(markers or {}).get(lvl), markeredgecolor="white"))
+                labels.append(lvl)
+        if self.style:
+            header("setting")
+            for lvl in self.style_order:
+                d = self.dashes[lvl]
+                handles.append(Line2D([], [], color="#555555", linewidth=1.5,
+                                      linestyle=(0, d) if d else "-"))
+                labels.append(lvl)
+        if self.max_runs > 1:
+            handles.append(Patch(facecolor="#888888", alpha=0.3, linewidth=0))
+            labels.append("mean over seeds,\n95% CI band")
+        leg = (legend_below if where == "below" else legend_right)(fig, handles, labels)
+        if leg is not None:
+            bold_headers(leg, headers)
+        return leg
+
+
+def log_step_grid(lines: Lines, data, steps, key: str, levels, x: str, *, ylabels, xlabel: str,
+                  title=lambda step, at: f"step {step}", unity: bool = False):
+    """A figure of ``len(levels)`` rows x ``len(steps)`` columns of log-y panels: panel (i, j) draws
+    the rows of ``data`` at ``steps[j]`` whose ``key`` is ``levels[i]`` with ``lines`` over ``x``.
+    Column titles are ``title(step, rows at that step)``, row labels ``ylabels``; ``unity`` adds a
+    dotted line at 1. Returns ``(fig, axes)``."""
+    fig, axes = new_figure(len(levels), len(steps), panel=(3.3, 2.7), extra=(1.8, 0), sharex=True,
+                           sharey="row")
+    for j, step in enumerate(steps):
+        at = data[data["step"] == step]
+        for i, level in enumerate(levels):
+            ax = axes[i, j]
+            lines.draw(ax, at[at[key] == level], x)
+            ax.set_yscale("log")
+            tidy_log(ax)  # plain 2, 5, 10 on short log ranges, never "6x10^0"
+            if unity:
+                ax.axhline(1.0, color="#777777", linestyle=":", linewidth=1.2)
+            ax.grid(True, which="major", alpha=0.3)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes[0, j].set_title(title(step, at), fontsize=10)
+        axes[-1, j].set_xlabel(xlabel)
+    for i, label in enumerate(ylabels):
+        axes[i, 0].set_ylabel(label, fontsize=9)
+    return fig, axes
+
