@@ -182,14 +182,16 @@ class ParamStats:
         iid_f, shift_f, var_f, mean_f = [], [], [], []
         for ((cin, t), members, diag, overlap, cidx), k in zip(geo.groups, geo.seg.gather(ks)):
             k = k.view(-1, cin, t)
-            iid_f.append(((k * k).sum(1) * diag).sum(1))  # sum_{c,t} C[t, t] K_i[c, t]^2
-            fs = k.sum(1)  # s_i[t]: filter sums per tap
-            shift_f.append((torch.bmm(fs[:, None, :], overlap)[:, 0] * fs).sum(1).clamp_min(0.0))  # s_i^T C s_i >= 0
-            # varprobe.theory.channel_moments: r_i[t] = sum_c mu_c K_i[c, t], d = diag(C)
-            r = (k * mu_c[cidx][:, :, None]).sum(1)
-            dr = (r * diag).sum(1)
-            spread = ((torch.bmm(r[:, None, :], overlap)[:, 0] * r).sum(1) - dr * dr).clamp_min(0.0)
-            var_f.append(((k * k * var_c[cidx][:, :, None]).sum(1) * diag).sum(1) + spread)
+            ones = torch.ones_like(cidx, dtype=_F64)
+            # per tap t, summed over input channels c: [K^2, var_c K^2] and [K, mu_c K] (F_g, 2, T)
+            sq = torch.bmm(torch.stack([ones, var_c[cidx]], 1), k * k)
+            lin = torch.bmm(torch.stack([ones, mu_c[cidx]], 1), k)  # s_i[t] (filter sums), r_i[t]
+            tap_sq = (sq * diag[:, None]).sum(2)  # sum_{c,t} C[t, t] K_i[c, t]^2 (x var_c)
+            quad = (torch.bmm(lin, overlap) * lin).sum(2)  # s_i^T C s_i, r_i^T C r_i
+            dr = (lin[:, 1] * diag).sum(1)  # diag(C)^T r_i (varprobe.theory.channel_moments)
+            iid_f.append(tap_sq[:, 0])
+            shift_f.append(quad[:, 0].clamp_min(0.0))  # s_i^T C s_i >= 0
+            var_f.append(tap_sq[:, 1] + (quad[:, 1] - dr * dr).clamp_min(0.0))
             mean_f.append(dr)
         outs = tuple(b for _, _, b in todo)
         idx = acc._channel_index(outs)
