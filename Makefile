@@ -1,10 +1,11 @@
 # Two entry points for a newcomer: `make demo` and `make test` (see README).
+# `make notebooks` reruns notebooks/*.ipynb in place with their outputs (notebooks/README.md).
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench clean figures
+.PHONY: demo test bench figures notebooks clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +26,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/layers.py
+
+notebooks: $(STAMP)
+	$(PY) notebooks/run.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

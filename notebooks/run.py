@@ -1,0 +1,194 @@
+"""Execute the notebooks in place with their outputs, at the committed settings (``make notebooks``).
+
+Usage, from the repository root::
+
+    .venv/bin/python notebooks/run.py                       # every notebooks/*.ipynb
+    .venv/bin/python notebooks/run.py notebooks/01-quickstart.ipynb
+
+Each notebook runs top to bottom in a fresh kernel of this interpreter (whatever other kernels are
+installed), in a temporary working directory, with the environment of :func:`kernel_env`: the
+notebooks' small settings (``VARPROBE_SMALL=1``: 1 torch thread, few steps), one BLAS/OpenMP
+thread, the inline matplotlib backend, a fixed hash seed, and the Hugging Face and W&B clients
+offline (nothing is downloaded). The written file is made to diff cleanly between reruns
+(:func:`clean`): no execution timestamps, no widget state, no interpreter version; a printed
+line that differs from the committed one only in a wall-clock time keeps the committed text
+(:func:`keep_committed_times`). A notebook
+that raises, or whose file would exceed :data:`MAX_BYTES`, is not written and the command exits 1.
+
+``tests/notebooks/test_notebooks.py`` executes the notebooks with this same :func:`execute` and
+checks the committed outputs against it (:func:`text_outputs`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nbclient
+import nbformat
+from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.manager import AsyncKernelManager
+
+__all__ = ["ROOT", "NOTEBOOKS", "MAX_BYTES", "CELL_TIMEOUT", "kernel_env", "execute", "clean",
+           "text_outputs", "keep_committed_times", "main"]
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+MAX_BYTES = 1_000_000  # per committed notebook, outputs included
+CELL_TIMEOUT = 300     # seconds per cell
+KERNEL = "python3"
+
+# Text that differs between two runs on the same machine: wall-clock times ("in 2.1 s") and the
+# temporary directories the notebooks write their runs to.
+_VOLATILE = [(re.compile(r"\b\d+(?:\.\d+)?(?= ?s\b(?!\.))"), "<t>"),
+             (re.compile(r"(?:/private)?/(?:tmp|var/folders)/\S*?varprobe-[\w.-]*"), "<tmpdir>")]
+
+
+def kernel_env() -> dict[str, str]:
+    """The kernel's environment: this process's, plus the committed settings of the notebooks."""
+    env = dict(os.environ)
+    env.update({
+        "VARPROBE_SMALL": "1",            # the notebooks' small settings (THREADS = 1, few steps)
+        "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+        "MPLBACKEND": "module://matplotlib_inline.backend_inline",
+        "PYTHONHASHSEED": "0",
+        "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+        "WANDB_MODE": "disabled", "TQDM_DISABLE": "1",
+    })
+    # this checkout's varprobe first, whatever is installed in the interpreter
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    return env
+
+
+def _kernel_spec_manager(directory: Path) -> KernelSpecManager:
+    """A kernelspec named python3 that runs ``sys.executable`` with ipykernel."""
+    spec = directory / KERNEL
+    spec.mkdir(parents=True, exist_ok=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Python 3 (ipykernel)", "language": "python"}))
+    return KernelSpecManager(kernel_dirs=[str(directory)])
+
+
+def execute(path: str | os.PathLike, extra_cells: list[str] = ()) -> nbformat.NotebookNode:
+    """Run the notebook at ``path`` top to bottom and return it, outputs included, :func:`clean`.
+
+    ``extra_cells`` are code cells appended before running (the test uses one to report the
+    kernel's interpreter). Raises ``nbclient.exceptions.CellExecutionError`` on the first cell that
+    raises; nothing is written.
+    """
+    nb = nbformat.read(path, as_version=4)
+    for source in extra_cells:
+        nb.cells.append(nbformat.v4.new_code_cell(source))
+    with tempfile.TemporaryDirectory(prefix="varprobe-nbrun-") as tmp:
+        kernels, cwd = Path(tmp) / "kernels", Path(tmp) / "cwd"
+        cwd.mkdir()
+        km = AsyncKernelManager(kernel_name=KERNEL, kernel_spec_manager=_kernel_spec_manager(kernels))
+        client = nbclient.NotebookClient(nb, km=km, timeout=CELL_TIMEOUT, kernel_name=KERNEL,
+                                         record_timing=False, store_widget_state=False,
+                                         resources={"metadata": {"path": str(cwd)}})
+        client.execute(env=kernel_env(), cwd=str(cwd))
+    return clean(nb)
+
+
+def clean(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """Drop what changes between identical reruns: execution timestamps, widget state, the
+    interpreter's version, and how consecutive prints of a cell were split into stream messages
+    (merged into one output per run of stdout or stderr); keep outputs and execution counts.
+    Modifies and returns ``nb``."""
+    nb.metadata.pop("widgets", None)
+    nb.metadata["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": KERNEL}
+    nb.metadata["language_info"] = {"name": "python", "pygments_lexer": "ipython3"}
+    for cell in nb.cells:
+        cell.metadata.pop("execution", None)
+        cell.metadata.pop("collapsed", None)
+        if cell.cell_type != "code":
+            continue
+        outputs = []
+        for output in cell.outputs:
+            output.pop("transient", None)
+            if (output.output_type == "stream" and outputs and outputs[-1].output_type == "stream"
+                    and outputs[-1].name == output.name):
+                outputs[-1].text += output.text  # how prints split into messages depends on timing
+            else:
+                outputs.append(output)
+        cell.outputs = outputs
+    return nb
+
+
+def text_outputs(nb: nbformat.NotebookNode) -> list[list[str]]:
+    """Per code cell, the lines of its outputs as text, in order: stream text (``[stdout] ...``);
+    for results and displays their mime types (``[image/png, text/plain] ...``) and their
+    ``text/markdown`` or else ``text/plain`` (a figure's is "<Figure size ... with N Axes>");
+    error names and values. Wall-clock times ("in 2.1 s") and temporary paths are masked (``<t>``,
+    ``<tmpdir>``); figures' pixels are not compared."""
+    cells = []
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        texts = []
+        for o in cell.outputs:
+            if o.output_type == "stream":
+                texts.append(f"[{o.name}] {o.text}")
+            elif o.output_type in ("execute_result", "display_data"):
+                data = o.get("data", {})
+                texts.append(f"[{', '.join(sorted(data))}] " + str(data.get("text/markdown", data.get("text/plain", ""))))
+            elif o.output_type == "error":
+                texts.append(f"[error] {o.ename}: {o.evalue}")
+        cells.append(_mask("".join(texts)).splitlines())
+    return cells
+
+
+def _mask(text: str) -> str:
+    for pattern, mask in _VOLATILE:
+        text = pattern.sub(mask, text)
+    return text
+
+
+def keep_committed_times(committed: nbformat.NotebookNode, new: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """Where a stream output of ``new`` differs from the committed one only in wall-clock times or
+    temporary paths (same cell source), keep the committed text, so that a rerun of unchanged code
+    leaves the file unchanged. Modifies and returns ``new``."""
+    for old_cell, cell in zip(committed.cells, new.cells):
+        if cell.cell_type != "code" or old_cell.cell_type != "code" or old_cell.source != cell.source:
+            continue
+        for old_out, out in zip(old_cell.get("outputs", []), cell.outputs):
+            if (out.output_type == old_out.output_type == "stream" and out.name == old_out.name
+                    and out.text != old_out.text and _mask(out.text) == _mask(old_out.text)):
+                out.text = old_out.text
+    return new
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("paths", nargs="*", type=Path, help="notebooks to run (default: notebooks/*.ipynb)")
+    paths = parser.parse_args(argv).paths or NOTEBOOKS
+    failed = 0
+    for path in paths:
+        start = time.perf_counter()
+        committed = nbformat.read(path, as_version=4)
+        try:
+            nb = keep_committed_times(committed, execute(path))
+        except nbclient.exceptions.CellExecutionError as err:
+            print(f"{os.path.relpath(path)}: a cell raised, not written\n{err}", file=sys.stderr)
+            failed += 1
+            continue
+        text = nbformat.writes(nb) + "\n"
+        size = len(text.encode())
+        if size >= MAX_BYTES:
+            print(f"{os.path.relpath(path)}: {size} bytes with outputs, over {MAX_BYTES}; not written", file=sys.stderr)
+            failed += 1
+            continue
+        Path(path).write_text(text, encoding="utf-8")
+        print(f"{os.path.relpath(path)}: {time.perf_counter() - start:.0f} s, {size / 1000:.0f} kB"
+              + ("" if nbformat.writes(committed) + "\n" != text else ", unchanged"))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
