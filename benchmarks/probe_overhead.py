@@ -4,8 +4,12 @@ Configurations, run interleaved (each repetition runs a block of 10 consecutive 
 every configuration in turn, so machine noise hits all of them alike):
 
 - unprobed;
-- floor: the Probe's hot path with the reduction replaced by one ``sum()`` of each tensor it reads,
-  i.e. one extra read of every probed tensor plus the hook machinery;
+- bare floor: no varprobe code at all, forward hooks on the modules a Probe hooks that take one
+  float64 per-channel ``sum()`` of each output and, through ``Tensor.register_hook``, of each output
+  gradient: the issue's floor (one extra read of every probed tensor), the least any hook-based
+  probe of these tensors pays in eager PyTorch;
+- probe machinery: the Probe's hot path with the reduction replaced by one ``sum()`` of each tensor
+  it reads, i.e. the same reads plus the probe's bookkeeping and its step() statistics;
 - Probe every step, default quantities ("all");
 - Probe every 10 steps (each block holds one recorded step);
 - Probe every step, ``quantities="forward"`` (output statistics only);
@@ -52,6 +56,35 @@ def _one_read(x, dim=1, with_max=False, max_bound=False):
     dims = tuple(d for d in range(x.ndim) if d != dim % max(x.ndim, 1))
     s = x.sum(dims, dtype=torch.float64)  # the floor: one read of the tensor
     return s, s, (s if with_max or max_bound else None)
+
+
+class BareFloor:
+    """One float64 per-channel sum of every probed module's output and of its gradient, with bare
+    hooks and no bookkeeping (the results are dropped at each step)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.modules = [t.module for t in select(model) if t.role != "branch"]
+        self.handles: list = []
+        self.sums: list[torch.Tensor] = []
+
+    def _hook(self, module, args, out) -> None:
+        if not isinstance(out, torch.Tensor):
+            return
+        dims = tuple(d for d in range(out.ndim) if d != 1) if out.ndim > 1 else (0,)
+        self.sums.append(out.detach().sum(dims, dtype=torch.float64))
+        if out.requires_grad:
+            out.register_hook(lambda g: self.sums.append(g.sum(dims, dtype=torch.float64)))
+
+    def attach(self) -> None:
+        self.handles = [m.register_forward_hook(self._hook) for m in self.modules]
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+
+    def step(self, loss=None, lr=None) -> None:
+        self.sums.clear()
 
 
 class Naive:
@@ -115,8 +148,9 @@ class Naive:
             self.log.append(("", "loss", float(loss)))
 
 
+BARE = "bare floor: one sum per probed output and output gradient, bare hooks"
 UNPROBED, FLOOR, EVERY1, EVERY10, FORWARD, NO_DEC, FUSED, NAIVE = (
-    "unprobed", "floor: one read per probed tensor", "Probe every step (all quantities)",
+    "unprobed", "probe machinery: the Probe with one sum per tensor read", "Probe every step (all quantities)",
     "Probe every 10 steps", "Probe every step, quantities='forward'", "Probe every step, all but dec.*",
     "Probe every step, fused=True", "naive: .item() per statistic per layer")
 
@@ -149,9 +183,9 @@ def make_configs(model: nn.Module, quick: bool | str = False) -> dict[str, objec
                    EVERY10: Probe(model, every=10, flush_every=10),
                    FORWARD: Probe(model, quantities="forward", flush_every=10)}
         if quick != "targets":
-            configs.update({FLOOR: Probe(model, flush_every=10), NAIVE: Naive(model)})
+            configs.update({BARE: BareFloor(model), FLOOR: Probe(model, flush_every=10), NAIVE: Naive(model)})
         return configs
-    return {UNPROBED: None, FLOOR: Probe(model, flush_every=10), EVERY1: Probe(model, flush_every=10),
+    return {UNPROBED: None, BARE: BareFloor(model), FLOOR: Probe(model, flush_every=10), EVERY1: Probe(model, flush_every=10),
             EVERY10: Probe(model, every=10, flush_every=10),
             FORWARD: Probe(model, quantities="forward", flush_every=10),
             NO_DEC: Probe(model, quantities=[q for q in QUANTITIES if not q.startswith("dec.")], flush_every=10),
@@ -308,7 +342,8 @@ def main() -> None:
         print(table(res, ("wall", "cpu")), "\n")
         cost = {k: statistics.median([a / b for a, b in zip(v["wall"], res[UNPROBED]["wall"])]) for k, v in res.items()}
         print(f"- targets: every step {cost[EVERY1]:.3f}x (<= 1.5), every 10 {cost[EVERY10]:.3f}x (<= 1.05), "
-              f"forward {cost[FORWARD]:.3f}x (<= 1.2); section time {time.time() - t0:.0f} s\n")
+              f"forward {cost[FORWARD]:.3f}x (<= 1.2); bare floor {cost[BARE]:.3f}x; "
+              f"section time {time.time() - t0:.0f} s\n")
         if args.only == "launch":
             return
     if args.only == "batch":  # only the configurations of the targets, default threads
@@ -340,8 +375,8 @@ def main() -> None:
                 for k, v in r.items()}
         print(f"- {label}: extra time per step: every step {cost[EVERY1]:+.1%} (fused {cost[FUSED]:+.1%}), "
               f"every 10 steps {cost[EVERY10]:+.1%}, forward preset {cost[FORWARD]:+.1%}, all but dec.* "
-              f"{cost[NO_DEC]:+.1%}; floor (one read "
-              f"of each probed tensor) {cost[FLOOR]:+.1%}; naive {cost[NAIVE]:+.1%}")
+              f"{cost[NO_DEC]:+.1%}; bare floor (one read of each probed output and output gradient) "
+              f"{cost[BARE]:+.1%}; probe machinery {cost[FLOOR]:+.1%}; naive {cost[NAIVE]:+.1%}")
     print()
     b32, acc32 = probe_bytes(32)
     b128, acc128 = probe_bytes(args.batch)
