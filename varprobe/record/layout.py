@@ -4,7 +4,10 @@ A run directory holds exactly these, and nothing a replacement (``overwrite=True
 lies outside them::
 
     <run>/meta.json                          the run's metadata (replaced atomically)
-    <run>/.lock                              the single-writer lock (kept between writers)
+    <run>/.lock                              the single-writer lock (flock; kept between writers)
+    <run>/.lock.owner                        the lock file of the ``file`` lock method (pid, host),
+                                             present only while a writer holds it
+    <run>/.lock.owner.<pid>.stale            a dead writer's lock file being broken (a leftover)
     <run>/.meta.json.<random>.tmp            a meta.json being written (a killed writer's leftover)
     <run>/model.pt                           final weights, written by ``varprobe.experiment.run``
     <run>/stats/                             the chunk directory
@@ -21,18 +24,21 @@ import re
 import stat
 from pathlib import Path
 
-__all__ = ["STATS_DIR", "META_NAME", "LOCK_NAME", "ARTIFACTS", "CHUNK_RE", "chunk_name",
+__all__ = ["STATS_DIR", "META_NAME", "LOCK_NAME", "OWNER_NAME", "ARTIFACTS", "CHUNK_RE", "chunk_name",
            "chunk_tmp_name", "Inventory", "inventory"]
 
 STATS_DIR = "stats"
 META_NAME = "meta.json"
 LOCK_NAME = ".lock"
+#: The lock file of ``varprobe.record.lock``'s "file" method: it exists while a writer holds it.
+OWNER_NAME = ".lock.owner"
 #: Files beside meta.json that programs of varprobe write into a run directory.
 ARTIFACTS: tuple[str, ...] = ("model.pt",)
 
 CHUNK_RE = re.compile(r"^chunk-(\d{6,})\.parquet$")
 _CHUNK_TMP_RE = re.compile(r"^\.chunk-\d{6,}\.parquet\.\d+\.tmp$")
 _META_TMP_RE = re.compile(r"^\.meta\.json\..+\.tmp$")
+_STALE_OWNER_RE = re.compile(r"^\.lock\.owner\.\d+\.stale$")
 
 
 def chunk_name(index: int) -> str:
@@ -49,7 +55,7 @@ class Inventory:
     """What a directory holds, split into what the run format owns and what it does not.
 
     Attributes:
-        owned: Owned files, as paths (``.lock`` excluded: it is never deleted).
+        owned: Owned files, as paths (``.lock`` and ``.lock.owner`` excluded: never deleted).
         foreign: Entries that are not the run format's, relative to the directory
             (``"notes.txt"``, ``"stats/results.csv"``, ``"src/"``), sorted.
         has_meta: Whether ``meta.json`` is there as a regular file.
@@ -99,9 +105,9 @@ def inventory(run_dir: Path) -> Inventory:
         if kind == "file" and name == META_NAME:
             inv.has_meta = True
             inv.owned.append(entry)
-        elif kind == "file" and name == LOCK_NAME:
-            pass  # kept: unlinking a lock file races with a writer opening it
-        elif kind == "file" and (name in ARTIFACTS or _META_TMP_RE.match(name)):
+        elif kind == "file" and name in (LOCK_NAME, OWNER_NAME):
+            pass  # kept: unlinking a lock file races with a writer opening it; the owner file is the lock
+        elif kind == "file" and (name in ARTIFACTS or _META_TMP_RE.match(name) or _STALE_OWNER_RE.match(name)):
             inv.owned.append(entry)
         elif kind == "dir" and name == STATS_DIR:
             for sub in sorted(entry.iterdir()):

@@ -1,37 +1,73 @@
-"""The single-writer lock of a run directory.
+"""The single-writer lock of a run directory, by one of two methods.
 
-A writer holds ``fcntl.flock(LOCK_EX)`` on ``<run>/.lock`` for its whole lifetime. The
-operating system releases a flock when the last descriptor of the lock file closes,
-which includes the process being killed (SIGKILL included), so a lock can never go
-stale: a later writer is blocked only by a process that is still alive. The lock file
-itself is left in place after closing (unlinking it would race with a new writer).
+``flock`` (the default where ``fcntl`` exists): a writer holds ``fcntl.flock(LOCK_EX)`` on
+``<run>/.lock`` for its whole lifetime. The operating system releases a flock when the last
+descriptor of the lock file closes, which includes the process being killed (SIGKILL included),
+so a lock can never go stale: a later writer is blocked only by a process that is still alive.
+The lock file itself is left in place after closing (unlinking it would race with a new writer).
+Forked children (e.g. ``fork``-started DataLoader workers) would inherit the descriptor and keep
+the lock alive after the parent dies; an ``os.register_at_fork`` hook closes it in the child
+(closing a copy does not release the parent's lock).
 
-Forked children (e.g. ``fork``-started DataLoader workers) would inherit the descriptor
-and keep the lock alive after the parent dies; an ``os.register_at_fork`` hook closes
-it in the child (closing a copy does not release the parent's lock).
+``file`` (the default where ``fcntl`` does not exist, e.g. Windows; chosen with the environment
+variable ``VARPROBE_LOCK=file`` or ``RunLock(method="file")`` where flock is unreliable, as on
+some network file systems): the lock is the file ``<run>/.lock.owner``, created with
+``O_CREAT | O_EXCL`` (so only one process can create it) holding ``{"pid", "hostname", "nonce"}``,
+and removed on release. A lock file left by a killed writer is stale: where its host is this host
+and its pid no longer exists, the next writer breaks it (renames it away, checks that it renamed
+the stale one, deletes it) and takes the lock. A lock file of another host is never broken, since
+its process cannot be checked from here: the writer is refused, naming that pid, host and the file
+to delete by hand once that process is known to be gone. Where ``fcntl`` exists, a writer of
+either method also checks the other method's lock after taking its own, so mixed methods on one
+directory still exclude each other.
 """
 
 from __future__ import annotations
 
 import errno
-import fcntl
 import json
 import os
 import socket
 import time
+import uuid
 import weakref
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LOCK_NAME", "RunLockedError", "RunLock", "writer_alive", "describe_holder",
-           "locked_error"]
+try:
+    import fcntl
+except ImportError:  # Windows: only the "file" method
+    fcntl = None  # type: ignore[assignment]
 
-LOCK_NAME = ".lock"
+from .layout import LOCK_NAME, OWNER_NAME
+
+__all__ = ["LOCK_NAME", "LOCK_ENV", "LOCK_METHODS", "RunLockedError", "RunLock", "lock_method",
+           "writer_alive", "describe_holder", "locked_error"]
+
+#: The environment variable that picks the lock method ("flock" or "file") for every writer.
+LOCK_ENV = "VARPROBE_LOCK"
+LOCK_METHODS = ("flock", "file")
 
 # A reader probing the lock holds it (shared) for microseconds; a writer retries that long.
 _ACQUIRE_RETRY_S = 0.25
 
 _HELD: "weakref.WeakSet[RunLock]" = weakref.WeakSet()
+
+
+def lock_method(method: str | None = None) -> str:
+    """``method``, else ``$VARPROBE_LOCK``, else "flock" where ``fcntl`` exists and "file" elsewhere.
+
+    Raises:
+        ValueError: an unknown method, or "flock" where ``fcntl`` does not exist (one line naming
+            the value, where it came from and the valid ones).
+    """
+    source = "method" if method else LOCK_ENV
+    chosen = (method or os.environ.get(LOCK_ENV, "")).strip() or ("flock" if fcntl is not None else "file")
+    if chosen not in LOCK_METHODS:
+        raise ValueError(f"unknown lock method {chosen!r} ({source}); valid: {', '.join(LOCK_METHODS)}")
+    if chosen == "flock" and fcntl is None:
+        raise ValueError(f"lock method 'flock' ({source}) needs fcntl, which this platform lacks; valid here: file")
+    return chosen
 
 
 class RunLockedError(RuntimeError):
@@ -47,6 +83,7 @@ def locked_error(run_dir: str | Path, holder: str = "") -> RunLockedError:
 
 def _close_in_child() -> None:
     for lock in list(_HELD):
+        lock._nonce = None  # a file lock belongs to the parent: the child must never remove it
         fd, lock._fd = lock._fd, None
         if fd is not None:
             try:
@@ -64,26 +101,30 @@ def _unsupported(exc: OSError) -> bool:
 
 
 class RunLock:
-    """Exclusive, non-blocking flock on ``<run_dir>/.lock``.
+    """Exclusive, non-blocking lock of ``run_dir`` (see the module docstring for the methods).
 
     Args:
         run_dir: The run directory (must exist).
+        method: "flock", "file" or None (:func:`lock_method`: ``$VARPROBE_LOCK``, else the platform's).
     """
 
-    def __init__(self, run_dir: str | Path) -> None:
+    def __init__(self, run_dir: str | Path, method: str | None = None) -> None:
+        self.method = lock_method(method)
         self.path = Path(run_dir) / LOCK_NAME
+        self.owner_path = Path(run_dir) / OWNER_NAME
         self._fd: int | None = None
+        self._nonce: str | None = None  # the file method's token, while held
         self.supported = True
 
     @property
     def held(self) -> bool:
         """Whether this object currently holds the lock (False in a forked child)."""
-        return self._fd is not None
+        return self._fd is not None or self._nonce is not None
 
     def acquire(self) -> None:
         """Take the lock, retrying for a fraction of a second (a reader may be probing it).
 
-        After the flock is granted, the lock file is checked to still be the one at
+        flock: after the flock is granted, the lock file is checked to still be the one at
         ``<run>/.lock`` (same inode): a writer that failed at start unlinks the lock file it
         created, and a writer that opened it meanwhile then retries on the new file instead of
         holding a lock nobody else can see.
@@ -93,6 +134,9 @@ class RunLock:
                 when known, the holder's pid and host.
             OSError: the lock file cannot be created or written (e.g. ENOSPC); nothing is held.
         """
+        if self.method == "file":
+            self._acquire_file()
+            return
         deadline = time.monotonic() + _ACQUIRE_RETRY_S
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -103,10 +147,52 @@ class RunLock:
                 info = json.dumps({"pid": os.getpid(), "hostname": socket.gethostname()}).encode()
                 os.ftruncate(fd, 0)
                 os.pwrite(fd, info, 0)
+                holder = _owner(self.owner_path)
+                if holder is not None and _owner_state(holder) != "dead":  # a "file" writer holds it
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+                    raise locked_error(self.path.parent, _holder_text(holder))
             except BaseException:
                 os.close(fd)
                 raise
             self._fd = fd
+            _HELD.add(self)
+            return
+
+    def _acquire_file(self) -> None:
+        """Create ``.lock.owner`` exclusively, breaking a stale one of a dead pid on this host.
+        ``.lock`` is created too (never locked by this method), so that every run directory has it
+        and a flock writer and this one can see each other."""
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644))
+        deadline = time.monotonic() + _ACQUIRE_RETRY_S
+        while True:
+            try:
+                fd = os.open(self.owner_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                holder = _owner(self.owner_path)
+                state = "gone" if holder is None and not os.path.lexists(self.owner_path) else _owner_state(holder)
+                if state == "gone":
+                    continue  # released meanwhile
+                if state == "dead":
+                    _break_stale(self.owner_path, holder)
+                    continue
+                if state == "unknown" and time.monotonic() < deadline:  # being written right now
+                    time.sleep(0.01)
+                    continue
+                raise locked_error(self.path.parent, _holder_text(holder, self.owner_path, state)) from None
+            nonce = uuid.uuid4().hex
+            try:
+                try:
+                    os.write(fd, json.dumps({"pid": os.getpid(), "hostname": socket.gethostname(),
+                                             "nonce": nonce}).encode())
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                if fcntl is not None and _flock_held(self.path):  # a "flock" writer holds it
+                    raise locked_error(self.path.parent, _flock_holder(self.path))
+            except BaseException:
+                _unlink_quietly(self.owner_path)
+                raise
+            self._nonce = nonce
             _HELD.add(self)
             return
 
@@ -129,9 +215,15 @@ class RunLock:
                 return False
 
     def release(self) -> None:
-        """Release the lock (idempotent). The lock file stays in the directory."""
+        """Release the lock (idempotent). The flock file stays in the directory; the file
+        method's lock file is removed, if it is still this lock's."""
+        nonce, self._nonce = self._nonce, None
         fd, self._fd = self._fd, None
         _HELD.discard(self)
+        if nonce is not None:
+            holder = _owner(self.owner_path)
+            if holder is not None and holder.get("nonce") == nonce:
+                os.unlink(self.owner_path)
         if fd is None:
             return
         try:
@@ -143,10 +235,7 @@ class RunLock:
     def discard(self) -> None:
         """Unlink the lock file, then release it: for a writer that created the file and failed
         before the run existed. Safe against a writer opening it meanwhile (see :meth:`acquire`)."""
-        try:
-            self.path.unlink(missing_ok=True)
-        except OSError:
-            pass
+        _unlink_quietly(self.path)
         self.release()
 
     def __del__(self) -> None:  # pragma: no cover - safety net only
@@ -154,6 +243,103 @@ class RunLock:
             self.release()
         except Exception:
             pass
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+def _owner(path: Path) -> dict[str, Any] | None:
+    """The content of a "file" lock, ``{}`` where it exists but is not (yet) readable, None where
+    there is none."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(4096)
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return {}
+    try:
+        info = json.loads(data)
+    except ValueError:
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def _owner_state(holder: dict[str, Any] | None) -> str:
+    """"alive", "dead" (this host, no such pid), "elsewhere" (another host) or "unknown"
+    (a lock file being written, or not one of ours) for a "file" lock's content."""
+    pid, host = (holder or {}).get("pid"), (holder or {}).get("hostname")
+    if not isinstance(pid, int) or isinstance(pid, bool) or not isinstance(host, str):
+        return "unknown"
+    if host != socket.gethostname():
+        return "elsewhere"
+    return "alive" if _pid_exists(pid) else "dead"
+
+
+def _holder_text(holder: dict[str, Any] | None, path: Path | None = None, state: str = "alive") -> str:
+    holder = holder or {}
+    who = f" (pid {holder.get('pid')} on host {holder.get('hostname')})" if "pid" in holder else ""
+    if state == "elsewhere":
+        return (f"{who}, another host: its process cannot be checked from here, so the lock is never broken; "
+                f"once that process is known to be gone, delete {path}")
+    if state == "unknown" and path is not None:
+        return f" (the lock file {path} names no pid and host; if no writer is running, delete it)"
+    return who
+
+
+def _break_stale(path: Path, holder: dict[str, Any]) -> None:
+    """Remove the stale "file" lock ``path`` whose content is ``holder``: rename it to a name of
+    this process, delete it if it still is that content, else (another writer took the lock in
+    between) put it back."""
+    aside = path.with_name(f"{path.name}.{os.getpid()}.stale")
+    try:
+        os.replace(path, aside)
+    except FileNotFoundError:
+        return  # another process broke it first
+    if _owner(aside) == holder:
+        _unlink_quietly(aside)
+        return
+    try:  # not the stale lock: a new writer's, renamed by mistake; restore unless yet another took it
+        os.link(aside, path)
+    except OSError:
+        pass
+    _unlink_quietly(aside)
+
+
+def _pid_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # the process exists but belongs to another user
+        return True
+    except OSError:  # e.g. Windows: an invalid pid
+        return False
+    return True
+
+
+def _flock_held(path: Path) -> bool:
+    """Whether a live process holds the flock of ``path`` (False where there is no such file or
+    the filesystem cannot lock)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
 
 
 def _same_file(fd: int, path: Path) -> bool:
@@ -174,9 +360,17 @@ def _describe_holder(fd: int) -> str:
 
 
 def describe_holder(run_dir: str | Path) -> str:
-    """`` (pid N on host H)`` from the run's lock file, or ``""`` if unknown."""
+    """`` (pid N on host H)`` from the run's lock file (the "file" method's, else the flock
+    one's), or ``""`` if unknown."""
+    holder = _owner(Path(run_dir) / OWNER_NAME)
+    if holder:
+        return _holder_text(holder)
+    return _flock_holder(Path(run_dir) / LOCK_NAME)
+
+
+def _flock_holder(path: Path) -> str:
     try:
-        fd = os.open(Path(run_dir) / LOCK_NAME, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY)
     except OSError:
         return ""
     try:
@@ -190,32 +384,37 @@ def _pid_alive(meta: dict[str, Any]) -> bool | None:
     pid = host.get("pid")
     if not isinstance(pid, int) or host.get("hostname") != socket.gethostname():
         return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # the process exists but belongs to another user
-        pass
-    return True
+    return _pid_exists(pid)
 
 
 def writer_alive(run_dir: str | Path, meta: dict[str, Any] | None = None) -> bool | None:
     """Whether a live writer currently holds the run directory's lock.
 
-    Probes the lock with a non-blocking shared flock, released at once (a writer starting
-    at that instant retries, so the probe cannot make it fail). Where the lock file is
-    missing or the filesystem cannot lock, falls back to checking the pid recorded in
-    ``meta["host"]`` when the run was started on this host.
+    A "file" lock (``.lock.owner``) answers by its pid where it is of this host (None where it is
+    of another host; True while it is being written). Otherwise the flock is probed with a
+    non-blocking shared flock, released at once (a writer starting at that instant retries, so
+    the probe cannot make it fail). Where ``.lock`` is missing or the filesystem cannot lock,
+    falls back to checking the pid recorded in ``meta["host"]`` when the run was started on this
+    host. Without ``fcntl`` a flock held by a process on another machine cannot be seen: with no
+    ``.lock.owner``, an existing ``.lock`` reads as no writer.
 
     Returns:
         True if a writer is alive, False if none is, None if it cannot be told (no lock
-        file and the run was started on another host).
+        file and the run was started on another host, or a "file" lock of another host).
     """
+    holder = _owner(Path(run_dir) / OWNER_NAME)
+    if holder is not None:
+        state = _owner_state(holder)
+        if state != "dead":
+            return {"alive": True, "elsewhere": None, "unknown": True}[state]
     path = Path(run_dir) / LOCK_NAME
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
         return _pid_alive(meta or {})
+    if fcntl is None:
+        os.close(fd)
+        return False
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
