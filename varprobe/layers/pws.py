@@ -36,18 +36,27 @@ class PWSConv2d(ReparamConv2d):
         groups: int = 1, bias: bool = True, *, gamma: float = 1e-3, gamma_mode: str = "raw",
         fan: str = "fan_in", data_init: bool = True,
     ) -> None:
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias)
         if gamma_mode not in GAMMA_MODES:
             raise ValueError(f"gamma_mode must be one of {GAMMA_MODES}, got {gamma_mode!r}")
         if not gamma >= 0.0:
             raise ValueError(f"gamma must be >= 0, got {gamma!r}")
+        # plain attributes, set before nn.Conv2d.__init__ calls reset_parameters, which needs the fan
         self.fan = fan
-        self.fan_value = conv_fan(self.weight, fan)
         self.gamma, self.gamma_mode, self.data_init = float(gamma), gamma_mode, data_init
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias)
         self.alpha = nn.Parameter(torch.ones(out_channels, 1, 1, 1))
+
+    def reset_parameters(self) -> None:
+        """V Kaiming-normal on ``fan``, bias zero, alpha 1 (once alpha exists: ``nn.Conv2d.__init__``
+        calls this before it is made)."""
+        nn.Conv2d.reset_parameters(self)  # its draws, as ReparamConv2d's; then V on this conv's fan
+        self.fan_value = conv_fan(self.weight, self.fan)
         kaiming_normal_(self.weight, self.fan_value)
         if self.bias is not None:
             nn.init.zeros_(self.bias)
+        if "alpha" in self._parameters:
+            with torch.no_grad():
+                self.alpha.fill_(1.0)
 
     @property
     def gamma_eff(self) -> float:

@@ -4,41 +4,25 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
-from torch.optim.optimizer import register_optimizer_step_post_hook
 
 __all__ = ["ReparamConv2d", "conv_fan", "kaiming_normal_", "raw_weight"]
-
-# Fused optimizers (``torch.optim.SGD/Adam/AdamW(..., fused=True)``) update parameters in place without
-# bumping their version counters, so every step of any ``torch.optim.Optimizer`` also invalidates the caches.
-_optimizer_steps = 0
-
-
-def _count_optimizer_step(optimizer, args, kwargs) -> None:
-    global _optimizer_steps
-    _optimizer_steps += 1
-
-
-register_optimizer_step_post_hook(_count_optimizer_step)
 
 
 class ReparamConv2d(nn.Conv2d):
     """An ``nn.Conv2d`` whose effective weight is ``kernel()``, a pure function of its parameters.
 
-    Subclasses implement ``kernel()`` only. In training mode the kernel is recomputed on every
-    forward, with autograd. In eval mode the forward uses a kernel cached without autograd; the
-    cache is keyed on the identity, version counter, dtype and device of every parameter and on a
-    global count of ``torch.optim`` steps (fused optimizers do not bump version counters), so it is
-    never stale after an optimizer step, ``load_state_dict``, ``.to()`` or a change of mode (the
-    official PWS cache is filled once at ``.eval()`` and never refreshed: it has all four bugs). The
-    cache is a plain attribute, not a buffer, so it never shows in ``buffers()`` or ``state_dict()``.
-    Not tracked: in-place writes through ``param.data`` (``.data`` has its own version counter) and
-    changes to non-parameter attributes such as ``gamma``; call ``.train(False)`` again after those.
+    Subclasses implement ``kernel()`` and initialise their parameters in ``reset_parameters()``
+    (which ``nn.Conv2d.__init__`` calls), so ``module.reset_parameters()`` re-initialises them.
+    In training mode the kernel is recomputed on every forward, with autograd; in eval mode on every
+    forward too, under ``no_grad`` (no autograd path to the raw parameters), so it is never stale:
+    not after an optimizer step (fused optimizers included, which bump no version counter), an
+    in-place or ``.data`` write, ``load_state_dict``, ``.to()`` or a change of mode. There is no
+    kernel cache (the official PWS code fills one at ``.eval()`` and never refreshes it; a correct
+    one needs a process-wide optimizer hook): computing the kernel is O(parameters), about 10% of
+    a ResNet-20 eval forward at batch 16 to 128 and 40% at batch 1, and
+    ``varprobe.layers.reparameterize`` turns a trained net into plain convs for deployment, as
+    fast as any cache (``benchmarks/RESULTS.md``, "Eval kernel").
     """
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._cached_kernel: Tensor | None = None  # a plain attribute: not in buffers() or state_dict()
-        self._cache_key: tuple | None = None
 
     def kernel(self) -> Tensor:
         """Effective weight, shape (out_channels, in_channels // groups, kh, kw)."""
@@ -49,28 +33,19 @@ class ReparamConv2d(nn.Conv2d):
         """(in_channels / groups) * kh * kw: the number of inputs of one filter."""
         return self.weight[0].numel()
 
-    def _key(self) -> tuple:
-        return (_optimizer_steps,
-                tuple((id(p), p._version, p.data_ptr(), p.dtype, p.device) for p in self.parameters()))
+    def reset_parameters(self) -> None:
+        """``nn.Conv2d``'s draws (kept: a seeded model is bit-identical to one built before this
+        method existed), then the scheme's own: weight Kaiming-normal on fan_in, bias zero.
+        Subclasses with other parameters or another fan extend it."""
+        super().reset_parameters()
+        kaiming_normal_(self.weight, conv_fan(self.weight, "fan_in"))
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
 
     def eval_kernel(self) -> Tensor:
-        """``kernel()`` computed under ``no_grad`` and cached until any parameter changes."""
-        key = self._key()
-        if self._cached_kernel is None or key != self._cache_key:
-            # Not an inference tensor even under inference_mode: a later autograd-tracked forward
-            # (e.g. input gradients in eval mode) must be able to save the cached kernel for backward.
-            with torch.inference_mode(False), torch.no_grad():
-                self._cached_kernel = self.kernel().detach()
-            self._cache_key = key
-        return self._cached_kernel
-
-    def train(self, mode: bool = True) -> "ReparamConv2d":
-        self._cached_kernel, self._cache_key = None, None
-        return super().train(mode)
-
-    def _load_from_state_dict(self, *args, **kwargs) -> None:
-        self._cached_kernel, self._cache_key = None, None
-        super()._load_from_state_dict(*args, **kwargs)
+        """``kernel()`` computed under ``no_grad``: the eval-mode weight, shape as :meth:`kernel`."""
+        with torch.no_grad():
+            return self.kernel()
 
     def forward(self, x: Tensor) -> Tensor:
         weight = self.kernel() if self.training else self.eval_kernel()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .reparam import ReparamConv2d, conv_fan, kaiming_normal_
+from .reparam import ReparamConv2d
 
 __all__ = ["WNConv2d"]
 
@@ -21,10 +21,15 @@ class WNConv2d(ReparamConv2d):
                  groups: int = 1, bias: bool = True, *, eps: float = 1e-12) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias)
         self.eps = float(eps)
-        kaiming_normal_(self.weight, conv_fan(self.weight, "fan_in"))
         self.g = nn.Parameter(self._norm().detach().clone())
-        if self.bias is not None:
-            nn.init.zeros_(self.bias)
+
+    def reset_parameters(self) -> None:
+        """v Kaiming-normal (fan_in), bias zero, and g = ||v_i|| (once g exists: ``nn.Conv2d.__init__``
+        calls this before it is made)."""
+        super().reset_parameters()
+        if "g" in self._parameters:
+            with torch.no_grad():
+                self.g.copy_(self._norm())
 
     def _norm(self) -> Tensor:
         return torch.linalg.vector_norm(self.weight, dim=(1, 2, 3), keepdim=True)

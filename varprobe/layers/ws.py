@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from .reparam import ReparamConv2d, conv_fan, kaiming_normal_
+from .reparam import ReparamConv2d
 
 __all__ = ["WSConv2d"]
 
@@ -13,16 +13,14 @@ class WSConv2d(ReparamConv2d):
     """Conv2d with a standardized kernel: kernel_i = (V_i - mean(V_i)) / sqrt(var(V_i) + eps).
 
     mean and biased variance over (C_in/groups, kh, kw) per output filter i. No gain: the output
-    scale is meant to be fixed by the normalization layer that follows. V is Kaiming-normal (fan_in).
+    scale is meant to be fixed by the normalization layer that follows. V is Kaiming-normal (fan_in),
+    the bias zero (``ReparamConv2d.reset_parameters``).
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
                  groups: int = 1, bias: bool = True, *, eps: float = 1e-6) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias)
         self.eps = float(eps)
-        kaiming_normal_(self.weight, conv_fan(self.weight, "fan_in"))
-        if self.bias is not None:
-            nn.init.zeros_(self.bias)
 
     def kernel(self) -> Tensor:
         return F.layer_norm(self.weight, self.weight.shape[1:], eps=self.eps)
