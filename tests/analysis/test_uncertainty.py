@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from varprobe.analysis import VERDICTS, Interval, mean_ci, slope_ci, verdict
+from varprobe.analysis import VERDICTS, Interval, mean_ci, verdict
 
 
 def test_mean_ci_matches_student_t_by_hand():
@@ -20,13 +20,6 @@ def test_mean_ci_single_value_has_no_interval():
     assert ci.estimate == 3.0 and ci.low == -math.inf and ci.high == math.inf
     with pytest.raises(ValueError):
         mean_ci([])
-
-
-def test_slope_ci_recovers_a_known_slope():
-    rng = np.random.default_rng(0)
-    x = np.arange(50.0)
-    ci = slope_ci(x, 0.3 * x + rng.normal(0, 0.1, 50), level=0.999)
-    assert ci.low < 0.3 < ci.high and ci.high - ci.low < 0.01
 
 
 @pytest.mark.parametrize("low, high, direction, threshold, want", [

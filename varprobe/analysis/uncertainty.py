@@ -1,4 +1,4 @@
-"""Confidence intervals over seeds and regression slopes with standard errors (scipy)."""
+"""Confidence intervals of a mean over seeds (Student t, scipy)."""
 from __future__ import annotations
 
 import math
@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 from scipy import stats
 
-__all__ = ["Interval", "mean_ci", "slope_ci"]
+__all__ = ["Interval", "mean_ci"]
 
 
 @dataclass(frozen=True)
@@ -40,17 +40,3 @@ def mean_ci(values: Sequence[float], level: float = 0.95) -> Interval:
         return Interval(mean, -math.inf, math.inf, n, level)
     half = stats.t.ppf(0.5 + level / 2, n - 1) * x.std(ddof=1) / math.sqrt(n)
     return Interval(mean, mean - half, mean + half, n, level)
-
-
-def slope_ci(x: Sequence[float], y: Sequence[float], level: float = 0.95) -> Interval:
-    """Least-squares slope of y on x (``scipy.stats.linregress``) with the Student-t interval
-    slope +- t_{(1+level)/2, n-2} * stderr. Used for growth rates of log-variance over depth or steps."""
-    xs, ys = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    if xs.size != ys.size or xs.size < 2:
-        raise ValueError(f"slope_ci needs two equal-length sequences of at least 2 points, got {xs.size} and {ys.size}")
-    if xs.size == 2:
-        s = (ys[1] - ys[0]) / (xs[1] - xs[0])
-        return Interval(float(s), -math.inf, math.inf, 2, level)
-    fit = stats.linregress(xs, ys)
-    half = stats.t.ppf(0.5 + level / 2, xs.size - 2) * fit.stderr
-    return Interval(float(fit.slope), float(fit.slope - half), float(fit.slope + half), xs.size, level)

@@ -6,16 +6,11 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["GRAD_STATS", "filter_grad_means", "grad_shift_stats", "sign_persistence", "correlation",
+__all__ = ["GRAD_STATS", "grad_shift_stats", "sign_persistence", "correlation",
            "within_rounding"]
 
 #: Order of the entries returned by :func:`grad_shift_stats`.
 GRAD_STATS = ("avg_abs", "rms", "shift_ratio")
-
-
-def filter_grad_means(g: Tensor) -> Tensor:
-    """g_i = mean over filter i's n entries of dL/dW, shape (O,), float64, for g of shape (O, ...)."""
-    return g.detach().flatten(1).to(torch.float64).mean(1)
 
 
 def grad_shift_stats(g: Tensor) -> tuple[Tensor, Tensor]:

@@ -1,4 +1,7 @@
-"""Per-channel moments of a tensor from one read, and exact merges of partial moments.
+"""Per-channel sums of a tensor from one read, and the moments they give.
+
+Partial sums of disjoint batches (micro-batches, flushes, ranks) merge by adding s, q and n: the
+probe does exactly that, in its buffers.
 
 Everything here is a pure function of tensors: no hooks, no state, no host sync.
 """
@@ -10,8 +13,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["channel_sums", "channel_sum_norm", "channel_max", "fused_channel_sums", "channel_count", "count_nonfinite",
-           "moments_from_sums", "merge_sums",
-           "chan_merge", "sums_to_welford", "welford_to_sums"]
+           "moments_from_sums"]
 
 
 #: Up to this many elements, a CPU tensor's rows are summed in float64 directly: for such small
@@ -212,42 +214,3 @@ def moments_from_sums(n: Tensor | float, s: Tensor, q: Tensor) -> tuple[Tensor, 
     sq_mean = q / n
     var = (sq_mean - mean * mean).clamp_min(0.0)
     return mean, var, sq_mean
-
-
-def merge_sums(a: tuple[Tensor | int, Tensor, Tensor], b: tuple[Tensor | int, Tensor, Tensor]
-               ) -> tuple[Tensor | int, Tensor, Tensor]:
-    """Merge two partials (n, s, q) of disjoint sets: (n_a + n_b, s_a + s_b, q_a + q_b). Exact."""
-    return a[0] + b[0], a[1] + b[1], a[2] + b[2]
-
-
-def chan_merge(a: tuple[Tensor | float, Tensor, Tensor], b: tuple[Tensor | float, Tensor, Tensor]
-               ) -> tuple[Tensor | float, Tensor, Tensor]:
-    """Merge two partials (n, mean, M2) of disjoint sets (Chan, Golub and LeVeque, 1979).
-
-        n = n_a + n_b,   delta = mean_b - mean_a,   mean = mean_a + delta * n_b / n,
-        M2 = M2_a + M2_b + delta^2 * n_a * n_b / n,
-
-    where M2 = sum (x - mean)^2, so the biased variance is M2 / n. Exact up to rounding and free of
-    the cancellation of E[x^2] - E[x]^2. An empty side (n = 0) returns the other one.
-    """
-    na, ma, m2a = a
-    nb, mb, m2b = b
-    n = na + nb
-    if isinstance(n, (int, float)) and n == 0:
-        return n, ma, m2a
-    delta = mb - ma
-    frac = nb / n if not isinstance(n, Tensor) else torch.where(n > 0, nb / n.clamp_min(1e-300), 0.0)
-    mean = ma + delta * frac
-    m2 = m2a + m2b + delta * delta * na * frac
-    return n, mean, m2
-
-
-def sums_to_welford(n: Tensor | float, s: Tensor, q: Tensor) -> tuple[Tensor | float, Tensor, Tensor]:
-    """(n, s, q) -> (n, mean, M2) with M2 = q - s^2 / n."""
-    mean = s / n
-    return n, mean, (q - s * mean).clamp_min(0.0)
-
-
-def welford_to_sums(n: Tensor | float, mean: Tensor, m2: Tensor) -> tuple[Tensor | float, Tensor, Tensor]:
-    """(n, mean, M2) -> (n, s, q) with s = n mean and q = M2 + n mean^2."""
-    return n, n * mean, m2 + n * mean * mean
