@@ -8,7 +8,6 @@ one row per rate, ``ID@LR``.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -21,8 +20,7 @@ from .profiles import MAIN_SCHEMES
 
 __all__ = ["Claim", "CLAIMS", "NULL_SHIFT_RATIO", "THEORY_INIT_ERROR"]
 
-# E|Z| / 1 for Z ~ N(0, 1): the shift ratio of a gradient whose entries are independent and zero-mean.
-NULL_SHIFT_RATIO = math.sqrt(2 / math.pi)
+NULL_SHIFT_RATIO = theory.NULL_SHIFT_RATIO  # re-exported: the claims' name for it
 # 12b: theory's growth of the PWS gradient scale with gamma' = 0 when V (so s) shrinks by 10.
 _GROWTH_12B = float(theory.pws_grad_scale(1.0, 0.01, 0.0, 576) / theory.pws_grad_scale(1.0, 1.0, 0.0, 576))
 

@@ -85,8 +85,13 @@ def shift_share(frame: pd.DataFrame) -> float:
     """Change, first to last recorded step, of the i.i.d.-theory shift share
     mu^2 w.filter_sum_sq / (var w.sq_norm + mu^2 w.filter_sum_sq) of E[y^2], mean over convs."""
     q = {n: per_layer(frame, n) for n in ("in.mean", "in.var", "w.filter_sum_sq", "w.sq_norm")}
-    shift = q["in.mean"] ** 2 * q["w.filter_sum_sq"]
-    first, last = _first_last(shift / (q["in.var"] * q["w.sq_norm"] + shift))
+    index, columns = q["in.mean"].index, q["in.mean"].columns
+    for t in q.values():  # the step x layer cells of any of them, as pandas arithmetic would align them
+        index, columns = index.union(t.index), columns.union(t.columns)
+    q = {n: t.reindex(index=index, columns=columns) for n, t in q.items()}
+    split = theory.split_from_norms(q["w.sq_norm"], q["w.filter_sum_sq"], q["in.mean"], q["in.var"])
+    share = pd.DataFrame(np.asarray(split.shift_fraction), index=index, columns=columns)
+    first, last = _first_last(share)
     return float((last - first).mean())
 
 

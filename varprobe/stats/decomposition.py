@@ -11,7 +11,12 @@ s_i[t] = sum over input channels of K_i[:, t] (the filter sum at spatial tap t).
 output positions this is ``sigma^2 K_i^2 . diag(C) + mu^2 s_i^T C s_i`` with C the tap overlap
 matrix of :func:`tap_overlap`: C[t, u] = fraction of output positions where taps t and u are
 both inside the input. Without padding C is all ones, and the two parts are the textbook
-sigma^2 ||K_i||^2 and mu^2 (1^T K_i)^2.
+sigma^2 ||K_i||^2 and mu^2 (1^T K_i)^2 of ``varprobe.theory.split_from_norms``.
+
+This is a different quantity from that split, not a copy of it: the padding-aware average over
+output positions (what the probe's ``dec.iid`` and ``dec.shift`` record, in torch, on the probe's
+device), which equals ``theory.split_from_norms`` only where no tap reads padding. (stats and theory are
+pure math and import nothing of the package, so neither calls the other.)
 """
 from __future__ import annotations
 

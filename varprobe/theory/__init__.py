@@ -5,6 +5,7 @@ or small frozen dataclasses. Imports nothing else of varprobe.
 """
 from .amplification import shift_amplification, shift_weight_norm_change, shifted_filter_split
 from .normalization import bn_centered_split, bn_effective_weight, wn_shift_ratio
+from .shift_ratio import NULL_SHIFT_RATIO
 from .pws import (
     filter_variance,
     pws_fan_var,
@@ -55,6 +56,8 @@ __all__ = [
     "pws_raw_grad",
     "pws_grad_scale",
     "pws_grad_scale_bound",
+    # shift ratio
+    "NULL_SHIFT_RATIO",
     # normalization
     "bn_centered_split",
     "bn_effective_weight",
