@@ -30,7 +30,8 @@ Conventions for every quantity of :data:`QUANTITIES`:
 from __future__ import annotations
 
 __all__ = ["COLUMNS", "INT_COLUMNS", "STRING_COLUMNS", "FLOAT_COLUMNS", "SCHEMES", "QUANTITIES",
-           "OUT_SUFFIXES", "FORWARD_OUT", "PRESETS", "SHORT", "SCHEME_COLORS", "EXTRA_COLORS"]
+           "OUT_SUFFIXES", "FORWARD_OUT", "PRESETS", "SHORT", "SCHEME_COLORS", "EXTRA_COLORS", "PLOT_KINDS",
+           "QUANTITY_KINDS", "FIGURE_EXTENSIONS"]
 
 # -- the long table --------------------------------------------------------------------------------
 #: Columns of every probe table and run chunk, in this order (``varprobe.record.schema`` gives
@@ -233,3 +234,11 @@ for _s, _d in _OUT.items():
 SHORT["amp.skipped"] = "step skipped by the GradScaler (1) or not (0)"
 SHORT["fwd.var_ratio"] = "Var(out) / Var(in), forward"
 SHORT["bwd.var_ratio"] = "Var(dL/d in) / Var(dL/d out), backward"
+# -- figures ---------------------------------------------------------------------------------------
+#: The figures ``varprobe plot --kind`` draws (``varprobe.plot.KINDS``).
+PLOT_KINDS: tuple[str, ...] = ("spp", "heatmap", "curves", "shift", "transmission", "theory", "collapse",
+                               "decomposition")
+#: The kinds that draw one quantity (``--quantity``).
+QUANTITY_KINDS: tuple[str, ...] = ("heatmap", "curves")
+#: The figure file formats, by extension.
+FIGURE_EXTENSIONS: tuple[str, ...] = (".png", ".svg", ".pdf")

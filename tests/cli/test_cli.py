@@ -502,3 +502,69 @@ def test_a_failed_write_is_one_line_naming_the_path(error, named, tmp_path, monk
     captured = capsys.readouterr()
     assert "Traceback" not in captured.err
     assert _lines(captured.err)[1:] == [f"varprobe run: error: {named.format(out=out)}"]
+
+
+# -- plot selections: --layers, --schemes, --steps, --mode --------------------------------------------
+def test_plot_selections_reach_the_plot_functions(runs, tmp_path, monkeypatch, capsys):
+    import functools
+
+    import varprobe.plot.cli as plot_cli
+
+    seen = {}
+    for kind in ("curves", "spp"):
+        fn, needs = plot_cli.KINDS[kind]
+
+        @functools.wraps(fn)
+        def spy(frame, *args, _fn=fn, _kind=kind, **kwargs):
+            seen[_kind] = (sorted(set(frame["scheme"])), kwargs)
+            return _fn(frame, *args, **kwargs)
+        monkeypatch.setitem(plot_cli.KINDS, kind, (spy, needs))
+    frame = load_run(runs / "all").frame
+    conv = sorted(set(frame.loc[frame["module_type"].str.contains("Conv"), "layer"]))[0]
+    out = tmp_path / "fig.png"
+    assert main(["plot", str(runs / "all"), "--kind", "curves", "--quantity", "out.var", "--layers", f"{conv},1",
+                 "--schemes", "pws", "--mode", "train", "--out", str(out)]) == 0
+    assert seen["curves"] == (["pws"], {"layers": [conv, 1], "mode": "train"})
+    assert out.read_bytes().startswith(b"\x89PNG")
+    assert main(["plot", str(runs / "all"), "--kind", "spp", "--steps", "0,2", "--out", str(out)]) == 0
+    assert seen["spp"] == (["pws"], {"steps": [0, 2]})
+    capsys.readouterr()
+
+
+SELECTION_ERRORS = [
+    (["--kind", "collapse", "--layers", "conv"], ["'collapse'", "--layers", "conv", "curves"]),
+    (["--kind", "theory", "--mode", "eval"], ["'theory'", "--mode", "eval", "curves", "spp"]),
+    (["--kind", "shift", "--steps", "1"], ["'shift'", "--steps", "spp", "transmission"]),
+    (["--kind", "spp", "--schemes", "bn"], ["'bn'", "matches no run", "schemes of the runs: pws"]),
+    (["--kind", "curves", "--quantity", "out.var", "--layers", "nosuch*"], ["'nosuch*'", "matches no layer", "layers:"]),
+    (["--kind", "spp", "--steps", "0,99"], ["--steps 99", "recorded steps: 0 to 2"]),
+    (["--kind", "spp", "--mode", "eval"], ["--mode 'eval'", "modes of the runs: train"]),
+    (["--kind", "spp", "--steps", "0,x"], ["--steps", "'x'", "comma-separated"]),
+]
+
+
+@pytest.mark.parametrize("argv, fragments", SELECTION_ERRORS, ids=[" ".join(a) for a, _ in SELECTION_ERRORS])
+def test_plot_refuses_a_selection_the_kind_cannot_take_or_that_matches_nothing(runs, argv, fragments, tmp_path,
+                                                                                 capsys):
+    out = tmp_path / "fig.png"
+    assert _exit_code(["plot", str(runs / "all"), *argv, "--out", str(out)]) == 2
+    error = _one_usage_error(capsys)
+    for fragment in fragments:
+        assert fragment in error, (fragment, error)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("option, text, field, value", [
+    ("--threads", "0", "threads", 0), ("--momentum", "1.5", "momentum", 1.5), ("--seed", "-1", "seed", -1),
+    ("--synthetic-n", "0", "synthetic_n", 0), ("--collapse-var", "-2", "collapse_var", -2.0),
+    ("--lr", "1e39", "lr", 1e39), ("--channels", "2", "channels", 2), ("--scheme", "xx", "scheme", "xx"),
+    ("--eval-batch", "0", "eval_batch", 0),
+])
+def test_a_bad_value_is_refused_with_runconfigs_own_message(option, text, field, value, capsys):
+    """One range check: the CLI refuses a value, naming the option, with the message RunConfig
+    itself gives for it (the check both run is the field's metadata)."""
+    with pytest.raises(ValueError) as info:
+        RunConfig(**{field: value})
+    assert _exit_code(["run", option, text, "--out", "out"]) == 2
+    error = _lines(capsys.readouterr().err)[-1]
+    assert error.startswith(f"varprobe run: error: argument {option}: ") and str(info.value) in error

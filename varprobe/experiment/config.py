@@ -10,22 +10,28 @@ from torch import nn
 
 from ..data import Split, cifar10, digits, synthetic
 from ..layers import SCHEMES
+from ..vocabulary import PRESETS
 from ..models import resnet34_cifar, resnet_cifar, simple_cnn, vgg_cifar
-from .device import check_device
+from .device import DEVICE_CHOICES, check_device
+from .options import (check_fields, choice, flag, integer_in, non_negative_ints, number, one_of, option,
+                      positive_int)
 
 __all__ = ["RunConfig", "MODELS", "DATASETS", "build_model", "load_data", "check_config"]
 
 MODELS = ("simple_cnn", "vgg", "resnet8", "resnet14", "resnet20", "resnet32", "resnet44", "resnet56", "resnet34")
 DATASETS = ("digits", "synthetic", "cifar10")
-QUANTITY_PRESETS = ("all", "forward", "causes")
+QUANTITY_PRESETS = tuple(PRESETS)  # "all", "forward", "causes": the probe's presets
 #: The largest float32: SGD applies lr and weight_decay to float32 parameters.
 FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+_FLOAT32 = (lambda v: v <= FLOAT32_MAX,
+            f"at most {FLOAT32_MAX:.4g} (the largest float32: SGD applies it to float32 weights)")
 
 
 @dataclass(frozen=True)
 class RunConfig:
     """Everything that defines a run. Two runs with equal configs (and the same torch version and
-    thread count) produce bit-identical records.
+    thread count) produce bit-identical records. Each field's metadata holds its help text and range
+    check (``varprobe.experiment.options``), from which the command line builds its options.
 
     Attributes:
         model: "simple_cnn", "vgg" (``vgg_cifar``), "resnet<6n+2>" (``resnet_cifar``) or "resnet34"
@@ -65,81 +71,89 @@ class RunConfig:
         synthetic_n: number of synthetic images.
     """
 
-    model: str = "simple_cnn"
-    scheme: str = "pws"
-    data: str = "digits"
-    size: int | None = None
-    channels: int | None = None
-    width: int | None = None
-    lr: float = 0.05
-    batch_size: int = 64
-    steps: int = 300
-    seed: int = 0
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    lr_milestones: tuple[int, ...] = ()
-    gamma: float | None = None
-    gamma_mode: str = "raw"
-    freeze_alpha: bool = False
-    init_alpha: bool = False
-    project_shift: bool = False
-    every: int = 1
-    flush_every: int = 50
-    quantities: str = "all"
-    eval_steps: tuple[int, ...] = field(default_factory=tuple)
-    eval_batch: int = 256
-    collapse_var: float = 1e6
-    threads: int | None = None
-    device: str = "auto"
-    data_limit: int | None = None
-    synthetic_n: int = 2000
+    model: str = field(default="simple_cnn", metadata=option(
+        f"network: {', '.join(MODELS)} (vgg is vgg_cifar, resnetN is resnet_cifar(N), resnet34 is "
+        "resnet34_cifar)", "NAME", choice(MODELS)))
+    scheme: str = field(default="pws", metadata=option(
+        f"normalization scheme of every conv: {', '.join(SCHEMES)}", "SCHEME", choice(SCHEMES)))
+    data: str = field(default="digits", metadata=option(
+        f"data set: {', '.join(DATASETS)} (digits: sklearn's 8x8 digits, bundled; synthetic: labelled "
+        "synthetic images; cifar10: a local copy in ./data/cifar-10-batches-py, never downloaded)", "NAME",
+        choice(DATASETS)))
+    size: int | None = field(default=None, metadata=option(
+        "image side in pixels: digits 8, 16 or 32; cifar10 32; synthetic any", "PX", positive_int(optional=True),
+        "8 for digits with simple_cnn, 32 for cifar10, else 16"))
+    channels: int | None = field(default=None, metadata=option(
+        "image channels: 1 or 3 (digits: the grey channel repeated to 3); cifar10 3", "C",
+        one_of((1, 3, None), "1, 3 or None"), "1 for digits, else 3"))
+    width: int | None = field(default=None, metadata=option(
+        "base channel width of the model", "CHANNELS", positive_int(optional=True), "the model's own"))
+    lr: float = field(default=0.05, metadata=option(
+        "SGD learning rate, constant unless --lr-milestones", "LR", number((lambda v: v > 0, "> 0"), _FLOAT32)))
+    batch_size: int = field(default=64, metadata=option("mini-batch size, images per step", "N", positive_int()))
+    steps: int = field(default=300, metadata=option(
+        "number of SGD steps (optimizer updates, not epochs)", "N", positive_int()))
+    seed: int = field(default=0, metadata=option(
+        "seed of the initialisation, the train/test split and the batch order", "SEED",
+        integer_in(0, 2**32, "a non-negative integer below 2**32")))
+    momentum: float = field(default=0.9, metadata=option(
+        "SGD momentum", "M", number((lambda v: v >= 0, ">= 0"), (lambda v: v < 1, "< 1"))))
+    weight_decay: float = field(default=5e-4, metadata=option(
+        "SGD weight decay (L2 coefficient), never applied to PWS alpha", "WD",
+        number(_FLOAT32, (lambda v: v >= 0, ">= 0"))))
+    lr_milestones: tuple[int, ...] = field(default=(), metadata=option(
+        "comma-separated steps at which the learning rate is multiplied by 0.1, e.g. 150,225", "STEPS",
+        non_negative_ints, "none: constant lr"))
+    gamma: float | None = field(default=None, metadata=option(
+        "PWS gamma (scheme pws only; 0 allowed)", "GAMMA", number((lambda v: v >= 0, ">= 0"), optional=True),
+        "the layer's own, 1e-3"))
+    gamma_mode: str = field(default="raw", metadata=option(
+        "how PWS reads --gamma: raw (gamma' = gamma) or equiv (gamma' = 2 gamma / fan)", "MODE",
+        choice(("raw", "equiv"))))
+    freeze_alpha: bool = field(default=False, metadata=option(
+        "keep PWS alpha at its initial value (not trained)", check=flag))
+    init_alpha: bool = field(default=False, metadata=option(
+        "set PWS alpha from the first batch (varprobe.layers.init_alpha) before training", check=flag))
+    project_shift: bool = field(default=False, metadata=option(
+        "remove the per-filter mean of every conv weight's gradient before each SGD step: the shift of the "
+        "average gradient taken out, nothing else changed (any scheme)", check=flag))
+    every: int = field(default=1, metadata=option("probe every K steps", "K", positive_int()))
+    flush_every: int = field(default=50, metadata=option(
+        "write to disk every K recorded steps: a killed run keeps every step up to its last write", "K",
+        positive_int()))
+    quantities: str = field(default="all", metadata=option(
+        f"what the probe records: {', '.join(QUANTITY_PRESETS)} (forward: activation statistics, loss and lr "
+        "only; faster)", "PRESET", choice(QUANTITY_PRESETS)))
+    eval_steps: tuple[int, ...] = field(default_factory=tuple, metadata=option(
+        "comma-separated steps at which a fixed held-out batch (the first --eval-batch test images) is probed "
+        "in eval mode, before that step's update, e.g. 0,100,299", "STEPS", non_negative_ints, "none"))
+    eval_batch: int = field(default=256, metadata=option(
+        "size of the held-out batch probed at --eval-steps, in images", "N", positive_int()))
+    collapse_var: float = field(default=1e6, metadata=option(
+        "stop the run as 'collapsed' when the variance of the logits over a batch exceeds this bound (or the "
+        "loss is not finite)", "VAR", number((lambda v: v > 0, "> 0"))))
+    threads: int | None = field(default=None, metadata=option(
+        "torch CPU threads; runs with the same config, torch version and thread count are bit-identical", "N",
+        positive_int(optional=True), "torch's default"))
+    device: str = field(default="auto", metadata=option(
+        f"where the model, data and probe live: {', '.join(DEVICE_CHOICES)} (auto: CUDA when available; in a "
+        "parallel grid worker k uses GPU k mod n)", "DEVICE", lambda name, value: check_device(value)))
+    data_limit: int | None = field(default=None, metadata=option(
+        "keep at most N training and N test images", "N", positive_int(optional=True), "all"))
+    synthetic_n: int = field(default=2000, metadata=option(
+        "number of images of --data synthetic", "N", positive_int()))
 
     def __post_init__(self) -> None:
-        _choice("model", self.model, MODELS)
-        _choice("scheme", self.scheme, SCHEMES)
-        _choice("data", self.data, DATASETS)
-        _choice("quantities", self.quantities, QUANTITY_PRESETS)
-        _choice("gamma_mode", self.gamma_mode, ("raw", "equiv"))
-        check_device(self.device)
-        for name in ("batch_size", "steps", "every", "flush_every", "eval_batch"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("freeze_alpha", "init_alpha", "project_shift"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
-        for name in ("width", "size", "threads", "data_limit"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
-            raise ValueError(f"seed must be an integer in [0, 2**32), got {self.seed!r}")
-        if not (self.lr > 0):
-            raise ValueError(f"lr must be > 0, got {self.lr!r}")
-        for name in ("lr", "weight_decay"):
-            if not (getattr(self, name) <= FLOAT32_MAX):
-                raise ValueError(f"{name} must be at most {FLOAT32_MAX:.4g} (the largest float32: SGD applies it "
-                                 f"to float32 weights), got {getattr(self, name)!r}")
-        if not (0 <= self.momentum < 1):
-            raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
-        if not (self.weight_decay >= 0):
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
-        if not (self.collapse_var > 0):
-            raise ValueError(f"collapse_var must be > 0, got {self.collapse_var!r}")
+        check_fields(self)  # each field's own range (experiment.options), then the rules across fields
         outside = [s for s in tuple(self.eval_steps) + tuple(self.lr_milestones) if not 0 <= s < self.steps]
         if outside:
             raise ValueError(f"eval_steps and lr_milestones must lie in [0, steps={self.steps}), got {outside}")
-        if self.gamma is not None and not (self.gamma >= 0):
-            raise ValueError(f"gamma must be >= 0, got {self.gamma!r}")
         if self.gamma is not None and self.scheme != "pws":
             raise ValueError(f"gamma applies to scheme 'pws' only, got scheme {self.scheme!r}")
         if self.data == "digits" and self.size not in (None, 8, 16, 32):
             raise ValueError(f"digits size must be 8, 16 or 32, got {self.size!r}")
         if self.data == "cifar10" and self.size not in (None, 32):
             raise ValueError(f"cifar10 size must be 32, got {self.size!r}")
-        if self.channels is not None and (isinstance(self.channels, bool) or self.channels not in (1, 3)
-                                          or not isinstance(self.channels, int)):
-            raise ValueError(f"channels must be 1, 3 or None, got {self.channels!r}")
         if self.data == "cifar10" and self.channels not in (None, 3):
             raise ValueError(f"cifar10 channels must be 3, got {self.channels!r}")
         object.__setattr__(self, "lr_milestones", tuple(self.lr_milestones))
@@ -171,11 +185,6 @@ class RunConfig:
 
     def replace(self, **changes) -> "RunConfig":
         return RunConfig.from_dict({**self.to_dict(), **changes})
-
-
-def _choice(name: str, value, valid: tuple) -> None:
-    if value not in valid:
-        raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(map(str, valid))}")
 
 
 @functools.lru_cache(maxsize=8)

@@ -1,15 +1,18 @@
-"""``varprobe plot RUN_DIR... --kind KIND [--quantity Q] --out FILE``: draw and save one figure."""
+"""``varprobe plot RUN_DIR... --kind KIND [--quantity Q] [--layers L] [--schemes S] [--steps N]
+[--mode M] --out FILE``: draw and save one figure."""
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import pandas as pd
 from matplotlib.figure import Figure
 
 from ..analysis.compare import compare
 from ..record import load_runs
+from ..vocabulary import FIGURE_EXTENSIONS, PLOT_KINDS, QUANTITY_KINDS
 from .collapse import collapse_map
 from .curves import curves
 from .decomposition import decomposition
@@ -19,7 +22,7 @@ from .spp import spp
 from .theory import theory_vs_measured
 from .transmission import transmission
 
-__all__ = ["KINDS", "FORMATS", "THEORY_NEEDS", "draw", "save_figure", "cli_plot"]
+__all__ = ["KINDS", "FORMATS", "SELECTIONS", "THEORY_NEEDS", "draw", "save_figure", "cli_plot"]
 
 #: The training-mode quantities the ``theory`` kind compares (``varprobe.analysis.compare``).
 THEORY_NEEDS = ("in.mean", "in.var", "out.ch_var", "out.ch_sq_mean")
@@ -43,19 +46,73 @@ def theory(frame: pd.DataFrame) -> Figure:
     return theory_vs_measured(compare(frame), hue="scheme" if "scheme" in frame.columns else None)
 
 
-#: kind -> (function, needs a quantity).
-KINDS: dict[str, tuple[Callable[..., Figure], bool]] = {
-    "spp": (spp, False),
-    "heatmap": (heatmap, True),
-    "curves": (curves, True),
-    "shift": (shift, False),
-    "transmission": (transmission, False),
-    "theory": (theory, False),
-    "collapse": (collapse_map, False),
-    "decomposition": (decomposition, False),
-}
-FORMATS = ("png", "svg", "pdf")
+_FUNCTIONS: dict[str, Callable[..., Figure]] = {
+    "spp": spp, "heatmap": heatmap, "curves": curves, "shift": shift, "transmission": transmission,
+    "theory": theory, "collapse": collapse_map, "decomposition": decomposition}
+#: kind -> (function, needs a quantity), for every kind of ``varprobe.vocabulary.PLOT_KINDS``.
+KINDS: dict[str, tuple[Callable[..., Figure], bool]] = {k: (_FUNCTIONS[k], k in QUANTITY_KINDS) for k in PLOT_KINDS}
+FORMATS = tuple(e.lstrip(".") for e in FIGURE_EXTENSIONS)
+#: The selections ``draw`` passes on as keyword arguments, where the kind's function takes them
+#: (``--layers`` -> ``layers=``, ...). ``schemes`` is taken by every kind: a function without that
+#: keyword is given the rows of those schemes only.
+SELECTIONS = ("layers", "schemes", "steps", "mode")
 PNG_DPI = 150
+
+
+def _takes(fn: Callable[..., Figure], keyword: str) -> bool:
+    return keyword in inspect.signature(fn).parameters
+
+
+def _check_selections(kind: str, selections: dict[str, Any]) -> None:
+    """Refuse a selection the kind's function does not take, naming the kinds that take it."""
+    fn, _ = KINDS[kind]
+    for key, value in selections.items():
+        if key not in SELECTIONS:
+            raise ValueError(f"unknown plot selection {key!r}; valid: {', '.join(SELECTIONS)}")
+        if value is None or key == "schemes" or _takes(fn, key):
+            continue
+        takes = [k for k, (f, _) in KINDS.items() if _takes(f, key)]
+        raise ValueError(f"plot kind {kind!r} takes no --{key} (got {_words(value)}); kinds that take it: "
+                         f"{', '.join(takes) or 'none'}")
+
+
+def _words(value: Any) -> str:
+    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
+def _select(frame: pd.DataFrame, fn: Callable[..., Figure], selections: dict[str, Any]
+            ) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The frame and keyword arguments for ``fn``: values that match nothing in ``frame`` are
+    refused naming them and what the frame holds; ``schemes`` filters the rows where ``fn`` does
+    not take it."""
+    kwargs = {k: v for k, v in selections.items() if v is not None}
+    schemes = kwargs.get("schemes")
+    if schemes is not None:
+        have = sorted(set(frame["scheme"].dropna().astype(str))) if "scheme" in frame.columns else []
+        bad = [s for s in schemes if s not in have]
+        if bad:
+            raise ValueError(f"--schemes {', '.join(map(repr, bad))} matches no run; schemes of the runs: "
+                             f"{', '.join(have) or 'none (the runs record no scheme)'}")
+        if not _takes(fn, "schemes"):
+            frame = frame[frame["scheme"].astype(str).isin(schemes)]
+            del kwargs["schemes"]
+    mode = kwargs.get("mode")
+    if mode is not None and "mode" in frame.columns:
+        have = sorted(set(frame["mode"].dropna().astype(str)))
+        if mode not in have:
+            raise ValueError(f"--mode {mode!r} matches no rows; modes of the runs: {', '.join(have) or 'none'}")
+    steps = kwargs.get("steps")
+    if steps is not None:
+        recorded = frame["step"]
+        low, high = (int(recorded.min()), int(recorded.max())) if len(recorded) else (None, None)
+        bad = [s for s in steps if low is None or not low <= s <= high]
+        if bad:
+            where = f"recorded steps: {low} to {high}" if low is not None else "no recorded steps"
+            raise ValueError(f"--steps {', '.join(map(str, bad))} outside the runs' {where}")
+        kwargs["steps"] = list(steps)
+    if "layers" in kwargs:
+        kwargs["layers"] = list(kwargs["layers"])
+    return frame, kwargs
 
 
 def _check_kind(kind: str, quantity: str | None) -> tuple[Callable[..., Figure], bool]:
@@ -80,11 +137,16 @@ def _check_format(path: str | os.PathLike) -> str:
     return ext
 
 
-def draw(frame: pd.DataFrame, kind: str, quantity: str | None = None) -> Figure:
-    """The figure of ``kind`` (one of :data:`KINDS`) for ``frame``; ValueError for an unknown
-    kind or a missing/unexpected quantity, naming the valid ones."""
+def draw(frame: pd.DataFrame, kind: str, quantity: str | None = None, **selections: Any) -> Figure:
+    """The figure of ``kind`` (one of :data:`KINDS`) for ``frame``, with ``selections`` (of
+    :data:`SELECTIONS`: ``layers``, ``schemes``, ``steps``, ``mode``; None: the function's default)
+    passed to the kind's function. ValueError, naming the bad value and the valid ones, for an
+    unknown kind, a missing/unexpected quantity, a selection the kind does not take, or a value
+    that matches nothing in ``frame``."""
     fn, needs = _check_kind(kind, quantity)
-    return fn(frame, quantity) if needs else fn(frame)
+    _check_selections(kind, selections)
+    frame, kwargs = _select(frame, fn, selections)
+    return fn(frame, quantity, **kwargs) if needs else fn(frame, **kwargs)
 
 
 def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
@@ -101,11 +163,14 @@ def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
 def cli_plot(args) -> Path:
     """Run ``varprobe plot``: ``args`` has ``run_dirs`` (list of run directories or globs),
     ``kind``, ``quantity`` (str or None), ``out`` (a .png, .svg or .pdf path) and optionally
-    ``skip_corrupt`` (bool). Loads the runs with ``varprobe.load_runs``, draws, saves, prints the
+    ``skip_corrupt`` (bool) and the :data:`SELECTIONS` (``layers``, ``schemes``, ``steps``: lists,
+    ``mode``: str; None or absent: the kind's default). Loads the runs with ``varprobe.load_runs``, draws, saves, prints the
     path and returns it. Runs with no recorded rows are refused for every kind (ValueError naming
     them): no figure is written."""
     kind, quantity, out = args.kind, getattr(args, "quantity", None), args.out
+    selections = {k: getattr(args, k, None) for k in SELECTIONS}
     _check_kind(kind, quantity)   # fail before loading anything
+    _check_selections(kind, selections)
     _check_format(out)
     run_dirs = list(getattr(args, "run_dirs", None) or [])
     if not run_dirs:
@@ -114,7 +179,7 @@ def cli_plot(args) -> Path:
     if frame.empty:
         raise ValueError(f"nothing to plot: no recorded steps in {', '.join(map(str, run_dirs))} (an empty run, "
                          "or every chunk skipped); plot runs that recorded at least one step")
-    fig = draw(frame, kind, quantity)
+    fig = draw(frame, kind, quantity, **selections)
     path = save_figure(fig, out)
     print(path)
     return path

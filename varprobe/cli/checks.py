@@ -1,0 +1,54 @@
+"""Checks made before anything starts: each turns what would fail later into one usage error
+(``parser.error``: the usage line, one line naming the value and what would work, exit 2)."""
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+
+from ..experiment.config import RunConfig, check_config
+from ..experiment.device import resolve_device
+from ..record import RunLockedError
+from .paths import directory_problem
+
+__all__ = ["check_data", "check_out", "check_device", "check_parallel", "OUT_ERRORS"]
+
+#: What ``experiment.run`` and ``experiment.grid`` raise for an unusable ``--out``: a usage error.
+OUT_ERRORS = (FileExistsError, NotADirectoryError, RunLockedError)
+
+
+def check_data(configs: RunConfig | Sequence[RunConfig], parser: argparse.ArgumentParser) -> None:
+    """Load each config's data now (cached for the run) and build its model once on a dummy batch
+    (``check_config``), so that a missing CIFAR-10 folder, a bad data option, a batch larger than
+    the data or a model that cannot be built or cannot take the image size is a one-line usage
+    error before anything starts."""
+    for config in [configs] if isinstance(configs, RunConfig) else configs:
+        try:
+            check_config(config)
+        except (FileNotFoundError, ValueError) as exc:
+            parser.error(str(exc))
+
+
+def check_out(out: str | os.PathLike, parser: argparse.ArgumentParser) -> None:
+    """A usage error naming ``--out`` where that directory cannot be used or created."""
+    problem = directory_problem(out)
+    if problem is not None:
+        parser.error(f"--out {problem}")
+
+
+def check_device(config: RunConfig, parser: argparse.ArgumentParser) -> None:
+    """Refuse, in one line, a device this machine does not have (e.g. cuda without a GPU)."""
+    try:
+        resolve_device(config.device)
+    except ValueError as exc:
+        parser.error(str(exc))
+
+
+def check_parallel(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """--jobs, --backend and --scheduler of ``grid`` agree (each alone is checked by its type)."""
+    if args.scheduler is not None and args.backend != "dask":
+        parser.error(f"--scheduler {args.scheduler!r} needs --backend dask (got --backend {args.backend})")
+    if args.backend == "dask" and not args.scheduler:
+        parser.error("--backend dask needs --scheduler tcp://HOST:PORT, the address of a running Dask scheduler")
+    if args.jobs is None and args.backend != "dask":
+        args.jobs = 1

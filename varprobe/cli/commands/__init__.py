@@ -1,0 +1,4 @@
+"""The subcommands of ``varprobe``: each module adds its parser (``add``) and runs it (``command``)."""
+from . import grid, plot, reproduce, run
+
+__all__ = ["run", "grid", "reproduce", "plot"]
