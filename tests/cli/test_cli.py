@@ -538,7 +538,7 @@ SELECTION_ERRORS = [
     (["--kind", "spp", "--schemes", "bn"], ["'bn'", "matches no run", "schemes of the runs: pws"]),
     (["--kind", "curves", "--quantity", "out.var", "--layers", "nosuch*"], ["'nosuch*'", "matches no layer", "layers:"]),
     (["--kind", "spp", "--steps", "0,99"], ["--steps 99", "recorded steps: 0 to 2"]),
-    (["--kind", "spp", "--mode", "eval"], ["--mode 'eval'", "modes of the runs: train"]),
+    (["--kind", "spp", "--mode", "eval"], ["mode 'eval'", "modes in the frame: train"]),
     (["--kind", "spp", "--steps", "0,x"], ["--steps", "'x'", "comma-separated"]),
 ]
 

@@ -25,7 +25,6 @@ agree on who runs what; the run's own ``.lock`` still guards every writer.
 from __future__ import annotations
 
 import errno
-import fcntl
 import itertools
 import os
 import sys
@@ -37,7 +36,7 @@ import torch
 from tqdm import tqdm
 
 from ..record import Run, RunLockedError, load_run
-from ..record.lock import describe_holder, writer_alive
+from ..record.lock import describe_holder, try_flock, writer_alive
 from ..record.meta import FORMAT_VERSION, read_meta
 from ..record.replace import check_replaceable
 from .config import RunConfig
@@ -413,12 +412,11 @@ def _claim(run_dir: Path) -> int | None:
     the same; the run's own .lock still refuses a second writer)."""
     fd = os.open(run_dir, os.O_RDONLY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+        taken = try_flock(fd, unsupported=(errno.EBADF,))
+    except OSError:
+        os.close(fd)
+        raise
+    if taken is False:
         os.close(fd)
         return None
-    except OSError as exc:
-        if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL, errno.EBADF):
-            os.close(fd)
-            raise
     return fd

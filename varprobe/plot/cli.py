@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 from ..analysis.compare import compare
 from ..record import load_runs
 from ..vocabulary import FIGURE_EXTENSIONS, PLOT_KINDS, QUANTITY_KINDS
+from . import _derive as d
 from .collapse import collapse_map
 from .curves import curves
 from .decomposition import decomposition
@@ -96,11 +97,8 @@ def _select(frame: pd.DataFrame, fn: Callable[..., Figure], selections: dict[str
         if not _takes(fn, "schemes"):
             frame = frame[frame["scheme"].astype(str).isin(schemes)]
             del kwargs["schemes"]
-    mode = kwargs.get("mode")
-    if mode is not None and "mode" in frame.columns:
-        have = sorted(set(frame["mode"].dropna().astype(str)))
-        if mode not in have:
-            raise ValueError(f"--mode {mode!r} matches no rows; modes of the runs: {', '.join(have) or 'none'}")
+    if kwargs.get("mode") is not None:
+        d.prepare(frame, kwargs["mode"])  # ValueError naming the mode and the modes of the runs
     steps = kwargs.get("steps")
     if steps is not None:
         recorded = frame["step"]

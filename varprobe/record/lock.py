@@ -42,7 +42,7 @@ except ImportError:  # Windows: only the "file" method
 from .layout import LOCK_NAME, OWNER_NAME
 
 __all__ = ["LOCK_NAME", "LOCK_ENV", "LOCK_METHODS", "RunLockedError", "RunLock", "lock_method",
-           "writer_alive", "describe_holder", "locked_error"]
+           "writer_alive", "describe_holder", "locked_error", "try_flock"]
 
 #: The environment variable that picks the lock method ("flock" or "file") for every writer.
 LOCK_ENV = "VARPROBE_LOCK"
@@ -98,6 +98,27 @@ if hasattr(os, "register_at_fork"):
 
 def _unsupported(exc: OSError) -> bool:
     return exc.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
+
+
+def try_flock(fd: int, shared: bool = False, unsupported: tuple[int, ...] = ()) -> bool | None:
+    """A non-blocking ``flock`` of ``fd``, exclusive or ``shared``: True if taken, False if another
+    process holds it, None where it cannot be taken (no ``fcntl``, or a filesystem that cannot lock:
+    ENOLCK, EOPNOTSUPP, ENOSYS, EINVAL and the errnos in ``unsupported``).
+
+    Raises:
+        OSError: any other error of ``flock``.
+    """
+    if fcntl is None:
+        return None
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError as exc:
+        if _unsupported(exc) or exc.errno in unsupported:
+            return None
+        raise
+    return True
 
 
 class RunLock:
@@ -199,20 +220,16 @@ class RunLock:
     def _flock(self, fd: int, deadline: float) -> bool:
         """flock ``fd``; True if locked, False if the filesystem cannot lock (proceed unlocked)."""
         while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            taken = try_flock(fd)
+            if taken:
                 return True
-            except BlockingIOError:
-                if time.monotonic() < deadline:
-                    time.sleep(0.01)
-                    continue
-                raise locked_error(self.path.parent, _describe_holder(fd)) from None
-            except OSError as exc:
-                if not _unsupported(exc):
-                    raise
-                # The filesystem cannot lock: proceed unlocked (the caller warns).
+            if taken is None:  # the filesystem cannot lock: proceed unlocked (the caller warns)
                 self.supported = False
                 return False
+            if time.monotonic() < deadline:
+                time.sleep(0.01)
+                continue
+            raise locked_error(self.path.parent, _describe_holder(fd))
 
     def release(self) -> None:
         """Release the lock (idempotent). The flock file stays in the directory; the file
@@ -322,24 +339,31 @@ def _pid_exists(pid: int) -> bool:
     return True
 
 
+def _flock_probe(path: Path) -> bool | None:
+    """Whether a live process holds the flock of ``path``, by a non-blocking shared flock released
+    at once (a writer starting at that instant retries, so the probe cannot make it fail); None
+    where the filesystem cannot lock. FileNotFoundError where there is no such file.
+
+    Raises:
+        OSError: the file cannot be opened, or another locking error.
+    """
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        taken = try_flock(fd, shared=True)
+        if taken:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        return None if taken is None else not taken
+    finally:
+        os.close(fd)
+
+
 def _flock_held(path: Path) -> bool:
     """Whether a live process holds the flock of ``path`` (False where there is no such file or
     the filesystem cannot lock)."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        return bool(_flock_probe(path))
     except OSError:
         return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    except OSError:
-        return False
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)
 
 
 def _same_file(fd: int, path: Path) -> bool:
@@ -391,9 +415,8 @@ def writer_alive(run_dir: str | Path, meta: dict[str, Any] | None = None) -> boo
     """Whether a live writer currently holds the run directory's lock.
 
     A "file" lock (``.lock.owner``) answers by its pid where it is of this host (None where it is
-    of another host; True while it is being written). Otherwise the flock is probed with a
-    non-blocking shared flock, released at once (a writer starting at that instant retries, so
-    the probe cannot make it fail). Where ``.lock`` is missing or the filesystem cannot lock,
+    of another host; True while it is being written). Otherwise the flock is probed
+    (:func:`_flock_probe`). Where ``.lock`` is missing or the filesystem cannot lock,
     falls back to checking the pid recorded in ``meta["host"]`` when the run was started on this
     host. Without ``fcntl`` a flock held by a process on another machine cannot be seen: with no
     ``.lock.owner``, an existing ``.lock`` reads as no writer.
@@ -408,23 +431,12 @@ def writer_alive(run_dir: str | Path, meta: dict[str, Any] | None = None) -> boo
         if state != "dead":
             return {"alive": True, "elsewhere": None, "unknown": True}[state]
     path = Path(run_dir) / LOCK_NAME
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
+    if not os.path.lexists(path):
         return _pid_alive(meta or {})
     if fcntl is None:
-        os.close(fd)
         return False
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    except OSError as exc:
-        if _unsupported(exc):
-            return _pid_alive(meta or {})
-        raise
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)
+        held = _flock_probe(path)
+    except FileNotFoundError:
+        return _pid_alive(meta or {})
+    return _pid_alive(meta or {}) if held is None else held

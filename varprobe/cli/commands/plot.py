@@ -64,6 +64,20 @@ def layer_entry(raw: str) -> int | str:
     return int(raw) if re.fullmatch(r"[0-9]+", raw) else raw
 
 
+#: (flag, parser, metavar, help) of each selection, passed on by ``varprobe.plot.cli.draw``.
+_SELECTIONS = (
+    ("--layers", list_of(layer_entry, "conv1,stage1.*,3"), "LIST",
+     "comma-separated layers to show: names, glob patterns (stage1.*) and depths (3), for the kinds that take "
+     "layers= (default: the kind's own choice)"),
+    ("--schemes", list_of(text, "plain,pws"), "LIST",
+     "comma-separated schemes whose runs to show, of those in the runs, for every kind (default: all)"),
+    ("--steps", list_of(integer, "0,100,299"), "LIST",
+     "comma-separated training steps to show, each snapped to the nearest recorded step, for the kinds that "
+     "take steps= (default: the first, a middle and the last)"),
+    ("--mode", text, "MODE", "train or eval: the rows of that mode, for the kinds that take mode= (default: train)"),
+)
+
+
 def add(sub: Any) -> None:
     """The ``plot`` parser: run directories, --kind, --quantity, the selections, --out, --skip-corrupt."""
     p = subparser(sub, "plot", "RUN_DIR [RUN_DIR ...] --kind KIND [--quantity NAME] [selections] --out FILE",
@@ -79,17 +93,8 @@ def add(sub: Any) -> None:
     p.add_argument("--quantity", metavar="NAME", default=None,
                    help=f"probe quantity to show, for the kinds that take one ({', '.join(QUANTITY_KINDS)}), "
                         "e.g. out.var (default: none)")
-    p.add_argument("--layers", type=list_of(layer_entry, "conv1,stage1.*,3"), default=None, metavar="LIST",
-                   help="comma-separated layers to show: names, glob patterns (stage1.*) and depths (3), for the "
-                        "kinds that take layers= (default: the kind's own choice)")
-    p.add_argument("--schemes", type=list_of(text, "plain,pws"), default=None, metavar="LIST",
-                   help="comma-separated schemes whose runs to show, of those in the runs, for every kind "
-                        "(default: all)")
-    p.add_argument("--steps", type=list_of(integer, "0,100,299"), default=None, metavar="LIST",
-                   help="comma-separated training steps to show, each snapped to the nearest recorded step, for "
-                        "the kinds that take steps= (default: the first, a middle and the last)")
-    p.add_argument("--mode", type=text, default=None, metavar="MODE",
-                   help="train or eval: the rows of that mode, for the kinds that take mode= (default: train)")
+    for flag, parse, metavar, help in _SELECTIONS:
+        p.add_argument(flag, type=parse, default=None, metavar=metavar, help=help)
     p.add_argument("--out", required=True, type=figure_path, metavar="FILE",
                    help=f"figure file to write (required); {', '.join(FIGURE_EXTENSIONS)} by extension")
     p.add_argument("--skip-corrupt", dest="skip_corrupt", action="store_true",

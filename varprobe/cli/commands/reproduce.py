@@ -30,6 +30,18 @@ def command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+#: profile -> what it runs, for --help.
+_PROFILES = {
+    "quick": "small scale: small nets on digits or small synthetic images, a few hundred steps, 3 seeds; meant "
+             "to take at most about 5 minutes on a 2-core CPU with --jobs 2",
+    "standard": "the paper's setting at laptop scale: resnet20 with the authors' layouts on digits at their native "
+                "8px in 3 channels, batch 64, 300 steps, lrs 0.01/0.1/0.5, 6 seeds, every attribution control at "
+                "the large lrs; about 30 minutes with --jobs 2 on a 2-core CPU; prints its estimated time first",
+    "full": "the paper's settings (resnet20 and vgg on CIFAR-10 when a local copy is present, synthetic 32x32 "
+            "otherwise), for a bigger machine; prints its estimated time first",
+}
+
+
 def add(sub: Any) -> None:
     """The ``reproduce`` parser: a profile, --out, --seeds and --jobs."""
     p = subparser(sub, "reproduce", "[--quick | --standard | --full] [--out DIR] [--seeds N]",
@@ -38,19 +50,9 @@ def add(sub: Any) -> None:
                   "quantity, expected, measured with a 95% confidence interval over seeds, verdict), "
                   "DIR/claims.json and the figures next to them.", command)
     profile = p.add_mutually_exclusive_group()
-    profile.add_argument("--quick", dest="profile", action="store_const", const="quick",
-                         help="small scale: small nets on digits or small synthetic images, a few hundred "
-                              "steps, 3 seeds; meant to take at most about 5 minutes on a 2-core CPU with --jobs 2 "
-                              "(default: on)")
-    profile.add_argument("--standard", dest="profile", action="store_const", const="standard",
-                         help="the paper's setting at laptop scale: resnet20 with the authors' layouts on digits "
-                              "at their native 8px in 3 channels, batch 64, 300 steps, lrs 0.01/0.1/0.5, 6 seeds, "
-                              "every attribution control at the large lrs; about 30 minutes with --jobs 2 on a "
-                              "2-core CPU; prints its estimated time first (default: off)")
-    profile.add_argument("--full", dest="profile", action="store_const", const="full",
-                         help="the paper's settings (resnet20 and vgg on CIFAR-10 when a local copy is "
-                              "present, synthetic 32x32 otherwise), for a bigger machine; prints its "
-                              "estimated time first (default: off)")
+    for name, help in _PROFILES.items():
+        profile.add_argument(f"--{name}", dest="profile", action="store_const", const=name,
+                             help=f"{help} (default: {'on' if name == 'quick' else 'off'})")
     p.set_defaults(profile="quick")
     p.add_argument("--out", default="runs/reproduce", metavar="DIR",
                    help="directory of the report, figures and runs (default: %(default)s)")
