@@ -40,6 +40,7 @@ except ImportError:  # Windows: only the "file" method
     fcntl = None  # type: ignore[assignment]
 
 from .layout import LOCK_NAME, OWNER_NAME
+from .owner_file import break_stale, holder_text, owner_state, pid_exists, read_owner, unlink_quietly
 
 __all__ = ["LOCK_NAME", "LOCK_ENV", "LOCK_METHODS", "RunLockedError", "RunLock", "lock_method",
            "writer_alive", "describe_holder", "locked_error", "try_flock"]
@@ -168,10 +169,10 @@ class RunLock:
                 info = json.dumps({"pid": os.getpid(), "hostname": socket.gethostname()}).encode()
                 os.ftruncate(fd, 0)
                 os.pwrite(fd, info, 0)
-                holder = _owner(self.owner_path)
-                if holder is not None and _owner_state(holder) != "dead":  # a "file" writer holds it
+                holder = read_owner(self.owner_path)
+                if holder is not None and owner_state(holder) != "dead":  # a "file" writer holds it
                     fcntl.flock(fd, fcntl.LOCK_UN)
-                    raise locked_error(self.path.parent, _holder_text(holder))
+                    raise locked_error(self.path.parent, holder_text(holder))
             except BaseException:
                 os.close(fd)
                 raise
@@ -189,17 +190,17 @@ class RunLock:
             try:
                 fd = os.open(self.owner_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             except FileExistsError:
-                holder = _owner(self.owner_path)
-                state = "gone" if holder is None and not os.path.lexists(self.owner_path) else _owner_state(holder)
+                holder = read_owner(self.owner_path)
+                state = "gone" if holder is None and not os.path.lexists(self.owner_path) else owner_state(holder)
                 if state == "gone":
                     continue  # released meanwhile
                 if state == "dead":
-                    _break_stale(self.owner_path, holder)
+                    break_stale(self.owner_path, holder)
                     continue
                 if state == "unknown" and time.monotonic() < deadline:  # being written right now
                     time.sleep(0.01)
                     continue
-                raise locked_error(self.path.parent, _holder_text(holder, self.owner_path, state)) from None
+                raise locked_error(self.path.parent, holder_text(holder, self.owner_path, state)) from None
             nonce = uuid.uuid4().hex
             try:
                 try:
@@ -211,7 +212,7 @@ class RunLock:
                 if fcntl is not None and _flock_held(self.path):  # a "flock" writer holds it
                     raise locked_error(self.path.parent, _flock_holder(self.path))
             except BaseException:
-                _unlink_quietly(self.owner_path)
+                unlink_quietly(self.owner_path)
                 raise
             self._nonce = nonce
             _HELD.add(self)
@@ -238,7 +239,7 @@ class RunLock:
         fd, self._fd = self._fd, None
         _HELD.discard(self)
         if nonce is not None:
-            holder = _owner(self.owner_path)
+            holder = read_owner(self.owner_path)
             if holder is not None and holder.get("nonce") == nonce:
                 os.unlink(self.owner_path)
         if fd is None:
@@ -252,7 +253,7 @@ class RunLock:
     def discard(self) -> None:
         """Unlink the lock file, then release it: for a writer that created the file and failed
         before the run existed. Safe against a writer opening it meanwhile (see :meth:`acquire`)."""
-        _unlink_quietly(self.path)
+        unlink_quietly(self.path)
         self.release()
 
     def __del__(self) -> None:  # pragma: no cover - safety net only
@@ -260,83 +261,6 @@ class RunLock:
             self.release()
         except Exception:
             pass
-
-
-def _unlink_quietly(path: Path) -> None:
-    try:
-        path.unlink(missing_ok=True)
-    except OSError:
-        pass
-
-
-def _owner(path: Path) -> dict[str, Any] | None:
-    """The content of a "file" lock, ``{}`` where it exists but is not (yet) readable, None where
-    there is none."""
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read(4096)
-    except FileNotFoundError:
-        return None
-    except OSError:
-        return {}
-    try:
-        info = json.loads(data)
-    except ValueError:
-        return {}
-    return info if isinstance(info, dict) else {}
-
-
-def _owner_state(holder: dict[str, Any] | None) -> str:
-    """"alive", "dead" (this host, no such pid), "elsewhere" (another host) or "unknown"
-    (a lock file being written, or not one of ours) for a "file" lock's content."""
-    pid, host = (holder or {}).get("pid"), (holder or {}).get("hostname")
-    if not isinstance(pid, int) or isinstance(pid, bool) or not isinstance(host, str):
-        return "unknown"
-    if host != socket.gethostname():
-        return "elsewhere"
-    return "alive" if _pid_exists(pid) else "dead"
-
-
-def _holder_text(holder: dict[str, Any] | None, path: Path | None = None, state: str = "alive") -> str:
-    holder = holder or {}
-    who = f" (pid {holder.get('pid')} on host {holder.get('hostname')})" if "pid" in holder else ""
-    if state == "elsewhere":
-        return (f"{who}, another host: its process cannot be checked from here, so the lock is never broken; "
-                f"once that process is known to be gone, delete {path}")
-    if state == "unknown" and path is not None:
-        return f" (the lock file {path} names no pid and host; if no writer is running, delete it)"
-    return who
-
-
-def _break_stale(path: Path, holder: dict[str, Any]) -> None:
-    """Remove the stale "file" lock ``path`` whose content is ``holder``: rename it to a name of
-    this process, delete it if it still is that content, else (another writer took the lock in
-    between) put it back."""
-    aside = path.with_name(f"{path.name}.{os.getpid()}.stale")
-    try:
-        os.replace(path, aside)
-    except FileNotFoundError:
-        return  # another process broke it first
-    if _owner(aside) == holder:
-        _unlink_quietly(aside)
-        return
-    try:  # not the stale lock: a new writer's, renamed by mistake; restore unless yet another took it
-        os.link(aside, path)
-    except OSError:
-        pass
-    _unlink_quietly(aside)
-
-
-def _pid_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # the process exists but belongs to another user
-        return True
-    except OSError:  # e.g. Windows: an invalid pid
-        return False
-    return True
 
 
 def _flock_probe(path: Path) -> bool | None:
@@ -386,9 +310,9 @@ def _describe_holder(fd: int) -> str:
 def describe_holder(run_dir: str | Path) -> str:
     """`` (pid N on host H)`` from the run's lock file (the "file" method's, else the flock
     one's), or ``""`` if unknown."""
-    holder = _owner(Path(run_dir) / OWNER_NAME)
+    holder = read_owner(Path(run_dir) / OWNER_NAME)
     if holder:
-        return _holder_text(holder)
+        return holder_text(holder)
     return _flock_holder(Path(run_dir) / LOCK_NAME)
 
 
@@ -408,7 +332,7 @@ def _pid_alive(meta: dict[str, Any]) -> bool | None:
     pid = host.get("pid")
     if not isinstance(pid, int) or host.get("hostname") != socket.gethostname():
         return None
-    return _pid_exists(pid)
+    return pid_exists(pid)
 
 
 def writer_alive(run_dir: str | Path, meta: dict[str, Any] | None = None) -> bool | None:
@@ -425,9 +349,9 @@ def writer_alive(run_dir: str | Path, meta: dict[str, Any] | None = None) -> boo
         True if a writer is alive, False if none is, None if it cannot be told (no lock
         file and the run was started on another host, or a "file" lock of another host).
     """
-    holder = _owner(Path(run_dir) / OWNER_NAME)
+    holder = read_owner(Path(run_dir) / OWNER_NAME)
     if holder is not None:
-        state = _owner_state(holder)
+        state = owner_state(holder)
         if state != "dead":
             return {"alive": True, "elsewhere": None, "unknown": True}[state]
     path = Path(run_dir) / LOCK_NAME
