@@ -87,6 +87,8 @@ class RunWriter:
         * One writer per directory: the writer holds an ``fcntl.flock`` on ``<run>/.lock``
           for its lifetime; a second writer (in any process) gets :class:`RunLockedError`.
           The OS drops the lock when the holder dies, so a killed run never blocks a rerun.
+          Without fcntl, or with ``VARPROBE_LOCK=file``, the lock is ``<run>/.lock.owner``
+          naming the holder's pid and host (``varprobe.record.lock``).
 
     ``meta.json`` holds ``status`` (``"running"`` until :meth:`close`), ``config`` (the
     ``meta`` argument), ``versions`` (python, torch, numpy, pandas, pyarrow, varprobe; torch
