@@ -1,6 +1,5 @@
 import math
 
-import numpy as np
 import pytest
 
 from varprobe.analysis import VERDICTS, Interval, mean_ci, verdict

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 
 import varprobe.plot as vp
 from varprobe.plot import captions as cap

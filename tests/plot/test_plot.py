@@ -18,6 +18,7 @@ from matplotlib.collections import PolyCollection, QuadMesh
 from matplotlib.figure import Figure
 
 import varprobe.plot as vp
+from varprobe.cli.figure import cli_plot, save_figure
 from varprobe.plot import _derive
 
 SCHEMES = ("plain", "bn", "wn", "pws")
@@ -130,7 +131,11 @@ def close(fig):  # figures are not registered with pyplot; dropping them frees t
 
 def test_import_does_not_pull_torch_or_matplotlib_into_the_root():
     code = ("import sys, varprobe; assert 'matplotlib' not in sys.modules, 'root imports matplotlib'\n"
+            "import pandas; by_pandas = 'pyarrow' in sys.modules\n"
             "import varprobe.plot; assert 'torch' not in sys.modules, 'varprobe.plot imports torch'\n"
+            "heavy = [m for m in ('varprobe.record', 'scipy', 'seaborn') if m in sys.modules]\n"
+            "assert not heavy, f'varprobe.plot imports {heavy}'\n"
+            "assert by_pandas or 'pyarrow' not in sys.modules, 'varprobe.plot imports pyarrow'\n"
             "import matplotlib; print(matplotlib.get_backend())")
     env = {k: v for k, v in __import__("os").environ.items() if k not in ("DISPLAY", "MPLBACKEND")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
@@ -458,13 +463,13 @@ def test_collapse_map_facets_other_settings(runs):
 @pytest.mark.parametrize("ext", ["png", "svg", "pdf"])
 def test_save_formats(one_run, tmp_path, ext):
     fig = vp.curves(one_run, "loss")
-    path = vp.save_figure(fig, tmp_path / f"sub/fig.{ext}")
+    path = save_figure(fig, tmp_path / f"sub/fig.{ext}")
     head = path.read_bytes()[:8]
     assert {"png": head.startswith(b"\x89PNG"), "svg": b"<?xml" in head,
             "pdf": head.startswith(b"%PDF")}[ext]
     close(fig)
     with pytest.raises(ValueError, match="'jpg'.*png, .svg, .pdf"):
-        vp.save_figure(vp.curves(one_run, "loss"), tmp_path / "fig.jpg")
+        save_figure(vp.curves(one_run, "loss"), tmp_path / "fig.jpg")
 
 
 def test_legends_sit_outside_the_panels():
@@ -520,11 +525,11 @@ def test_real_run_every_figure(real):
 def test_cli_plot_writes_the_file(real, tmp_path, capsys):
     _, path = real
     out = tmp_path / "spp.png"
-    got = vp.cli_plot(SimpleNamespace(run_dirs=[str(path)], kind="spp", quantity=None, out=str(out)))
+    got = cli_plot(SimpleNamespace(run_dirs=[str(path)], kind="spp", quantity=None, out=str(out)))
     assert got == out and out.read_bytes().startswith(b"\x89PNG")
     assert capsys.readouterr().out.strip() == str(out)
     out = tmp_path / "h.svg"
-    vp.cli_plot(SimpleNamespace(run_dirs=[str(path)], kind="heatmap", quantity="out.var", out=str(out)))
+    cli_plot(SimpleNamespace(run_dirs=[str(path)], kind="heatmap", quantity="out.var", out=str(out)))
     assert out.stat().st_size > 1000
 
 
@@ -538,11 +543,11 @@ def test_cli_plot_errors(tmp_path, kind, quantity, out, match):
     args = SimpleNamespace(run_dirs=[str(tmp_path / "missing")], kind=kind, quantity=quantity,
                            out=str(tmp_path / out))
     with pytest.raises(ValueError, match=match):
-        vp.cli_plot(args)
+        cli_plot(args)
 
 
 def test_cli_plot_unknown_quantity_names_it(real, tmp_path):
     _, path = real
     with pytest.raises(ValueError, match="quantity 'out.nope' is not in the frame"):
-        vp.cli_plot(SimpleNamespace(run_dirs=[str(path)], kind="curves", quantity="out.nope",
+        cli_plot(SimpleNamespace(run_dirs=[str(path)], kind="curves", quantity="out.nope",
                                     out=str(tmp_path / "c.png")))

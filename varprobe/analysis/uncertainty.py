@@ -1,4 +1,4 @@
-"""Confidence intervals of a mean over seeds (Student t, scipy)."""
+"""Confidence intervals of a mean over seeds (Student t; scipy, imported when one is computed)."""
 from __future__ import annotations
 
 import math
@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-from scipy import stats
 
 __all__ = ["Interval", "mean_ci"]
 
@@ -38,5 +37,7 @@ def mean_ci(values: Sequence[float], level: float = 0.95) -> Interval:
     mean = float(x.mean())
     if n < 2:
         return Interval(mean, -math.inf, math.inf, n, level)
+    from scipy import stats  # here, not at import: the plots import this module without scipy
+
     half = stats.t.ppf(0.5 + level / 2, n - 1) * x.std(ddof=1) / math.sqrt(n)
     return Interval(mean, mean - half, mean + half, n, level)

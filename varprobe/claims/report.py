@@ -53,6 +53,7 @@ def write_figures(findings: list["Finding"], out: Path, p: Profile, ev: Evidence
     figure is drawn from, and written to ``out/captions.json`` ({figure: caption}) and
     ``out/figures.md`` (the README's figure table, :func:`figure_table`). Returns the captions."""
     from .. import plot  # lazily: matplotlib only when figures are drawn
+    from ..cli.figure import save_figure
     from ..analysis.compare import compare
     from ..plot import captions as cap
 
@@ -85,7 +86,7 @@ def write_figures(findings: list["Finding"], out: Path, p: Profile, ev: Evidence
     }
     captions = {}
     for name, (draw, caption) in figures.items():
-        plot.save_figure(draw(), out / name)
+        save_figure(draw(), out / name)
         captions[name] = f"{FIGURE_TITLES[name]} {caption()}"
     (out / CAPTIONS_FILE).write_text(json.dumps(captions, indent=2, ensure_ascii=False) + "\n")
     (out / "figures.md").write_text(figure_table(captions, ""))

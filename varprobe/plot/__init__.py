@@ -7,7 +7,9 @@ model or a probe, and ``import varprobe.plot`` does not import torch. Runs that 
 ``seed`` are averaged, with the Student-t 95% interval of the mean as a band (``lines.mean_band``,
 the claims report's interval for a mean); colour is
 the scheme, dashes other settings that vary (e.g. learning rate). Figures live on an Agg canvas
-outside pyplot: return one from a notebook cell to show it, or ``save_figure(fig, "f.png")``.
+outside pyplot: return one from a notebook cell to show it, or ``fig.savefig("f.png")``. Nothing
+here loads a run or writes a file (``varprobe plot`` does: ``varprobe.cli.figure``), and
+``import varprobe.plot`` imports neither torch nor pyarrow.
 
 =======================  ====================================================================
 ``spp``                  channel variance and squared channel mean over depth, per step
@@ -19,14 +21,14 @@ outside pyplot: return one from a notebook cell to show it, or ``save_figure(fig
 ``collapse_map``         learning rate x scheme: collapsed or finished, final loss
 ``decomposition``        shares of conv output variance: i.i.d., filter-sum (shift) and rest
 ``result_map``           one number per run (e.g. train accuracy), settings x learning rates
-``cli_plot``             the ``varprobe plot`` subcommand (``draw`` + ``save_figure``)
+``draw``                 the figure of a ``varprobe plot --kind`` for a table, with its selections
 =======================  ====================================================================
 """
-from .cli import FORMATS, KINDS, cli_plot, draw, save_figure
 from .collapse import collapse_map
 from .curves import curves
 from .decomposition import decomposition, decomposition_table
 from .heatmap import heatmap
+from .kinds import KINDS, SELECTIONS, draw
 from .result_map import result_map
 from .shift import shift
 from .spp import spp
@@ -34,4 +36,4 @@ from .theory import theory_vs_measured
 from .transmission import transmission
 
 __all__ = ["spp", "heatmap", "curves", "shift", "transmission", "theory_vs_measured", "collapse_map",
-           "decomposition", "decomposition_table", "result_map", "cli_plot", "draw", "save_figure", "KINDS", "FORMATS"]
+           "decomposition", "decomposition_table", "result_map", "draw", "KINDS", "SELECTIONS"]

@@ -1,22 +1,18 @@
 """The shift of the average gradient over training, by scheme."""
 from __future__ import annotations
 
-import math
 
 import pandas as pd
 from matplotlib.figure import Figure
 
+from ..theory import NULL_SHIFT_RATIO
 from . import _derive as d
 from .captions import ROUNDING
 from .footer import footer
 from .lines import Lines
 from .style import STEP_LABEL, finite, new_figure, tidy_log, use_log
 
-__all__ = ["shift", "growth", "NO_SHIFT", "ROUNDING"]
-
-#: E|g| / rms(g) for a zero-mean Gaussian: the shift ratio of filters without a shifted gradient.
-NO_SHIFT = math.sqrt(2 / math.pi)
-
+__all__ = ["shift", "growth", "ROUNDING"]
 
 
 def shift(frame: pd.DataFrame, mode: str = "train", *, log: bool | None = None) -> Figure:
@@ -61,8 +57,8 @@ def shift(frame: pd.DataFrame, mode: str = "train", *, log: bool | None = None) 
             ax.set_yscale("log")
             tidy_log(ax)
         if qn == "gw.shift_ratio":
-            ax.axhline(NO_SHIFT, color="#777777", linestyle=":", linewidth=1.2)
-            ax.annotate("no shift (≈0.8)", (0.01, NO_SHIFT), xycoords=("axes fraction", "data"),
+            ax.axhline(NULL_SHIFT_RATIO, color="#777777", linestyle=":", linewidth=1.2)
+            ax.annotate("no shift (≈0.8)", (0.01, NULL_SHIFT_RATIO), xycoords=("axes fraction", "data"),
                         xytext=(0, -2), textcoords="offset points", ha="left", va="top",
                         fontsize=7.5, color="#555555")
             if lg and len(rows) and float(rows["value"].min()) < ROUNDING:

@@ -17,7 +17,7 @@ from .checks import check_fires, check_step
 from .closing import close_mode, drop_skipped
 from .hooks import Hooks
 from .params import ParamStats
-from .plan import EVAL, MODES, PENDING, TRAIN, LayerPlan
+from .plan import EVAL, MODES, TRAIN, LayerPlan
 from .quantities import resolve_quantities
 from .schedule import as_schedule
 from .select import DEFAULT_BLOCKS, select, unwrap

@@ -1,4 +1,4 @@
-"""``varprobe plot``: a figure of run directories (drawn and written by ``varprobe.plot.cli_plot``)."""
+"""``varprobe plot``: a figure of run directories (loaded, drawn and written by ``varprobe.cli.figure.cli_plot``)."""
 from __future__ import annotations
 
 import argparse
@@ -18,16 +18,16 @@ __all__ = ["add", "command", "run_dirs", "layer_entry"]
 
 
 def command(args: argparse.Namespace) -> int:
-    """``varprobe plot``: a figure of run directories, by ``varprobe.plot.cli_plot(args)`` (which
+    """``varprobe plot``: a figure of run directories, by ``varprobe.cli.figure.cli_plot(args)`` (which
     writes ``args.out`` and prints its path)."""
     problem = file_problem(args.out)
     if problem is not None:
         args.parser.error(f"--out {problem}")
     args.run_dirs = run_dirs(args.run_dirs, args.parser)
     try:
-        from ...plot import cli_plot
-    except ImportError as exc:  # that part of varprobe is not installed
-        return missing(exc, "varprobe.plot", "cli_plot", args.command)
+        from ..figure import cli_plot
+    except ImportError as exc:  # that part of varprobe is not installed (matplotlib)
+        return missing(exc, "varprobe.cli.figure", "cli_plot", args.command)
     try:
         cli_plot(args)
     except (ValueError, FileNotFoundError) as exc:  # e.g. a kind that needs --quantity, a corrupt chunk
@@ -64,7 +64,7 @@ def layer_entry(raw: str) -> int | str:
     return int(raw) if re.fullmatch(r"[0-9]+", raw) else raw
 
 
-#: (flag, parser, metavar, help) of each selection, passed on by ``varprobe.plot.cli.draw``.
+#: (flag, parser, metavar, help) of each selection, passed on by ``varprobe.plot.draw``.
 _SELECTIONS = (
     ("--layers", list_of(layer_entry, "conv1,stage1.*,3"), "LIST",
      "comma-separated layers to show: names, glob patterns (stage1.*) and depths (3), for the kinds that take "

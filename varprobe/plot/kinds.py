@@ -1,18 +1,17 @@
-"""``varprobe plot RUN_DIR... --kind KIND [--quantity Q] [--layers L] [--schemes S] [--steps N]
-[--mode M] --out FILE``: draw and save one figure."""
+"""The figure kinds of ``varprobe plot`` and :func:`draw`: the figure of a kind for a table, with
+the selections (``layers``, ``schemes``, ``steps``, ``mode``) passed to the kind's function.
+Takes a table and returns a figure, as every function of :mod:`varprobe.plot`; loading runs and
+saving files are the CLI's (``varprobe.cli.figure``)."""
 from __future__ import annotations
 
 import inspect
-import os
-from pathlib import Path
 from typing import Any, Callable
 
 import pandas as pd
 from matplotlib.figure import Figure
 
 from ..analysis.compare import compare
-from ..record import load_runs
-from ..vocabulary import FIGURE_EXTENSIONS, PLOT_KINDS, QUANTITY_KINDS
+from ..vocabulary import PLOT_KINDS, QUANTITY_KINDS
 from . import _derive as d
 from .collapse import collapse_map
 from .curves import curves
@@ -23,7 +22,7 @@ from .spp import spp
 from .theory import theory_vs_measured
 from .transmission import transmission
 
-__all__ = ["KINDS", "FORMATS", "SELECTIONS", "THEORY_NEEDS", "draw", "save_figure", "cli_plot"]
+__all__ = ["KINDS", "SELECTIONS", "THEORY_NEEDS", "draw", "check_kind", "check_selections"]
 
 #: The training-mode quantities the ``theory`` kind compares (``varprobe.analysis.compare``).
 THEORY_NEEDS = ("in.mean", "in.var", "out.ch_var", "out.ch_sq_mean")
@@ -52,19 +51,15 @@ _FUNCTIONS: dict[str, Callable[..., Figure]] = {
     "theory": theory, "collapse": collapse_map, "decomposition": decomposition}
 #: kind -> (function, needs a quantity), for every kind of ``varprobe.vocabulary.PLOT_KINDS``.
 KINDS: dict[str, tuple[Callable[..., Figure], bool]] = {k: (_FUNCTIONS[k], k in QUANTITY_KINDS) for k in PLOT_KINDS}
-FORMATS = tuple(e.lstrip(".") for e in FIGURE_EXTENSIONS)
 #: The selections ``draw`` passes on as keyword arguments, where the kind's function takes them
 #: (``--layers`` -> ``layers=``, ...). ``schemes`` is taken by every kind: a function without that
 #: keyword is given the rows of those schemes only.
 SELECTIONS = ("layers", "schemes", "steps", "mode")
-PNG_DPI = 150
-
-
 def _takes(fn: Callable[..., Figure], keyword: str) -> bool:
     return keyword in inspect.signature(fn).parameters
 
 
-def _check_selections(kind: str, selections: dict[str, Any]) -> None:
+def check_selections(kind: str, selections: dict[str, Any]) -> None:
     """Refuse a selection the kind's function does not take, naming the kinds that take it."""
     fn, _ = KINDS[kind]
     for key, value in selections.items():
@@ -113,7 +108,7 @@ def _select(frame: pd.DataFrame, fn: Callable[..., Figure], selections: dict[str
     return frame, kwargs
 
 
-def _check_kind(kind: str, quantity: str | None) -> tuple[Callable[..., Figure], bool]:
+def check_kind(kind: str, quantity: str | None) -> tuple[Callable[..., Figure], bool]:
     if kind not in KINDS:
         raise ValueError(f"unknown plot kind {kind!r}; valid kinds: {', '.join(KINDS)}")
     fn, needs = KINDS[kind]
@@ -127,57 +122,13 @@ def _check_kind(kind: str, quantity: str | None) -> tuple[Callable[..., Figure],
     return fn, needs
 
 
-def _check_format(path: str | os.PathLike) -> str:
-    ext = Path(path).suffix.lower().lstrip(".")
-    if ext not in FORMATS:
-        raise ValueError(f"unknown figure format {ext or '(no extension)'!r} of {str(path)!r}; "
-                         f"valid: {', '.join('.' + f for f in FORMATS)}")
-    return ext
-
-
 def draw(frame: pd.DataFrame, kind: str, quantity: str | None = None, **selections: Any) -> Figure:
     """The figure of ``kind`` (one of :data:`KINDS`) for ``frame``, with ``selections`` (of
     :data:`SELECTIONS`: ``layers``, ``schemes``, ``steps``, ``mode``; None: the function's default)
     passed to the kind's function. ValueError, naming the bad value and the valid ones, for an
     unknown kind, a missing/unexpected quantity, a selection the kind does not take, or a value
     that matches nothing in ``frame``."""
-    fn, needs = _check_kind(kind, quantity)
-    _check_selections(kind, selections)
+    fn, needs = check_kind(kind, quantity)
+    check_selections(kind, selections)
     frame, kwargs = _select(frame, fn, selections)
     return fn(frame, quantity, **kwargs) if needs else fn(frame, **kwargs)
-
-
-def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
-    """Save ``fig`` in the format of ``path``'s extension (png at 150 dpi, svg, pdf), creating
-    the parent directory; the bounding box grows to include legends outside the panels."""
-    ext = _check_format(path)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format=ext, dpi=PNG_DPI if ext == "png" else "figure", bbox_inches="tight",
-                metadata={"Software": None} if ext == "png" else None)
-    return path
-
-
-def cli_plot(args) -> Path:
-    """Run ``varprobe plot``: ``args`` has ``run_dirs`` (list of run directories or globs),
-    ``kind``, ``quantity`` (str or None), ``out`` (a .png, .svg or .pdf path) and optionally
-    ``skip_corrupt`` (bool) and the :data:`SELECTIONS` (``layers``, ``schemes``, ``steps``: lists,
-    ``mode``: str; None or absent: the kind's default). Loads the runs with ``varprobe.load_runs``, draws, saves, prints the
-    path and returns it. Runs with no recorded rows are refused for every kind (ValueError naming
-    them): no figure is written."""
-    kind, quantity, out = args.kind, getattr(args, "quantity", None), args.out
-    selections = {k: getattr(args, k, None) for k in SELECTIONS}
-    _check_kind(kind, quantity)   # fail before loading anything
-    _check_selections(kind, selections)
-    _check_format(out)
-    run_dirs = list(getattr(args, "run_dirs", None) or [])
-    if not run_dirs:
-        raise ValueError("varprobe plot needs at least one run directory")
-    frame = load_runs(run_dirs, skip_corrupt=bool(getattr(args, "skip_corrupt", False)))
-    if frame.empty:
-        raise ValueError(f"nothing to plot: no recorded steps in {', '.join(map(str, run_dirs))} (an empty run, "
-                         "or every chunk skipped); plot runs that recorded at least one step")
-    fig = draw(frame, kind, quantity, **selections)
-    path = save_figure(fig, out)
-    print(path)
-    return path
