@@ -274,7 +274,7 @@ def probe_bytes(batch_size: int) -> tuple[int, int]:
             model.zero_grad()
         held = probe.nbytes
         probe._pending.clear()
-    return held, probe._acc["train"].nbytes()
+    return held, probe._hooks.acc["train"].nbytes()
 
 
 def peak_step_memory(kind: str, batch_size: int) -> float | None:

@@ -9,9 +9,24 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .plan import EVAL, PENDING, TRAIN
+from .plan import EVAL, MODES, PENDING, TRAIN
 
-__all__ = ["check_step", "check_fires"]
+__all__ = ["check_options", "check_step", "check_fires"]
+
+
+def check_options(modes: Any, flush_every: Any, sinks: Any) -> tuple[tuple[str, ...], int, list]:
+    """The ``modes`` (a non-empty subset of ``MODES``), ``flush_every`` (a positive int) and
+    ``sinks`` (callables) of a new Probe, as stored; ValueError or TypeError naming a bad one."""
+    modes = tuple(modes) if not isinstance(modes, str) else (modes,)
+    if not modes or any(m not in MODES for m in modes):
+        raise ValueError(f"modes must be a non-empty subset of {MODES}, got {modes!r}")
+    if isinstance(flush_every, bool) or not isinstance(flush_every, int) or flush_every <= 0:
+        raise ValueError(f"flush_every must be a positive int, got {flush_every!r}")
+    sinks = list(sinks)
+    for s in sinks:
+        if not callable(s):
+            raise TypeError(f"sinks entries must be callables that take a DataFrame, got {s!r}")
+    return modes, flush_every, sinks
 
 
 def check_step(probe, loss: Any, lr: Any, scaler: Any, grads_unscaled: Any = False) -> bool:

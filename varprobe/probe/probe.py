@@ -12,8 +12,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from .buffers import Moments
-from .checks import check_fires, check_step
+from .checks import check_fires, check_options, check_step
 from .closing import close_mode, drop_skipped
 from .hooks import Hooks
 from .params import ParamStats
@@ -148,18 +147,7 @@ class Probe:
         self.model = unwrap(model)
         self._schedule = as_schedule(every)
         self._quantities = resolve_quantities(quantities)
-        modes = tuple(modes) if not isinstance(modes, str) else (modes,)
-        bad = [m for m in modes if m not in MODES]
-        if bad or not modes:
-            raise ValueError(f"modes must be a non-empty subset of {MODES}, got {modes!r}")
-        self._modes = modes
-        if isinstance(flush_every, bool) or not isinstance(flush_every, int) or flush_every <= 0:
-            raise ValueError(f"flush_every must be a positive int, got {flush_every!r}")
-        self._extra_sinks = list(sinks)
-        for s in self._extra_sinks:
-            if not callable(s):
-                raise TypeError(f"sinks entries must be callables that take a DataFrame, got {s!r}")
-        self._flush_every = flush_every
+        self._modes, self._flush_every, self._extra_sinks = check_options(modes, flush_every, sinks)
         self._blocks = {**DEFAULT_BLOCKS, **(blocks or {})}
         self._layers_spec = layers
         self._layers = [LayerPlan(i, t, self._quantities) for i, t in enumerate(select(self.model, layers, self._blocks))]
@@ -208,10 +196,6 @@ class Probe:
         return self._t
 
     attached = property(lambda self: self._hooks.attached)
-
-    @property
-    def _acc(self) -> dict[str, Moments]:
-        return self._hooks.acc
 
     @property
     def _force_train(self) -> bool:  # spp(): no_grad forwards of a model in train mode are "train"
@@ -278,7 +262,7 @@ class Probe:
         try:
             self.remove()
             self._hooks.settle(train=False, recording=self._hooks.rec_eval)  # no step() will settle them
-            rec = self._close_mode(EVAL, reset=True)
+            rec = close_mode(self, EVAL, reset=True)
             if rec is not None:
                 self._pending.append(rec)
             self.flush()
@@ -375,12 +359,13 @@ class Probe:
         h.settle(train=promote, recording=h.recording(TRAIN if promote else EVAL))
         if h.rec_train:
             check_fires(self, t)
-            rec = self._close_mode(TRAIN, loss=loss, lr=lr, scaler=scaler, grads_unscaled=grads_unscaled)
+            rec = close_mode(self, TRAIN, loss=loss, lr=lr, scaler=scaler,
+                             grads_unscaled=grads_unscaled)
             if rec is not None:
                 self._pending.append(rec)
         else:
             h.reset(TRAIN)
-        rec = self._close_mode(EVAL, reset=True)
+        rec = close_mode(self, EVAL, reset=True)
         if rec is not None:
             self._pending.append(rec)
         self._t = h.t = t + 1
@@ -396,11 +381,6 @@ class Probe:
         if (name, kind) not in self._warned:
             self._warned.add((name, kind))
             warnings.warn(message, RuntimeWarning, stacklevel=3)
-
-    def _close_mode(self, mode: str, *, loss=None, lr=None, scaler=None, grads_unscaled: bool = False,
-                    reset: bool = True) -> Record | None:
-        """Statistics of the open step of ``mode`` as a Record (None if nothing fired)."""
-        return close_mode(self, mode, loss=loss, lr=lr, scaler=scaler, grads_unscaled=grads_unscaled, reset=reset)
 
     # -- output ------------------------------------------------------------------------------------
     def flush(self) -> None:
@@ -442,7 +422,7 @@ class Probe:
             parts += self._frames
         h = self._hooks
         if h.acc[EVAL].device is not None or len(h.pending[EVAL]):
-            preview = self._close_mode(EVAL, reset=False)
+            preview = close_mode(self, EVAL, reset=False)
             if preview is not None:
                 parts.append(records_to_frame([preview]))
         parts = [p for p in parts if len(p)]
