@@ -55,3 +55,56 @@ def test_tidy_log_writes_plain_numbers_on_short_ranges_and_powers_on_long_ones()
     assert not any("10^" in t or "times" in t for t in short), short
     long = _labels(1e-3, 1e3)
     assert long and all("10^" in t for t in long), long
+
+
+def _two_seeds(a: float, b: float):
+    import pandas as pd
+    rows = [{"run": f"r{seed}", "scheme": "plain", "seed": seed, "step": step, "value": v}
+            for seed, v in ((0, a), (1, b)) for step in (0, 1, 2)]
+    return pd.DataFrame(rows)
+
+
+def test_log_axis_lines_are_geometric_means_with_the_t_interval_of_the_logs():
+    from matplotlib.collections import PolyCollection
+
+    from varprobe.plot.lines import Lines
+
+    data = _two_seeds(1.0, 100.0)
+    fig = Figure()
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    Lines(data, "scheme", None).draw(ax, data, "step", log=True)
+    np.testing.assert_allclose(ax.lines[0].get_ydata(), [10.0, 10.0, 10.0], rtol=1e-12)
+    # t_{0.975, 1} = tan(pi (0.975 - 1/2)) (Cauchy), s of (ln 1, ln 100) = ln 100 / sqrt 2
+    half = math.tan(math.pi * 0.475) * (math.log(100) / math.sqrt(2)) / math.sqrt(2)
+    band = next(c for c in ax.collections if isinstance(c, PolyCollection)).get_paths()[0].vertices[:, 1]
+    np.testing.assert_allclose([band.min(), band.max()], [10 * math.exp(-half), 10 * math.exp(half)], rtol=1e-9)
+
+
+def test_linear_axis_lines_are_arithmetic_means():
+    from varprobe.plot.lines import Lines
+
+    data = _two_seeds(1.0, 100.0)
+    fig = Figure()
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    Lines(data, "scheme", None).draw(ax, data, "step")
+    np.testing.assert_allclose(ax.lines[0].get_ydata(), [50.5, 50.5, 50.5], rtol=1e-12)
+
+
+def test_spp_caption_reports_the_geometric_mean_the_figure_draws():
+    import pandas as pd
+
+    from varprobe.plot.captions import caption_spp
+
+    rows = []
+    for seed, scale in ((0, 1.0), (1, 4.0)):
+        for step in (0, 10):
+            for depth, layer in enumerate(("a", "b")):
+                for q, v in (("out.ch_var", scale * (depth + 1) * (1 + step)), ("out.ch_sq_mean", 0.1)):
+                    rows.append({"run": f"r{seed}", "scheme": "plain", "seed": seed, "lr": 0.1, "step": step,
+                                 "layer": layer, "depth": depth, "mode": "train", "module_type": "Conv2d",
+                                 "quantity": q, "value": v})
+    text = caption_spp(pd.DataFrame(rows))
+    # largest over depth: depth 1, values 2 and 8 at step 0 (geometric mean 4), 22 and 88 at step 10 (44)
+    assert "geometric mean over seeds" in text and "plain 4 -> 44" in text, text

@@ -186,8 +186,9 @@ def caption_shift(frame: pd.DataFrame, mode: str = "train") -> str:
 
 
 def caption_spp(frame: pd.DataFrame, mode: str = "train") -> str:
-    """Per scheme: the largest channel variance over depth (the ``spp`` figure's top row, mean over
-    seeds at each depth) at the first and the last recorded step."""
+    """Per scheme: the largest channel variance over depth (the ``spp`` figure's top row: its log
+    axis draws the geometric mean over seeds at each depth, exp of the mean of ln) at the first and
+    the last recorded step."""
     f = d.prepare(frame, mode)
     steps = d.pick_steps(f[f["quantity"].isin(["out.ch_var", "block.out.ch_var"])], None)
     rows, kind = d.spp_table(f, steps)
@@ -198,13 +199,14 @@ def caption_spp(frame: pd.DataFrame, mode: str = "train") -> str:
     parts = []
     for sc in _schemes(rows):
         sub = _by_scheme(rows, sc)
-        m = sub.groupby(["step", "x"])["value"].mean()
+        pos = sub[sub["value"] > 0]
+        m = np.exp(np.log(pos["value"].astype(float)).groupby([pos["step"], pos["x"]]).mean())
         a = float(m.loc[first].max()) if first in m.index.get_level_values(0) else math.nan
         b = float(m.loc[last].max()) if last in m.index.get_level_values(0) else math.nan
         parts.append(f"{sc} {num(a)} -> {num(b)}")
     what = "residual stream after a block" if kind == "block" else "conv/linear output"
     where = f" at {_lrs(f)}" if _lrs(f) else ""
-    return (f"Largest channel variance over depth ({what}, mean over seeds){where}, step {first} -> {last}: "
+    return (f"Largest channel variance over depth ({what}, geometric mean over seeds){where}, step {first} -> {last}: "
             + "; ".join(parts) + ".")
 
 

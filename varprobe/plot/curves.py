@@ -93,7 +93,7 @@ def curves(frame: pd.DataFrame, quantity: str, layers=None, mode: str = "train",
         fig, axes = new_figure(rows, cols, panel=(3.5, 2.6), extra=(1.8, 0), sharex=True, sharey=True)
         for k, layer in enumerate(chosen):
             ax = axes.flat[k]
-            lines.draw(ax, q[q["layer"] == layer], "step", marker=False)
+            lines.draw(ax, q[q["layer"] == layer], "step", marker=False, log=log)
             _axes_style(ax, quantity, log, label=k % cols == 0)
             if k // cols == rows - 1 or k + cols >= n:
                 ax.set_xlabel(STEP_LABEL)

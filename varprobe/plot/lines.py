@@ -1,6 +1,9 @@
 """Lines over steps or depth with a consistent encoding across panels (colour = scheme, dash =
-other settings) and a band: the Student-t 95% interval of the mean over seeds, the interval the
-claims report gives for a mean (``varprobe.analysis.mean_ci``)."""
+other settings) and a band over seeds, the interval the claims report gives for that kind of
+quantity: on a linear axis the mean with its Student-t 95% interval (``varprobe.analysis.mean_ci``,
+the report's "mean"), on a log axis (positive quantities that vary by factors: variances, second
+moments, ratios) the geometric mean with the back-transformed Student-t interval of the logs
+(``varprobe.analysis.geometric_ci``, the report's "ratio"), which is never negative."""
 from __future__ import annotations
 
 import math
@@ -10,7 +13,7 @@ from matplotlib.ticker import MaxNLocator
 
 from .style import legend_below, legend_right, bold_headers, new_figure, order_levels, scheme_colors, tidy_log
 
-__all__ = ["Lines", "log_step_grid", "mean_band", "DASHES"]
+__all__ = ["Lines", "log_step_grid", "mean_band", "geometric_band", "geometric_mean", "DASHES"]
 
 DASHES = ["", (4, 1.5), (1, 1.2), (3, 1.25, 1.5, 1.25), (5, 1, 1, 1), (2, 2), (6, 2, 2, 2)]
 
@@ -26,6 +29,27 @@ def mean_band(values) -> tuple[float, float]:
     if v.size < 2:
         return math.nan, math.nan
     ci = mean_ci(v)
+    return ci.low, ci.high
+
+
+def geometric_mean(values) -> float:
+    """exp(mean of ln x) of the positive finite ``values`` (NaN when there are none)."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v) & (v > 0)]
+    return float(np.exp(np.log(v).mean())) if v.size else math.nan
+
+
+def geometric_band(values) -> tuple[float, float]:
+    """``varprobe.analysis.geometric_ci`` of the positive finite ``values``: exp(lbar -+
+    t_{0.975, n-1} s / sqrt(n)), lbar and s the mean and unbiased standard deviation of ln x.
+    Fewer than two values give no band (NaN, NaN)."""
+    from ..analysis.logscale import geometric_ci
+
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v) & (v > 0)]
+    if v.size < 2:
+        return math.nan, math.nan
+    ci = geometric_ci(v)
     return ci.low, ci.high
 
 
@@ -45,13 +69,19 @@ class Lines:
             self.max_runs = int(data.groupby(keys)["run"].nunique().max())
         else:
             self.max_runs = int(data["run"].nunique()) if "run" in data.columns else 1
+        self.bands: set[str] = set()  # which estimators draw() used: "mean", "geometric"
 
-    def draw(self, ax, data, x: str, y: str = "value", *, marker: bool = True) -> None:
+    def draw(self, ax, data, x: str, y: str = "value", *, marker: bool = True, log: bool = False) -> None:
+        """Lines of ``data`` on ``ax``; ``log``: the axis is (or will be) logarithmic, so the line is
+        the geometric mean over seeds and the band :func:`geometric_band` (else the mean and
+        :func:`mean_band`)."""
         import seaborn as sns
         if data.empty:
             return
+        self.bands.add("geometric" if log else "mean")
         kw = dict(data=data.assign(**{c: data[c].astype(str) for c in (self.hue, self.style) if c}),
-                  x=x, y=y, ax=ax, legend=False, errorbar=mean_band,
+                  x=x, y=y, ax=ax, legend=False, estimator=geometric_mean if log else "mean",
+                  errorbar=geometric_band if log else mean_band,
                   linewidth=1.5, err_kws={"alpha": 0.18, "linewidth": 0})
         if self.hue:
             kw.update(hue=self.hue, hue_order=self.hue_order, palette=self.colors)
@@ -89,7 +119,8 @@ class Lines:
                 labels.append(lvl)
         if self.max_runs > 1:
             handles.append(Patch(facecolor="#888888", alpha=0.3, linewidth=0))
-            labels.append("mean over seeds,\n95% CI band")
+            what = {"mean": "mean", "geometric": "geometric mean"}
+            labels.append(" / ".join(what[b] for b in sorted(self.bands) or ["mean"]) + " over seeds,\n95% t interval band")
         leg = (legend_below if where == "below" else legend_right)(fig, handles, labels)
         if leg is not None:
             bold_headers(leg, headers)
@@ -108,7 +139,7 @@ def log_step_grid(lines: Lines, data, steps, key: str, levels, x: str, *, ylabel
         at = data[data["step"] == step]
         for i, level in enumerate(levels):
             ax = axes[i, j]
-            lines.draw(ax, at[at[key] == level], x)
+            lines.draw(ax, at[at[key] == level], x, log=True)
             ax.set_yscale("log")
             tidy_log(ax)  # plain 2, 5, 10 on short log ranges, never "6x10^0"
             if unity:

@@ -51,7 +51,7 @@ def shift(frame: pd.DataFrame, mode: str = "train", *, log: bool | None = None) 
         lg = use_log(rows["value"], ratio=10) if log is None else log
         rows, n = finite(rows, positive=lg)
         dropped += n
-        lines.draw(ax, rows, "step", marker=False)
+        lines.draw(ax, rows, "step", marker=False, log=lg)
         _markers(ax, rows, lines)
         if lg:
             ax.set_yscale("log")
