@@ -53,6 +53,13 @@ def test_curves_caption_is_the_mean_growth_of_the_conv_mean_over_seeds():
     assert "wn x2 [1.5, 2.5]" in text
 
 
+def test_curves_caption_names_a_scheme_at_float_rounding_instead_of_its_growth():
+    v = {("wn", 0): [[1, 3], [4, 6]], ("pws", 0): [[1e-14, 2e-14], [3e-14, 5e-14]]}
+    text = cap.caption_curves(_runs(v, "k.filter_sum_sq"), "k.filter_sum_sq")
+    assert "wn x2.5" in text
+    assert "pws at most 4e-14, zero up to float rounding" in text and "pws x" not in text, text
+
+
 def test_collapse_caption_names_collapsed_cells_per_lr():
     v = {(s, k): [[1, 1], [1, 1]] for s in ("plain", "pws") for k in range(3)}
     frame = _runs(v, "out.var", statuses={("pws", 0): "collapsed", ("pws", 2): "collapsed"})

@@ -57,10 +57,10 @@ def test_tidy_log_writes_plain_numbers_on_short_ranges_and_powers_on_long_ones()
     assert long and all("10^" in t for t in long), long
 
 
-def _two_seeds(a: float, b: float):
+def _seeds(*values: float):
     import pandas as pd
     rows = [{"run": f"r{seed}", "scheme": "plain", "seed": seed, "step": step, "value": v}
-            for seed, v in ((0, a), (1, b)) for step in (0, 1, 2)]
+            for seed, v in enumerate(values) for step in (0, 1, 2)]
     return pd.DataFrame(rows)
 
 
@@ -69,22 +69,23 @@ def test_log_axis_lines_are_geometric_means_with_the_t_interval_of_the_logs():
 
     from varprobe.plot.lines import Lines
 
-    data = _two_seeds(1.0, 100.0)
+    data = _seeds(2.0, 4.0, 8.0)
     fig = Figure()
     FigureCanvasAgg(fig)
     ax = fig.subplots()
     Lines(data, "scheme", None).draw(ax, data, "step", log=True)
-    np.testing.assert_allclose(ax.lines[0].get_ydata(), [10.0, 10.0, 10.0], rtol=1e-12)
-    # t_{0.975, 1} = tan(pi (0.975 - 1/2)) (Cauchy), s of (ln 1, ln 100) = ln 100 / sqrt 2
-    half = math.tan(math.pi * 0.475) * (math.log(100) / math.sqrt(2)) / math.sqrt(2)
+    assert ax.get_yscale() == "log"
+    np.testing.assert_allclose(ax.lines[0].get_ydata(), [4.0, 4.0, 4.0], rtol=1e-12)  # (2 * 4 * 8) ** (1/3)
+    # logs: ln 2 x (1, 2, 3), unbiased s = ln 2; interval exp(ln 4 -+ t_{0.975, 2} ln 2 / sqrt 3)
+    half = _t975(2) * math.log(2) / math.sqrt(3)
     band = next(c for c in ax.collections if isinstance(c, PolyCollection)).get_paths()[0].vertices[:, 1]
-    np.testing.assert_allclose([band.min(), band.max()], [10 * math.exp(-half), 10 * math.exp(half)], rtol=1e-9)
+    np.testing.assert_allclose([band.min(), band.max()], [4 * math.exp(-half), 4 * math.exp(half)], rtol=1e-9)
 
 
 def test_linear_axis_lines_are_arithmetic_means():
     from varprobe.plot.lines import Lines
 
-    data = _two_seeds(1.0, 100.0)
+    data = _seeds(1.0, 100.0)
     fig = Figure()
     FigureCanvasAgg(fig)
     ax = fig.subplots()

@@ -106,21 +106,28 @@ def _conv_mean_by_run(frame: pd.DataFrame, quantity: str) -> pd.DataFrame:
     return q.groupby(["run", "step"], sort=True)["value"].mean().reset_index()
 
 
-def caption_curves(frame: pd.DataFrame, quantity: str, mode: str = "train") -> str:
+def caption_curves(frame: pd.DataFrame, quantity: str, mode: str = "train", *, negligible: float = 1e-6) -> str:
     """Growth of ``quantity`` from the first to the last recorded step, per scheme: each run's
-    conv mean at its last step over that at its first, mean over seeds [min, max]."""
+    conv mean at its last step over that at its first, mean over seeds [min, max]. A scheme whose
+    values all stay below ``negligible`` x the largest value of the figure is named as at float
+    rounding instead (a zero-sum kernel's filter sums): a growth of rounding noise means nothing."""
     f = d.prepare(frame, mode)
+    means = {sc: _conv_mean_by_run(_by_scheme(f, sc), quantity) for sc in _schemes(f)}
+    means = {sc: m for sc, m in means.items() if not m.empty}
+    if not means:
+        raise ValueError(f"no {quantity} rows to caption")
+    top = max(float(np.abs(m["value"].to_numpy(dtype=float)).max()) for m in means.values())
     parts = []
-    for sc in _schemes(f):
-        m = _conv_mean_by_run(_by_scheme(f, sc), quantity)
-        if m.empty:
+    for sc, m in means.items():
+        peak = float(np.abs(m["value"].to_numpy(dtype=float)).max())
+        if top > 0 and peak < negligible * top:
+            parts.append(f"{sc} at most {num(peak)}, zero up to float rounding (below {negligible:g} of the "
+                         "largest value), so no growth to speak of")
             continue
         g = m.groupby("run")["value"]
         ratio = (g.last() / g.first()).to_numpy(dtype=float)
         parts.append(f"{sc} x{num(ratio.mean())}" + (f" [{num(ratio.min())}, {num(ratio.max())}]"
                                                      if ratio.size > 1 else ""))
-    if not parts:
-        raise ValueError(f"no {quantity} rows to caption")
     steps = f.loc[f["quantity"] == quantity, "step"]
     where = f" at {_lrs(f)}" if _lrs(f) else ""
     return (f"Growth of {quantity} (mean over conv layers) from step {int(steps.min())} to {int(steps.max())}"

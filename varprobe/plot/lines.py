@@ -3,7 +3,10 @@ other settings) and a band over seeds, the interval the claims report gives for 
 quantity: on a linear axis the mean with its Student-t 95% interval (``varprobe.analysis.mean_ci``,
 the report's "mean"), on a log axis (positive quantities that vary by factors: variances, second
 moments, ratios) the geometric mean with the back-transformed Student-t interval of the logs
-(``varprobe.analysis.geometric_ci``, the report's "ratio"), which is never negative."""
+(``varprobe.analysis.geometric_ci``, the report's "ratio"), which is never negative: seaborn
+aggregates in the scale of the axis, so the mean and :func:`mean_band` of log10 values are exactly
+those. A band is drawn within a decade (log axis) or one data range (linear axis) of the values
+observed in the figure."""
 from __future__ import annotations
 
 import math
@@ -13,7 +16,7 @@ from matplotlib.ticker import MaxNLocator
 
 from .style import legend_below, legend_right, bold_headers, new_figure, order_levels, scheme_colors, tidy_log
 
-__all__ = ["Lines", "log_step_grid", "mean_band", "geometric_band", "geometric_mean", "DASHES"]
+__all__ = ["Lines", "log_step_grid", "mean_band", "DASHES"]
 
 DASHES = ["", (4, 1.5), (1, 1.2), (3, 1.25, 1.5, 1.25), (5, 1, 1, 1), (2, 2), (6, 2, 2, 2)]
 
@@ -32,25 +35,13 @@ def mean_band(values) -> tuple[float, float]:
     return ci.low, ci.high
 
 
-def geometric_mean(values) -> float:
-    """exp(mean of ln x) of the positive finite ``values`` (NaN when there are none)."""
-    v = np.asarray(values, dtype=np.float64)
-    v = v[np.isfinite(v) & (v > 0)]
-    return float(np.exp(np.log(v).mean())) if v.size else math.nan
+def _clipped(band, limits: tuple[float, float]):
+    lo, hi = limits
 
-
-def geometric_band(values) -> tuple[float, float]:
-    """``varprobe.analysis.geometric_ci`` of the positive finite ``values``: exp(lbar -+
-    t_{0.975, n-1} s / sqrt(n)), lbar and s the mean and unbiased standard deviation of ln x.
-    Fewer than two values give no band (NaN, NaN)."""
-    from ..analysis.logscale import geometric_ci
-
-    v = np.asarray(values, dtype=np.float64)
-    v = v[np.isfinite(v) & (v > 0)]
-    if v.size < 2:
-        return math.nan, math.nan
-    ci = geometric_ci(v)
-    return ci.low, ci.high
+    def clipped(values) -> tuple[float, float]:
+        a, b = band(values)
+        return (min(max(a, lo), hi) if a == a else a), (max(min(b, hi), lo) if b == b else b)
+    return clipped
 
 
 class Lines:
@@ -70,18 +61,29 @@ class Lines:
         else:
             self.max_runs = int(data["run"].nunique()) if "run" in data.columns else 1
         self.bands: set[str] = set()  # which estimators draw() used: "mean", "geometric"
+        v = data["value"].to_numpy(dtype=float) if "value" in data.columns else np.zeros(0)
+        v = v[np.isfinite(v)]
+        pos = v[v > 0]
+        # bands are drawn within a decade (log) or one data range (linear) of the observed values: a
+        # t interval over 3 seeds of values that differ by factors can reach 1e300, past what an axis draws
+        self._log_clip = (np.log10(pos.min()) - 1, np.log10(pos.max()) + 1) if pos.size else (-math.inf, math.inf)
+        span = (v.max() - v.min()) if v.size else 0.0
+        self._lin_clip = (v.min() - span, v.max() + span) if v.size else (-math.inf, math.inf)
 
     def draw(self, ax, data, x: str, y: str = "value", *, marker: bool = True, log: bool = False) -> None:
-        """Lines of ``data`` on ``ax``; ``log``: the axis is (or will be) logarithmic, so the line is
-        the geometric mean over seeds and the band :func:`geometric_band` (else the mean and
-        :func:`mean_band`)."""
+        """Lines of ``data`` on ``ax``; ``log``: make the y axis logarithmic first, so that the line is
+        the geometric mean over seeds and the band its t interval of the logs (else the mean and
+        :func:`mean_band`); rows with a value <= 0 have no logarithm and are left out there."""
         import seaborn as sns
         if data.empty:
             return
         self.bands.add("geometric" if log else "mean")
+        if log:
+            ax.set_yscale("log")
+            data = data[data[y] > 0]
         kw = dict(data=data.assign(**{c: data[c].astype(str) for c in (self.hue, self.style) if c}),
-                  x=x, y=y, ax=ax, legend=False, estimator=geometric_mean if log else "mean",
-                  errorbar=geometric_band if log else mean_band,
+                  x=x, y=y, ax=ax, legend=False, estimator="mean",
+                  errorbar=_clipped(mean_band, self._log_clip if log else self._lin_clip),
                   linewidth=1.5, err_kws={"alpha": 0.18, "linewidth": 0})
         if self.hue:
             kw.update(hue=self.hue, hue_order=self.hue_order, palette=self.colors)
