@@ -109,3 +109,28 @@ def test_spp_caption_reports_the_geometric_mean_the_figure_draws():
     text = caption_spp(pd.DataFrame(rows))
     # largest over depth: depth 1, values 2 and 8 at step 0 (geometric mean 4), 22 and 88 at step 10 (44)
     assert "geometric mean over seeds" in text and "plain 4 -> 44" in text, text
+
+
+def test_shift_markers_sit_on_their_lines_with_two_settings_and_a_log_axis():
+    import pandas as pd
+
+    import varprobe.plot as vp
+
+    rows = []
+    for lr, scale in ((0.05, 1.0), (0.5, 50.0)):
+        for seed, f in ((0, 1.0), (1, 4.0)):
+            for step in range(0, 40, 5):
+                for q, v in (("gw.shift_ratio", 2.0 * f), ("w.filter_sum_var", scale * f * (1 + step))):
+                    rows.append({"run": f"lr{lr}-s{seed}", "scheme": "plain", "lr": lr, "seed": seed, "step": step,
+                                 "layer": "c1", "depth": 0, "mode": "train", "module_type": "Conv2d",
+                                 "quantity": q, "value": v})
+    fig = vp.shift(pd.DataFrame(rows))
+    for ax in fig.axes[:2]:
+        curves = [ln for ln in ax.lines if ln.get_linestyle() not in ("None", "none") and len(ln.get_xdata()) > 2]
+        marks = [ln for ln in ax.lines if ln.get_linestyle() in ("None", "none") and len(ln.get_xdata())]
+        assert curves and marks
+        for m in marks:
+            for x, y in zip(m.get_xdata(), m.get_ydata()):
+                on = [c for c in curves if any(abs(cx - x) < 1e-9 and abs(cy / y - 1) < 1e-9
+                                               for cx, cy in zip(c.get_xdata(), c.get_ydata()))]
+                assert on, (ax.get_title(), x, y)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
@@ -52,7 +53,7 @@ def shift(frame: pd.DataFrame, mode: str = "train", *, log: bool | None = None) 
         rows, n = finite(rows, positive=lg)
         dropped += n
         lines.draw(ax, rows, "step", marker=False, log=lg)
-        _markers(ax, rows, lines)
+        _markers(ax, rows, lines, lg)
         if lg:
             ax.set_yscale("log")
             tidy_log(ax)
@@ -99,18 +100,28 @@ def growth(m: pd.DataFrame, quantity: str) -> pd.DataFrame:
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
 
-def _markers(ax, rows: pd.DataFrame, lines: Lines) -> None:
-    """One marker shape per hue level on its mean line, at staggered steps, so coinciding lines
-    (e.g. plain and gn) can both be seen."""
+def _markers(ax, rows: pd.DataFrame, lines: Lines, log: bool) -> None:
+    """One marker shape per hue level on each of its lines (one per style level), at staggered
+    steps, so coinciding lines (e.g. plain and gn) can both be seen; each marker sits on its line:
+    the mean over seeds, geometric on a log axis, as :meth:`Lines.draw` draws it."""
     if not lines.hue or rows.empty:
         return
     n = len(lines.hue_order)
+    styles = lines.style_order if lines.style else [None]
     for i, lvl in enumerate(lines.hue_order):
-        g = rows[rows[lines.hue].astype(str) == lvl].groupby("step")["value"].mean()
-        if g.empty:
-            continue
-        stride = max(1, len(g) // 6)  # about 6 markers per line, each level shifted by its index
-        pick = g.index[(i * max(1, stride // n)) % stride::stride]
-        ax.plot(pick, g.loc[pick].to_numpy(), linestyle="none", marker=_MARKERS[i % len(_MARKERS)],
-                markersize=4.5, color=lines.colors[lvl], markeredgecolor="white", markeredgewidth=0.5,
-                zorder=3)
+        for st in styles:
+            sub = rows[rows[lines.hue].astype(str) == lvl]
+            if st is not None:
+                sub = sub[sub[lines.style].astype(str) == st]
+            if log:
+                sub = sub[sub["value"] > 0]
+                g = np.exp(np.log(sub["value"].astype(float)).groupby(sub["step"]).mean())
+            else:
+                g = sub.groupby("step")["value"].mean()
+            if g.empty:
+                continue
+            stride = max(1, len(g) // 6)  # about 6 markers per line, each level shifted by its index
+            pick = g.index[(i * max(1, stride // n)) % stride::stride]
+            ax.plot(pick, g.loc[pick].to_numpy(), linestyle="none", marker=_MARKERS[i % len(_MARKERS)],
+                    markersize=4.5, color=lines.colors[lvl], markeredgecolor="white", markeredgewidth=0.5,
+                    zorder=3)
