@@ -117,10 +117,10 @@ def test_shift_markers_sit_on_their_lines_with_two_settings_and_a_log_axis():
     import varprobe.plot as vp
 
     rows = []
-    for lr, scale in ((0.05, 1.0), (0.5, 50.0)):
+    for lr, scale, power in ((0.05, 1.0, 0.2), (0.5, 50.0, 2.0)):
         for seed, f in ((0, 1.0), (1, 4.0)):
             for step in range(0, 40, 5):
-                for q, v in (("gw.shift_ratio", 2.0 * f), ("w.filter_sum_var", scale * f * (1 + step))):
+                for q, v in (("gw.shift_ratio", 2.0 * f * scale), ("w.filter_sum_var", f * (1 + step) ** power)):
                     rows.append({"run": f"lr{lr}-s{seed}", "scheme": "plain", "lr": lr, "seed": seed, "step": step,
                                  "layer": "c1", "depth": 0, "mode": "train", "module_type": "Conv2d",
                                  "quantity": q, "value": v})
