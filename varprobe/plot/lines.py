@@ -121,8 +121,9 @@ class Lines:
                 labels.append(lvl)
         if self.max_runs > 1:
             handles.append(Patch(facecolor="#888888", alpha=0.3, linewidth=0))
-            what = {"mean": "mean", "geometric": "geometric mean"}
-            labels.append(" / ".join(what[b] for b in sorted(self.bands) or ["mean"]) + " over seeds,\n95% t interval band")
+            what = {frozenset({"geometric"}): "geometric mean over seeds",
+                    frozenset({"mean", "geometric"}): "mean over seeds (geometric\non log axes)"}
+            labels.append(what.get(frozenset(self.bands), "mean over seeds") + ",\n95% t interval band")
         leg = (legend_below if where == "below" else legend_right)(fig, handles, labels)
         if leg is not None:
             bold_headers(leg, headers)
