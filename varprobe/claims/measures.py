@@ -16,6 +16,7 @@ import torch
 
 from .. import theory
 from ..analysis.compare import compare
+from ..analysis.rows import conv_rows, pooled_shares
 from .causes import EARLY_STEPS
 from ..layers import PWSConv2d, init_alpha, reparameterize
 from ..models import resnet_cifar
@@ -63,7 +64,7 @@ def accuracy(run: Run, key: str = "train_accuracy") -> float:
 # -- reading probe tables --------------------------------------------------------------------------
 def _conv_rows(frame: pd.DataFrame, quantity: str, mode: str = "train", min_depth: int = 1) -> pd.DataFrame:
     f = frame[(frame["quantity"] == quantity) & (frame["mode"] == mode)]
-    return f[f["module_type"].str.contains("Conv") & (f["depth"] >= min_depth)]
+    return conv_rows(f[f["depth"] >= min_depth])
 
 
 def per_layer(frame: pd.DataFrame, quantity: str, mode: str = "train", min_depth: int = 1) -> pd.DataFrame:
@@ -123,9 +124,8 @@ def theory_error_at_init(frame: pd.DataFrame, quantity: str = "out.ch_var") -> f
 
 def shift_share_change(frame: pd.DataFrame) -> float:
     """Change, first to last recorded step, of sum dec.shift / sum dec.measured over convs after
-    the first (pooled, as ``plot.decomposition``)."""
-    share = (per_layer(frame, "dec.shift").sum(axis=1, min_count=1)
-             / per_layer(frame, "dec.measured").sum(axis=1, min_count=1)).dropna()
+    the first (``varprobe.analysis.rows.pooled_shares``, as the decomposition figure)."""
+    share = pooled_shares(frame, ["dec.shift"]).sort_values("step")["share"]
     return float(share.iloc[-1] - share.iloc[0])
 
 

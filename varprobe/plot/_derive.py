@@ -14,10 +14,11 @@ import numpy as np
 import pandas as pd
 
 from ..analysis.ratios import transmission_ratios
+from ..analysis.rows import conv_rows, is_weight_layer
 from ..vocabulary import COLUMNS
 
 __all__ = ["config_columns", "prepare", "hue_style", "run_table", "pick_steps",
-           "is_weight_layer", "spp_table", "ratios", "conv_mean", "final_state", "select_layers",
+           "spp_table", "ratios", "conv_mean", "final_state", "select_layers",
            "layer_order", "RATIO_QUANTITIES"]
 
 _NOT_CONFIG = set(COLUMNS) | {"run", "status", "setting", "final_loss", "last_step"}
@@ -25,7 +26,6 @@ _NOT_CONFIG = set(COLUMNS) | {"run", "status", "setting", "final_loss", "last_st
 _RECORDING = re.compile(r"^(probe\.|threads$|every$|eval_steps$|eval_batch$|quantities$|config\.)")
 #: Derived by :func:`ratios`.
 RATIO_QUANTITIES = ("fwd.var_ratio", "bwd.var_ratio")
-_WEIGHT_TYPE = re.compile(r"conv|linear", re.IGNORECASE)
 
 
 def config_columns(frame: pd.DataFrame) -> list[str]:
@@ -133,11 +133,6 @@ def pick_steps(frame: pd.DataFrame, steps: Sequence[int] | int | None = None) ->
     return out
 
 
-def is_weight_layer(module_type: pd.Series) -> pd.Series:
-    """Whether each row's module is a conv or linear layer (the layers that define ``depth``)."""
-    return module_type.astype(str).str.contains(_WEIGHT_TYPE)
-
-
 def layer_order(frame: pd.DataFrame) -> list[str]:
     """Layer names in forward order: by depth; within a depth the conv/linear layer first, then
     the layers after it (norms), then residual blocks (a name that is a parent of another layer's
@@ -192,7 +187,7 @@ def conv_mean(frame: pd.DataFrame, quantities: Sequence[str]) -> pd.DataFrame:
     each of ``quantities``, with the run's config columns. Non-finite values are dropped first."""
     f = frame[frame["quantity"].isin(quantities)]
     if "module_type" in f.columns:
-        f = f[f["module_type"].astype(str).str.contains("conv", case=False)]
+        f = conv_rows(f)
     f = f[np.isfinite(f["value"].to_numpy(dtype=float))]
     g = f.groupby(["run", "step", "quantity"], sort=False)["value"].mean().reset_index()
     return g.merge(run_table(frame), on="run", how="left")

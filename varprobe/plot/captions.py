@@ -16,6 +16,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from ..analysis.rows import conv_rows, is_weight_layer
 from . import _derive as d
 
 __all__ = ["caption_amplification", "caption_curves", "caption_collapse", "caption_shift", "caption_spp",
@@ -62,12 +63,6 @@ def _lrs(frame: pd.DataFrame) -> str:
     return "lr " + ", ".join(f"{v:g}" for v in lrs)
 
 
-def _conv(frame: pd.DataFrame) -> pd.DataFrame:
-    if "module_type" in frame.columns:
-        return frame[frame["module_type"].astype(str).str.contains("conv", case=False)]
-    return frame
-
-
 def caption_amplification(frame: pd.DataFrame, quantity: str = "out.sq_mean", bound: float = BOUND,
                           mode: str = "train") -> str:
     """Which schemes kept ``quantity`` (default E[y^2] of each layer output) within ``bound`` at
@@ -76,8 +71,8 @@ def caption_amplification(frame: pd.DataFrame, quantity: str = "out.sq_mean", bo
     values; a run with a non-finite value counts as outside the bound (peak inf)."""
     f = d.prepare(frame, mode)
     q = f[(f["quantity"] == quantity) & (f["layer"] != "")]
-    if "module_type" in q.columns and d.is_weight_layer(q["module_type"]).any():
-        q = q[d.is_weight_layer(q["module_type"])]  # the layers the figure draws from
+    if "module_type" in q.columns and is_weight_layer(q["module_type"]).any():
+        q = q[is_weight_layer(q["module_type"])]  # the layers the figure draws from
     if q.empty:
         raise ValueError(f"no {quantity} rows to caption")
     n_layers = q["layer"].nunique()
@@ -100,7 +95,7 @@ def caption_amplification(frame: pd.DataFrame, quantity: str = "out.sq_mean", bo
 def _conv_mean_by_run(frame: pd.DataFrame, quantity: str) -> pd.DataFrame:
     """Rows run, step, value: the conv mean of ``quantity`` (all layers when none is a conv)."""
     q = frame[(frame["quantity"] == quantity) & (frame["layer"] != "")]
-    c = _conv(q)
+    c = conv_rows(q)
     q = c if len(c) else q
     q = q[np.isfinite(q["value"].to_numpy(dtype=float))]
     return q.groupby(["run", "step"], sort=True)["value"].mean().reset_index()

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from ..analysis.rows import pooled_shares
 from ..vocabulary import SCHEMES
 from . import _derive as d
 from .captions import num
@@ -29,24 +29,10 @@ def decomposition_table(frame: pd.DataFrame, mode: str = "train", min_depth: int
     ``min_depth``, pooled: the part summed over those layers divided by dec.measured summed over
     them (a ratio of sums, so a dead layer whose output second moment is near zero cannot blow it
     up); columns run, step, part, share, measured (the mean over those layers of dec.measured),
-    plus the runs' config columns. The three shares add up to 1."""
+    plus the runs' config columns (``varprobe.analysis.rows.pooled_shares``). The three shares add
+    up to 1."""
     f = d.prepare(frame, mode)
-    f = f[f["quantity"].isin(["dec.measured", *PARTS]) & (f["depth"] >= min_depth)]
-    if "module_type" in f.columns:
-        f = f[f["module_type"].astype(str).str.contains("conv", case=False)]
-    if f.empty:
-        raise ValueError(f"no dec.* rows of conv layers at depth >= {min_depth} in the frame (record "
-                         "with Probe(..., quantities='all') or quantities=['dec.*'] in training mode)")
-    wide = f.pivot_table(index=["run", "step", "layer"], columns="quantity", values="value", aggfunc="first")
-    missing = [q for q in ("dec.measured", *PARTS) if q not in wide.columns]
-    if missing:
-        raise ValueError(f"the frame lacks {', '.join(missing)}: record every dec.* quantity")
-    wide = wide[np.isfinite(wide.to_numpy()).all(axis=1)]
-    sums = wide.groupby(level=["run", "step"]).sum()
-    per_step = sums[list(PARTS)].div(sums["dec.measured"], axis=0)
-    measured = wide["dec.measured"].groupby(level=["run", "step"]).mean()
-    long = per_step.stack().rename("share").reset_index().rename(columns={"quantity": "part"})
-    long["measured"] = measured.reindex(pd.MultiIndex.from_frame(long[["run", "step"]])).to_numpy()
+    long = pooled_shares(f, list(PARTS), mode=mode, min_depth=min_depth)
     return long.merge(d.run_table(f), on="run", how="left")
 
 

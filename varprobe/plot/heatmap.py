@@ -7,6 +7,7 @@ import pandas as pd
 from matplotlib import colors as mcolors
 from matplotlib.figure import Figure
 
+from ..analysis.rows import is_weight_layer
 from . import _derive as d
 from .footer import footer
 from .style import STEP_LABEL, new_figure, order_levels, qlabel, use_log
@@ -53,8 +54,8 @@ def heatmap(frame: pd.DataFrame, quantity: str, run: str | None = None, mode: st
         grid_rows, grid_cols = 1, 1
         ykey = "layer"
     else:
-        if "module_type" in q.columns and d.is_weight_layer(q["module_type"]).any():
-            q = q[d.is_weight_layer(q["module_type"]) & (q["depth"] >= 0)]
+        if "module_type" in q.columns and is_weight_layer(q["module_type"]).any():
+            q = q[is_weight_layer(q["module_type"]) & (q["depth"] >= 0)]
         q, hue, style = d.hue_style(q)
         hue_levels = order_levels(q[hue]) if hue else ["all runs"]
         style_levels = order_levels(q[style]) if style else [None]

@@ -6,6 +6,7 @@ from typing import Sequence
 import pandas as pd
 from matplotlib.figure import Figure
 
+from ..analysis.rows import is_weight_layer
 from . import _derive as d
 from .footer import footer
 from .lines import Lines, log_step_grid
@@ -41,7 +42,7 @@ def transmission(frame: pd.DataFrame, steps: Sequence[int] | int | None = None,
     f = d.prepare(frame, mode)
     r = d.ratios(f)
     if "module_type" in r.columns:
-        r = r[d.is_weight_layer(r["module_type"])]
+        r = r[is_weight_layer(r["module_type"])]
     r = r[r["depth"] >= 0] if "depth" in r.columns else r
     if r.empty:
         raise ValueError("no transmission ratios: the frame needs out.var and in.var (forward) or "
