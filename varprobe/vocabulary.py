@@ -80,16 +80,16 @@ OUT_SUFFIXES = tuple(_OUT_DOCS)
 QUANTITIES: dict[str, str] = {}
 for _s in ("mean", "var", "sq_mean"):
     QUANTITIES[f"in.{_s}"] = _OUT_DOCS[_s].format(t="the module's input x (its first positional argument)")
-for _s, _d in _OUT_DOCS.items():
-    QUANTITIES[f"out.{_s}"] = _d.format(t="the module's output y")
-for _s, _d in _OUT_DOCS.items():
-    QUANTITIES[f"block.out.{_s}"] = _d.format(
-        t="a residual block's output (the residual stream after the add; ResidualBlock, a marked "
-          "block, or the input of a Tap(kind='block'))")
-for _s, _d in _OUT_DOCS.items():
-    QUANTITIES[f"branch.out.{_s}"] = _d.format(
-        t="a residual block's branch output before the add (the block's branch child, or the input "
-          "of a Tap(kind='branch')); rows carry the block's name")
+_OUTPUTS = {
+    "out": "the module's output y",
+    "block.out": "a residual block's output (the residual stream after the add; ResidualBlock, a marked "
+                 "block, or the input of a Tap(kind='block'))",
+    "branch.out": "a residual block's branch output before the add (the block's branch child, or the input "
+                  "of a Tap(kind='branch')); rows carry the block's name",
+}
+for _prefix, _t in _OUTPUTS.items():
+    for _s, _d in _OUT_DOCS.items():
+        QUANTITIES[f"{_prefix}.{_s}"] = _d.format(t=_t)
 QUANTITIES.update({
     "grad_out.var": "biased variance of all elements of dL/dy, y the module's output (train forwards only)",
     "grad_out.sq_mean": "E[(dL/dy)^2] over all elements of dL/dy",

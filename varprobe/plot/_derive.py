@@ -17,7 +17,7 @@ from ..analysis.ratios import transmission_ratios
 from ..analysis.rows import conv_rows, is_weight_layer
 from ..vocabulary import COLUMNS
 
-__all__ = ["config_columns", "prepare", "hue_style", "run_table", "pick_steps",
+__all__ = ["config_columns", "prepare", "quantity_rows", "hue_style", "run_table", "pick_steps",
            "spp_table", "ratios", "conv_mean", "final_state", "select_layers",
            "layer_order", "RATIO_QUANTITIES"]
 
@@ -50,6 +50,17 @@ def prepare(frame: pd.DataFrame, mode: str | None = "train") -> pd.DataFrame:
     if "run" not in out.columns:
         out = out.assign(run="run")
     return out
+
+
+def quantity_rows(frame: pd.DataFrame, quantity: str, mode: str | None = "train") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(prepare(frame, mode), its rows of quantity)``; ValueError naming the quantities the rows
+    hold when ``quantity`` is not among them."""
+    f = prepare(frame, mode)
+    q = f[f["quantity"] == quantity]
+    if q.empty:
+        have = sorted(set(f["quantity"].astype(str)))
+        raise ValueError(f"quantity {quantity!r} is not in the frame ({mode} rows); quantities: {', '.join(have)}")
+    return f, q
 
 
 def run_table(frame: pd.DataFrame) -> pd.DataFrame:

@@ -8,7 +8,7 @@ from matplotlib.figure import Figure
 
 from . import _derive as d
 from .footer import footer
-from .style import fmt_num, new_figure, order_levels
+from .style import cell_grid, fmt_num, new_figure, order_levels
 
 __all__ = ["collapse_map"]
 
@@ -82,10 +82,7 @@ def collapse_map(frame: pd.DataFrame) -> Figure:
                          vmin=0, vmax=1, aspect="auto")
         ax.set_xticks(range(len(schemes)), schemes)
         ax.set_yticks(range(len(lrs)), [f"{lr:g}" for lr in lrs])
-        ax.set_xticks(np.arange(-0.5, len(schemes)), minor=True)
-        ax.set_yticks(np.arange(-0.5, len(lrs)), minor=True)
-        ax.grid(which="minor", color="white", linewidth=2)
-        ax.tick_params(which="both", length=0)
+        cell_grid(ax, len(schemes), len(lrs))
         ax.set_xlabel("scheme")
         if k == 0:
             ax.set_ylabel("learning rate")

@@ -31,11 +31,7 @@ def curves(frame: pd.DataFrame, quantity: str, layers=None, mode: str = "train",
     nearer their start; a curve that stops early belongs to a collapsed run, and where one seed
     stopped the band disappears (one run left).
     """
-    f = d.prepare(frame, mode)
-    q = f[f["quantity"] == quantity]
-    if q.empty:
-        have = sorted(set(f["quantity"].astype(str)))
-        raise ValueError(f"quantity {quantity!r} is not in the frame ({mode} rows); quantities: {', '.join(have)}")
+    f, q = d.quantity_rows(frame, quantity, mode)
     step_level = bool((q["layer"] == "").all())
     subset = False
     if step_level:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .style import _wrap, order_levels
+from .style import _wrap, order_levels, pack
 
 __all__ = ["describe", "footer"]
 
@@ -90,14 +90,7 @@ def footer(fig, frame, text: str = "", *, mode: str | None = None) -> None:
     ``text`` (a note on what was left out or how to read the figure) on its own line."""
     what = frame if isinstance(frame, str) else describe(frame, mode)
     width = max(40, int(fig.get_size_inches()[0] * 16))
-    packed, cur = [], ""
-    for part in what.split(" · ") if what else []:  # break between parts, never inside one
-        if cur and len(cur) + 3 + len(part) > width:
-            packed.append(cur)
-            cur = part
-        else:
-            cur = f"{cur} · {part}" if cur else part
-    packed.append(cur)
+    packed = pack(what.split(" · "), width, " · ") if what else [""]  # break between parts, never inside one
     lines = ["\n".join(packed), _wrap(text, width) if text else ""]
     body = "\n".join(x for x in lines if x)
     if body:

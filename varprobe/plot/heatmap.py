@@ -33,11 +33,7 @@ def heatmap(frame: pd.DataFrame, quantity: str, run: str | None = None, mode: st
     burst just before a collapse; normalized panels stay more uniform; a collapsed run ends
     early (grey to the right).
     """
-    f = d.prepare(frame, mode)
-    q = f[f["quantity"] == quantity]
-    if q.empty:
-        have = sorted(set(f["quantity"].astype(str)))
-        raise ValueError(f"quantity {quantity!r} is not in the frame ({mode} rows); quantities: {', '.join(have)}")
+    f, q = d.quantity_rows(frame, quantity, mode)
     if (q["layer"] == "").all():
         raise ValueError(f"quantity {quantity!r} is step-level (one value per step, no layers): "
                          "use curves(frame, quantity) instead")

@@ -6,7 +6,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from .footer import footer
-from .style import fmt_num, new_figure
+from .style import cell_grid, fmt_num, new_figure
 
 __all__ = ["result_map"]
 
@@ -52,10 +52,7 @@ def result_map(runs: pd.DataFrame, col: str = "control", row: str = "lr", value:
     mesh = ax.imshow(np.ma.masked_invalid(grid), cmap="YlGn", vmin=vmin, vmax=vmax, aspect="auto")
     ax.set_xticks(range(len(cols)), cols, rotation=30, ha="right")
     ax.set_yticks(range(len(rows)), [fmt_num(float(r)) if isinstance(r, (int, float)) else str(r) for r in rows])
-    ax.set_xticks(np.arange(-0.5, len(cols)), minor=True)
-    ax.set_yticks(np.arange(-0.5, len(rows)), minor=True)
-    ax.grid(which="minor", color="white", linewidth=2)
-    ax.tick_params(which="both", length=0)
+    cell_grid(ax, len(cols), len(rows))
     ax.set_xlabel(col)
     ax.set_ylabel(row)
     fig.colorbar(mesh, ax=ax, location="right", shrink=0.9).set_label(f"{value} (mean over runs)")

@@ -20,7 +20,7 @@ from matplotlib.ticker import Formatter, LogFormatterSciNotation
 from ..vocabulary import EXTRA_COLORS, SCHEME_COLORS, SCHEMES, SHORT
 
 __all__ = ["new_figure", "qlabel", "short", "scheme_colors", "legend_right", "legend_below",
-           "bold_headers", "use_log", "fmt_num", "order_levels", "finite", "note", "tidy_log",
+           "bold_headers", "cell_grid", "pack", "use_log", "fmt_num", "order_levels", "finite", "note", "tidy_log",
            "STEP_LABEL", "DEPTH_LABEL"]
 
 STEP_LABEL = "training step"
@@ -52,15 +52,21 @@ def _wrap(text: str, width: int) -> str:
             cur_word, depth = "", 0
     if cur_word:
         words.append(cur_word)
+    return "\n".join(pack(words, width, " "))
+
+
+def pack(items, width: int, sep: str) -> list[str]:
+    """Greedy packing of ``items`` into lines of at most ``width`` characters (an item longer than
+    that gets a line of its own), joined by ``sep`` within a line."""
     lines, cur = [], ""
-    for w in words:
-        if cur and len(cur) + 1 + len(w) > width:
+    for item in items:
+        if cur and len(cur) + len(sep) + len(item) > width:
             lines.append(cur)
-            cur = w
+            cur = item
         else:
-            cur = f"{cur} {w}".strip()
+            cur = f"{cur}{sep}{item}" if cur else item
     lines.append(cur)
-    return "\n".join(lines)
+    return lines
 
 
 def scheme_colors(names) -> dict:
@@ -112,6 +118,14 @@ def bold_headers(legend, indices) -> None:
     texts = legend.get_texts()
     for i in indices:
         texts[i].set_fontweight("bold")
+
+
+def cell_grid(ax, ncols: int, nrows: int) -> None:
+    """White lines between the cells of an ``imshow`` of ``nrows`` x ``ncols`` cells, no ticks marks."""
+    ax.set_xticks(np.arange(-0.5, ncols), minor=True)
+    ax.set_yticks(np.arange(-0.5, nrows), minor=True)
+    ax.grid(which="minor", color="white", linewidth=2)
+    ax.tick_params(which="both", length=0)
 
 
 def use_log(values, *, ratio: float = 30.0) -> bool:
