@@ -76,8 +76,9 @@ def curves(frame: pd.DataFrame, quantity: str, layers=None, mode: str = "train",
             sm = matplotlib.cm.ScalarMappable(cmap=cmap, norm=matplotlib.colors.Normalize(0, len(chosen) - 1))
             fig.colorbar(sm, ax=ax, label="layer index (forward order)")
         n_runs = q["run"].nunique()
-        who = (f"scheme {q[hue].iloc[0]}" if hue == "scheme" else str(q["run"].iloc[0]) if n_runs == 1
-               else f"{n_runs} runs")
+        one = str(q["run"].iloc[0])
+        who = (f"scheme {q[hue].iloc[0]}" if hue == "scheme" else ("one run" if one == "run" else one)
+               if n_runs == 1 else f"{n_runs} runs")
         if n_runs > 1:
             who += f", mean of {n_runs} runs"
         fig.suptitle(f"{quantity} over training, per layer ({who}; {mode} mode){sub}", fontsize=10.5)

@@ -137,7 +137,8 @@ def heatmap(frame: pd.DataFrame, quantity: str, run: str | None = None, mode: st
                           fontsize=6.5 if len(labels) > 30 else 7 if len(labels) > 12 else 8)
             ax.set_ylabel("layer (forward order)" if single else "depth  (layer name)")
         ax.tick_params(axis="y", length=0)
-        ax.set_title(title, fontsize=9.5)
+        if not (single and title == "run"):  # a probe's own frame: the suptitle and footer say it all
+            ax.set_title(title, fontsize=9.5)
         if k // grid_cols == grid_rows - 1 or single:
             ax.set_xlabel(STEP_LABEL)
     for k in range(len(mats), grid_rows * grid_cols):

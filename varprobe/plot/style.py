@@ -101,9 +101,10 @@ def new_figure(nrows: int, ncols: int, *, panel: tuple[float, float] = (3.6, 2.9
 
 
 def legend_right(fig: Figure, handles, labels, title: str | None = None):
-    """One legend for the whole figure, outside the panels on the right."""
+    """One legend for the whole figure, outside the panels on the right, centred in height (at the
+    top it would run into a long figure title)."""
     if handles:
-        return fig.legend(handles, labels, loc="outside right upper", title=title, frameon=False)
+        return fig.legend(handles, labels, loc="outside right center", title=title, frameon=False)
 
 
 def legend_below(fig: Figure, handles, labels, title: str | None = None, ncol: int | None = None):
