@@ -179,3 +179,48 @@ def test_bad_lock_method_is_one_line(monkeypatch):
         lock_method()
     monkeypatch.delenv(LOCK_ENV)
     assert lock_method() == "flock" and lock_method("file") == "file"
+
+
+class _FakeKernel32:
+    """OpenProcess / GetExitCodeProcess / GetLastError / CloseHandle of a table of processes."""
+
+    def __init__(self, procs: dict[int, int], denied: set[int] = frozenset()):
+        self.procs, self.denied, self.closed, self.error = procs, denied, [], 0
+
+    def OpenProcess(self, access, inherit, pid):
+        if pid in self.denied:
+            self.error = 5
+            return 0
+        if pid not in self.procs:
+            self.error = 87  # ERROR_INVALID_PARAMETER
+            return 0
+        return 1000 + pid
+
+    def GetLastError(self):
+        return self.error
+
+    def GetExitCodeProcess(self, handle, code_ref):
+        code_ref._obj.value = self.procs[handle - 1000]
+        return 1
+
+    def CloseHandle(self, handle):
+        self.closed.append(handle)
+
+
+def test_windows_pid_check_asks_the_kernel_and_never_signals(monkeypatch):
+    from varprobe.record import owner_file
+
+    k = _FakeKernel32({10: 259, 11: 0}, denied={12})  # 10 running, 11 exited, 12 another user's
+    assert owner_file._windows_pid_exists(k, 10) is True
+    assert owner_file._windows_pid_exists(k, 11) is False
+    assert owner_file._windows_pid_exists(k, 12) is True
+    assert owner_file._windows_pid_exists(k, 13) is False
+    assert k.closed == [1010, 1011]  # every handle opened is closed
+
+    def no_kill(*args):
+        raise AssertionError("os.kill(pid, 0) is CTRL_C_EVENT on Windows")
+    monkeypatch.setattr(owner_file.os, "name", "nt")
+    monkeypatch.setattr(owner_file.os, "kill", no_kill)
+    import ctypes
+    monkeypatch.setattr(ctypes, "windll", type("W", (), {"kernel32": k})(), raising=False)
+    assert owner_file.pid_exists(10) is True and owner_file.pid_exists(11) is False

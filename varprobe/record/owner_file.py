@@ -83,12 +83,39 @@ def break_stale(path: Path, holder: dict[str, Any]) -> None:
 
 
 def pid_exists(pid: int) -> bool:
+    """Whether a process with ``pid`` runs on this host. POSIX: ``os.kill(pid, 0)``. Windows, where
+    signal 0 is CTRL_C_EVENT and ``os.kill`` would interrupt or terminate the process, asks the
+    kernel instead (:func:`_windows_pid_exists`)."""
+    if os.name == "nt":
+        import ctypes
+
+        return _windows_pid_exists(ctypes.windll.kernel32, pid)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # the process exists but belongs to another user
         return True
-    except OSError:  # e.g. Windows: an invalid pid
+    except OSError:
         return False
     return True
+
+
+_QUERY_LIMITED_INFORMATION, _STILL_ACTIVE, _ACCESS_DENIED = 0x1000, 259, 5
+
+
+def _windows_pid_exists(kernel32: Any, pid: int) -> bool:
+    """``OpenProcess`` of ``pid``: no handle means no such process (or, access denied, one of another
+    user: it exists); with a handle, the process runs while its exit code is STILL_ACTIVE."""
+    import ctypes
+
+    handle = kernel32.OpenProcess(_QUERY_LIMITED_INFORMATION, False, pid)
+    if not handle:
+        return kernel32.GetLastError() == _ACCESS_DENIED
+    try:
+        code = ctypes.c_ulong()
+        if not kernel32.GetExitCodeProcess(handle, ctypes.byref(code)):
+            return True  # cannot tell: never call a live writer's lock stale
+        return code.value == _STILL_ACTIVE
+    finally:
+        kernel32.CloseHandle(handle)
