@@ -42,6 +42,13 @@ def _wait_for(path_glob: str, root: Path, proc: subprocess.Popen, timeout: float
     pytest.fail(f"no {path_glob} under {root} after {timeout} s")
 
 
+def _stop(proc: subprocess.Popen, sig: int, code: int) -> str:
+    """Send ``sig``, check that the process exits with ``code`` within 30 s; its stderr."""
+    proc.send_signal(sig)
+    assert proc.wait(timeout=30) == code
+    return proc.stderr.read()
+
+
 def _kill(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGKILL)
@@ -136,9 +143,7 @@ def test_ctrl_c_stops_a_run_cleanly_and_keeps_what_it_recorded(tmp_path):
     proc = _start(["run", *ARGS, "--out", str(out)])
     try:
         _wait_for("stats/chunk-000001.parquet", out, proc)
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=30) == 130
-        err = proc.stderr.read()
+        err = _stop(proc, signal.SIGINT, 130)
     finally:
         _kill(proc)
     assert "Traceback" not in err and err.strip().splitlines()[-1] == "varprobe run: interrupted"
@@ -183,9 +188,7 @@ def test_sigterm_or_sighup_stops_a_run_cleanly_and_keeps_every_recorded_step(tmp
             time.sleep(0.005)
         recorded_before = _logged_steps(log)  # steps whose probe.step() had returned
         assert proc.poll() is None and recorded_before >= 37, "the run ended or stalled before the signal"
-        proc.send_signal(sig)
-        assert proc.wait(timeout=30) == code
-        err = proc.stderr.read()
+        err = _stop(proc, sig, code)
     finally:
         _kill(proc)
     name = signal.Signals(sig).name
@@ -208,9 +211,7 @@ def test_sigterm_during_a_grid_marks_the_run_for_a_rerun(tmp_path):
     proc = _start(argv)
     try:
         _wait_for("*/stats/chunk-000001.parquet", out, proc)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 143
-        err = proc.stderr.read()
+        err = _stop(proc, signal.SIGTERM, 143)
     finally:
         _kill(proc)
     assert "Traceback" not in err and err.strip().splitlines()[-1] == "varprobe grid: stopped by SIGTERM (signal 15)"

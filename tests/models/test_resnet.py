@@ -35,6 +35,27 @@ def blocks(model: nn.Module) -> list[ResidualBlock]:
 # ----------------------------------------------------------------------------------------------- training
 
 
+def assert_basic_stages(model: nn.Module, c_in: int, widths) -> None:
+    """Every stage's basic blocks: conv3x3 (stride 2 at the first block of every stage but the
+    first) - ReLU - conv3x3, and a 1x1 stride-2 projection shortcut exactly where the stride is 2."""
+    for i, (stage, width) in enumerate(zip(model.stages, widths)):
+        for j, block in enumerate(stage):
+            stride = 2 if (i > 0 and j == 0) else 1
+            c1, c2 = block.branch[0].conv, block.branch[2].conv
+            assert isinstance(block.branch[1], nn.ReLU)
+            assert (c1.in_channels, c1.out_channels, c1.kernel_size, c1.stride, c1.padding) == \
+                (c_in, width, (3, 3), (stride, stride), (1, 1))
+            assert (c2.in_channels, c2.out_channels, c2.kernel_size, c2.stride, c2.padding) == \
+                (width, width, (3, 3), (1, 1), (1, 1))
+            if stride == 2:
+                sc = block.shortcut.conv
+                assert (sc.in_channels, sc.out_channels, sc.kernel_size, sc.stride, sc.padding) == \
+                    (c_in, width, (1, 1), (2, 2), (0, 0))
+            else:
+                assert block.shortcut is None
+            c_in = width
+
+
 @pytest.mark.parametrize("scheme", SCHEMES)
 def test_resnet8_memorises_a_batch(scheme):
     torch.manual_seed(0)
@@ -93,23 +114,7 @@ def test_conv_count_widths_and_strides(depth, scheme):
     assert (stem.in_channels, stem.out_channels, stem.kernel_size, stem.stride, stem.padding) == \
         (3, 16, (3, 3), (1, 1), (1, 1))
     assert not any(isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)) for m in model.stem.modules())
-    c_in = 16
-    for i, (stage, width) in enumerate(zip(model.stages, (16, 32, 64))):
-        for j, block in enumerate(stage):
-            stride = 2 if (i > 0 and j == 0) else 1
-            c1, c2 = block.branch[0].conv, block.branch[2].conv
-            assert isinstance(block.branch[1], nn.ReLU)
-            assert (c1.in_channels, c1.out_channels, c1.kernel_size, c1.stride, c1.padding) == \
-                (c_in, width, (3, 3), (stride, stride), (1, 1))
-            assert (c2.in_channels, c2.out_channels, c2.kernel_size, c2.stride, c2.padding) == \
-                (width, width, (3, 3), (1, 1), (1, 1))
-            if stride == 2:
-                sc = block.shortcut.conv
-                assert (sc.in_channels, sc.out_channels, sc.kernel_size, sc.stride, sc.padding) == \
-                    (c_in, width, (1, 1), (2, 2), (0, 0))
-            else:
-                assert block.shortcut is None
-            c_in = width
+    assert_basic_stages(model, 16, (16, 32, 64))
     assert model.head.in_features == 64
 
 

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from tests.models.conftest import _batch, assert_memorises, memorise
-from tests.models.test_resnet import CONV_TYPE, NORM_AFTER, NORM_TYPES, blocks, convs, norms
+from tests.models.test_resnet import CONV_TYPE, NORM_AFTER, NORM_TYPES, assert_basic_stages, blocks, convs, norms
 from varprobe.layers import SCHEMES, ConvNorm, PWSConv2d
 from varprobe.models import resnet34_cifar
 
@@ -21,21 +21,7 @@ def test_stages_blocks_widths_strides():
     assert (stem.in_channels, stem.out_channels, stem.kernel_size, stem.stride, stem.padding) == \
         (3, W, (3, 3), (1, 1), (1, 1))
     assert not any(isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)) for m in model.stem.modules())
-    c_in = W
-    for i, (stage, width) in enumerate(zip(model.stages, (W, 2 * W, 4 * W, 8 * W))):
-        for j, block in enumerate(stage):
-            stride = 2 if (i > 0 and j == 0) else 1
-            c1, c2 = block.branch[0].conv, block.branch[2].conv
-            assert (c1.in_channels, c1.out_channels, c1.kernel_size, c1.stride, c1.padding) == \
-                (c_in, width, (3, 3), (stride, stride), (1, 1))
-            assert (c2.in_channels, c2.out_channels, c2.kernel_size, c2.stride, c2.padding) == \
-                (width, width, (3, 3), (1, 1), (1, 1))
-            if stride == 2:
-                sc = block.shortcut.conv
-                assert (sc.in_channels, sc.out_channels, sc.kernel_size, sc.stride) == (c_in, width, (1, 1), (2, 2))
-            else:
-                assert block.shortcut is None
-            c_in = width
+    assert_basic_stages(model, W, (W, 2 * W, 4 * W, 8 * W))
     # 1 stem + 2 x 16 block convs + 3 projections (stages 2-4): 33 weight layers + the head = "34"
     assert len(convs(model)) == 1 + 2 * 16 + 3
     assert model.head.in_features == 8 * W
