@@ -53,6 +53,4 @@ def pooled_shares(frame: pd.DataFrame, parts: Sequence[str], *, mode: str = "tra
     shares = sums[list(parts)].div(sums["dec.measured"], axis=0)
     measured = wide["dec.measured"].groupby(level=keys).mean()
     long = shares.stack().rename("share").reset_index().rename(columns={"quantity": "part"})
-    long["measured"] = measured.reindex(pd.MultiIndex.from_frame(long[keys]) if len(keys) > 1
-                                        else pd.Index(long["step"])).to_numpy()
-    return long
+    return long.join(measured.rename("measured"), on=keys)
