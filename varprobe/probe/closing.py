@@ -55,6 +55,10 @@ def close_mode(probe, mode: str, *, loss=None, lr=None, scaler=None, grads_unsca
     ``grads_unscaled``: ``.grad`` already holds unscaled gradients, so only the tensor-hook
     statistics are divided by the loss scale, not those computed from ``.grad``."""
     h = probe._hooks
+    if mode != TRAIN and mode not in h.dirty:  # no hook recorded in this mode: no rows
+        if reset:
+            h.reset(mode)
+        return None
     acc = h.acc[mode]
     acc.merge(h.pending[mode])
     fired = any(acc.counts)

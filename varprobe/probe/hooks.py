@@ -15,6 +15,7 @@ two Python calls.
 from __future__ import annotations
 
 import functools
+import operator
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -28,6 +29,9 @@ from .buffers import Moments, Pending
 from .plan import BUCKETS, EVAL, PENDING, TRAIN, LayerPlan, first_tensor, in_backward
 
 __all__ = ["Hooks"]
+
+
+_TRAINING = operator.attrgetter("training")
 
 
 class _Entry:
@@ -57,6 +61,7 @@ class Hooks:
     def __init__(self, model: nn.Module, plans: list[LayerPlan], fused: bool) -> None:
         self.model, self.plans, self.fused = model, plans, fused
         self.active = [p for p in plans if p.active]
+        self._active_modules = [p.module for p in self.active]
         self.bns = [p for p in plans if p.bn_q]
         self.acc = {b: Moments() for b in BUCKETS}
         self.pending = {b: Pending() for b in BUCKETS}
@@ -68,6 +73,7 @@ class Hooks:
         self.grad_hooks = self.grads_seen = 0  # training-forward tensors watched, their gradient calls
         self.pending_hooks = self.pending_grads = 0  # the same for PENDING forwards
         self.pending_seen = False  # whether a PENDING forward ran in the open step
+        self.dirty: set[str] = set()  # buckets a recording forward wrote to since their reset
         self.running: dict[str, Tensor | None] = {b: None for b in BUCKETS}  # BN running stats snapshot
         self.next_depth, self.cur_depth = 0, -1
         self.warn: Callable[[str, str, str], None] = lambda name, kind, msg: None
@@ -140,7 +146,7 @@ class Hooks:
         self.root_calls[mode] += 1
         self.root_seen = True
         if not self._layer and self.rec_eval and (
-                mode != TRAIN or any(not p.module.training for p in self.active)):
+                mode != TRAIN or not all(map(_TRAINING, self._active_modules))):
             self.arm()  # eval forwards are recorded whenever they run: hooks for this forward only
             self._temporary = True
         if self.bns and self.running[mode] is None and self.recording(mode):
@@ -158,6 +164,7 @@ class Hooks:
         mode = self.mode(module)
         if not self.recording(mode):
             return
+        self.dirty.add(mode)
         if mode != EVAL and in_backward():  # a forward re-run inside backward: activation checkpointing
             p.recomputed += 1
             return
@@ -334,6 +341,7 @@ class Hooks:
         src.merge(self.pending[PENDING])
         dst.merge(self.pending[dst_mode])
         if recording and len(src):
+            self.dirty.add(dst_mode)
             for p in self.plans:
                 sites, into = p.sites[PENDING], p.sites[dst_mode]
                 for slot in slots:
@@ -360,10 +368,12 @@ class Hooks:
 
     # -- end of step -------------------------------------------------------------------------------
     def reset(self, mode: str) -> None:
-        self.acc[mode].reset()
-        self.pending[mode].clear()
-        for p in self.plans:
-            p.reset(mode)
+        if mode in self.dirty:  # a step no hook recorded in (between recorded steps) skips this
+            self.dirty.discard(mode)
+            self.acc[mode].reset()
+            self.pending[mode].clear()
+            for p in self.plans:
+                p.reset(mode)
         self.root_calls[mode] = 0
         self.running[mode] = None
         if mode == PENDING:
