@@ -13,6 +13,8 @@ every configuration in turn, so machine noise hits all of them alike):
 - Probe every step, default quantities ("all");
 - Probe every 10 steps (each block holds one recorded step);
 - Probe every step, ``quantities="forward"`` (output statistics only);
+- Probe attached but recording no step (launch-bound section): what a step between recorded
+  steps costs (two root hooks and ``step()``);
 - Probe every step, every quantity but the variance decomposition ``dec.*`` (what ``dec.*`` costs);
 - Probe every step with ``fused=True`` (one compiled kernel reads each tensor once);
 - naive: hooks that compute the same statistics with separate reductions and call ``.item()`` on
@@ -149,6 +151,7 @@ class Naive:
 
 
 BARE = "bare floor: one sum per probed output and output gradient, bare hooks"
+BETWEEN = "Probe attached, no step recorded (the cost between recorded steps)"
 UNPROBED, FLOOR, EVERY1, EVERY10, FORWARD, NO_DEC, FUSED, NAIVE = (
     "unprobed", "probe machinery: the Probe with one sum per tensor read", "Probe every step (all quantities)",
     "Probe every 10 steps", "Probe every step, quantities='forward'", "Probe every step, all but dec.*",
@@ -183,7 +186,8 @@ def make_configs(model: nn.Module, quick: bool | str = False) -> dict[str, objec
                    EVERY10: Probe(model, every=10, flush_every=10),
                    FORWARD: Probe(model, quantities="forward", flush_every=10)}
         if quick != "targets":
-            configs.update({BARE: BareFloor(model), FLOOR: Probe(model, flush_every=10), NAIVE: Naive(model)})
+            configs.update({BARE: BareFloor(model), FLOOR: Probe(model, flush_every=10), NAIVE: Naive(model),
+                            BETWEEN: Probe(model, every=10**9, flush_every=10)})  # records only step 0 (warm-up)
         return configs
     return {UNPROBED: None, BARE: BareFloor(model), FLOOR: Probe(model, flush_every=10), EVERY1: Probe(model, flush_every=10),
             EVERY10: Probe(model, every=10, flush_every=10),

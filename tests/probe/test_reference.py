@@ -25,8 +25,9 @@ def _batch(n: int, seed: int, dtype=F64):
     return torch.randn(n, 3, 11, 9, generator=g).to(dtype), torch.randint(0, 4, (n,), generator=g)
 
 
-def _run(dtype):
-    """Train the probed net; return the probe's table and the expected {(step, mode, layer, q): v}."""
+def _run(dtype, every: int = 1):
+    """Train the probed net, recording every ``every`` steps; return the probe's table and the
+    expected {(step, mode, layer, q): v}."""
     net = make_net(0, dtype)
     opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
     plan = {0: [_batch(5, 1, dtype)], 1: [_batch(5, 2, dtype), _batch(3, 3, dtype)],
@@ -34,22 +35,26 @@ def _run(dtype):
     eval_x = _batch(6, 9, dtype)[0]
     expected: dict[tuple, float] = {}
     prev_gi = prev_net = None
-    probe = Probe(net)
+    probe = Probe(net, every=every)
     with probe:
         for step, batches in plan.items():
+            recorded = step % every == 0
             ref = clone(net)
-            exp, prev_gi = expected_train(ref, [(x.to(F64), y) for x, y in batches], prev_gi, prev_net=prev_net)
+            if recorded:  # sign persistence against the previous recorded step, update ratio the previous step
+                exp, prev_gi = expected_train(ref, [(x.to(F64), y) for x, y in batches], prev_gi,
+                                              prev_net=prev_net)
+                for k, v in exp.items():
+                    expected[(step, "train") + k] = v
             prev_net = ref
-            for k, v in exp.items():
-                expected[(step, "train") + k] = v
             losses = []
             for x, y in batches:
                 loss = F.cross_entropy(net(x), y)
                 loss.backward()
                 losses.append(loss.item())
             probe.step(loss=losses[-1], lr=0.05)
-            expected[(step, "train", "", "loss")] = losses[-1]
-            expected[(step, "train", "", "lr")] = 0.05
+            if recorded:
+                expected[(step, "train", "", "loss")] = losses[-1]
+                expected[(step, "train", "", "lr")] = 0.05
             opt.step()
             opt.zero_grad()
             if step == 1:  # an eval forward between steps 1 and 2: recorded at step 2, mode "eval"
@@ -98,6 +103,15 @@ def test_every_quantity_matches_float64_reference():
     assert (frame[frame["mode"] == "eval"]["step"] == 2).all()
     assert frame.dtypes["step"] == "int64" and frame.dtypes["depth"] == "int64"
     assert frame.dtypes["value"] == "float64"
+
+
+def test_steps_between_recorded_ones_leave_no_trace():
+    """every=3: steps 1 and 2 are not recorded (step 2 holds an eval forward, which is). The
+    recorded steps 0 and 3 and the eval rows equal the float64 reference: nothing of the
+    unrecorded steps leaks into them, although their buckets are not reset."""
+    frame, expected = _run(F64, every=3)
+    assert set(frame[frame["mode"] == "train"].step) == {0, 3} and set(frame[frame["mode"] == "eval"].step) == {2}
+    _compare(frame, expected, rtol=1e-9, atol=1e-13)
 
 
 def test_float32_model_matches_float64_reference():
