@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import re
 import sys
 import tempfile
@@ -35,7 +36,7 @@ from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
 
 __all__ = ["ROOT", "NOTEBOOKS", "MAX_BYTES", "CELL_TIMEOUT", "kernel_env", "execute", "clean",
-           "text_outputs", "keep_committed_times", "main"]
+           "text_outputs", "keep_committed_times", "made_on", "main"]
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -96,12 +97,22 @@ def execute(path: str | os.PathLike, extra_cells: list[str] = ()) -> nbformat.No
     return clean(nb)
 
 
+def made_on() -> str:
+    """The kind of machine whose float rounding the outputs carry: architecture, the CPU kernels
+    torch dispatches to (``DEFAULT``, ``AVX2``, ``AVX512``, ...) and the torch version. Training
+    runs near collapse diverge between kinds; on one kind, reruns are byte-identical."""
+    import torch  # the kernel's torch: same interpreter, same machine
+
+    return f"{platform.machine()} {torch.backends.cpu.get_cpu_capability()} torch {torch.__version__}"
+
+
 def clean(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     """Drop what changes between identical reruns: execution timestamps, widget state, the
     interpreter's version, and how consecutive prints of a cell were split into stream messages
     (merged into one output per run of stdout or stderr); keep outputs and execution counts.
-    Modifies and returns ``nb``."""
+    Stamps the notebook's metadata with :func:`made_on`. Modifies and returns ``nb``."""
     nb.metadata.pop("widgets", None)
+    nb.metadata["varprobe"] = {"outputs_made_on": made_on()}
     nb.metadata["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": KERNEL}
     nb.metadata["language_info"] = {"name": "python", "pygments_lexer": "ipython3"}
     for cell in nb.cells:
