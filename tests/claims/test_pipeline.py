@@ -1,7 +1,6 @@
 """The reproduce pipeline end to end at the smallest scale (the real --quick run is `make demo`)."""
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 
@@ -84,7 +83,7 @@ def test_rerun_reuses_finished_runs(report):
     stamps = [(r / "meta.json").stat().st_mtime_ns for r in runs]
     again = run_plan(plan(TINY), out / "runs", progress=False)
     assert [(r / "meta.json").stat().st_mtime_ns for r in sorted((out / "runs").iterdir())] == stamps
-    assert {Path(r.path).resolve() for r in again.values()} == {r.resolve() for r in runs}
+    assert {r.path.resolve() for r in again.values()} == {r.resolve() for r in runs}
 
 
 def test_attribution_rows_recomputed_from_the_run_directories(report):
