@@ -215,3 +215,53 @@ def test_training_in_eval_mode_is_recorded_as_training(frozen):
             opt.zero_grad()
     assert not net.bn.training
     _compare(probe.frame(), expected, rtol=1e-9, atol=1e-13)
+
+
+class _TwoBranch(torch.nn.Module):
+    """Two convs side by side into a Linear head; ``use_b=False`` leaves conv ``b`` out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.a = torch.nn.Conv2d(3, 4, 3, dtype=F64)
+        self.b = torch.nn.Conv2d(3, 6, 1, dtype=F64)
+        self.head = torch.nn.Linear(10, 4, dtype=F64)
+
+    def forward(self, x, use_b: bool = True):
+        ha = self.a(x).mean((2, 3))
+        hb = self.b(x).mean((2, 3)) if use_b else ha.new_zeros(x.shape[0], 6)
+        return self.head(torch.cat([ha, hb], 1))
+
+
+def test_sign_persistence_when_a_layer_sits_out_a_step():
+    """gw.sign_persistence compares each layer's per-filter mean gradient with the one of the last
+    recorded step *that layer* had a gradient in: with conv ``b`` left out of step 1, its step 2
+    compares with step 0, every other layer's with step 1 (the layout of the average gradients
+    changes between steps), and step 3 with step 2 for all."""
+    net = _TwoBranch()
+    gi: dict[tuple[int, str], torch.Tensor] = {}
+    probe = Probe(net, quantities=["gw.sign_persistence"])
+    with probe, pytest.warns(RuntimeWarning):  # b does not fire in step 1
+        for step in range(4):
+            x, y = _batch(5, step)
+            F.cross_entropy(net(x, use_b=step != 1), y).backward()
+            for name in ("a", "b", "head"):
+                g = net.get_submodule(name).weight.grad
+                if g is not None:
+                    gi[(step, name)] = g.detach().flatten(1).to(F64).mean(1)
+            probe.step()
+            net.zero_grad(set_to_none=True)
+    got = probe.frame().set_index(["step", "layer"])["value"]
+    last = {"a": 0, "b": 0, "head": 0}
+    expected = {}
+    for step in (1, 2, 3):
+        for name in ("a", "b", "head"):
+            if (step, name) not in gi:
+                continue
+            agree = (torch.sign(gi[(step, name)]) == torch.sign(gi[(last[name], name)])).to(F64).mean()
+            expected[(step, name)] = agree.item()
+            last[name] = step
+    assert (2, "b") in expected and (1, "b") not in expected
+    assert sorted(got.index) == sorted(expected)
+    for k, v in expected.items():
+        assert got[k] == v, k

@@ -103,6 +103,8 @@ def close_mode(probe, mode: str, *, loss=None, lr=None, scaler=None, grads_unsca
         if found_inf is not None and "amp.skipped" in probe._quantities:
             out.add(None, "amp.skipped", out.block(found_inf.to(_F64)))
     if not out.rows and not host_rows:
+        if mode == TRAIN:  # a step with no rows still has g_i for the next one's sign persistence
+            probe._params.commit()
         if reset:
             h.reset(mode)
         return None
