@@ -62,9 +62,10 @@ class ParamStats:
     def __init__(self, plans: list[LayerPlan]) -> None:
         self.plans = plans
         self._cache: dict[tuple, object] = {}
-        self.prev: dict[int, Tensor] = {}  # plan idx -> previous recorded step's g_i
+        # plan idx -> previous recorded step's g_i, as (vector of every layer's g_i, start, length)
+        self.prev: dict[int, tuple[Tensor, int, int]] = {}
         self.prev_ok: dict[int, Tensor] = {}  # plan idx -> 0-d: that g_i came from a step not skipped
-        self._staged: dict[int, tuple[Tensor, Tensor | None]] = {}  # the closing step's, until commit()
+        self._staged: dict[int, tuple[tuple[Tensor, int, int], Tensor | None]] = {}  # the closing step's, until commit()
         # w.update_ratio: raw-weight snapshots taken in step() before a recorded step (updates.py)
         self.updates = UpdateRatios()
         self.update_plans = [p for p in plans if p.update]
@@ -138,10 +139,10 @@ class ParamStats:
         items = [(p, name) for p in self.plans for name in p.norm_q]
         if not items:
             return
-        ts = [(p.module.weight if name == "norm.weight_mean" else p.module.bias).reshape(1, -1)
-              for p, name in items]
-        seg = self._segments("norm", ts)
-        at = out.block(torch.cat([f.mean(1) for f in seg.gather(ts)]))
+        ts = [p.module.weight if name == "norm.weight_mean" else p.module.bias for p, name in items]
+        key = ("norm", tuple((t.shape, t.dtype) for t in ts), ts[0].device)
+        seg = self._cached(key, lambda: Segments([(1, t.numel()) for t in ts], ts[0].device))
+        at = out.block(torch.cat([f.mean(1) for f in seg.gather(ts)]))  # one filter of C entries each
         for j, (p, name) in enumerate(items):
             out.add(p, name, at + seg.offsets[j])
 
@@ -170,46 +171,49 @@ class ParamStats:
             return
         ks = [kern.get(p.idx, raw[p.idx]) for p, _, _ in todo]
         dev = ks[0].device
-        key = ("dec", tuple((p.idx, p.in_size, tuple(k.shape), a, b) for (p, a, b), k in zip(todo, ks)), dev)
-        geo = self._cached(key, lambda: _DecGeometry([p for p, _, _ in todo], ks, dev,
-                                                     [acc.channels[a] for _, a, _ in todo]))
-        seg, n_c, _, _ = acc._layout()
-        # dec.pred_*: each input channel c's own mean mu_c and biased variance var_c
+        biases = [p.module.bias for p, _, _ in todo]
+        key = ("dec", tuple((p.idx, p.in_size, tuple(k.shape), a, b, isinstance(bb, Tensor))
+                            for ((p, a, b), k, bb) in zip(todo, ks, biases)), dev, acc.device)
+        geo = self._cached(key, lambda: _DecGeometry([p for p, _, _ in todo], ks, dev, acc.device,
+                                                     [acc.channels[a] for _, a, _ in todo], biases))
+        _, n_c, _, _ = acc._layout()
+        # dec.pred_*: each input channel c's own mean mu_c and biased variance var_c, as rows
+        # [1, var_c, mu_c] of the input channels laid end to end
         ic = acc._channel_index(tuple(a for _, a, _ in todo))
-        mu_c = acc.data[0].index_select(0, ic) / n_c.index_select(0, ic)
-        var_c = (acc.data[1].index_select(0, ic) / n_c.index_select(0, ic) - mu_c * mu_c).clamp_min(0.0)
-        mu_c, var_c = mu_c.to(dev), var_c.to(dev)
-        iid_f, shift_f, var_f, mean_f = [], [], [], []
-        for ((cin, t), members, diag, overlap, cidx), k in zip(geo.groups, geo.seg.gather(ks)):
+        n_in = n_c.index_select(0, ic)
+        mu_c = acc.data[0].index_select(0, ic) / n_in
+        var_c = (acc.data[1].index_select(0, ic) / n_in - mu_c * mu_c).clamp_min(0.0)
+        rows = torch.stack([torch.ones_like(mu_c), var_c, mu_c]).to(dev)
+        sq, lin = [], []
+        for ((cin, t), _, cidx), k in zip(geo.groups, geo.seg.gather(ks)):
             k = k.view(-1, cin, t)
-            ones = torch.ones_like(cidx, dtype=_F64)
+            a = rows[:, cidx].transpose(0, 1)  # (F_g, 3, C_in/groups)
             # per tap t, summed over input channels c: [K^2, var_c K^2] and [K, mu_c K] (F_g, 2, T)
-            sq = torch.bmm(torch.stack([ones, var_c[cidx]], 1), k * k)
-            lin = torch.bmm(torch.stack([ones, mu_c[cidx]], 1), k)  # s_i[t] (filter sums), r_i[t]
-            tap_sq = (sq * diag[:, None]).sum(2)  # sum_{c,t} C[t, t] K_i[c, t]^2 (x var_c)
-            quad = (torch.bmm(lin, overlap) * lin).sum(2)  # s_i^T C s_i, r_i^T C r_i
-            dr = (lin[:, 1] * diag).sum(1)  # diag(C)^T r_i (varprobe.theory.channel_moments)
-            iid_f.append(tap_sq[:, 0])
-            shift_f.append(quad[:, 0].clamp_min(0.0))  # s_i^T C s_i >= 0
-            var_f.append(tap_sq[:, 1] + (quad[:, 1] - dr * dr).clamp_min(0.0))
-            mean_f.append(dr)
+            sq.append(torch.bmm(a[:, :2], k * k))
+            lin.append(torch.bmm(a[:, ::2], k))  # s_i[t] (filter sums), r_i[t]
+        parts = []
+        for members, diag, overlap in geo.taps:  # the groups with the same number of taps, at once
+            s2 = sq[members[0]] if len(members) == 1 else torch.cat([sq[g] for g in members])
+            l2 = lin[members[0]] if len(members) == 1 else torch.cat([lin[g] for g in members])
+            tap_sq = (s2 * diag[:, None]).sum(2)  # sum_{c,t} C[t, t] K_i[c, t]^2 (x var_c)
+            quad = (torch.bmm(l2, overlap) * l2).sum(2)  # s_i^T C s_i, r_i^T C r_i
+            dr = (l2[:, 1] * diag).sum(1)  # diag(C)^T r_i (varprobe.theory.channel_moments)
+            parts.append(torch.cat([tap_sq, quad, dr[:, None]], 1))
+        per = (parts[0] if len(parts) == 1 else torch.cat(parts)).to(acc.device)  # (F, 5), filters in geo order
         outs = tuple(b for _, _, b in todo)
         idx = acc._channel_index(outs)
         n = n_c.index_select(0, idx)
         so, qo = acc.data[0].index_select(0, idx), acc.data[1].index_select(0, idx)
-        biases = [p.module.bias for p, _, _ in todo]
-        b = torch.cat([bb.detach().to(_F64).reshape(-1) if isinstance(bb, Tensor)
-                       else torch.zeros(acc.channels[i], dtype=_F64, device=dev)
-                       for bb, (_, _, i) in zip(biases, todo)]).to(acc.device)
+        b = geo.bias_values()
         # E[(y_c - b_c)^2] >= 0 per channel: clamped at 0 against the cancellation of its three terms
         measured_c = (qo / n - 2 * b * so / n + b * b).clamp_min(0.0)
-        b_f = b.index_select(0, geo.filter_order.to(acc.device))
-        mean_f = torch.cat(mean_f).to(acc.device) + b_f
-        per_filter = torch.stack([torch.cat(iid_f).to(acc.device), torch.cat(shift_f).to(acc.device),
-                                  torch.cat(var_f).to(acc.device), mean_f * mean_f])
-        tot = torch.cat([segment_sum(per_filter, geo.layer_of_filter.to(acc.device), len(todo)),
-                         segment_sum(measured_c, geo.layer_of_channel.to(acc.device), len(todo))[None]])
-        tot = tot / geo.layer_o.to(acc.device)
+        mean_f = per[:, 4] + b.index_select(0, geo.filter_order)
+        # iid, shift (s_i^T C s_i >= 0), var, mean^2 per filter
+        per_filter = torch.stack([per[:, 0], per[:, 2].clamp_min(0.0),
+                                  per[:, 1] + (per[:, 3] - per[:, 4] * per[:, 4]).clamp_min(0.0), mean_f * mean_f])
+        tot = torch.cat([segment_sum(per_filter, geo.layer_of_filter, len(todo)),
+                         segment_sum(measured_c, geo.layer_of_channel, len(todo))[None]])
+        tot = tot / geo.layer_o
         ins = self._cached(("ins",) + tuple(a for _, a, _ in todo) + (acc.device,),
                            lambda: torch.tensor([a for _, a, _ in todo]).to(acc.device))
         mean, var = summary[ins, _MEAN], summary[ins, _VAR]
@@ -244,11 +248,10 @@ class ParamStats:
                 if name in p.gw_q:
                     out.add(p, name, at + k * n + j)
         # sign persistence against the previous recorded step of the same layer
-        has_prev = [p.idx in self.prev and self.prev[p.idx].shape[0] == g.shape[0] for p, g in zip(layers, gs)]
+        has_prev = [p.idx in self.prev and self.prev[p.idx][2] == g.shape[0] for p, g in zip(layers, gs)]
         zeros = gi.new_zeros(())
         if any(has_prev):
-            prev = torch.cat([self.prev[layers[j].idx] if has_prev[j] else gi.new_zeros(gs[j].shape[0])
-                              for _, members in seg.groups for j in members])
+            prev = self._previous(layers, gs, seg, has_prev)
             agree = (torch.sign(gi) == torch.sign(prev)).to(_F64)
             sp = segment_sum(agree, seg.layer_of, seg.layers) / seg.layer_o
             ok = signal
@@ -269,9 +272,27 @@ class ParamStats:
             if found_inf is not None:
                 old = self.prev_ok.get(p.idx, zeros) if has_prev[j] else zeros
                 ok = torch.where(found_inf, old, 1.0)
-            self._staged[p.idx] = (keep[seg.offsets[j]:seg.offsets[j] + seg.o[j]], ok)
+            self._staged[p.idx] = ((keep, seg.offsets[j], seg.o[j]), ok)
         if summary is not None:
             self._bias_corr(out, acc, summary, layers, gs, seg, gi, signal)
+
+    def _previous(self, layers: list[LayerPlan], gs: list[Tensor], seg: Segments, has_prev: list[bool]) -> Tensor:
+        """The previous recorded step's g_i of ``layers`` in this step's filter order (zeros where a
+        layer has none): that step's vector itself when the layout is the same (the usual case)."""
+        v = self.prev[layers[0].idx][0] if has_prev[0] else None
+        if v is not None and v.shape[0] == seg.filters and all(
+                h and self.prev[p.idx][0] is v and self.prev[p.idx][1] == seg.offsets[j]
+                for j, (p, h) in enumerate(zip(layers, has_prev))):
+            return v
+        parts = []
+        for _, members in seg.groups:
+            for j in members:
+                if has_prev[j]:
+                    w, at, n = self.prev[layers[j].idx]
+                    parts.append(w[at:at + n])
+                else:
+                    parts.append(torch.zeros(gs[j].shape[0], dtype=_F64, device=seg.device))
+        return torch.cat(parts)
 
     def _bias_corr(self, out: StepRows, acc: Moments, summary: Tensor, layers: list[LayerPlan],
                    gs: list[Tensor], seg: Segments, gi: Tensor, signal: Tensor) -> None:
@@ -352,14 +373,21 @@ class ParamStats:
 
 
 class _DecGeometry:
-    """dec.* layout of a set of layers and input sizes: layers grouped by kernel shape (C_in/groups,
-    taps), per group the C[t, t] of every filter's taps (F_g, T), the overlap C (F_g, T, T) and
-    the input channels each filter reads (F_g, C_in/groups), indices into the layers' input
-    channels laid end to end (``in_channels`` per layer); ``filter_order``: the layer-ordered
-    index of each group-ordered filter; ``in_ok``: whether a layer's input has the channels its
-    kernel reads."""
+    """dec.* layout of a set of layers and input sizes.
 
-    def __init__(self, layers: list[LayerPlan], kernels: list[Tensor], device, in_channels: list[int]) -> None:
+    ``seg``: the kernels in one float64 buffer, grouped by kernel shape (C_in/groups, taps);
+    ``groups``: per kernel group ((C_in/groups, T), members, the indices into the layers' input
+    channels laid end to end of the channels each filter reads (F_g, C_in/groups)); ``taps``: per
+    number of taps T, (kernel groups, C[t, t] of every filter's taps (F_T, T), the overlap C
+    (F_T, T, T)). Filters are laid out tap group by tap group (kernel groups within, in
+    ``taps`` order): ``filter_order`` gives each one's index among the layers' output channels
+    laid end to end, ``layer_of_filter`` its layer. ``in_ok``: whether a layer's input has the
+    channels its kernel reads. Per-layer and per-filter tensors live on ``acc_device`` (where the
+    moments are), kernel-side ones on ``device``.
+    """
+
+    def __init__(self, layers: list[LayerPlan], kernels: list[Tensor], device, acc_device,
+                 in_channels: list[int], biases: list) -> None:
         by_shape: dict[tuple[int, int], list[int]] = {}
         overlaps = []
         for j, (p, k) in enumerate(zip(layers, kernels)):
@@ -370,32 +398,47 @@ class _DecGeometry:
                                  f"overlap of {c.shape[0]} taps")
             overlaps.append(c)
             by_shape.setdefault((cin, c.shape[0]), []).append(j)
-        self.groups, layer_of = [], []
-        # the kernel buffer, grouped by (C_in/groups, taps): a fake "filter size" per group
         keys = [None] * len(kernels)
         for key, members in by_shape.items():
             for j in members:
                 keys[j] = key
         self.seg = Segments([k.shape for k in kernels], device, keys)
         assert [m for _, m in self.seg.groups] == list(by_shape.values())
+        o = [k.shape[0] for k in kernels]
         in_at = [sum(in_channels[:j]) for j in range(len(kernels))]
-        out_at = [sum(k.shape[0] for k in kernels[:j]) for j in range(len(kernels))]
+        out_at = [sum(o[:j]) for j in range(len(kernels))]
         groups = [getattr(p.module, "groups", 1) for p in layers]
         self.in_ok = [in_channels[j] == (kernels[j].shape[1] if kernels[j].ndim > 1 else 1) * groups[j]
                       for j in range(len(kernels))]
-        order = []
+        self.groups = []
         for (cin, t), members in by_shape.items():
-            diag = torch.cat([overlaps[j].diagonal().expand(kernels[j].shape[0], t) for j in members])
-            full = torch.cat([overlaps[j].expand(kernels[j].shape[0], t, t) for j in members])
-            cidx = torch.cat([(in_at[j] + (torch.arange(kernels[j].shape[0])[:, None]
-                                           // (kernels[j].shape[0] // groups[j])) * cin + torch.arange(cin))
-                              * self.in_ok[j] for j in members])  # (F_g, cin); 0 where not in_ok
-            self.groups.append(((cin, t), members, diag.to(device, _F64), full.to(device, _F64).contiguous(),
-                                cidx.to(device)))
-            layer_of += [j for j in members for _ in range(kernels[j].shape[0])]
-            order += [out_at[j] + i for j in members for i in range(kernels[j].shape[0])]
-        self.filter_order = torch.tensor(order, dtype=torch.long).to(device)
-        self.layer_of_filter = torch.tensor(layer_of, dtype=torch.long).to(device)
-        self.layer_of_channel = torch.repeat_interleave(torch.arange(len(kernels)), torch.tensor(
-            [k.shape[0] for k in kernels])).to(device)
-        self.layer_o = torch.tensor([float(k.shape[0]) for k in kernels], dtype=_F64).to(device)
+            cidx = torch.cat([(in_at[j] + (torch.arange(o[j])[:, None] // (o[j] // groups[j])) * cin
+                               + torch.arange(cin)) * self.in_ok[j] for j in members])  # 0 where not in_ok
+            self.groups.append(((cin, t), members, cidx.to(device)))
+        by_taps: dict[int, list[int]] = {}
+        for g, ((_, t), _, _) in enumerate(self.groups):
+            by_taps.setdefault(t, []).append(g)
+        self.taps, layer_of, order = [], [], []
+        for t, gs in by_taps.items():
+            members = [j for g in gs for j in self.groups[g][1]]
+            diag = torch.cat([overlaps[j].diagonal().expand(o[j], t) for j in members])
+            full = torch.cat([overlaps[j].expand(o[j], t, t) for j in members])
+            self.taps.append((gs, diag.to(device, _F64), full.to(device, _F64).contiguous()))
+            layer_of += [j for j in members for _ in range(o[j])]
+            order += [out_at[j] + i for j in members for i in range(o[j])]
+        self.filter_order = torch.tensor(order, dtype=torch.long).to(acc_device)
+        self.layer_of_filter = torch.tensor(layer_of, dtype=torch.long).to(acc_device)
+        self.layer_of_channel = torch.repeat_interleave(torch.arange(len(kernels)), torch.tensor(o)).to(acc_device)
+        self.layer_o = torch.tensor([float(c) for c in o], dtype=_F64).to(acc_device)
+        # the biases, laid end to end in one float64 buffer (zero where a layer has none)
+        self._bias = torch.zeros(sum(o), dtype=_F64, device=acc_device)
+        self._bias_views = [self._bias[out_at[j]:out_at[j] + o[j]] for j, b in enumerate(biases)
+                            if isinstance(b, Tensor)]
+        self._bias_layers = [j for j, b in enumerate(biases) if isinstance(b, Tensor)]
+        self._modules = [p.module for p in layers]
+
+    def bias_values(self) -> Tensor:
+        """The layers' biases now, laid end to end (float64, one copy)."""
+        if self._bias_views:
+            torch._foreach_copy_(self._bias_views, [self._modules[j].bias.detach() for j in self._bias_layers])
+        return self._bias

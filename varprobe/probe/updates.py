@@ -41,6 +41,13 @@ def _key(w: Tensor) -> tuple:
     return (id(w), tuple(w.shape), w.dtype, w.device)
 
 
+def _stack(values: list[Tensor], device: torch.device) -> Tensor:
+    """The 0-d ``values`` as one tensor on ``device`` (moved only where a layer lives elsewhere)."""
+    if all(v.device == device for v in values):
+        return torch.stack(values)
+    return torch.stack([v.to(device) for v in values])
+
+
 class UpdateRatios:
     """Snapshots of the raw weights of a fixed list of layers and their relative update sizes.
 
@@ -67,9 +74,8 @@ class UpdateRatios:
     def snapshot(self, modules: Sequence[nn.Module], step: int) -> None:
         """Copy the raw weight of each module of ``modules`` (the weights of ``step``, taken
         before its optimizer update) into the buffers. No host sync."""
-        params = [raw_weight(m) for m in modules]
-        keys = [_key(w) for w in params]
-        weights = [w.detach() for w in params]
+        weights = [raw_weight(m) for m in modules]  # copied under no_grad: no detach
+        keys = [_key(w) for w in weights]
         if len(self._buffers) != len(weights):
             self._buffers, self._keys = [torch.empty_like(w) for w in weights], list(keys)
         else:
@@ -86,13 +92,12 @@ class UpdateRatios:
         """float64 tensor (len(modules),) of ||W_step - W_{step-1}||_F / ||W_{step-1}||_F per
         module, on the weights' device (NaN where the previous weight is not known, see the module
         docstring). No host sync."""
-        params = [raw_weight(m) for m in modules]
-        weights = [w.detach() for w in params]
+        weights = [raw_weight(m) for m in modules]  # used under no_grad only: no detach
         device = weights[0].device if weights else torch.device("cpu")
         n = len(weights)
         if self._step != step - 1 or len(self._buffers) != n:
             return torch.full((n,), math.nan, dtype=_F64, device=device)
-        same = [_key(w) == k for w, k in zip(params, self._keys)]
+        same = [_key(w) == k for w, k in zip(weights, self._keys)]
         idx = [i for i, ok in enumerate(same) if ok]
         out = torch.full((n,), math.nan, dtype=_F64, device=device)
         if not idx:
@@ -101,9 +106,8 @@ class UpdateRatios:
         prev = [self._buffers[i] for i in idx]
         with torch.no_grad():
             diff = torch._foreach_sub(cur, prev)
-            num = torch.stack([v.to(device) for v in torch._foreach_norm(diff, 2, dtype=_F64)])
-            den = torch.stack([v.to(device) for v in torch._foreach_norm(prev, 2, dtype=_F64)])
-            ratio = num / den
+            ratio = _stack(torch._foreach_norm(diff, 2, dtype=_F64), device) / _stack(
+                torch._foreach_norm(prev, 2, dtype=_F64), device)
         if len(idx) == n:
             return ratio
         out[torch.tensor(idx, device=device)] = ratio

@@ -73,7 +73,9 @@ class Segments:
                     at += self.o[layer] * k
                 self._mats.append(self._buffer[g0:at].view(-1, k))
             self._views = views
-        torch._foreach_copy_(self._views, [t.detach() for t in tensors])
+        if torch.is_grad_enabled():  # (under no_grad the copy records nothing: no detach per tensor)
+            tensors = [t.detach() for t in tensors]
+        torch._foreach_copy_(self._views, list(tensors))
         return self._mats
 
 
@@ -87,7 +89,8 @@ def _mean_var(f: Tensor) -> tuple[Tensor, Tensor]:
     # Two reads of the float64 copy; E[x^2] - E[x]^2 in float64 costs about log10(m^2 / v) of its
     # 16 digits (filters of trained nets have m^2 / v well below 1e4).
     m = f.mean(1)
-    return m, ((f * f).mean(1) - m * m).clamp_min(0.0)
+    r = torch.linalg.vector_norm(f, 2, 1)  # no f * f temporary
+    return m, (r * r / f.shape[1] - m * m).clamp_min(0.0)
 
 
 def filter_stats_many(tensors: Sequence[Tensor], seg: Segments) -> Tensor:
