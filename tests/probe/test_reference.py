@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 
 import pytest
 import torch
@@ -265,3 +266,36 @@ def test_sign_persistence_when_a_layer_sits_out_a_step():
     assert sorted(got.index) == sorted(expected)
     for k, v in expected.items():
         assert got[k] == v, k
+
+
+def test_each_quantity_asked_alone_records_what_it_records_among_all():
+    """``quantities=[q]`` gives exactly the rows and values of q in a run that records everything
+    (whose values the tests above check against the float64 reference): no quantity depends on
+    another being asked for (gw.sign_persistence alone once recorded nothing)."""
+    from varprobe.probe import QUANTITIES
+
+    def run(quantities):
+        net = make_net(0)
+        opt = torch.optim.SGD(net.parameters(), lr=0.05)
+        probe = Probe(net, quantities=quantities)
+        with probe, warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # layers with nothing to record never "fire"
+            for step in range(3):
+                x, y = _batch(5, step)
+                loss = F.cross_entropy(net(x), y)
+                loss.backward()
+                probe.step(loss=loss.detach(), lr=0.05)
+                opt.step()
+                net.zero_grad()
+            with torch.no_grad():
+                net(_batch(4, 9)[0])
+        return probe.frame().set_index(["step", "mode", "layer", "quantity"])["value"].sort_index()
+
+    every = run(list(QUANTITIES))
+    # every quantity but amp.skipped (no GradScaler here) has rows on this net
+    assert set(QUANTITIES) - set(every.index.get_level_values("quantity")) == {"amp.skipped"}
+    for q in QUANTITIES:
+        alone = run([q])
+        among = every[every.index.get_level_values("quantity") == q]
+        assert alone.index.equals(among.index), q
+        assert (((alone - among).abs() <= 1e-12 * (1 + among.abs())) | (alone.isna() & among.isna())).all(), q
