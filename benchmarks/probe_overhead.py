@@ -5,9 +5,9 @@ every configuration in turn, so machine noise hits all of them alike):
 
 - unprobed;
 - bare floor: no varprobe code at all, forward hooks on the modules a Probe hooks that take one
-  float64 per-channel ``sum()`` of each output and, through ``Tensor.register_hook``, of each output
-  gradient: the issue's floor (one extra read of every probed tensor), the least any hook-based
-  probe of these tensors pays in eager PyTorch;
+  per-channel sum of each output and, through ``Tensor.register_hook``, of each output gradient
+  (``_channel_sum``: row sums, as the probe reads large tensors): the issue's floor (one extra read
+  of every probed tensor), the least any hook-based probe of these tensors pays in eager PyTorch;
 - probe machinery: the Probe's hot path with the reduction replaced by one ``sum()`` of each tensor
   it reads, i.e. the same reads plus the probe's bookkeeping and its step() statistics;
 - Probe every step, default quantities ("all");
@@ -38,6 +38,7 @@ Usage: python benchmarks/probe_overhead.py [--reps 6] [--steps 10] [--batch 128]
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import statistics
@@ -51,12 +52,23 @@ import varprobe.probe.hooks as hooks_module
 from varprobe.models import resnet_cifar
 from varprobe.probe import QUANTITIES, Probe
 from varprobe.probe.select import select
+from varprobe.stats.moments import SMALL_NUMEL
+
+
+def _channel_sum(x: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """One read of ``x``: its float64 per-channel sum, the cheapest way the probe could take it
+    (row sums along the contiguous inner axes, in float32 for large CPU tensors, as
+    ``varprobe.stats.channel_sums`` reads them; one strided float64 reduction for small ones)."""
+    x = x.detach()
+    dim = dim % max(x.ndim, 1)
+    if x.ndim > dim + 1 and x.is_contiguous() and x.numel() > SMALL_NUMEL:
+        rows = x.view(math.prod(x.shape[:dim]), x.shape[dim], -1)
+        return rows.sum(2).sum(0, dtype=torch.float64)
+    return x.sum(tuple(d for d in range(x.ndim) if d != dim), dtype=torch.float64)
 
 
 def _one_read(x, dim=1, with_max=False, max_bound=False):
-    x = x.detach()
-    dims = tuple(d for d in range(x.ndim) if d != dim % max(x.ndim, 1))
-    s = x.sum(dims, dtype=torch.float64)  # the floor: one read of the tensor
+    s = _channel_sum(x, dim)  # the floor: one read of the tensor
     return s, s, (s if with_max or max_bound else None)
 
 
@@ -72,10 +84,9 @@ class BareFloor:
     def _hook(self, module, args, out) -> None:
         if not isinstance(out, torch.Tensor):
             return
-        dims = tuple(d for d in range(out.ndim) if d != 1) if out.ndim > 1 else (0,)
-        self.sums.append(out.detach().sum(dims, dtype=torch.float64))
+        self.sums.append(_channel_sum(out))
         if out.requires_grad:
-            out.register_hook(lambda g: self.sums.append(g.sum(dims, dtype=torch.float64)))
+            out.register_hook(lambda g: self.sums.append(_channel_sum(g)))
 
     def attach(self) -> None:
         self.handles = [m.register_forward_hook(self._hook) for m in self.modules]
