@@ -8,8 +8,8 @@ every configuration in turn, so machine noise hits all of them alike):
   per-channel sum of each output and, through ``Tensor.register_hook``, of each output gradient
   (``_channel_sum``: row sums, as the probe reads large tensors): the issue's floor (one extra read
   of every probed tensor), the least any hook-based probe of these tensors pays in eager PyTorch;
-- probe machinery: the Probe's hot path with the reduction replaced by one ``sum()`` of each tensor
-  it reads, i.e. the same reads plus the probe's bookkeeping and its step() statistics;
+- probe machinery: the Probe's hot path with the reduction replaced by one read (``_channel_sum``)
+  of each tensor it reads, i.e. the same reads plus the probe's bookkeeping and its step() statistics;
 - Probe every step, default quantities ("all");
 - Probe every 10 steps (each block holds one recorded step);
 - Probe every step, ``quantities="forward"`` (output statistics only);

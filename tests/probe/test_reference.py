@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from varprobe.probe import Probe
+from varprobe.probe import QUANTITIES, Probe
 
 from .nets import LAYERS, clone, expected_eval, expected_train, make_net
 
@@ -272,8 +272,6 @@ def test_each_quantity_asked_alone_records_what_it_records_among_all():
     """``quantities=[q]`` gives exactly the rows and values of q in a run that records everything
     (whose values the tests above check against the float64 reference): no quantity depends on
     another being asked for (gw.sign_persistence alone once recorded nothing)."""
-    from varprobe.probe import QUANTITIES
-
     def run(quantities):
         net = make_net(0)
         opt = torch.optim.SGD(net.parameters(), lr=0.05)

@@ -102,27 +102,27 @@ def close_mode(probe, mode: str, *, loss=None, lr=None, scaler=None, grads_unsca
                 host_values.append(float(v))
         if found_inf is not None and "amp.skipped" in probe._quantities:
             out.add(None, "amp.skipped", out.block(found_inf.to(_F64)))
-    if not out.rows and not host_rows:
-        if mode == TRAIN:  # a step with no rows still has g_i for the next one's sign persistence
-            probe._params.commit()
-        if reset:
-            h.reset(mode)
-        return None
+    record = _record(probe, mode, acc, out, host_rows, host_values) if out.rows or host_rows else None
+    if mode == TRAIN:  # only now that nothing can fail: the step's state (its g_i) moves on, rows or not
+        probe._params.commit()
+    if reset:
+        h.reset(mode)
+    return record
+
+
+def _record(probe, mode: str, acc: Moments, out: StepRows, host_rows: list[tuple],
+            host_values: list[float]) -> Record:
+    """The Record of the closing step: the device rows gathered into one tensor (no transfer)."""
     device = acc.device or out.blocks[0].device if out.blocks else torch.device("cpu")
     values = None
     if out.rows:
         idx = _cached(probe, ("idx", tuple(out.index), device),
-                           lambda: to_device(torch.tensor(out.index, dtype=torch.long), device))
+                      lambda: to_device(torch.tensor(out.index, dtype=torch.long), device))
         flat = torch.cat([b.to(device, _F64) for b in out.blocks])
         values = flat.index_select(0, idx)
     schema = _cached(probe, ("schema", tuple(out.rows)), lambda: Schema(tuple(out.rows)))
     host = _cached(probe, ("schema", tuple(host_rows)), lambda: Schema(tuple(host_rows))) if host_rows else None
-    record = Record(probe._t, mode, schema, values, host, host_values)
-    if mode == TRAIN:
-        probe._params.commit()  # only now that nothing can fail: the step's state moves on
-    if reset:
-        h.reset(mode)
-    return record
+    return Record(probe._t, mode, schema, values, host, host_values)
 
 
 def _check_layout(probe, acc: Moments) -> None:

@@ -87,9 +87,11 @@ class ParamStats:
     def _cached(self, key: tuple, build):
         return cached(self._cache, key, build, 256)
 
-    def _segments(self, tag: str, tensors: list[Tensor]) -> Segments:
-        key = (tag, tuple((tuple(t.shape), t.dtype) for t in tensors), tensors[0].device)
-        return self._cached(key, lambda: Segments([t.shape for t in tensors], tensors[0].device))
+    def _segments(self, tag: str, tensors: list[Tensor], shapes: list[tuple[int, ...]] | None = None) -> Segments:
+        """The cached layout of ``tensors`` (as ``shapes``, their own by default)."""
+        shapes = shapes or [tuple(t.shape) for t in tensors]
+        key = (tag, tuple((s, t.dtype) for s, t in zip(shapes, tensors)), tensors[0].device)
+        return self._cached(key, lambda: Segments(shapes, tensors[0].device))
 
     # -- training step -----------------------------------------------------------------------------
     def train(self, out: StepRows, acc: Moments, summary: Tensor | None, inv_scale: Tensor | None,
@@ -140,8 +142,7 @@ class ParamStats:
         if not items:
             return
         ts = [p.module.weight if name == "norm.weight_mean" else p.module.bias for p, name in items]
-        key = ("norm", tuple((t.shape, t.dtype) for t in ts), ts[0].device)
-        seg = self._cached(key, lambda: Segments([(1, t.numel()) for t in ts], ts[0].device))
+        seg = self._segments("norm", ts, [(1, t.numel()) for t in ts])
         at = out.block(torch.cat([f.mean(1) for f in seg.gather(ts)]))  # one filter of C entries each
         for j, (p, name) in enumerate(items):
             out.add(p, name, at + seg.offsets[j])
