@@ -26,6 +26,7 @@ from varprobe.record.meta import read_meta
 
 from tests.cli.test_cli import _exit_code, _lines
 from tests.experiment.test_faults import _wait_for
+from tests.record.test_replace import kill_a_replacement
 
 REPO = Path(__file__).resolve().parents[2]
 BASE = RunConfig(model="simple_cnn", scheme="pws", data="digits", batch_size=32, steps=4, threads=1,
@@ -87,8 +88,13 @@ def _delete_chunk(path: Path) -> None:
     (path / "stats" / "chunk-000002.parquet").unlink()
 
 
+def _kill_a_replacement(path: Path) -> None:  # issue 22, bug 3: was "damaged ... not replaced" forever
+    kill_a_replacement(path, 2)
+
+
 @pytest.mark.parametrize("damage,named", [(_truncate_chunk, "chunk-000001.parquet"),
-                                          (_delete_chunk, "chunk-000002.parquet")])
+                                          (_delete_chunk, "chunk-000002.parquet"),
+                                          (_kill_a_replacement, "a replacement of")])
 def test_a_damaged_run_is_reported_in_one_line_and_redone(tmp_path, capsys, damage, named):
     argv = ["grid", *CLI_TINY, "--seeds", "0,1", "--out", str(tmp_path)]
     assert main(argv) == 0
@@ -96,7 +102,7 @@ def test_a_damaged_run_is_reported_in_one_line_and_redone(tmp_path, capsys, dama
     good, bad = (tmp_path / run_name(BASE.replace(seed=s, scheme=RunConfig().scheme)) for s in (0, 1))
     original, untouched = load_run(bad).frame, _snapshot(good)
     damage(bad)
-    with pytest.raises(ValueError):
+    with pytest.raises((ValueError, FileNotFoundError)):  # a damaged chunk, or no meta.json
         load_run(bad)
 
     assert main(argv) == 0  # was: a ValueError traceback

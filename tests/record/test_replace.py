@@ -243,3 +243,90 @@ def test_reader_racing_overwrites_sees_one_whole_run_at_a_time(tmp_path):
     assert lines[-1]["done"] == len(reads) > 10 and generation > 3
     for r in reads:  # every read is of one generation: its meta.json and only its chunks
         assert r["skipped"] == 0 and r["values"] in ([], [r["config"]])
+
+
+# -- a replacement cut short (issue 22, bug 3) ---------------------------------------------------
+
+KILL_AFTER_UNLINKS = textwrap.dedent("""
+    import os, pathlib, signal, sys
+    from varprobe.record import RunWriter
+    path, allowed = sys.argv[1], int(sys.argv[2])
+    calls, unlink = 0, pathlib.Path.unlink
+    def dying_unlink(self, missing_ok=False):
+        global calls
+        calls += 1
+        if calls > allowed:
+            os.kill(os.getpid(), signal.SIGKILL)
+        unlink(self, missing_ok=missing_ok)
+    pathlib.Path.unlink = dying_unlink
+    RunWriter(path, {"v": -1.0}, overwrite=True)
+""")
+
+
+def kill_a_replacement(run_dir: Path, allowed_unlinks: int) -> None:
+    """Start ``RunWriter(run_dir, overwrite=True)`` in a process SIGKILLed at its deletion number
+    ``allowed_unlinks + 1`` (deterministic: the kill comes from inside, at that file)."""
+    proc = subprocess.run([sys.executable, "-c", KILL_AFTER_UNLINKS, str(run_dir), str(allowed_unlinks)],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
+    assert proc.returncode == -9, proc.stderr
+
+
+@pytest.mark.parametrize("allowed", [1, 2, 41])
+def test_a_replacement_killed_part_way_is_finished_by_the_same_call(tmp_path, allowed):
+    """Killed once meta.json went (1), after one chunk (2), half way (40 of 80 chunks): the
+    directory still says it is a run being replaced; the reader names it, and the same
+    ``overwrite=True`` replaces it with nothing of the old run left (was: "no meta.json", refused
+    forever)."""
+    run_dir = tmp_path / "run"
+    write_run(run_dir, chunks=80, value=1.0)
+    kill_a_replacement(run_dir, allowed)
+    assert (run_dir / ".replacing").is_file() and not (run_dir / "meta.json").exists()
+    left = sorted(p.name for p in (run_dir / "stats").iterdir())
+    assert len(left) == 80 - (allowed - 1)
+    with pytest.raises(FileNotFoundError, match="meta.json"):
+        load_run(run_dir)
+    with pytest.raises(FileExistsError, match="already exists"):
+        RunWriter(run_dir, {"v": 2.0})  # without overwrite: refused as before
+
+    write_run(run_dir, chunks=2, value=2.0, overwrite=True)
+    redone = load_run(run_dir)
+    assert redone.config == {"v": 2.0} and len(redone.frame) == 100
+    assert set(redone.frame.value) == {2.0} and redone.problems == []
+    assert sorted(p.name for p in run_dir.iterdir()) == [".lock", "meta.json", "stats"]
+
+
+def test_a_replacement_killed_before_it_deletes_anything_leaves_the_old_run(tmp_path):
+    """Killed before its mark is written: the old run, byte for byte. Killed after the mark, before
+    meta.json goes: the old run still loads whole, and the next replacement takes it."""
+    run_dir = tmp_path / "run"
+    write_run(run_dir, chunks=3, value=1.0)
+    before = snapshot(run_dir)
+    kill_a_replacement(run_dir, 0)
+    assert (run_dir / ".replacing").is_file()
+    assert load_run(run_dir).config == {"v": 1.0} and load_run(run_dir).problems == []
+    write_run(run_dir, chunks=1, value=2.0, overwrite=True)
+    assert load_run(run_dir).config == {"v": 2.0} and not (run_dir / ".replacing").exists()
+
+    write_run(run_dir, chunks=3, value=1.0, overwrite=True)
+    before = snapshot(run_dir)
+    script = KILL_AFTER_UNLINKS.replace("pathlib.Path.unlink = dying_unlink",
+                                        "import varprobe.record.replace as r\n"
+                                        "r.atomic_write = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)")
+    proc = subprocess.run([sys.executable, "-c", script, str(run_dir), "0"], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
+    assert proc.returncode == -9, proc.stderr
+    without_lock = lambda snap: {k: v for k, v in snap.items() if k != ".lock"}  # noqa: E731 (holder's pid)
+    assert without_lock(snapshot(run_dir)) == without_lock(before)
+    assert load_run(run_dir).config == {"v": 1.0}
+
+
+def test_a_symlinked_meta_json_is_named_as_a_symlink(tmp_path):
+    run_dir, other = tmp_path / "run", tmp_path / "other"
+    write_run(other)
+    write_run(run_dir)
+    (run_dir / "meta.json").unlink()
+    (run_dir / "meta.json").symlink_to(other / "meta.json")
+    before = snapshot(tmp_path)
+    with pytest.raises(FileExistsError, match=r"meta.json is a symlink \(to .*other/meta.json\)"):
+        RunWriter(run_dir, overwrite=True)
+    assert snapshot(tmp_path) == before

@@ -38,6 +38,7 @@ from tqdm import tqdm
 from ..record import Run, RunLockedError, load_run
 from ..record.lock import describe_holder, try_flock, writer_alive
 from ..record.meta import FORMAT_VERSION, read_meta
+from ..record.layout import REPLACING_NAME
 from ..record.replace import check_replaceable
 from .config import RunConfig
 from .runner import DONE, run, run_name
@@ -265,6 +266,8 @@ def _classify(path: Path) -> _State:
     try:
         meta = read_meta(path)
     except FileNotFoundError:
+        if REPLACING_NAME in entries:
+            return _State("damaged", f"a replacement of {path} was cut short")
         if "stats" in entries:
             return _State("damaged", f"no meta.json in {path}")
         return _State("foreign", f"{path} is not empty and is not a varprobe run directory; move it away "

@@ -1,6 +1,7 @@
 """Run one configured training experiment into a run directory (grids of them: ``.grid``)."""
 from __future__ import annotations
 
+import io
 import itertools
 import math
 import os
@@ -11,6 +12,7 @@ import torch.nn.functional as F
 from ..layers import PWSConv2d, init_alpha
 from ..probe import Probe
 from ..record import Run, load_run
+from ..record.files import atomic_write
 from .config import RunConfig, build_model, load_data
 from .device import make_deterministic, resolve_device, split_to, worker_slot
 from .projection import project_filter_mean_
@@ -20,7 +22,7 @@ from .train import accuracy, sgd
 __all__ = ["run", "run_name", "load_model", "DONE"]
 
 DONE = ("finished", "collapsed")  # statuses a grid does not rerun
-MODEL_FILE = "model.pt"  # the final state_dict, beside meta.json
+from ..record.layout import MODEL_FILE  # the final state_dict, beside meta.json
 
 
 def run(config: RunConfig, out: str | os.PathLike, *, overwrite: bool = False) -> Run:
@@ -87,7 +89,9 @@ def run(config: RunConfig, out: str | os.PathLike, *, overwrite: bool = False) -
             opt.zero_grad(set_to_none=True)
         with deferred():
             probe.remove()  # the accuracy forwards below are not part of the record
-            torch.save(model.state_dict(), Path(out) / MODEL_FILE)
+            buffer = io.BytesIO()
+            torch.save(model.state_dict(), buffer)
+            atomic_write(Path(out) / MODEL_FILE, buffer.getbuffer())
         n_train = min(len(split.x_train), 2048)
         result = {"final_loss": last_loss, "collapsed_at": collapsed_at,
                   "train_accuracy": accuracy(model, split.x_train[:n_train], split.y_train[:n_train]),

@@ -10,6 +10,9 @@ lies outside them::
     <run>/.lock.owner.<pid>.stale            a dead writer's lock file being broken (a leftover)
     <run>/.meta.json.<random>.tmp            a meta.json being written (a killed writer's leftover)
     <run>/model.pt                           final weights, written by ``varprobe.experiment.run``
+    <run>/.model.pt.<pid>.<random>.tmp       model.pt being written (a killed writer's leftover)
+    <run>/.replacing                         present while ``overwrite=True`` deletes the old run's
+                                             files: a replacement cut short is finished by a rerun
     <run>/stats/                             the chunk directory
     <run>/stats/chunk-NNNNNN.parquet         one file per ``RunWriter.append``
     <run>/stats/.chunk-NNNNNN.parquet.<pid>.tmp   a chunk being written
@@ -24,7 +27,7 @@ import re
 import stat
 from pathlib import Path
 
-__all__ = ["STATS_DIR", "META_NAME", "LOCK_NAME", "OWNER_NAME", "ARTIFACTS", "CHUNK_RE", "chunk_name",
+__all__ = ["STATS_DIR", "META_NAME", "LOCK_NAME", "OWNER_NAME", "MODEL_FILE", "ARTIFACTS", "REPLACING_NAME", "CHUNK_RE", "chunk_name",
            "chunk_tmp_name", "Inventory", "inventory"]
 
 STATS_DIR = "stats"
@@ -32,12 +35,17 @@ META_NAME = "meta.json"
 LOCK_NAME = ".lock"
 #: The lock file of ``varprobe.record.lock``'s "file" method: it exists while a writer holds it.
 OWNER_NAME = ".lock.owner"
+#: The final state_dict of a run, written by ``varprobe.experiment.run`` beside meta.json.
+MODEL_FILE = "model.pt"
 #: Files beside meta.json that programs of varprobe write into a run directory.
-ARTIFACTS: tuple[str, ...] = ("model.pt",)
+ARTIFACTS: tuple[str, ...] = (MODEL_FILE,)
+#: Written before a replacement deletes anything, removed once it has: the directory is still a
+#: varprobe run being replaced, even when meta.json is already gone.
+REPLACING_NAME = ".replacing"
 
 CHUNK_RE = re.compile(r"^chunk-(\d{6,})\.parquet$")
 _CHUNK_TMP_RE = re.compile(r"^\.chunk-\d{6,}\.parquet\.\d+\.tmp$")
-_META_TMP_RE = re.compile(r"^\.meta\.json\..+\.tmp$")
+_FILE_TMP_RE = re.compile(rf"^\.({'|'.join(re.escape(n) for n in (META_NAME, *ARTIFACTS))})\..+\.tmp$")
 _STALE_OWNER_RE = re.compile(r"^\.lock\.owner\.\d+\.stale$")
 
 
@@ -60,6 +68,7 @@ class Inventory:
             (``"notes.txt"``, ``"stats/results.csv"``, ``"src/"``), sorted.
         has_meta: Whether ``meta.json`` is there as a regular file.
         has_chunks: Whether any chunk file is there.
+        replacing: Whether :data:`REPLACING_NAME` is there: a replacement was cut short.
     """
 
     def __init__(self) -> None:
@@ -67,6 +76,7 @@ class Inventory:
         self.foreign: list[str] = []
         self.has_meta = False
         self.has_chunks = False
+        self.replacing = False
 
     def describe_foreign(self, limit: int = 5) -> str:
         """The first ``limit`` foreign entries, comma-separated, with a count of the rest."""
@@ -107,7 +117,10 @@ def inventory(run_dir: Path) -> Inventory:
             inv.owned.append(entry)
         elif kind == "file" and name in (LOCK_NAME, OWNER_NAME):
             pass  # kept: unlinking a lock file races with a writer opening it; the owner file is the lock
-        elif kind == "file" and (name in ARTIFACTS or _META_TMP_RE.match(name) or _STALE_OWNER_RE.match(name)):
+        elif kind == "file" and name == REPLACING_NAME:
+            inv.replacing = True
+            inv.owned.append(entry)
+        elif kind == "file" and (name in ARTIFACTS or _FILE_TMP_RE.match(name) or _STALE_OWNER_RE.match(name)):
             inv.owned.append(entry)
         elif kind == "dir" and name == STATS_DIR:
             for sub in sorted(entry.iterdir()):

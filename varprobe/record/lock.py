@@ -161,7 +161,7 @@ class RunLock:
             return
         deadline = time.monotonic() + _ACQUIRE_RETRY_S
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
             try:
                 if self._flock(fd, deadline) and not _same_file(fd, self.path):
                     os.close(fd)  # locked an unlinked lock file: take the current one
@@ -184,11 +184,11 @@ class RunLock:
         """Create ``.lock.owner`` exclusively, breaking a stale one of a dead pid on this host.
         ``.lock`` is created too (never locked by this method), so that every run directory has it
         and a flock writer and this one can see each other."""
-        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644))
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666))
         deadline = time.monotonic() + _ACQUIRE_RETRY_S
         while True:
             try:
-                fd = os.open(self.owner_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                fd = os.open(self.owner_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
             except FileExistsError:
                 holder = read_owner(self.owner_path)
                 state = "gone" if holder is None and not os.path.lexists(self.owner_path) else owner_state(holder)

@@ -17,18 +17,18 @@ import os
 import platform
 import socket
 import sys
-import tempfile
 from datetime import datetime, timezone
 from importlib import metadata as _importlib_metadata
 from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import RunFormatError
+from .files import atomic_write
 from .layout import META_NAME
 
 __all__ = ["META_NAME", "FORMAT", "FORMAT_VERSION", "MANAGED_KEYS", "STATUSES", "now_iso",
            "versions", "host_info", "to_jsonable", "write_json_atomic", "read_meta",
-           "validate_meta", "writer_version", "write_all", "fsync_dir"]
+           "validate_meta", "writer_version"]
 
 FORMAT = "varprobe-run"
 FORMAT_VERSION = 1
@@ -124,57 +124,18 @@ def to_jsonable(value: Any, where: str = "meta") -> Any:
     raise TypeError(f"{where} is not JSON-serialisable: {type(value).__name__} {value!r:.80}")
 
 
-def fsync_dir(path: Path) -> None:
-    """fsync a directory so that a rename inside it is durable (no-op where unsupported)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def write_json_atomic(path: str | Path, data: Mapping[str, Any]) -> None:
-    """Write ``data`` as JSON to ``path`` atomically.
-
-    The content goes to a temp file in the same directory (``.<name>.*.tmp``), is fsynced,
-    and replaces ``path`` with ``os.replace``; the directory is fsynced afterwards. Readers
-    see the old or the new file, never a partial one. The temp file is removed on error.
+    """Write ``data`` as JSON to ``path`` atomically (:func:`~varprobe.record.files.atomic_write`:
+    a temp file ``.<name>.<pid>.<random>.tmp`` in the same directory, fsynced, renamed, the
+    directory fsynced; permissions those of ``open()`` under the umask). Readers see the old or the
+    new file, never a partial one. The temp file is removed on error.
 
     Args:
         path: Destination file.
         data: JSON-serialisable mapping (see :func:`to_jsonable`); written with
             ``allow_nan=False``, so the file is strict JSON.
     """
-    path = Path(path)
-    data_bytes = (json.dumps(data, indent=2, allow_nan=False) + "\n").encode("utf-8")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        try:
-            write_all(fd, data_bytes)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    fsync_dir(path.parent)
-
-
-def write_all(fd: int, data: bytes) -> None:
-    """``os.write`` all of ``data`` to ``fd`` (a short write is continued, an error raised)."""
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
+    atomic_write(path, (json.dumps(data, indent=2, allow_nan=False) + "\n").encode("utf-8"))
 
 
 def read_meta(run_dir: str | Path, *, validate: bool = True) -> dict[str, Any]:

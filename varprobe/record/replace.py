@@ -10,9 +10,12 @@ leftover of a writer killed while starting (only ``.lock`` and an empty ``stats/
 holds nothing to delete.
 
 Deletion is by name, file by file, of the owned files listed under the lock; no directory is
-ever removed recursively, so a file that appears meanwhile is left alone. ``meta.json`` goes
-first: from then on a reader sees "no run" (or waits for the new one), never the old meta.json
-beside a half-deleted set of chunks.
+ever removed recursively, so a file that appears meanwhile is left alone. Before anything is
+deleted, ``.replacing`` is written (and made durable); ``meta.json`` goes first, ``.replacing``
+last. A replacement killed part way therefore leaves either the old run (killed before the mark)
+or a directory that still says it is a varprobe run being replaced, which the same command
+replaces on a rerun (``check_replaceable`` accepts it, a grid redoes it). A reader sees "no run"
+from the moment meta.json is gone, never the old meta.json beside a half-deleted set of chunks.
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ import os
 from pathlib import Path
 
 from .errors import RunFormatError
-from .layout import META_NAME, Inventory, inventory
-from .meta import fsync_dir, read_meta
+from .files import atomic_write, fsync_dir
+from .layout import META_NAME, REPLACING_NAME, Inventory, inventory
+from .meta import read_meta
 
 __all__ = ["check_replaceable", "clear_run"]
 
@@ -45,9 +49,15 @@ def check_replaceable(path: Path) -> Inventory:
     if not path.is_dir():
         raise FileExistsError(f"run path {path} exists and is not a directory; {refuse}")
     inv = inventory(path)
+    meta = path / META_NAME
+    if meta.is_symlink():
+        raise FileExistsError(f"{meta} is a symlink (to {os.readlink(meta)}), not a run's own {META_NAME}; "
+                              f"{refuse}")
     if not inv.has_meta:
         leftover = not inv.foreign and not inv.owned  # only .lock and an empty stats/
         if leftover:
+            return inv
+        if inv.replacing and not inv.foreign:  # a replacement cut short: finish it
             return inv
         raise FileExistsError(f"{path} is not empty and is not a varprobe run directory (no "
                               f"{META_NAME}); {refuse}")
@@ -63,17 +73,20 @@ def check_replaceable(path: Path) -> Inventory:
 
 
 def clear_run(path: Path, inv: Inventory) -> None:
-    """Delete the owned files of ``inv``: ``meta.json`` first (made durable), then the rest.
+    """Delete the owned files of ``inv``: mark the directory ``.replacing`` (durable), delete
+    ``meta.json`` (durable), then the rest, then the mark.
 
     Directories (``stats/``) and the lock file are kept. A file already gone is skipped.
     """
-    meta = path / META_NAME
-    rest = [p for p in inv.owned if p != meta]
+    meta, mark = path / META_NAME, path / REPLACING_NAME
+    rest = [p for p in inv.owned if p not in (meta, mark)]
+    atomic_write(mark, b"a varprobe run is being replaced here; rerun the same command to finish\n")
     if meta in inv.owned:
         meta.unlink(missing_ok=True)
         fsync_dir(path)  # durable before any chunk goes
     for p in rest:
         p.unlink(missing_ok=True)
-    fsync_dir(path)
     for d in sorted({p.parent for p in rest} - {path}):
         fsync_dir(d)
+    mark.unlink()
+    fsync_dir(path)

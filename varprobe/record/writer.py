@@ -38,8 +38,9 @@ import pyarrow.parquet as pq
 from .errors import RunWriteError
 from .layout import LOCK_NAME, META_NAME, STATS_DIR, Inventory, chunk_name, chunk_tmp_name
 from .lock import RunLock, describe_holder, locked_error, writer_alive
-from .meta import (FORMAT, FORMAT_VERSION, MANAGED_KEYS, STATUSES, fsync_dir, host_info,
-                   now_iso, to_jsonable, versions, write_all, write_json_atomic)
+from .files import atomic_write
+from .meta import (FORMAT, FORMAT_VERSION, MANAGED_KEYS, STATUSES, host_info, now_iso, to_jsonable, versions,
+                   write_json_atomic)
 from .replace import check_replaceable, clear_run
 from .schema import frame_to_table
 
@@ -57,16 +58,6 @@ def _unlink_quietly(path: Path) -> None:
         os.unlink(path)
     except OSError:
         pass
-
-
-def _write_file(path: Path, data: memoryview | bytes) -> None:
-    """Create ``path`` with ``data``, fsynced (``os.write``/``os.fsync``, so faults are the OS's)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        write_all(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _parquet_bytes(table: pa.Table) -> memoryview:
@@ -339,17 +330,12 @@ class RunWriter:
             data = _parquet_bytes(table)
             index = self._meta["chunks"]
             final = self._stats / chunk_name(index)
-            tmp = self._stats / chunk_tmp_name(index, os.getpid())
+            tmp = chunk_tmp_name(index, os.getpid())
+            _unlink_quietly(self._stats / tmp)  # a leftover of a dead process that had this pid
             try:
-                _write_file(tmp, data)
-                os.replace(tmp, final)
+                atomic_write(final, data, tmp_name=tmp)
             except OSError as exc:
-                _unlink_quietly(tmp)
                 self._fail(exc, "chunk", final)
-            except BaseException:
-                _unlink_quietly(tmp)
-                raise
-            fsync_dir(self._stats)
             self._meta["chunks"] += 1
             self._meta["rows"] += table.num_rows
             self._write_meta_or_fail()
