@@ -100,16 +100,18 @@ def inside(base: str | os.PathLike[str], name: str, what: str = "name") -> Path:
     """``base / name``, refused unless it stays inside ``base`` once resolved.
 
     ``name`` comes from data read off disk (a key of ``captions.json``, a figure name): an absolute
-    path, ``..``, a symlink out of ``base`` or an empty name raises ``ValueError`` naming it.
+    path, a ``..`` part, a folder that links out of ``base`` or an empty name raises ``ValueError``
+    naming it. The last part is not followed: whether a link may be written over is the writer's
+    question (:meth:`OutputDir.problem` refuses it).
     """
-    if not isinstance(name, str) or not name.strip() or "\x00" in name:
+    if not isinstance(name, str) or not name.strip() or "\x00" in name or name.strip() in (".", ".."):
         raise ValueError(f"{what} {name!r} is not a file name")
     base_path = Path(base)
     candidate = base_path / name
     root = base_path.resolve()
-    resolved = candidate.resolve()
-    if Path(name).is_absolute() or resolved == root or root not in resolved.parents:
-        raise ValueError(f"{what} {name!r} leads outside {base_path} (to {resolved}); "
+    folder = candidate.parent.resolve()  # the file itself may be a link: its folder may not leave
+    if Path(name).is_absolute() or ".." in Path(name).parts or (folder != root and root not in folder.parents):
+        raise ValueError(f"{what} {name!r} leads outside {base_path} (to {folder / candidate.name}); "
                          f"only names inside {base_path} are accepted")
     return candidate
 
