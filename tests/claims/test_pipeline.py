@@ -1,6 +1,7 @@
 """The reproduce pipeline end to end at the smallest scale (the real --quick run is `make demo`)."""
 import json
 import math
+import os
 
 import numpy as np
 
@@ -192,3 +193,98 @@ def test_figures_get_captions_computed_from_their_runs(report, tmp_path):
     assert text.startswith("intro\n") and text.endswith("\noutro\n") and "old" not in text
     assert all(v.replace("|", "/") in text for v in captions.values())
     assert (tmp_path / "figures" / "amplification.png").read_bytes() == (out / "amplification.png").read_bytes()
+
+
+# -- the report never writes over what varprobe did not write (issue 22, bug 1) --------------------
+def test_reproduce_refuses_a_directory_holding_the_users_files_of_its_names(tmp_path, capsys):
+    """Was: claims.md and shift.png replaced, every other report file written beside them. Now one
+    line naming both, before anything runs; the directory is byte-identical, no runs/ started."""
+    from varprobe.cli import main
+    from varprobe.record.files import WriteRefused
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "claims.md").write_text("notes")
+    (d / "shift.png").write_text("fig")
+    (d / "notes.txt").write_text("keep")
+    before = {p.name: p.read_bytes() for p in d.iterdir()}
+    with pytest.raises(WriteRefused, match=r"claims.md was not written by varprobe; shift.png was not written"):
+        reproduce("tiny", d, progress=False, log=lambda _: None)
+    with pytest.raises(SystemExit) as exit_:
+        main(["reproduce", "--out", str(d)])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "Traceback" not in "\n".join(err) and "claims.md was not written by varprobe" in err[-1]
+    assert {p.name: p.read_bytes() for p in d.iterdir()} == before
+
+
+def test_a_rerun_replaces_the_reports_own_files_and_nothing_else(report):
+    from varprobe.record.files import MARK_NAME, OutputDir, WriteRefused
+    from varprobe.claims.report import report_files
+    out, _ = report
+    mark = json.loads((out / MARK_NAME).read_text())
+    assert mark["kind"] == "report" and set(mark["files"]) == set(report_files())
+    OutputDir(out, "report").check(report_files())  # a rerun may replace every one of them
+    claims = (out / "claims.md").read_bytes()
+    try:
+        (out / "claims.md").write_bytes(claims + b"\nmy annotation\n")
+        with pytest.raises(WriteRefused, match="claims.md was changed since varprobe wrote it"):
+            reproduce(TINY, out, progress=False, log=lambda _: None)
+    finally:
+        (out / "claims.md").write_bytes(claims)
+
+
+# -- publish: names read off disk, and every mistake one line (issue 22, bugs 2 and 11) ---------------
+def _publish_in(tmp_path, captions, readme: str | None = "intro\n<!-- figures: written by python -m "
+                "varprobe.claims.publish from captions.json; do not edit -->\nold\n<!-- /figures -->\n"):
+    from varprobe.claims.publish import main
+    out = tmp_path / "repo" / "out"
+    out.mkdir(parents=True)
+    (out / "captions.json").write_text(captions if isinstance(captions, str) else json.dumps(captions))
+    (out / "a.png").write_bytes(b"png")
+    (tmp_path / "repo" / "setup.py").write_text("setup()")
+    if readme is not None:
+        (tmp_path / "repo" / "README.md").write_text(readme)
+    before = {str(p): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    cwd = os.getcwd()
+    os.chdir(tmp_path / "repo")
+    try:
+        code = main([str(out)])
+    finally:
+        os.chdir(cwd)
+    after = {str(p): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    return code, before, after
+
+
+@pytest.mark.parametrize("captions,named", [
+    ({"../../setup.py": "x"}, "'../../setup.py' leads outside"),
+    ({"../setup.py": "x"}, "leads outside"),
+    ({"/etc/passwd.png": "x"}, "leads outside"),
+    ({"a.png": "x", "sub/../../../setup.png": "y"}, "leads outside"),
+    (["a.png"], "must be a JSON object"),
+    ({"a.png": 3}, "every caption must be a string"),
+    ({"a.png": None}, "every caption must be a string"),
+    ("{not json", "is not JSON"),
+    ({"a.txt": "x"}, "is not a .png, .svg or .pdf file"),
+])
+def test_publish_refuses_what_captions_json_cannot_mean_and_writes_nothing(tmp_path, capsys, captions, named):
+    code, before, after = _publish_in(tmp_path, captions)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and named in err[0], err
+    assert after == before and not (tmp_path / "repo" / "docs").exists()
+
+
+def test_publish_without_a_readme_is_one_line(tmp_path, capsys):
+    code, before, after = _publish_in(tmp_path, {"a.png": "x"}, readme=None)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "README.md does not exist" in err[0]
+    assert after == before
+
+
+def test_publish_never_replaces_a_figure_it_did_not_write(tmp_path, capsys):
+    docs = tmp_path / "repo" / "docs" / "figures"
+    docs.mkdir(parents=True)
+    (docs / "a.png").write_bytes(b"drawn by hand")
+    code, before, after = _publish_in(tmp_path, {"a.png": "x"})
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "a.png was not written by varprobe" in err[0]
+    assert after == before

@@ -18,7 +18,8 @@ from matplotlib.collections import PolyCollection, QuadMesh
 from matplotlib.figure import Figure
 
 import varprobe.plot as vp
-from varprobe.cli.figure import cli_plot, save_figure
+from varprobe.cli.figure import cli_plot
+from varprobe.record.figure import save_figure
 from varprobe.plot import _derive
 
 SCHEMES = ("plain", "bn", "wn", "pws")

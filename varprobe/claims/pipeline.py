@@ -12,6 +12,7 @@ import torch
 from ..experiment.config import load_data
 from ..experiment.grid import default_threads, grid
 from ..record import Run
+from ..record.files import OutputDir
 from .catalogue import CLAIMS, Claim
 from .measures import Evidence
 from .profiles import PROFILES, Experiment, Profile, configs, estimate_minutes, plan
@@ -99,8 +100,14 @@ def reproduce(profile: str | Profile = "quick", out: str | Path = "reproduce", s
               progress: bool = True, log: Callable[[str], None] = print, jobs: int = 1) -> list[Finding]:
     """Run every experiment behind ``CLAIMS`` at the scale of ``profile`` and write
     ``out/claims.md``, ``out/claims.json`` and the figures next to them, ``jobs`` training runs at a
-    time (one loky worker process each, see :func:`varprobe.experiment.grid`). Returns the findings."""
-    from .report import write_figures, write_report  # lazily: matplotlib only when a report is written
+    time (one loky worker process each, see :func:`varprobe.experiment.grid`). Returns the findings.
+
+    ``out`` is marked as a report directory (:class:`~varprobe.record.files.OutputDir`): a rerun
+    replaces the report files it wrote there; a file of the report's names that varprobe did not
+    write (or that was edited since) is refused with one
+    :class:`~varprobe.record.files.WriteRefused` line before anything runs, and no other file in
+    ``out`` is touched. The runs go to ``out/runs`` (:func:`varprobe.experiment.grid`'s rules)."""
+    from .report import report_files, write_figures, write_report  # lazily: matplotlib when a report is written
 
     if isinstance(profile, str) and profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; valid: {', '.join(PROFILES)}")
@@ -113,7 +120,9 @@ def reproduce(profile: str | Profile = "quick", out: str | Path = "reproduce", s
         log(f"[reproduce] no CIFAR-10 at {CIFAR_ROOT}: using labelled synthetic 32x32 images instead")
         p = replace(p, data="synthetic")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    report = OutputDir(out, "report")
+    report.check(report_files())  # before anything runs: never over a file varprobe did not write
+    report.ensure()
     torch.set_num_threads(p.threads)
     experiments = plan(p)
     n_runs = len(configs(experiments))
@@ -131,9 +140,9 @@ def reproduce(profile: str | Profile = "quick", out: str | Path = "reproduce", s
     for claim, row_id, lr in rows(p):
         values = [_measure(claim, ev, seed, lr, log) for seed in range(p.seeds)]
         findings.append(Finding(claim, row_id, lr, summarize(claim.kind, values, claim.direction, claim.threshold)))
-    write_figures(findings, out, p, ev)
+    write_figures(findings, report, p, ev)
     seconds = time.perf_counter() - start
-    write_report(findings, p, out, seconds)
+    write_report(findings, p, report, seconds)
     log(f"[reproduce] wrote {out / 'claims.md'} and {out / 'claims.json'}; took {seconds / 60:.1f} min "
         f"(estimated {estimate:.1f} min)")
     return findings

@@ -5,14 +5,20 @@ in ``OUT`` to ``docs/figures`` and replaces README's figure table (between :data
 :data:`END`) with :func:`readme_block` of those captions, so every README caption is the one
 computed from the runs that drew its figure. Nothing else in the README is touched; a README
 without the markers is refused (exit 2), never rewritten.
+
+Everything is checked before anything is written: ``captions.json`` must be an object of figure
+name -> caption string; each figure name must stay inside ``OUT`` and inside ``docs/figures``
+(no ``..``, no absolute path: :func:`~varprobe.record.files.inside`); ``docs/figures`` is an
+:class:`~varprobe.record.files.OutputDir`, so a figure there that varprobe did not write (or that
+was edited since) is never replaced. Every mistake is one line and exit 2.
 """
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from pathlib import Path
 
+from ..record.files import OutputDir, WriteRefused, atomic_write, inside
 from .report import CAPTIONS_FILE, figure_table
 
 __all__ = ["BEGIN", "END", "readme_block", "publish", "main"]
@@ -28,27 +34,53 @@ def readme_block(captions: dict[str, str], figures: Path, prefix: str = "docs/fi
     return f"{BEGIN}\n{figure_table(captions, prefix, 'quick', others)}{END}"
 
 
-def publish(out: Path, figures: Path, readme: Path) -> dict[str, str]:
-    """Copy ``out``'s figures and captions to ``figures``, rewrite ``readme``'s figure block.
-    ValueError (nothing written) when ``out`` has no captions.json or ``readme`` lacks the markers."""
-    out, figures, readme = Path(out), Path(figures), Path(readme)
-    src = out / CAPTIONS_FILE
-    if not src.exists():
+def _read_captions(src: Path, out: Path) -> dict[str, str]:
+    """``captions.json`` checked: an object of figure names (inside ``out``, present) -> strings."""
+    if not src.is_file():
         raise ValueError(f"{src} does not exist: run `varprobe reproduce --out {out}` first")
-    captions = json.loads(src.read_text())
-    text = readme.read_text()
-    if BEGIN not in text or END not in text:
-        raise ValueError(f"{readme} has no figure block ({BEGIN!r} ... {END!r}); add the markers first")
-    missing = [n for n in captions if not (out / n).exists()]
+    try:
+        captions = json.loads(src.read_bytes())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{src} is not JSON ({exc})") from None
+    if not isinstance(captions, dict):
+        raise ValueError(f"{src} must be a JSON object of figure name -> caption, got a {type(captions).__name__}")
+    bad = [f"{k!r}: {type(v).__name__}" for k, v in captions.items() if not isinstance(v, str)]
+    if bad:
+        raise ValueError(f"{src}: every caption must be a string; not: {', '.join(bad[:5])}")
+    for name in captions:
+        inside(out, name, f"figure name in {src}")
+        if Path(name).suffix.lower() not in (".png", ".svg", ".pdf"):
+            raise ValueError(f"{src}: figure name {name!r} is not a .png, .svg or .pdf file")
+    missing = [n for n in captions if not (out / n).is_file()]
     if missing:
         raise ValueError(f"{out} lacks the figure(s) {', '.join(missing)} named in {CAPTIONS_FILE}")
-    figures.mkdir(parents=True, exist_ok=True)
+    return captions
+
+
+def publish(out: Path, figures: Path, readme: Path) -> dict[str, str]:
+    """Copy ``out``'s figures and captions to ``figures``, rewrite ``readme``'s figure block.
+
+    Raises ValueError (nothing written) when ``out`` has no valid captions.json, a figure name
+    leaves ``out`` or ``figures``, a figure is missing, or ``readme`` is missing or lacks the
+    markers; :class:`~varprobe.record.files.WriteRefused` when a file in ``figures`` was not
+    written by varprobe."""
+    out, figures, readme = Path(out), Path(figures), Path(readme)
+    captions = _read_captions(out / CAPTIONS_FILE, out)
+    if not readme.is_file():
+        raise ValueError(f"{readme} does not exist: run publish from the repository's root, where README.md is")
+    text = readme.read_text(encoding="utf-8")
+    if BEGIN not in text or END not in text:
+        raise ValueError(f"{readme} has no figure block ({BEGIN!r} ... {END!r}); add the markers first")
     for name in captions:
-        shutil.copyfile(out / name, figures / name)
-    shutil.copyfile(src, figures / CAPTIONS_FILE)
+        inside(figures, name, f"figure name in {out / CAPTIONS_FILE}")
+    docs = OutputDir(figures, "figures")
+    docs.check([*captions, CAPTIONS_FILE])
+    for name in captions:
+        docs.write(name, (out / name).read_bytes())
+    docs.write(CAPTIONS_FILE, (out / CAPTIONS_FILE).read_bytes())
     head, rest = text.split(BEGIN, 1)
     tail = rest.split(END, 1)[1]
-    readme.write_text(head + readme_block(captions, figures) + tail)
+    atomic_write(readme, (head + readme_block(captions, figures) + tail).encode("utf-8"))
     return captions
 
 
@@ -60,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         captions = publish(Path(args[0]), Path("docs/figures"), Path("README.md"))
-    except ValueError as e:
+    except (ValueError, WriteRefused) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"published {len(captions)} figures and their captions to docs/figures and README.md")

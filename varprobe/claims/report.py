@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ..record import load_runs
+from ..record.files import OutputDir
 from .attribution import CONTROLS, causes_report
 from .measures import Evidence, accuracy
 from .profiles import MAIN_SCHEMES, Profile
@@ -19,7 +20,8 @@ from .summary import ACROSS_RUNS, KINDS
 if TYPE_CHECKING:
     from .pipeline import Finding
 
-__all__ = ["write_figures", "write_report", "figure_table", "FIGURE_TITLES", "CAPTIONS_FILE", "PLANNING_LABEL"]
+__all__ = ["write_figures", "write_report", "figure_table", "report_files", "FIGURE_TITLES", "CAPTIONS_FILE",
+           "PLANNING_LABEL"]
 
 PLANNING_LABEL = "seeds to settle (planning, not a rerun rule)"
 _DECOMPOSED = ("plain", "plain+proj", "plain+gn", "plain+gn+proj", "centered", "pws")
@@ -43,17 +45,24 @@ FIGURE_TITLES = {
     "decomposition.png": "Where conv output variance comes from at the largest lr.",
 }
 CAPTIONS_FILE = "captions.json"
+_TABLES = ("claims.md", "claims.json", CAPTIONS_FILE, "figures.md")
 
 
-def write_figures(findings: list["Finding"], out: Path, p: Profile, ev: Evidence) -> dict[str, str]:
+def report_files() -> tuple[str, ...]:
+    """Every file a report writes into its directory (checked before a ``reproduce`` starts)."""
+    return (*_TABLES, *FIGURE_TITLES)
+
+
+def write_figures(findings: list["Finding"], out: OutputDir, p: Profile, ev: Evidence) -> dict[str, str]:
     """Draw the evidence with ``varprobe.plot`` from the runs, next to claims.md, and list each
     figure in the rows it supports (``Claim.figures``). Figures at a large lr show the largest.
 
     Each figure's caption is computed by ``varprobe.plot.captions`` from the very frame the
     figure is drawn from, and written to ``out/captions.json`` ({figure: caption}) and
-    ``out/figures.md`` (the README's figure table, :func:`figure_table`). Returns the captions."""
+    ``out/figures.md`` (the README's figure table, :func:`figure_table`). Every file goes through
+    ``out`` (never over a file varprobe did not write). Returns the captions."""
     from .. import plot  # lazily: matplotlib only when figures are drawn
-    from ..cli.figure import save_figure
+    from ..record.figure import save_figure
     from ..analysis.compare import compare
     from ..plot import captions as cap
 
@@ -86,10 +95,10 @@ def write_figures(findings: list["Finding"], out: Path, p: Profile, ev: Evidence
     }
     captions = {}
     for name, (draw, caption) in figures.items():
-        save_figure(draw(), out / name)
+        save_figure(draw(), name, out)
         captions[name] = f"{FIGURE_TITLES[name]} {caption()}"
-    (out / CAPTIONS_FILE).write_text(json.dumps(captions, indent=2, ensure_ascii=False) + "\n")
-    (out / "figures.md").write_text(figure_table(captions, ""))
+    out.write_text(CAPTIONS_FILE, json.dumps(captions, indent=2, ensure_ascii=False) + "\n")
+    out.write_text("figures.md", figure_table(captions, ""))
     for f in findings:
         f.figures = list(f.claim.figures)
     return captions
@@ -138,8 +147,9 @@ def _row(f: "Finding") -> str:
             f"{plan} | {figs} |\n")
 
 
-def write_report(findings: list["Finding"], p: Profile, out: Path, seconds: float) -> None:
-    """``out/claims.md`` (setting, statistics, the table, counts, causes) and ``out/claims.json``."""
+def write_report(findings: list["Finding"], p: Profile, out: OutputDir, seconds: float) -> None:
+    """``out/claims.md`` (setting, statistics, the table, counts, causes) and ``out/claims.json``,
+    through ``out`` (never over a file varprobe did not write)."""
     header = (f"# varprobe reproduce ({p.name})\n\n" + _setting(p, seconds) + _rules()
               + f"| id | claim | quantity | kind | expected | measured (95% interval) | n | verdict | {PLANNING_LABEL} "
                 "| figures |\n|---|---|---|---|---|---|---|---|---|---|\n")
@@ -150,11 +160,11 @@ def write_report(findings: list["Finding"], p: Profile, out: Path, seconds: floa
     many = len(p.lrs_large) > 1
     lrs.update({f"large@{lr:g}" if many else "large": lr for lr in p.lrs_large})
     causes = causes_report(verdicts, lrs)
-    (out / "claims.md").write_text(header + "".join(_row(f) for f in findings) + summary + "\n" + causes
-                                   + _figure_notes(out))
+    out.write_text("claims.md", header + "".join(_row(f) for f in findings) + summary + "\n" + causes
+                   + _figure_notes(out.path))
     meta = {"profile": asdict(p), "seconds": seconds, "counts": counts, "kinds": KINDS,
             "claims": [f.to_json() for f in findings], "attribution": causes}
-    (out / "claims.json").write_text(json.dumps(_finite(meta), indent=2, allow_nan=False))
+    out.write_text("claims.json", json.dumps(_finite(meta), indent=2, allow_nan=False))
 
 
 def _figure_notes(out: Path) -> str:

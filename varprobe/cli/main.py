@@ -27,6 +27,7 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__, record
+from ..record.files import WriteRefused
 from ..experiment.stop import Terminated, stop_signals
 from ..vocabulary import FIGURE_EXTENSIONS, PLOT_KINDS
 from .commands import grid, plot, reproduce, run
@@ -75,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except Terminated as exc:
             print(f"{prefix}: {exc}", file=sys.stderr)
             return exc.exit_code
-        except _RUN_FORMAT_ERRORS as exc:  # a damaged run directory the user pointed at: their input
+        except (*_RUN_FORMAT_ERRORS, WriteRefused) as exc:  # a damaged run, or a file varprobe may not write
             if debug:
                 raise
             args.parser.error(_first_line(exc))

@@ -14,6 +14,11 @@ Each config of a grid is one run directory ``root/<run_name(config)>``. What a g
 * **foreign** (a non-empty directory that is no varprobe run, or a run of a newer format): not
   touched, reported as an error.
 
+Nothing is written into the root but the run directories of its configs, each of which says it is
+varprobe's by its own ``meta.json``. The root gets no mark of its own (``record.files.MARK_NAME``):
+the runs are its only content, and loops such as ``for d in root.iterdir(): load_run(d)`` keep
+working.
+
 A run that fails or collapses never stops the grid: its status says why. Workers (loky processes,
 or Dask workers) return small dicts; results travel only through run directories. A worker that
 is killed leaves its run "running" with no writer, and the next invocation redoes it.
