@@ -130,12 +130,16 @@ class ParamStats:
             self._grads(out, acc, summary, need, raw, inv_scale, found_inf)
 
     def _updates(self, out: StepRows, step: int) -> None:
-        """w.update_ratio of every weighted layer in one batched computation (varprobe.probe.updates)."""
-        if not self.update_plans:
+        """w.update_ratio of every weighted layer in one batched computation (varprobe.probe.updates);
+        no row for a layer whose previous weight is unknown."""
+        modules = [p.module for p in self.update_plans]
+        known = self.updates.known(modules, step)
+        if not any(known):  # the previous weights are unknown: no rows (undefined, not NaN)
             return
-        at = out.block(self.updates.ratios([p.module for p in self.update_plans], step))
+        at = out.block(self.updates.ratios(modules, step))
         for j, p in enumerate(self.update_plans):
-            out.add(p, "w.update_ratio", at + j)
+            if known[j]:
+                out.add(p, "w.update_ratio", at + j)
 
     def _norms(self, out: StepRows) -> None:
         items = [(p, name) for p in self.plans for name in p.norm_q]
