@@ -53,3 +53,45 @@ def test_bfloat16_sign_persistence_matches_float64_reference():
                 continue
             want = (torch.sign(gis[t][n]) == torch.sign(gis[t - 1][n])).to(F64).mean().item()
             assert got[(t, n)] == want, (t, n)
+
+
+# -- hooks added by others -------------------------------------------------------------------------
+def _times10(module, args, out):
+    return out * 10
+
+
+@pytest.mark.parametrize("when", ["before_attach", "step1", "step2_mid", "prepend_step3"])
+@pytest.mark.parametrize("every", [1, 2])
+def test_user_hook_does_not_change_what_a_step_records(every, when):
+    """A user forward hook that scales layer 0's output by 10, added before the probe, between
+    steps, between a step's forward and its next micro-batch, or with prepend=True: on every
+    recorded step, with every=1 or every=2, out.var of layer 0 is the float64 variance of the
+    module's own output (before others' hooks), and in.var of layer 2 that of what it received."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 3)).to(F64)
+    g = torch.Generator().manual_seed(1)
+    xs = [torch.randn(2, 4, 5, generator=g, dtype=F64) for _ in range(5)]  # two micro-batches a step
+    handle = model[0].register_forward_hook(_times10) if when == "before_attach" else None
+    probe = Probe(model, every=every, quantities=["out.var", "in.var"])
+    with probe:
+        for t, x in enumerate(xs):
+            if t == 1 and when == "step1":
+                handle = model[0].register_forward_hook(_times10)
+            if t == 3 and when == "prepend_step3":
+                handle = model[0].register_forward_hook(_times10, prepend=True)
+            for k in range(2):
+                model(x[k]).square().mean().backward()
+                if t == 2 and k == 0 and when == "step2_mid":
+                    handle = model[0].register_forward_hook(_times10)
+            probe.step()
+    handle.remove()
+    out0, in2 = _rows(probe, "out.var"), _rows(probe, "in.var")
+    assert {t for t, n in out0 if n == "0"} == set(range(0, 5, every))
+    w, b = model[0].weight.detach(), model[0].bias.detach()
+    for t in range(0, 5, every):
+        own = torch.cat([xs[t][k] @ w.T + b for k in range(2)])
+        assert out0[(t, "0")] == pytest.approx(own.var(unbiased=False).item(), rel=1e-12), t
+        scaled = [k for k in range(2) if when == "before_attach" or (when == "step1" and t >= 1)
+                  or (when == "step2_mid" and (t > 2 or (t == 2 and k == 1))) or (when == "prepend_step3" and t >= 3)]
+        seen = torch.cat([torch.tanh((10 if k in scaled else 1) * (xs[t][k] @ w.T + b)) for k in range(2)])
+        assert in2[(t, "2")] == pytest.approx(seen.var(unbiased=False).item(), rel=1e-12), t

@@ -8,7 +8,9 @@ name or builds a dict: what each module records was fixed in its :class:`LayerPl
 
 Layer hooks are registered only while they are needed ("armed"): for the whole of a recorded
 training step, and for a single forward of the root module in eval mode (or with a probed
-submodule in eval mode) when eval forwards are recorded. Between recorded steps the model runs
+submodule in eval mode) when eval forwards are recorded. Each runs first among its module's
+forward hooks (registered with ``prepend=True`` and put back in front at each forward of the
+root), so it sees the module's own output whatever hooks others added, and when. Between recorded steps the model runs
 with one forward pre-hook and one forward hook on its root, so a step that is not recorded costs
 two Python calls.
 """
@@ -103,12 +105,21 @@ class Hooks:
         handles: list = []
         try:
             for p, fn in zip(self.active, self._wrapped):
-                handles.append(p.module.register_forward_hook(fn))
+                handles.append(p.module.register_forward_hook(fn, prepend=True))
         except BaseException:  # all or nothing
             for h in handles:
                 h.remove()
             raise
         self._layer = handles
+
+    def lead(self) -> None:
+        """Put the probe's forward hook first among each module's forward hooks, so that it sees
+        the module's own output whenever others registered theirs (even with ``prepend=True``,
+        after the probe armed)."""
+        for p, h in zip(reversed(self.active), reversed(self._layer)):
+            hooks = p.module._forward_hooks
+            if next(iter(hooks)) != h.id:
+                hooks.move_to_end(h.id, last=False)
 
     def disarm(self) -> None:
         for h in self._layer:
@@ -149,6 +160,8 @@ class Hooks:
                 mode != TRAIN or not all(map(_TRAINING, self._active_modules))):
             self.arm()  # eval forwards are recorded whenever they run: hooks for this forward only
             self._temporary = True
+        elif self._layer:
+            self.lead()
         if self.bns and self.running[mode] is None and self.recording(mode):
             # BatchNorm running statistics before the mode's first forward of the step, all at once.
             with torch.no_grad():

@@ -89,6 +89,14 @@ class Probe:
     completed ``step()`` calls (the eval forwards that follow step k's update see the weights that
     step k + 1's training forward sees). ``modes=("train",)`` disables eval recording.
 
+    Hooks of others: what the probe records of a module is the module's own output (what its
+    ``forward`` returned) and the input its ``forward`` received, before any forward hook others
+    registered on it, whenever and however they registered it (``prepend=True`` included): the
+    probe's hook runs first among the module's forward hooks at every forward of the root, so a
+    step records the same whatever ``every`` is and whenever other hooks were added. ``grad_out.*``
+    is the gradient with respect to that own output. Global hooks
+    (``torch.nn.modules.module.register_module_forward_hook``) run before every module's own hooks.
+
     Schedule: ``every`` is an int k (record steps 0, k, 2k, ...) or a callable step -> bool, e.g.
     :func:`~varprobe.probe.log_schedule`. Layer hooks are attached for recorded steps only.
     Forwards are seen through the root module: eval forwards of a submodule called directly
