@@ -3,8 +3,10 @@ checkpointing, on the model's dtype or on a forward that raised; containers and 
 against a float64 reference computed outside the probe."""
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
+from collections import OrderedDict
 
 import pytest
 import torch
@@ -95,3 +97,60 @@ def test_user_hook_does_not_change_what_a_step_records(every, when):
                   or (when == "step2_mid" and (t > 2 or (t == 2 and k == 1))) or (when == "prepend_step3" and t >= 3)]
         seen = torch.cat([torch.tanh((10 if k in scaled else 1) * (xs[t][k] @ w.T + b)) for k in range(2)])
         assert in2[(t, "2")] == pytest.approx(seen.var(unbiased=False).item(), rel=1e-12), t
+
+
+# -- outputs that are containers -------------------------------------------------------------------
+@dataclasses.dataclass
+class _Out:
+    loss: torch.Tensor | None
+    hidden: torch.Tensor
+
+
+class _ModelOutput(OrderedDict):  # what a Hugging Face ModelOutput is: an OrderedDict without its None fields
+    pass
+
+
+class _Returns(nn.Module):
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind, self.lin = kind, nn.Linear(4, 3)
+
+    def forward(self, x):
+        y = self.lin(x)
+        return {"dict": lambda: {"mask": x > 0, "logits": y}, "tuple": lambda: (None, y, y * 2),
+                "list": lambda: [[y], x], "dataclass": lambda: _Out(None, y),
+                "model_output": lambda: _ModelOutput(logits=y), "none": lambda: None}[self.kind]()
+
+
+@pytest.mark.parametrize("kind", ["dict", "tuple", "list", "dataclass", "model_output"])
+def test_container_outputs_record_their_first_tensor(kind):
+    """A module returning a dict, tuple, nested list, dataclass or ModelOutput records out.* and
+    grad_out.* of the first floating-point tensor in it (depth first, in order), against float64."""
+    torch.manual_seed(0)
+    model = nn.Sequential(_Returns(kind)).to(F64)
+    x = torch.randn(6, 4, dtype=F64)
+    probe = Probe(model, layers="0", quantities=["out.var", "grad_out.var"])
+    with probe, warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y = model(x)
+        out = {"dict": lambda: y["logits"], "tuple": lambda: y[1] + y[2], "list": lambda: y[0][0],
+               "dataclass": lambda: y.hidden, "model_output": lambda: y["logits"]}[kind]()
+        out.square().sum().backward()
+        probe.step()
+    got = {r.quantity: r.value for r in probe.frame().itertuples()}
+    ref = model[0].lin(x).detach()  # the linear map's output, the first tensor of every container
+    grad = 18 * ref if kind == "tuple" else 2 * ref  # d/dy (y + 2y)^2 = 18y; d/dy y^2 = 2y
+    assert got["out.var"] == pytest.approx(ref.var(unbiased=False).item(), rel=1e-12)
+    assert got["grad_out.var"] == pytest.approx(grad.var(unbiased=False).item(), rel=1e-12)
+
+
+def test_output_without_a_tensor_is_named_in_one_warning():
+    model = nn.Sequential(_Returns("none"))
+    probe = Probe(model, layers="0", quantities=["in.var", "out.var"])
+    with probe, torch.no_grad():
+        with pytest.warns(RuntimeWarning, match=r"layer '0' \(_Returns\) returned NoneType.*out\.\* rows are not") as seen:
+            model(torch.randn(3, 4))
+            model(torch.randn(3, 4))
+        assert len([w for w in seen if "returned" in str(w.message)]) == 1
+        f = probe.frame()
+    assert set(f.quantity) == {"in.var"}

@@ -197,7 +197,13 @@ class Hooks:
             self._put(acc, pend, p, sites, "in", self._reduce(x, cdim, False, False), False, False)
             if p.dec_q and mode != EVAL:
                 p.in_size = tuple(x.shape[2:])
-        if p.want_out and y is not None and y.is_floating_point():
+        if p.want_out and (y is None or not y.is_floating_point()):
+            self.warn(p.name, "output", (
+                f"Probe: layer {p.name!r} ({type(module).__name__}) returned "
+                f"{type(out).__name__ if y is None else f'a {y.dtype} tensor'}: no floating-point tensor to "
+                "record (the output, or the first tensor in it: varprobe.probe.plan.first_tensor), so its "
+                f"{p.out_prefix}*{' and grad_out.*' if p.want_grad_out else ''} rows are not recorded"))
+        elif p.want_out:
             cdim = p.cdim if p.cdim is not None else self._axis(p, y, mode, "out")
             e = self._reduce(y, cdim, p.out_max, p.out_nonfinite)
             self._put(acc, pend, p, sites, "out", e, p.out_max, p.out_nonfinite)
