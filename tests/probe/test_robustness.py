@@ -154,3 +154,92 @@ def test_output_without_a_tensor_is_named_in_one_warning():
         assert len([w for w in seen if "returned" in str(w.message)]) == 1
         f = probe.frame()
     assert set(f.quantity) == {"in.var"}
+
+
+# -- forwards that never reach a backward ----------------------------------------------------------
+def _chain():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(5, 6), nn.Tanh(), nn.Linear(6, 4), nn.Tanh(), nn.Linear(4, 3)).to(F64)
+
+
+def _reference(model, xs) -> dict[tuple[str, str], float]:
+    """out.var and grad_out.var of layers 0, 2, 4 over the micro-batches ``xs``, each backpropagating
+    the sum of its squared outputs: float64, autograd on the layers called one by one, no hook."""
+    outs: dict[str, list] = {"0": [], "2": [], "4": []}
+    grads: dict[str, list] = {"0": [], "2": [], "4": []}
+    for x in xs:
+        h, kept = x, []
+        for i, m in enumerate(model):
+            h = m.forward(h)  # forward(): hooks do not run
+            if str(i) in outs:
+                kept.append((str(i), h))
+        gs = torch.autograd.grad(h.square().sum(), [t for _, t in kept])
+        for (n, t), g in zip(kept, gs):
+            outs[n].append(t.detach())
+            grads[n].append(g)
+    ref = {}
+    for n in outs:
+        ref[(n, "out.var")] = torch.cat(outs[n]).var(unbiased=False).item()
+        ref[(n, "grad_out.var")] = torch.cat(grads[n]).var(unbiased=False).item()
+    return ref
+
+
+def _raise_once():
+    state = {"armed": True}
+
+    def hook(module, args, out):
+        if state["armed"]:
+            state["armed"] = False
+            raise RuntimeError("user hook failed")
+    return hook
+
+
+@pytest.mark.parametrize("micro", [1, 2])
+def test_forward_that_raised_is_not_merged_into_the_next_step(micro):
+    """A user hook on layer 2 raises once, in the first forward of step 1 (after layer 0 ran); the
+    step then runs ``micro`` clean micro-batches: its rows equal the float64 reference of those
+    alone, and steps 0 and 2 are untouched; with micro=2 the raise comes between two micro-batches."""
+    model = _chain()
+    g = torch.Generator().manual_seed(2)
+    xs = [[torch.randn(4, 5, generator=g, dtype=F64) for _ in range(micro)] for _ in range(3)]
+    bad = torch.randn(4, 5, generator=g, dtype=F64)
+    probe = Probe(model, quantities=["out.var", "grad_out.var"])
+    with probe:
+        for t in range(3):
+            for k, x in enumerate(xs[t]):
+                if t == 1 and k == micro - 1:
+                    handle = model[2].register_forward_hook(_raise_once())
+                    with pytest.warns(RuntimeWarning, match="a forward of the model raised at step 1"):
+                        with pytest.raises(RuntimeError, match="user hook failed"):
+                            model(bad)
+                    handle.remove()
+                model(x).square().sum().backward()
+            probe.step()
+    f = probe.frame()
+    for t in range(3):
+        got = {(r.layer, r.quantity): r.value for r in f[f.step == t].itertuples()}
+        ref = _reference(model, xs[t])
+        assert set(got) == set(ref)
+        for key, want in ref.items():
+            assert got[key] == pytest.approx(want, rel=1e-12), (t, key)
+
+
+def test_discard_step_drops_forwards_and_their_late_backward():
+    """discard_step() after a forward: neither that forward nor a backward run from it later counts;
+    the step then records the next forward and backward alone (float64 reference)."""
+    model = _chain()
+    g = torch.Generator().manual_seed(4)
+    skipped, x = torch.randn(4, 5, generator=g, dtype=F64), torch.randn(4, 5, generator=g, dtype=F64)
+    probe = Probe(model, quantities=["out.var", "grad_out.var"])
+    with probe:
+        loss = model(skipped).square().sum()
+        probe.discard_step()
+        assert probe.current_step == 0
+        loss.backward()  # from the discarded forward: not recorded
+        model(x).square().sum().backward()
+        probe.step()
+    got = {(r.layer, r.quantity): r.value for r in probe.frame().itertuples()}
+    ref = _reference(model, [x])
+    assert set(got) == set(ref)
+    for key, want in ref.items():
+        assert got[key] == pytest.approx(want, rel=1e-12), key

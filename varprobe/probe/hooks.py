@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import operator
+import sys
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -85,6 +86,10 @@ class Hooks:
         self._layer: list = []
         self._wrapped: list | None = None
         self._temporary = False
+        self.epoch = 0  # bumped by a discarded step: gradients of its forwards are not recorded
+        self.merges = {b: 0 for b in BUCKETS}  # pending lists merged during forwards (rollback)
+        self._depth = 0  # root forwards running (nested calls of the root)
+        self._mark: tuple | None = None
 
     # -- arming ------------------------------------------------------------------------------------
     @property
@@ -153,15 +158,19 @@ class Hooks:
         return self.rec_eval if mode == EVAL else self.rec_train or self.rec_eval
 
     def _on_root(self, module: nn.Module, args: tuple) -> None:
+        self._depth += 1
+        seen = self.pending_seen
         mode = self.mode(module)
-        self.root_calls[mode] += 1
-        self.root_seen = True
         if not self._layer and self.rec_eval and (
                 mode != TRAIN or not all(map(_TRAINING, self._active_modules))):
             self.arm()  # eval forwards are recorded whenever they run: hooks for this forward only
             self._temporary = True
         elif self._layer:
             self.lead()
+        if self._depth == 1:  # only where hooks record (a step not recorded costs nothing more)
+            self._mark = self.mark(seen) if self._layer else None
+        self.root_calls[mode] += 1
+        self.root_seen = True
         if self.bns and self.running[mode] is None and self.recording(mode):
             # BatchNorm running statistics before the mode's first forward of the step, all at once.
             with torch.no_grad():
@@ -169,8 +178,48 @@ class Hooks:
                                                 .detach().to(torch.float64) for p in self.bns])
 
     def _on_root_done(self, module: nn.Module, args: tuple, out: Any) -> None:
+        self._depth = max(self._depth - 1, 0)
+        if self._depth == 0 and out is None and sys.exc_info()[0] is not None and self._mark is not None:
+            # called by torch from the handler of an exception raised in the forward (always_call)
+            whole = self.rollback(self._mark)
+            self.warn("", "aborted", (
+                f"Probe: a forward of the model raised at step {self.t}; what the probe saw of it is dropped"
+                + (f" along with the rest of step {self.t}'s {', '.join(whole)} statistics (too many forwards "
+                   "to separate it)" if whole else "") + ", so no step merges a forward that never reached "
+                "a backward; the probe records the forwards that complete"))
+        self._mark = None if self._depth == 0 else self._mark
         if self._temporary:
             self.disarm()
+
+    def mark(self, pending_seen: bool) -> tuple:
+        """What :meth:`rollback` needs to forget a forward of the root: the pending lists' lengths,
+        the element counts, firing counts and call counters, taken when the forward starts."""
+        return ([(len(self.pending[b]), len(self.pending[b].max_sites), len(self.pending[b].nf_sites),
+                  list(self.acc[b].counts), self.merges[b]) for b in BUCKETS],
+                [tuple(p.fires.values()) for p in self.plans], dict(self.root_calls), dict(self.running),
+                self.grad_hooks, self.pending_hooks, pending_seen)
+
+    def rollback(self, mark: tuple) -> list[str]:
+        """Forget what hooks recorded since ``mark`` (a forward that raised). Returns the buckets
+        whose pending results were merged meanwhile, which are reset whole."""
+        buckets, fires, self.root_calls, self.running, self.grad_hooks, self.pending_hooks, \
+            self.pending_seen = mark
+        self.root_calls, self.running = dict(self.root_calls), dict(self.running)
+        for p, f in zip(self.plans, fires):
+            p.fires.update(zip(BUCKETS, f))
+        whole = []
+        for b, (n, n_max, n_nf, counts, merges) in zip(BUCKETS, buckets):
+            if self.merges[b] != merges:
+                whole.append(b)
+                self.dirty.add(b)
+                self.reset(b)
+                continue
+            pend, acc = self.pending[b], self.acc[b]
+            for lst, k in ((pend.sites, n), (pend.s, n), (pend.r, n), (pend.max_sites, n_max), (pend.m, n_max),
+                           (pend.nf_sites, n_nf), (pend.nf, n_nf)):
+                del lst[k:]
+            acc.counts = counts + [0] * (len(acc.counts) - len(counts))
+        return whole
 
     # -- forward -----------------------------------------------------------------------------------
     def _on_forward(self, p: LayerPlan, module: nn.Module, args: tuple, out: Any) -> None:
@@ -216,6 +265,7 @@ class Hooks:
                 self._watch(x, p, mode, "grad_in")
         if len(pend) > 4096:  # many forwards in one step (eval loops): bound what is held
             acc.merge(pend)
+            self.merges[mode] += 1
 
     def _axis(self, p: LayerPlan, t: Tensor, mode: str, slot: str | None) -> int:
         """Channel axis of ``t`` at ``slot`` of a layer whose axis depends on the shape
@@ -322,12 +372,13 @@ class Hooks:
             hit[2].append((mode, i))
             return
         consumers = [(mode, i)]
-        t.register_hook(functools.partial(self._on_grad, consumers, cdim, self.t))
+        t.register_hook(functools.partial(self._on_grad, consumers, cdim, (self.t, self.epoch)))
         self._gcache[key] = (weakref.ref(t), cdim, consumers)
 
-    def _on_grad(self, consumers: list[tuple[str, int | None]], cdim: int, step: int, g: Tensor) -> None:
-        if step != self.t or not self._root:
-            return  # a backward of a forward from a closed step, or after remove()
+    def _on_grad(self, consumers: list[tuple[str, int | None]], cdim: int, stamp: tuple[int, int],
+                 g: Tensor) -> None:
+        if stamp != (self.t, self.epoch) or not self._root:
+            return  # a backward of a forward from a closed or discarded step, or after remove()
         s = r = None
         n = channel_count(g, cdim)
         train = pending = False

@@ -16,7 +16,7 @@ from .checks import check_fires, check_options, check_step
 from .closing import close_mode, drop_skipped
 from .hooks import Hooks
 from .params import ParamStats
-from .plan import EVAL, MODES, TRAIN, LayerPlan
+from .plan import EVAL, MODES, PENDING, TRAIN, LayerPlan
 from .quantities import resolve_quantities
 from .schedule import as_schedule
 from .select import DEFAULT_BLOCKS, select, unwrap
@@ -82,6 +82,12 @@ class Probe:
     The next step's ``gw.sign_persistence`` compares with the last step not skipped. Under
     ``torch.autocast`` (bf16/fp16 activations) every sum is accumulated in float64 (rows of large
     tensors in float32 first); an overflow shows as ``out.nonfinite`` and never reaches training.
+
+    Aborted forwards: a forward of the model that raises an Exception (in a hook, a shape error) is
+    dropped: what the probe's hooks saw of it is forgotten when the exception leaves the root
+    module (a warning says so, once), so a step records only forwards that completed, each with
+    its backward. To drop a step's training forwards that completed but will not be
+    backpropagated, call :meth:`discard_step`.
 
     Modes: forwards of modules in training mode with grad enabled are "train"; forwards in eval
     mode or under ``torch.no_grad()`` / ``inference_mode()`` are "eval", recorded apart (forward
@@ -384,6 +390,19 @@ class Probe:
             self._arm()
         if len(self._pending) >= self._flush_every:
             self.flush()
+
+    def discard_step(self) -> None:
+        """Drop the training statistics of the open step gathered so far: those of its training
+        forwards and of the backwards already run or still to run from them (e.g. after a forward
+        whose loss you decide not to backpropagate). Its eval forwards stay. The step stays open:
+        the next training forward, backward and :meth:`step` record it, as step
+        :attr:`current_step`. A forward that raises is dropped without this call (the class
+        docstring)."""
+        h = self._hooks
+        h.dirty.update((TRAIN, PENDING))
+        h.reset(TRAIN)
+        h.reset(PENDING)
+        h.epoch += 1
 
     def _warn_once(self, name: str, kind: str, message: str) -> None:
         if (name, kind) not in self._warned:
