@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.utils.checkpoint
 from torch import Tensor, nn
 
 from ..stats import channel_count, channel_max, channel_sum_norm, count_nonfinite, fused_channel_sums
@@ -35,6 +36,20 @@ __all__ = ["Hooks"]
 
 
 _TRAINING = operator.attrgetter("training")
+_CHECKPOINT = getattr(getattr(torch.utils.checkpoint, "CheckpointFunction", None), "forward", None)
+_CHECKPOINT = getattr(_CHECKPOINT, "__code__", None)
+
+
+def in_reentrant_checkpoint() -> bool:
+    """Whether the caller runs inside the first forward of ``torch.utils.checkpoint.checkpoint(...,
+    use_reentrant=True)`` (``CheckpointFunction.forward``, which runs the function under no_grad
+    and recomputes it with grad during backward). No public API says this: the call stack does."""
+    f = sys._getframe(1)
+    while f is not None:
+        if f.f_code is _CHECKPOINT:
+            return True
+        f = f.f_back
+    return False
 
 
 class _Entry:
@@ -90,6 +105,7 @@ class Hooks:
         self.merges = {b: 0 for b in BUCKETS}  # pending lists merged during forwards (rollback)
         self._depth = 0  # root forwards running (nested calls of the root)
         self._mark: tuple | None = None
+        self._root_ckpt: bool | None = None  # a no_grad root forward: inside a reentrant checkpoint?
 
     # -- arming ------------------------------------------------------------------------------------
     @property
@@ -145,7 +161,8 @@ class Hooks:
         mode, grad enabled: settled at step())."""
         if self.force_train:
             return TRAIN
-        if not torch.is_grad_enabled():
+        if not torch.is_grad_enabled() and not (
+                self._root_ckpt if self._root_ckpt is not None else in_reentrant_checkpoint()):
             return EVAL
         if module.training:
             return TRAIN
@@ -159,6 +176,8 @@ class Hooks:
 
     def _on_root(self, module: nn.Module, args: tuple) -> None:
         self._depth += 1
+        if self._depth == 1 and not torch.is_grad_enabled():
+            self._root_ckpt = in_reentrant_checkpoint()  # once per forward, not per module
         seen = self.pending_seen
         mode = self.mode(module)
         if not self._layer and self.rec_eval and (
@@ -187,7 +206,8 @@ class Hooks:
                 + (f" along with the rest of step {self.t}'s {', '.join(whole)} statistics (too many forwards "
                    "to separate it)" if whole else "") + ", so no step merges a forward that never reached "
                 "a backward; the probe records the forwards that complete"))
-        self._mark = None if self._depth == 0 else self._mark
+        if self._depth == 0:
+            self._mark = self._root_ckpt = None
         if self._temporary:
             self.disarm()
 
@@ -229,6 +249,9 @@ class Hooks:
         self.dirty.add(mode)
         if mode != EVAL and in_backward():  # a forward re-run inside backward: activation checkpointing
             p.recomputed += 1
+            if p.reentrant:  # its first forward ran under no_grad: the gradients flow through this one
+                p.reentrant -= 1
+                self._watch_grads(p, mode, args, first_tensor(out))
             return
         p.fires[mode] += 1
         if p.depth < 0:
@@ -257,15 +280,22 @@ class Hooks:
             e = self._reduce(y, cdim, p.out_max, p.out_nonfinite)
             self._put(acc, pend, p, sites, "out", e, p.out_max, p.out_nonfinite)
         if mode != EVAL:
-            if y is not None and y.requires_grad and (p.want_grad_out or mode == PENDING):
-                # a PENDING forward's output is watched even without gradient quantities: a
-                # gradient reaching it makes it a training forward (see step())
-                self._watch(y, p, mode, "grad_out" if p.want_grad_out else None)
-            if p.grad_in and x is not None and x.requires_grad:
-                self._watch(x, p, mode, "grad_in")
+            if not torch.is_grad_enabled():  # reentrant checkpointing: gradients at the recomputation
+                p.reentrant += 1
+            else:
+                self._watch_grads(p, mode, args, y)
         if len(pend) > 4096:  # many forwards in one step (eval loops): bound what is held
             acc.merge(pend)
             self.merges[mode] += 1
+
+    def _watch_grads(self, p: LayerPlan, mode: str, args: tuple, y: Tensor | None) -> None:
+        x = args[0] if args and isinstance(args[0], Tensor) else None
+        if y is not None and y.requires_grad and (p.want_grad_out or mode == PENDING):
+            # a PENDING forward's output is watched even without gradient quantities: a
+            # gradient reaching it makes it a training forward (see step())
+            self._watch(y, p, mode, "grad_out" if p.want_grad_out else None)
+        if p.grad_in and x is not None and x.requires_grad:
+            self._watch(x, p, mode, "grad_in")
 
     def _axis(self, p: LayerPlan, t: Tensor, mode: str, slot: str | None) -> int:
         """Channel axis of ``t`` at ``slot`` of a layer whose axis depends on the shape

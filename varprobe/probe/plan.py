@@ -140,6 +140,7 @@ class LayerPlan:
                        or self.params or bool(self.norm_q))
         self.fires = {b: 0 for b in BUCKETS}
         self.recomputed = 0
+        self.reentrant = 0  # forwards of the step under a reentrant checkpoint whose recomputation is due
         self.sites: dict[str, dict[str, int]] = {b: {} for b in BUCKETS}
 
     def axis(self, shape: tuple[int, ...]) -> tuple[int | None, bool]:
@@ -158,7 +159,7 @@ class LayerPlan:
         self.fires[mode] = 0
         self.whole[mode].clear()
         if mode == TRAIN:
-            self.recomputed = 0
+            self.recomputed = self.reentrant = 0
 
 
 def in_backward() -> bool:

@@ -83,6 +83,13 @@ class Probe:
     ``torch.autocast`` (bf16/fp16 activations) every sum is accumulated in float64 (rows of large
     tensors in float32 first); an overflow shows as ``out.nonfinite`` and never reaches training.
 
+    Activation checkpointing (``torch.utils.checkpoint``): layers inside record as without it.
+    Non-reentrant: the forward is recorded, its recomputation during backward is not. Reentrant
+    (``use_reentrant=True``, whose first forward runs under no_grad): that forward is recorded as
+    training (found from the call stack: ``CheckpointFunction.forward``), and the gradients are
+    read from its recomputation. Another library's reentrant checkpoint is not recognized: its
+    forwards are recorded as eval.
+
     Aborted forwards: a forward of the model that raises an Exception (in a hook, a shape error) is
     dropped: what the probe's hooks saw of it is forgotten when the exception leaves the root
     module (a warning says so, once), so a step records only forwards that completed, each with
