@@ -106,7 +106,7 @@ QUANTITIES.update({
                       "sees and W_{t-1} the previous step's, i.e. the relative size of the update of step t - 1; "
                       "for a layer whose output is invariant to the scale of W (BN after it, WN, WS, PWS) its "
                       "effective learning rate. The probe copies W_{t-1} on the device in step() of step t - 1 "
-                      "when step t is recorded (varprobe.probe.updates). NaN at step 0, or when step t - 1's "
+                      "when step t is recorded (varprobe.probe.updates). No row (absent) at step 0, or when step t - 1's "
                       "weight is unknown (its step() did not run attached, the weight was replaced or changed "
                       "shape, dtype or device); inf when W_{t-1} = 0 and W moved",
     "k.fan_var": "effective kernel K = kernel() of a reparametrized conv (WN/WS/PWS/centered) or "

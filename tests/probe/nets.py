@@ -183,7 +183,7 @@ def expected_train(net: Net, batches, prev_gi: dict | None, loss_scale: float = 
                    prev_net: Net | None = None) -> tuple[dict, dict]:
     """{(layer, quantity): value} of one training step of ``net`` (a clone taken before the step),
     and the per-filter average gradients for the next step's sign persistence. ``prev_net``: the
-    clone taken before the previous step (None at the first step: w.update_ratio is NaN)."""
+    clone taken before the previous step (None at the first step: w.update_ratio has no row)."""
     running = (net.bn.running_mean.clone().to(F64), net.bn.running_var.clone().to(F64))
     fwd, grads, pgrads = ref_step(net, batches, loss_scale)
     exp = forward_expected(net, fwd, running)
@@ -197,9 +197,7 @@ def expected_train(net: Net, batches, prev_gi: dict | None, loss_scale: float = 
         mod = net.get_submodule(name)
         for s, v in filter_ref(mod.weight).items():
             exp[(name, f"w.{s}")] = v
-        if prev_net is None:
-            exp[(name, "w.update_ratio")] = float("nan")
-        else:
+        if prev_net is not None:  # no row where the previous weight is unknown
             w0 = prev_net.get_submodule(name).weight.detach().to(F64)
             exp[(name, "w.update_ratio")] = ((mod.weight.detach().to(F64) - w0).norm() / w0.norm()).item()
         if pgrads[f"{name}.weight"] is None:

@@ -13,7 +13,7 @@ transformers = pytest.importorskip("transformers", reason="needs the hf extra: p
 import varprobe  # noqa: E402
 
 
-NAN_DOCUMENTED = {"gw.bias_corr", "gw.sign_persistence", "w.update_ratio"}  # update_ratio: NaN at step 0
+NAN_DOCUMENTED = {"gw.bias_corr", "gw.sign_persistence"}
 
 
 def resnet():

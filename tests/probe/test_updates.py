@@ -2,7 +2,6 @@
 numpy before and after each ``opt.step()`` of the training loop."""
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pytest
@@ -54,17 +53,18 @@ def _every_2_or_3(step: int) -> bool:
 @pytest.mark.parametrize("dtype, rtol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
 def test_update_ratio_matches_float64_reference(every, recorded, dtype, rtol):
     got, ref = _train(make_net(0, dtype), every, 9, dtype)
-    assert set(got) == {(t, n) for t in recorded for n in WEIGHTED}
+    assert set(got) == {(t, n) for t in recorded - {0} for n in WEIGHTED}  # step 0: no previous weight, no row
     for n in WEIGHTED:
-        assert math.isnan(got[(0, n)])
         for t in recorded - {0}:
             assert got[(t, n)] == pytest.approx(ref[(t, n)], rel=rtol), (t, n)
             assert ref[(t, n)] > 1e-4  # the weights did move: the test can fail
 
 
-def test_nan_when_the_previous_weight_is_unknown():
+def test_absent_when_the_previous_weight_is_unknown():
     """Detached during the step before (remove(), one unprobed update, attach()) or a weight whose
-    dtype changed: NaN at that step, the reference value again from the next one."""
+    dtype changed: no row at that step (undefined, as gw.sign_persistence at the first step), the
+    reference value again from the next one; UpdateRatios itself gives NaN there and says which
+    layers are known."""
     def hook(t, net, probe):
         if t == 3:
             probe.remove()
@@ -76,7 +76,7 @@ def test_nan_when_the_previous_weight_is_unknown():
 
     got, ref = _train(make_net(0), 1, 6, torch.float64, hook)
     for n in WEIGHTED:
-        assert math.isnan(got[(0, n)]) and math.isnan(got[(3, n)])
+        assert (0, n) not in got and (3, n) not in got
         for t in (1, 2, 4, 5):
             assert got[(t, n)] == pytest.approx(ref[(t, n)], rel=1e-12)
 
@@ -86,8 +86,10 @@ def test_nan_when_the_previous_weight_is_unknown():
     u.snapshot(mods, 0)
     assert torch.equal(u.ratios(mods, 1), torch.zeros(len(mods), dtype=torch.float64))
     assert torch.isnan(u.ratios(mods, 2)).all()  # the snapshot is of step 0, not 1
+    assert u.known(mods, 1) == [True] * len(mods) and u.known(mods, 2) == [False] * len(mods)
     net.head.double()  # one layer's weight changes dtype: NaN there only
     r = u.ratios(mods, 1)
+    assert u.known(mods, 1) == [True] * (len(mods) - 1) + [False]
     assert torch.isnan(r[-1]) and torch.equal(r[:-1], torch.zeros(len(mods) - 1, dtype=torch.float64))
     with torch.no_grad():
         net.stem.weight.mul_(1.5)  # ||1.5 W - W|| / ||W|| = 0.5 exactly

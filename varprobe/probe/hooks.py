@@ -8,7 +8,9 @@ name or builds a dict: what each module records was fixed in its :class:`LayerPl
 
 Layer hooks are registered only while they are needed ("armed"): for the whole of a recorded
 training step, and for a single forward of the root module in eval mode (or with a probed
-submodule in eval mode) when eval forwards are recorded. Between recorded steps the model runs
+submodule in eval mode) when eval forwards are recorded. Each runs first among its module's
+forward hooks (registered with ``prepend=True`` and put back in front at each forward of the
+root), so it sees the module's own output whatever hooks others added, and when. Between recorded steps the model runs
 with one forward pre-hook and one forward hook on its root, so a step that is not recorded costs
 two Python calls.
 """
@@ -16,12 +18,14 @@ from __future__ import annotations
 
 import functools
 import operator
+import sys
 import weakref
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
+import torch.utils.checkpoint
 from torch import Tensor, nn
 
 from ..stats import channel_count, channel_max, channel_sum_norm, count_nonfinite, fused_channel_sums
@@ -32,6 +36,20 @@ __all__ = ["Hooks"]
 
 
 _TRAINING = operator.attrgetter("training")
+_CHECKPOINT = getattr(getattr(torch.utils.checkpoint, "CheckpointFunction", None), "forward", None)
+_CHECKPOINT = getattr(_CHECKPOINT, "__code__", None)
+
+
+def in_reentrant_checkpoint() -> bool:
+    """Whether the caller runs inside the first forward of ``torch.utils.checkpoint.checkpoint(...,
+    use_reentrant=True)`` (``CheckpointFunction.forward``, which runs the function under no_grad
+    and recomputes it with grad during backward). No public API says this: the call stack does."""
+    f = sys._getframe(1)
+    while f is not None:
+        if f.f_code is _CHECKPOINT:
+            return True
+        f = f.f_back
+    return False
 
 
 class _Entry:
@@ -83,6 +101,11 @@ class Hooks:
         self._layer: list = []
         self._wrapped: list | None = None
         self._temporary = False
+        self.epoch = 0  # bumped by a discarded step: gradients of its forwards are not recorded
+        self.merges = {b: 0 for b in BUCKETS}  # pending lists merged during forwards (rollback)
+        self._depth = 0  # root forwards running (nested calls of the root)
+        self._mark: tuple | None = None
+        self._root_ckpt: bool | None = None  # a no_grad root forward: inside a reentrant checkpoint?
 
     # -- arming ------------------------------------------------------------------------------------
     @property
@@ -103,12 +126,21 @@ class Hooks:
         handles: list = []
         try:
             for p, fn in zip(self.active, self._wrapped):
-                handles.append(p.module.register_forward_hook(fn))
+                handles.append(p.module.register_forward_hook(fn, prepend=True))
         except BaseException:  # all or nothing
             for h in handles:
                 h.remove()
             raise
         self._layer = handles
+
+    def lead(self) -> None:
+        """Put the probe's forward hook first among each module's forward hooks, so that it sees
+        the module's own output whenever others registered theirs (even with ``prepend=True``,
+        after the probe armed)."""
+        for p, h in zip(reversed(self.active), reversed(self._layer)):
+            hooks = p.module._forward_hooks
+            if next(iter(hooks)) != h.id:
+                hooks.move_to_end(h.id, last=False)
 
     def disarm(self) -> None:
         for h in self._layer:
@@ -129,7 +161,8 @@ class Hooks:
         mode, grad enabled: settled at step())."""
         if self.force_train:
             return TRAIN
-        if not torch.is_grad_enabled():
+        if not torch.is_grad_enabled() and not (
+                self._root_ckpt if self._root_ckpt is not None else in_reentrant_checkpoint()):
             return EVAL
         if module.training:
             return TRAIN
@@ -142,13 +175,21 @@ class Hooks:
         return self.rec_eval if mode == EVAL else self.rec_train or self.rec_eval
 
     def _on_root(self, module: nn.Module, args: tuple) -> None:
+        self._depth += 1
+        if self._depth == 1 and not torch.is_grad_enabled():
+            self._root_ckpt = in_reentrant_checkpoint()  # once per forward, not per module
+        seen = self.pending_seen
         mode = self.mode(module)
-        self.root_calls[mode] += 1
-        self.root_seen = True
         if not self._layer and self.rec_eval and (
                 mode != TRAIN or not all(map(_TRAINING, self._active_modules))):
             self.arm()  # eval forwards are recorded whenever they run: hooks for this forward only
             self._temporary = True
+        elif self._layer:
+            self.lead()
+        if self._depth == 1:  # only where hooks record (a step not recorded costs nothing more)
+            self._mark = self.mark(seen) if self._layer else None
+        self.root_calls[mode] += 1
+        self.root_seen = True
         if self.bns and self.running[mode] is None and self.recording(mode):
             # BatchNorm running statistics before the mode's first forward of the step, all at once.
             with torch.no_grad():
@@ -156,8 +197,49 @@ class Hooks:
                                                 .detach().to(torch.float64) for p in self.bns])
 
     def _on_root_done(self, module: nn.Module, args: tuple, out: Any) -> None:
+        self._depth = max(self._depth - 1, 0)
+        if self._depth == 0 and out is None and sys.exc_info()[0] is not None and self._mark is not None:
+            # called by torch from the handler of an exception raised in the forward (always_call)
+            whole = self.rollback(self._mark)
+            self.warn("", "aborted", (
+                f"Probe: a forward of the model raised at step {self.t}; what the probe saw of it is dropped"
+                + (f" along with the rest of step {self.t}'s {', '.join(whole)} statistics (too many forwards "
+                   "to separate it)" if whole else "") + ", so no step merges a forward that never reached "
+                "a backward; the probe records the forwards that complete"))
+        if self._depth == 0:
+            self._mark = self._root_ckpt = None
         if self._temporary:
             self.disarm()
+
+    def mark(self, pending_seen: bool) -> tuple:
+        """What :meth:`rollback` needs to forget a forward of the root: the pending lists' lengths,
+        the element counts, firing counts and call counters, taken when the forward starts."""
+        return ([(len(self.pending[b]), len(self.pending[b].max_sites), len(self.pending[b].nf_sites),
+                  list(self.acc[b].counts), self.merges[b]) for b in BUCKETS],
+                [tuple(p.fires.values()) for p in self.plans], dict(self.root_calls), dict(self.running),
+                self.grad_hooks, self.pending_hooks, pending_seen)
+
+    def rollback(self, mark: tuple) -> list[str]:
+        """Forget what hooks recorded since ``mark`` (a forward that raised). Returns the buckets
+        whose pending results were merged meanwhile, which are reset whole."""
+        buckets, fires, self.root_calls, self.running, self.grad_hooks, self.pending_hooks, \
+            self.pending_seen = mark
+        self.root_calls, self.running = dict(self.root_calls), dict(self.running)
+        for p, f in zip(self.plans, fires):
+            p.fires.update(zip(BUCKETS, f))
+        whole = []
+        for b, (n, n_max, n_nf, counts, merges) in zip(BUCKETS, buckets):
+            if self.merges[b] != merges:
+                whole.append(b)
+                self.dirty.add(b)
+                self.reset(b)
+                continue
+            pend, acc = self.pending[b], self.acc[b]
+            for lst, k in ((pend.sites, n), (pend.s, n), (pend.r, n), (pend.max_sites, n_max), (pend.m, n_max),
+                           (pend.nf_sites, n_nf), (pend.nf, n_nf)):
+                del lst[k:]
+            acc.counts = counts + [0] * (len(acc.counts) - len(counts))
+        return whole
 
     # -- forward -----------------------------------------------------------------------------------
     def _on_forward(self, p: LayerPlan, module: nn.Module, args: tuple, out: Any) -> None:
@@ -167,6 +249,9 @@ class Hooks:
         self.dirty.add(mode)
         if mode != EVAL and in_backward():  # a forward re-run inside backward: activation checkpointing
             p.recomputed += 1
+            if p.reentrant:  # its first forward ran under no_grad: the gradients flow through this one
+                p.reentrant -= 1
+                self._watch_grads(p, mode, args, first_tensor(out))
             return
         p.fires[mode] += 1
         if p.depth < 0:
@@ -184,19 +269,33 @@ class Hooks:
             self._put(acc, pend, p, sites, "in", self._reduce(x, cdim, False, False), False, False)
             if p.dec_q and mode != EVAL:
                 p.in_size = tuple(x.shape[2:])
-        if p.want_out and y is not None and y.is_floating_point():
+        if p.want_out and (y is None or not y.is_floating_point()):
+            self.warn(p.name, "output", (
+                f"Probe: layer {p.name!r} ({type(module).__name__}) returned "
+                f"{type(out).__name__ if y is None else f'a {y.dtype} tensor'}: no floating-point tensor to "
+                "record (the output, or the first tensor in it: varprobe.probe.plan.first_tensor), so its "
+                f"{p.out_prefix}*{' and grad_out.*' if p.want_grad_out else ''} rows are not recorded"))
+        elif p.want_out:
             cdim = p.cdim if p.cdim is not None else self._axis(p, y, mode, "out")
             e = self._reduce(y, cdim, p.out_max, p.out_nonfinite)
             self._put(acc, pend, p, sites, "out", e, p.out_max, p.out_nonfinite)
         if mode != EVAL:
-            if y is not None and y.requires_grad and (p.want_grad_out or mode == PENDING):
-                # a PENDING forward's output is watched even without gradient quantities: a
-                # gradient reaching it makes it a training forward (see step())
-                self._watch(y, p, mode, "grad_out" if p.want_grad_out else None)
-            if p.grad_in and x is not None and x.requires_grad:
-                self._watch(x, p, mode, "grad_in")
+            if not torch.is_grad_enabled():  # reentrant checkpointing: gradients at the recomputation
+                p.reentrant += 1
+            else:
+                self._watch_grads(p, mode, args, y)
         if len(pend) > 4096:  # many forwards in one step (eval loops): bound what is held
             acc.merge(pend)
+            self.merges[mode] += 1
+
+    def _watch_grads(self, p: LayerPlan, mode: str, args: tuple, y: Tensor | None) -> None:
+        x = args[0] if args and isinstance(args[0], Tensor) else None
+        if y is not None and y.requires_grad and (p.want_grad_out or mode == PENDING):
+            # a PENDING forward's output is watched even without gradient quantities: a
+            # gradient reaching it makes it a training forward (see step())
+            self._watch(y, p, mode, "grad_out" if p.want_grad_out else None)
+        if p.grad_in and x is not None and x.requires_grad:
+            self._watch(x, p, mode, "grad_in")
 
     def _axis(self, p: LayerPlan, t: Tensor, mode: str, slot: str | None) -> int:
         """Channel axis of ``t`` at ``slot`` of a layer whose axis depends on the shape
@@ -303,12 +402,13 @@ class Hooks:
             hit[2].append((mode, i))
             return
         consumers = [(mode, i)]
-        t.register_hook(functools.partial(self._on_grad, consumers, cdim, self.t))
+        t.register_hook(functools.partial(self._on_grad, consumers, cdim, (self.t, self.epoch)))
         self._gcache[key] = (weakref.ref(t), cdim, consumers)
 
-    def _on_grad(self, consumers: list[tuple[str, int | None]], cdim: int, step: int, g: Tensor) -> None:
-        if step != self.t or not self._root:
-            return  # a backward of a forward from a closed step, or after remove()
+    def _on_grad(self, consumers: list[tuple[str, int | None]], cdim: int, stamp: tuple[int, int],
+                 g: Tensor) -> None:
+        if stamp != (self.t, self.epoch) or not self._root:
+            return  # a backward of a forward from a closed or discarded step, or after remove()
         s = r = None
         n = channel_count(g, cdim)
         train = pending = False

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from ..layers import raw_weight
 from ..stats import FILTER_STATS, Segments, filter_stats_many, grad_shift_many
-from ..stats import segment_correlation, segment_sum
+from ..stats import rounding_tolerance, segment_correlation, segment_sum
 from .buffers import SUMMARY_COLUMNS, Moments, cached
 from .plan import LayerPlan, tap_overlap_of, weights
 from .updates import UpdateRatios
@@ -25,7 +25,6 @@ __all__ = ["StepRows", "ParamStats"]
 _F64 = torch.float64
 _MEAN, _VAR = SUMMARY_COLUMNS.index("mean"), SUMMARY_COLUMNS.index("var")
 _NCOL = len(SUMMARY_COLUMNS)
-_ROUNDING = 1e3  # as varprobe.stats.within_rounding
 _DEC_PRED = ("dec.pred_ch_var", "dec.pred_ch_sq_mean")
 _DEC = ("dec.measured", "dec.iid", "dec.shift", "dec.rest") + _DEC_PRED
 
@@ -130,12 +129,16 @@ class ParamStats:
             self._grads(out, acc, summary, need, raw, inv_scale, found_inf)
 
     def _updates(self, out: StepRows, step: int) -> None:
-        """w.update_ratio of every weighted layer in one batched computation (varprobe.probe.updates)."""
-        if not self.update_plans:
+        """w.update_ratio of every weighted layer in one batched computation (varprobe.probe.updates);
+        no row for a layer whose previous weight is unknown."""
+        modules = [p.module for p in self.update_plans]
+        known = self.updates.known(modules, step)
+        if not any(known):  # the previous weights are unknown: no rows (undefined, not NaN)
             return
-        at = out.block(self.updates.ratios([p.module for p in self.update_plans], step))
+        at = out.block(self.updates.ratios(modules, step))
         for j, p in enumerate(self.update_plans):
-            out.add(p, "w.update_ratio", at + j)
+            if known[j]:
+                out.add(p, "w.update_ratio", at + j)
 
     def _norms(self, out: StepRows) -> None:
         items = [(p, name) for p in self.plans for name in p.norm_q]
@@ -235,10 +238,11 @@ class ParamStats:
         gs = [raw[p.idx].grad for p in layers]
         seg = self._segments("gw", gs)
         gi, st, rms_i = grad_shift_many(gs, seg)  # gradients as autograd left them, filters in group order
-        eps = self._cached(("eps",) + tuple(g.dtype for g in gs) + (seg.filters, gi.device), lambda: torch.tensor(
-            [torch.finfo(g.dtype).eps for g in gs], dtype=_F64).to(gi.device).index_select(0, seg.layer_of))
+        tol = self._cached(("tol",) + tuple((g.dtype, g[0].numel()) for g in gs) + (seg.filters, gi.device),
+                           lambda: torch.tensor([rounding_tolerance(g.dtype, g[0].numel()) for g in gs],
+                                                dtype=_F64).to(gi.device).index_select(0, seg.layer_of))
         # Average gradients that are zero up to rounding (PWS) have no sign or correlation.
-        loud = (gi.abs() > _ROUNDING * eps * rms_i).to(_F64)
+        loud = (gi.abs() > tol * rms_i).to(_F64)
         signal = segment_sum(loud, seg.layer_of, seg.layers) > 0
         if inv_scale is not None:  # the loss scale of a GradScaler: avg_abs and rms are first moments
             st = st * torch.stack([inv_scale, inv_scale, torch.ones_like(inv_scale)])[:, None]
@@ -310,20 +314,20 @@ class ParamStats:
         def build():
             pick = torch.cat([torch.arange(seg.offsets[j], seg.offsets[j] + seg.o[j]) for j, _, _, _ in todo])
             lid = torch.repeat_interleave(torch.arange(len(todo)), torch.tensor([seg.o[j] for j, *_ in todo]))
-            eps = torch.cat([torch.full((gs[j].shape[0],), torch.finfo(gs[j].dtype).eps, dtype=_F64)
+            tol = torch.cat([torch.full((gs[j].shape[0],), rounding_tolerance(gs[j].dtype), dtype=_F64)
                              for j, *_ in todo])
             return (pick.to(acc.device), lid.to(acc.device), torch.bincount(lid).to(_F64).to(acc.device),
                     torch.tensor([j for j, *_ in todo]).to(acc.device), torch.tensor([a for _, _, a, _ in todo]).to(
-                        acc.device), eps.to(acc.device))
+                        acc.device), tol.to(acc.device))
 
-        pick, lid, count, which, ins, eps = self._cached(key, build)
+        pick, lid, count, which, ins, tol = self._cached(key, build)
         idx = acc._channel_index(tuple(b for *_, b in todo))
         _, n_c, _, _ = acc._layout()
         db, q = acc.data[0].index_select(0, idx), acc.data[1].index_select(0, idx)
         mu = summary[ins, _MEAN]
         # A channel sum within rounding of zero carries no signal (a conv followed by BatchNorm in
         # training mode has sum dL/dy_i = 0 exactly).
-        loud = (db.abs() > _ROUNDING * eps * (n_c.index_select(0, idx) * q).sqrt()).to(_F64)
+        loud = (db.abs() > tol * (n_c.index_select(0, idx) * q).sqrt()).to(_F64)
         ok = signal.index_select(0, which) & (segment_sum(loud, lid, len(todo)) > 0)
         corr = segment_correlation(gi.index_select(0, pick).to(acc.device), mu.index_select(0, lid) * db, lid,
                                    len(todo), count)

@@ -7,6 +7,8 @@ output's maximum or non-finite count is needed). Hooks and ``step()`` only read 
 """
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -61,11 +63,27 @@ def weights(m: nn.Module) -> tuple[Tensor, Tensor | None]:
     return raw, (kernel if kernel is not raw else None)
 
 
-def first_tensor(obj: Any) -> Tensor | None:
+def first_tensor(obj: Any, depth: int = 3) -> Tensor | None:
+    """The tensor a probe records of a module output ``obj``: ``obj`` itself, or the first
+    floating-point tensor found depth first (``depth`` levels) in its items (tuple, list), values
+    (dict, and so a Hugging Face ``ModelOutput``, an OrderedDict whose None fields are absent) or
+    fields (dataclass), in their order (masks and indices are skipped); None if there is none."""
     if isinstance(obj, Tensor):
         return obj
-    if isinstance(obj, (tuple, list)) and obj and isinstance(obj[0], Tensor):
-        return obj[0]
+    if depth <= 0:
+        return None
+    if isinstance(obj, (tuple, list)):
+        items = obj
+    elif isinstance(obj, Mapping):
+        items = obj.values()
+    elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        items = (getattr(obj, f.name, None) for f in dataclasses.fields(obj))
+    else:
+        return None
+    for item in items:
+        t = first_tensor(item, depth - 1)
+        if t is not None and t.is_floating_point():
+            return t
     return None
 
 
@@ -122,6 +140,7 @@ class LayerPlan:
                        or self.params or bool(self.norm_q))
         self.fires = {b: 0 for b in BUCKETS}
         self.recomputed = 0
+        self.reentrant = 0  # forwards of the step under a reentrant checkpoint whose recomputation is due
         self.sites: dict[str, dict[str, int]] = {b: {} for b in BUCKETS}
 
     def axis(self, shape: tuple[int, ...]) -> tuple[int | None, bool]:
@@ -140,7 +159,7 @@ class LayerPlan:
         self.fires[mode] = 0
         self.whole[mode].clear()
         if mode == TRAIN:
-            self.recomputed = 0
+            self.recomputed = self.reentrant = 0
 
 
 def in_backward() -> bool:

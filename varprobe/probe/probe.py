@@ -16,7 +16,7 @@ from .checks import check_fires, check_options, check_step
 from .closing import close_mode, drop_skipped
 from .hooks import Hooks
 from .params import ParamStats
-from .plan import EVAL, MODES, TRAIN, LayerPlan
+from .plan import EVAL, MODES, PENDING, TRAIN, LayerPlan
 from .quantities import resolve_quantities
 from .schedule import as_schedule
 from .select import DEFAULT_BLOCKS, select, unwrap
@@ -83,11 +83,32 @@ class Probe:
     ``torch.autocast`` (bf16/fp16 activations) every sum is accumulated in float64 (rows of large
     tensors in float32 first); an overflow shows as ``out.nonfinite`` and never reaches training.
 
+    Activation checkpointing (``torch.utils.checkpoint``): layers inside record as without it.
+    Non-reentrant: the forward is recorded, its recomputation during backward is not. Reentrant
+    (``use_reentrant=True``, whose first forward runs under no_grad): that forward is recorded as
+    training (found from the call stack: ``CheckpointFunction.forward``), and the gradients are
+    read from its recomputation. Another library's reentrant checkpoint is not recognized: its
+    forwards are recorded as eval.
+
+    Aborted forwards: a forward of the model that raises an Exception (in a hook, a shape error) is
+    dropped: what the probe's hooks saw of it is forgotten when the exception leaves the root
+    module (a warning says so, once), so a step records only forwards that completed, each with
+    its backward. To drop a step's training forwards that completed but will not be
+    backpropagated, call :meth:`discard_step`.
+
     Modes: forwards of modules in training mode with grad enabled are "train"; forwards in eval
     mode or under ``torch.no_grad()`` / ``inference_mode()`` are "eval", recorded apart (forward
     quantities only) whenever they run, stamped with the current step, i.e. the number of
     completed ``step()`` calls (the eval forwards that follow step k's update see the weights that
     step k + 1's training forward sees). ``modes=("train",)`` disables eval recording.
+
+    Hooks of others: what the probe records of a module is the module's own output (what its
+    ``forward`` returned) and the input its ``forward`` received, before any forward hook others
+    registered on it, whenever and however they registered it (``prepend=True`` included): the
+    probe's hook runs first among the module's forward hooks at every forward of the root, so a
+    step records the same whatever ``every`` is and whenever other hooks were added. ``grad_out.*``
+    is the gradient with respect to that own output. Global hooks
+    (``torch.nn.modules.module.register_module_forward_hook``) run before every module's own hooks.
 
     Schedule: ``every`` is an int k (record steps 0, k, 2k, ...) or a callable step -> bool, e.g.
     :func:`~varprobe.probe.log_schedule`. Layer hooks are attached for recorded steps only.
@@ -376,6 +397,19 @@ class Probe:
             self._arm()
         if len(self._pending) >= self._flush_every:
             self.flush()
+
+    def discard_step(self) -> None:
+        """Drop the training statistics of the open step gathered so far: those of its training
+        forwards and of the backwards already run or still to run from them (e.g. after a forward
+        whose loss you decide not to backpropagate). Its eval forwards stay. The step stays open:
+        the next training forward, backward and :meth:`step` record it, as step
+        :attr:`current_step`. A forward that raises is dropped without this call (the class
+        docstring)."""
+        h = self._hooks
+        h.dirty.update((TRAIN, PENDING))
+        h.reset(TRAIN)
+        h.reset(PENDING)
+        h.epoch += 1
 
     def _warn_once(self, name: str, kind: str, message: str) -> None:
         if (name, kind) not in self._warned:

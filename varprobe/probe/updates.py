@@ -17,10 +17,12 @@ computes every layer's ratio with ``torch._foreach_sub`` and ``torch._foreach_no
 accumulated in float64) into one float64 tensor, still on the device. The difference is taken in
 the weight's dtype, which is exact to half an ulp of each entry of the difference.
 
-NaN: when no snapshot of step t-1 exists (step 0; step t-1 ran while the probe was detached, or the
-probe was detached since (``remove()``: it cannot see the updates made meanwhile); step t-1's
-step() raised), and, per layer, when the raw weight is no longer the tensor the snapshot copied, or
-its shape, dtype or device changed since. ||W_{t-1}|| = 0 gives inf (or NaN if W did not move).
+Absent (no row, as every value undefined by definition): when no snapshot of step t-1 exists
+(step 0; step t-1 ran while the probe was detached, or the probe was detached since (``remove()``:
+it cannot see the updates made meanwhile); step t-1's step() raised), and, per layer, when the raw
+weight is no longer the tensor the snapshot copied, or its shape, dtype or device changed since
+(:meth:`UpdateRatios.known`, decided on the host). ||W_{t-1}|| = 0 gives inf (or NaN if W did not
+move).
 """
 from __future__ import annotations
 
@@ -88,10 +90,16 @@ class UpdateRatios:
                 torch._foreach_copy_(self._buffers, weights)
         self._step = step
 
+    def known(self, modules: Sequence[nn.Module], step: int) -> list[bool]:
+        """Per module: whether the weight of ``step - 1`` is known (a snapshot of that step, of the
+        same tensor, shape, dtype and device); where it is not, ``w.update_ratio`` has no row."""
+        if self._step != step - 1 or len(self._buffers) != len(modules):
+            return [False] * len(modules)
+        return [_key(raw_weight(m)) == k for m, k in zip(modules, self._keys)]
+
     def ratios(self, modules: Sequence[nn.Module], step: int) -> Tensor:
         """float64 tensor (len(modules),) of ||W_step - W_{step-1}||_F / ||W_{step-1}||_F per
-        module, on the weights' device (NaN where the previous weight is not known, see the module
-        docstring). No host sync."""
+        module, on the weights' device (NaN where the previous weight is not known: :meth:`known`). No host sync."""
         weights = [raw_weight(m) for m in modules]  # used under no_grad only: no detach
         device = weights[0].device if weights else torch.device("cpu")
         n = len(weights)

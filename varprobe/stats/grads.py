@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["GRAD_STATS", "grad_shift_stats", "sign_persistence", "correlation",
-           "within_rounding"]
+           "within_rounding", "rounding_tolerance"]
 
 #: Order of the entries returned by :func:`grad_shift_stats`.
 GRAD_STATS = ("avg_abs", "rms", "shift_ratio")
@@ -46,8 +46,30 @@ def correlation(a: Tensor, b: Tensor) -> Tensor:
     return (a * b).sum() / (a.square().sum() * b.square().sum()).sqrt()
 
 
-def within_rounding(values: Tensor, scale: Tensor, dtype: torch.dtype, factor: float = 1e3) -> Tensor:
-    """Bool tensor: |values| <= factor * eps(dtype) * scale, i.e. zero up to the rounding of a sum
-    whose terms have root-sum-square ``scale`` (e.g. a PWS filter's average gradient, exactly zero
-    in exact arithmetic)."""
-    return values.abs() <= factor * torch.finfo(dtype).eps * scale
+def rounding_tolerance(dtype: torch.dtype, n: int = 1, factor: float = 1e3) -> float:
+    """Relative size below which a sum of n values of ``dtype`` that is zero in exact arithmetic
+    (a PWS filter's average gradient, the channel sums of dL/dy before a BatchNorm) is zero up to
+    rounding: |mean| <= tolerance * rms of the values (n = 1: |sum| <= tolerance * their root
+    sum of squares).
+
+    tolerance = factor * eps(c) + 4 * eps(dtype) / sqrt(n), two sources of rounding:
+
+    - the computation that produced the values, in c = ``dtype``, or float32 for a half-precision
+      ``dtype`` (PyTorch accumulates half-precision reductions and matmuls in float32 and rounds
+      the result once): ``factor`` eps(c), the error growth of its sums;
+    - that one rounding of each value to ``dtype``: independent errors of at most eps(dtype) / 2
+      relative each, whose mean has a standard deviation of at most eps(dtype) / 2 * rms / sqrt(n);
+      4 eps(dtype) / sqrt(n) is 8 of them.
+
+    The statistic itself is summed in float64 (rounding about n * 2^-53: negligible). A tolerance
+    of ``factor`` eps(dtype) alone exceeds 1 for bfloat16 (eps 2^-7), where no sum could pass it."""
+    compute = dtype if torch.finfo(dtype).bits >= 32 else torch.float32
+    return factor * torch.finfo(compute).eps + 4 * torch.finfo(dtype).eps / math.sqrt(n)
+
+
+def within_rounding(values: Tensor, scale: Tensor, dtype: torch.dtype, factor: float = 1e3, n: int = 1) -> Tensor:
+    """Bool tensor: |values| <= rounding_tolerance(dtype, n, factor) * scale, i.e. zero up to
+    rounding: a mean of n values of ``dtype`` whose root mean square is ``scale`` (n = 1: a sum,
+    ``scale`` the root sum of squares of its terms), e.g. a PWS filter's average gradient, exactly
+    zero in exact arithmetic."""
+    return values.abs() <= rounding_tolerance(dtype, n, factor) * scale
