@@ -219,7 +219,9 @@ class Probe:
 
     # -- attach / remove ---------------------------------------------------------------------------
     def attach(self) -> "Probe":
-        """Register the hooks. Idempotent: attaching an attached probe does nothing."""
+        """Register the hooks, open the sinks (``open(config)`` where a sink has it: one that
+        cannot take the run raises :class:`~varprobe.probe.sink.SinkError` naming it) and create
+        the run directory ``out``; all or nothing. Idempotent: attaching an attached probe does nothing."""
         if self._hooks.attached:
             return self
         if self._closed and self._out is not None:
@@ -229,9 +231,11 @@ class Probe:
         try:  # all or nothing: hooks, then the run directory; on any failure, none of them
             self._hooks.attach()
             self._arm()
+            sinks = self._extra_sinks if self._rank == 0 else []
+            deliver(sinks, "open", self._config())  # a sink that cannot take the run: before the run exists
             if self._rank == 0 and self._out is not None and self._writer is None:
                 self._writer = ParquetSink(self._out, self._config(), overwrite=self._overwrite)
-            self._sinks = self._extra_sinks if self._rank == 0 else []
+            self._sinks = sinks
         except BaseException:
             self._hooks.remove()
             raise
