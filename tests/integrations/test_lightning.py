@@ -211,3 +211,26 @@ def test_a_resumed_fit_records_global_steps_on_the_global_schedule(tmp_path):
 def test_probe_kwargs_cannot_set_the_start_step(tmp_path):
     with pytest.raises(TypeError, match="start_step.*global step"):
         ProbeCallback(tmp_path / "pl", start_step=3)
+
+
+def test_a_tensorboard_sink_gets_the_run_config_as_hparams(tmp_path):
+    """README: the TensorBoard sink holds the run config as hparams; the callback's probe hands it
+    the config of meta.json (the trainer's facts and the probe's settings) when it attaches."""
+    pytest.importorskip("tensorboard", reason="needs the tensorboard extra")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    from varprobe.sinks import TensorBoardSink
+    cb = ProbeCallback(tmp_path / "pl", every=2, module="net", sinks=[TensorBoardSink(tmp_path / "tb")],
+                       meta={"lr": LR})
+    trainer(1, callbacks=[cb]).fit(Module(net()), loader())
+    ea = EventAccumulator(str(tmp_path / "tb"))
+    ea.Reload()
+    hparams = {}
+    for raw in ea.PluginTagToContent("hparams").values():
+        data = plugin_data_pb2.HParamsPluginData.FromString(raw)
+        if data.HasField("session_start_info"):
+            hparams.update(data.session_start_info.hparams.items())
+    assert hparams["trainer"].string_value == "lightning" and hparams["lr"].number_value == LR
+    assert hparams["probe.every"].string_value == "Every(2)"
+    assert "varprobe/loss" in ea.Tags()["scalars"]
