@@ -58,12 +58,13 @@ class ProbeCallback(TrainerCallback):
     - ``on_train_end``: the probe is closed (status "finished" or "collapsed").
     - An exception out of ``train()``: the probe is closed with status "failed" and the error, its
       hooks removed and the run's lock released; what was flushed is kept, and ``train()`` can be
-      called again (into the same ``out`` with ``overwrite=True``, as for any existing run). The Trainer has no exception event: when the Trainer calls ``on_init_end`` (the
-      callback was given to its constructor) or ``on_train_begin``, the callback wraps that
-      Trainer's ``train`` (on the instance, once) to close the probe when it raises. A callback
-      added with ``add_callback`` is wrapped from its first ``train()`` on, for the calls after
-      it; if that first call raises, the next ``train()`` closes the left-over run as "failed"
-      (with a warning) before it starts.
+      called again (into the same ``out`` with ``overwrite=True``, as for any existing run). The
+      Trainer has no exception event: when the Trainer calls ``on_init_end`` (the callback was
+      given to its constructor) or ``on_train_begin``, the callback wraps that Trainer's ``train``
+      (on the instance, once) to close the probe when it raises. A callback added with
+      ``add_callback`` is wrapped from its first ``train()`` on, for the calls after it; if that
+      first call raises, the next ``train()`` closes the left-over run as "failed" (with a
+      warning) before it starts.
 
     Distributed: every process probes and the probe all-reduces training moments; only the main
     process (``state.is_world_process_zero``) writes ``out`` and feeds ``sinks``.
