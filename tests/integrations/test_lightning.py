@@ -176,3 +176,61 @@ def test_ddp_two_ranks_write_one_run_of_global_batch_statistics(tmp_path):
                                  quantities=["out.var", "out.mean", "grad_out.var", "in.var"])
     got = frame[(frame["step"] == 0) & (frame["mode"] == "train")]
     assert_same_records(got[got["quantity"] != "loss"], want[want["quantity"] != "loss"], rel=1e-5)
+
+
+class GlobalSteps(pl.Callback):
+    """trainer.global_step at each optimizer step, with the loss Lightning backpropagated there."""
+
+    def __init__(self) -> None:
+        self.loss: dict[int, float] = {}
+
+    def on_before_backward(self, trainer, pl_module, loss):
+        self.loss[trainer.global_step] = float(loss.detach())
+
+
+def test_a_resumed_fit_records_global_steps_on_the_global_schedule(tmp_path):
+    """Resumed at global step 3 to max_steps=7 with every=2: the recorded steps are the global
+    steps 4 and 6 (not 0 and 2, nor 3 and 5), each with the loss Lightning backpropagated at it."""
+    torch.manual_seed(0)
+    first = trainer(3, callbacks=[ProbeCallback(tmp_path / "first", every=2, module="net", flush_every=1)])
+    first.fit(Module(net()), loader(n=12))  # 3 batches an epoch: the checkpoint ends epoch 0
+    first.save_checkpoint(tmp_path / "c.ckpt")
+    spy = GlobalSteps()
+    cb = ProbeCallback(tmp_path / "resumed", every=2, module="net", flush_every=1)
+    trainer(7, callbacks=[spy, cb]).fit(Module(net()), loader(n=12), ckpt_path=tmp_path / "c.ckpt")
+    assert sorted(spy.loss) == [3, 4, 5, 6]
+    frame = varprobe.load_run(tmp_path / "resumed").frame
+    train = frame[frame["mode"] == "train"]
+    assert sorted(train["step"].unique()) == [4, 6]
+    loss = train[train["quantity"] == "loss"].set_index("step")["value"]
+    assert loss.to_dict() == pytest.approx({s: spy.loss[s] for s in (4, 6)}, rel=1e-6)
+    first_steps = varprobe.load_run(tmp_path / "first").frame["step"]
+    assert sorted(first_steps.unique()) == [0, 2]
+
+
+def test_probe_kwargs_cannot_set_the_start_step(tmp_path):
+    with pytest.raises(TypeError, match="start_step.*global step"):
+        ProbeCallback(tmp_path / "pl", start_step=3)
+
+
+def test_a_tensorboard_sink_gets_the_run_config_as_hparams(tmp_path):
+    """README: the TensorBoard sink holds the run config as hparams; the callback's probe hands it
+    the config of meta.json (the trainer's facts and the probe's settings) when it attaches."""
+    pytest.importorskip("tensorboard", reason="needs the tensorboard extra")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    from varprobe.sinks import TensorBoardSink
+    cb = ProbeCallback(tmp_path / "pl", every=2, module="net", sinks=[TensorBoardSink(tmp_path / "tb")],
+                       meta={"lr": LR})
+    trainer(1, callbacks=[cb]).fit(Module(net()), loader())
+    ea = EventAccumulator(str(tmp_path / "tb"))
+    ea.Reload()
+    hparams = {}
+    for raw in ea.PluginTagToContent("hparams").values():
+        data = plugin_data_pb2.HParamsPluginData.FromString(raw)
+        if data.HasField("session_start_info"):
+            hparams.update(data.session_start_info.hparams.items())
+    assert hparams["trainer"].string_value == "lightning" and hparams["lr"].number_value == LR
+    assert hparams["probe.every"].string_value == "Every(2)"
+    assert "varprobe/loss" in ea.Tags()["scalars"]

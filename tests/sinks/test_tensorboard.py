@@ -103,3 +103,44 @@ def test_a_raising_sink_loses_nothing_of_the_parquet_run(tmp_path):
     probe.close()
     frame = varprobe.load_run(tmp_path / "run").frame
     assert (frame["quantity"] == "loss").sum() == 1
+
+
+def hparams_of(log_dir):
+    ea, _ = read(log_dir)
+    data = {}
+    for raw in ea.PluginTagToContent("hparams").values():
+        d = plugin_data_pb2.HParamsPluginData.FromString(raw)
+        if d.HasField("session_start_info"):
+            data.update(d.session_start_info.hparams.items())
+    return data
+
+
+def test_the_probe_writes_its_run_config_as_hparams(tmp_path):
+    """A sink given no hparams gets the run config of meta.json when the probe attaches (nested
+    keys dotted), once; hparams given to the sink are kept instead."""
+    import torch
+    from torch import nn
+    model = nn.Sequential(nn.Linear(3, 3))
+    sink = TensorBoardSink(tmp_path / "tb")
+    with varprobe.Probe(model, out=tmp_path / "run", sinks=[sink], every=2, meta={"lr": 0.1, "scheme": "bn"}) as p:
+        loss = model(torch.randn(4, 3)).square().mean()
+        loss.backward()
+        p.step(loss=loss)
+        p.remove()
+        p.attach()  # a second attach writes nothing more
+    config = varprobe.load_run(tmp_path / "run").meta["config"]
+    data = hparams_of(tmp_path / "tb")
+    assert data["lr"].number_value == config["lr"] == 0.1 and data["scheme"].string_value == "bn"
+    assert data["probe.every"].string_value == config["probe"]["every"] == "Every(2)"
+    assert data["probe.n_layers"].number_value == 1
+    files = [f for f in os.listdir(tmp_path / "tb") if "tfevents" in f]
+    assert len(files) == 1
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    starts = [v.tag for e in EventFileLoader(str(tmp_path / "tb" / files[0])).Load()
+              for v in e.summary.value if v.tag.endswith("session_start_info")]
+    assert len(starts) == 1
+
+    given = TensorBoardSink(tmp_path / "tb2", hparams={"depth": 20})
+    with varprobe.Probe(model, sinks=[given], meta={"lr": 0.1}):
+        pass
+    assert set(hparams_of(tmp_path / "tb2")) == {"depth"}

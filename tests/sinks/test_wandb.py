@@ -61,3 +61,47 @@ def test_no_active_run_is_one_line(run_table, monkeypatch):
 def test_unknown_quantity_is_refused():
     with pytest.raises(ValueError, match="'gw.shfit_ratio'.*valid quantities"):
         WandbSink(quantities=["gw.shfit_ratio"])
+
+
+def _probe(tmp_path, sink):
+    import torch
+    from torch import nn
+
+    import varprobe
+    model = nn.Sequential(nn.Linear(3, 3))
+    return model, varprobe.Probe(model, out=tmp_path / "run", sinks=[sink], flush_every=1)
+
+
+def test_a_finished_run_is_refused_when_the_probe_attaches(offline_run, tmp_path):
+    """Before any training: one line naming the sink and the finished run; no hook is left on the
+    model and no run directory is created."""
+    from varprobe.probe.sink import SinkError
+    run, logged = offline_run
+    run.finish()
+    model, probe = _probe(tmp_path, WandbSink(run))
+    with pytest.raises(SinkError, match=rf"WandbSink\(run='{run.id}'\)\.open\(\).*'{run.id}' is finished") as err:
+        probe.attach()
+    assert "\n" not in str(err.value)
+    assert not probe.attached and not model[0]._forward_hooks and not (tmp_path / "run").exists()
+    assert logged == []
+
+
+def test_no_active_run_is_refused_when_the_probe_attaches(tmp_path, monkeypatch):
+    from varprobe.probe.sink import SinkError
+    monkeypatch.setattr(wandb, "run", None)
+    _, probe = _probe(tmp_path, WandbSink())
+    with pytest.raises(SinkError, match=r"WandbSink\(run=None\)\.open\(\).*wandb.init"):
+        probe.attach()
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_active_run_is_accepted_and_gets_the_steps(offline_run, tmp_path):
+    import torch
+    run, logged = offline_run
+    model, probe = _probe(tmp_path, WandbSink(run, quantities=["loss"]))
+    with probe:
+        for _ in range(2):
+            loss = model(torch.randn(4, 3)).square().mean()
+            loss.backward()
+            probe.step(loss=loss)
+    assert [s for s, _ in logged] == [0, 1]

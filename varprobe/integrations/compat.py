@@ -11,7 +11,7 @@ import torch
 
 from .amp import active_scaler, grads_unscaled
 
-__all__ = ["probe_takes", "step_takes", "make_probe", "step_kwargs"]
+__all__ = ["probe_takes", "step_takes", "check_probe_kwargs", "make_probe", "step_kwargs"]
 
 
 @functools.cache
@@ -28,14 +28,25 @@ def step_takes(name: str) -> bool:
     return name in inspect.signature(Probe.step).parameters
 
 
-def make_probe(model: torch.nn.Module, *, sinks: list, owner: str, **kwargs: Any):
-    """A ``Probe(model, **kwargs)``, with ``sinks`` when there are any. Raises TypeError naming
-    ``owner`` when sinks are given and the installed Probe has no ``sinks`` parameter."""
+def check_probe_kwargs(probe_kwargs: dict[str, Any], owner: str) -> None:
+    """Raise TypeError naming ``owner`` if ``probe_kwargs`` sets what the callback sets itself."""
+    if "start_step" in probe_kwargs:
+        raise TypeError(f"{owner}: start_step is not an argument: the probe starts at the trainer's "
+                        "global step (a resumed run's recorded steps are its global steps)")
+
+
+def make_probe(model: torch.nn.Module, *, sinks: list, owner: str, start_step: int, **kwargs: Any):
+    """A ``Probe(model, start_step=start_step, **kwargs)``, with ``sinks`` when there are any: the
+    steps it records are the trainer's global steps, also when training resumed from a checkpoint
+    at ``start_step`` > 0, and ``every`` is applied to them. Raises TypeError naming ``owner`` when
+    sinks are given, or ``start_step`` > 0, and the installed Probe has no such parameter."""
     from ..probe import Probe
-    if sinks:
-        if not probe_takes("sinks"):
-            raise TypeError(f"{owner}(sinks=...) needs a varprobe Probe that accepts sinks=; this one does not")
-        kwargs["sinks"] = list(sinks)
+    for name, value in (("sinks", list(sinks)), ("start_step", start_step)):
+        if value:
+            if not probe_takes(name):
+                raise TypeError(f"{owner}: {name}={value!r} needs a varprobe Probe that accepts {name}=; "
+                                "this one does not")
+            kwargs[name] = value
     return Probe(model, **kwargs)
 
 

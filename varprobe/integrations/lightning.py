@@ -13,7 +13,7 @@ except ImportError as exc:  # pragma: no cover - exercised by the import-without
     raise ImportError("varprobe.integrations.lightning needs PyTorch Lightning: "
                       f"pip install 'varprobe[lightning]' ({exc})") from exc
 
-from .compat import make_probe, step_kwargs
+from .compat import check_probe_kwargs, make_probe, step_kwargs
 
 __all__ = ["ProbeCallback"]
 
@@ -21,15 +21,19 @@ __all__ = ["ProbeCallback"]
 class ProbeCallback(pl.Callback):
     """Record a :class:`varprobe.Probe` run while a Lightning ``Trainer`` fits.
 
-    - ``on_fit_start``: the probe is created on the LightningModule (or its submodule ``module``,
+    - ``on_train_start``: the probe is created on the LightningModule (or its submodule ``module``,
       a dotted name, e.g. ``"net"``, so layer names are those of the network rather than
-      ``net.``-prefixed) and attached, on every rank.
+      ``net.``-prefixed) and attached, on every rank. This is after Lightning restored a
+      checkpoint's loop state (``fit(ckpt_path=...)``): the probe starts at ``trainer.global_step``
+      (``Probe(start_step=)``), so a resumed fit records the same step numbers, and the same
+      ``every`` schedule, as one that never stopped. The sanity-check validation before it is not
+      recorded.
     - ``on_before_backward``: the loss Lightning backpropagates is summed over the step's
       micro-batches (Lightning has already divided each by ``accumulate_grad_batches``, so the sum
       is the mean micro-batch loss; under 16-bit AMP it is divided by the loss scale).
     - ``on_before_optimizer_step``: ``probe.step(loss=..., lr=param_groups[0]["lr"])``: once per
       optimizer step, after every micro-batch of an ``accumulate_grad_batches`` window, so recorded
-      steps count optimizer steps (``trainer.global_step``). Under ``precision="16-mixed"`` the
+      steps are optimizer steps, numbered as ``trainer.global_step``. Under ``precision="16-mixed"`` the
       trainer's GradScaler (``trainer.precision_plugin.scaler``) is passed as ``scaler=`` where the
       installed Probe takes it (the tensor hooks saw scaled gradients during backward; Lightning
       unscales ``.grad`` before this hook, which is reported as ``grads_unscaled=`` where ``step``
@@ -54,6 +58,7 @@ class ProbeCallback(pl.Callback):
                  quantities: str | Iterable[str] = "all", sinks: Iterable[Any] = (), module: str | None = None,
                  **probe_kwargs: Any) -> None:
         super().__init__()
+        check_probe_kwargs(probe_kwargs, "ProbeCallback")
         self.out = os.fspath(out)
         self.every, self.quantities, self.sinks = every, quantities, list(sinks)
         self.module, self.probe_kwargs = module, probe_kwargs
@@ -70,15 +75,15 @@ class ProbeCallback(pl.Callback):
             raise ValueError(f"ProbeCallback(module={self.module!r}): no such submodule of "
                              f"{type(pl_module).__name__}; its children: {', '.join(names) or 'none'}") from None
 
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         meta = {"trainer": "lightning", "accumulate_grad_batches": trainer.accumulate_grad_batches,
                 "precision": str(trainer.precision), "world_size": trainer.world_size,
                 **self.probe_kwargs.get("meta", {})}
-        self.probe = make_probe(self._target(pl_module), sinks=self.sinks if trainer.is_global_zero else [],
-                                owner="ProbeCallback", out=self.out, every=self.every,
-                                quantities=self.quantities, meta=meta,
-                                **{k: v for k, v in self.probe_kwargs.items() if k != "meta"})
-        self.probe.attach()
+        probe = make_probe(self._target(pl_module), sinks=self.sinks if trainer.is_global_zero else [],
+                           owner="ProbeCallback", start_step=trainer.global_step, out=self.out, every=self.every,
+                           quantities=self.quantities, meta=meta,
+                           **{k: v for k, v in self.probe_kwargs.items() if k != "meta"})
+        self.probe = probe.attach()
         self._loss = None
 
     def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor) -> None:

@@ -112,6 +112,8 @@ class Probe:
 
     Schedule: ``every`` is an int k (record steps 0, k, 2k, ...) or a callable step -> bool, e.g.
     :func:`~varprobe.probe.log_schedule`. Layer hooks are attached for recorded steps only.
+    Steps are numbered from ``start_step`` (default 0) and the schedule is applied to those numbers:
+    a run resumed at global step N passes ``start_step=N``, so its recorded steps are the trainer's.
     Forwards are seen through the root module: eval forwards of a submodule called directly
     (``model.features(x)``) on a step that is not recorded are not recorded.
 
@@ -157,6 +159,8 @@ class Probe:
             instead of two or three eager reductions. Compiles at the first probed forward
             (needs a C++ compiler on CPU); falls back to eager reductions with a warning.
         persistent_hooks: Keep layer hooks registered between recorded steps (for torch.compile).
+        start_step: The number of the first step (a non-negative int): :meth:`step` counts on from
+            it, e.g. the global step a training run resumed from.
     """
 
     def __init__(self, model: nn.Module, layers=None, every: int | Callable[[int], bool] = 1, *,
@@ -164,7 +168,9 @@ class Probe:
                  blocks: Mapping[type, str | None] | None = None, out: str | os.PathLike | None = None,
                  flush_every: int = 50, meta: dict | None = None, overwrite: bool = False,
                  process_group=None, fused: bool = False, sinks: Sequence[Callable] = (),
-                 persistent_hooks: bool = False) -> None:
+                 persistent_hooks: bool = False, start_step: int = 0) -> None:
+        if isinstance(start_step, bool) or not isinstance(start_step, int) or start_step < 0:
+            raise ValueError(f"start_step must be a non-negative int, got {start_step!r}")
         self.model = unwrap(model)
         self._schedule = as_schedule(every)
         self._quantities = resolve_quantities(quantities)
@@ -186,10 +192,10 @@ class Probe:
 
         self._hooks = Hooks(self.model, self._layers, self._fused)
         self._hooks.warn = self._warn_once
-        self._hooks.rec_train = TRAIN in modes and bool(self._schedule(0))
+        self._hooks.rec_train = TRAIN in modes and bool(self._schedule(start_step))
         self._hooks.rec_eval = EVAL in modes
         self._params = ParamStats(self._layers)
-        self._t = 0
+        self._t = self._hooks.t = start_step
         self._warned: set[tuple[str, str]] = set()
         self._pending: list[Record] = []
         self._frames: list[pd.DataFrame] = []
@@ -240,7 +246,9 @@ class Probe:
 
     # -- attach / remove ---------------------------------------------------------------------------
     def attach(self) -> "Probe":
-        """Register the hooks. Idempotent: attaching an attached probe does nothing."""
+        """Register the hooks, open the sinks (``open(config)`` where a sink has it: one that
+        cannot take the run raises :class:`~varprobe.probe.sink.SinkError` naming it) and create
+        the run directory ``out``; all or nothing. Idempotent: attaching an attached probe does nothing."""
         if self._hooks.attached:
             return self
         if self._closed and self._out is not None:
@@ -250,9 +258,11 @@ class Probe:
         try:  # all or nothing: hooks, then the run directory; on any failure, none of them
             self._hooks.attach()
             self._arm()
+            sinks = self._extra_sinks if self._rank == 0 else []
+            deliver(sinks, "open", self._config())  # a sink that cannot take the run: before the run exists
             if self._rank == 0 and self._out is not None and self._writer is None:
                 self._writer = ParquetSink(self._out, self._config(), overwrite=self._overwrite)
-            self._sinks = self._extra_sinks if self._rank == 0 else []
+            self._sinks = sinks
         except BaseException:
             self._hooks.remove()
             raise

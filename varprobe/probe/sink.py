@@ -2,8 +2,11 @@
 
 A sink is any callable ``sink(frame)`` that receives each flushed long-format table (columns
 ``varprobe.probe.table.COLUMNS``, the recorded steps since the previous flush). It may also have
-``update_meta(**fields)`` (run-level facts as they become known, e.g. ``collapsed_step``) and
-``close(status, **fields)`` (called once when the probe is closed). ``ParquetSink``, the run
+``open(config)`` (called at each ``Probe.attach()``, before the run directory is created, with the
+run configuration that ``meta.json`` stores: a sink that cannot take the run raises there, so the
+error comes before any training and no run is left behind), ``update_meta(**fields)`` (run-level
+facts as they become known, e.g. ``collapsed_step``) and ``close(status, **fields)`` (called once
+when the probe is closed). ``ParquetSink``, the run
 directory of ``varprobe.record``, is the default sink of ``Probe(out=...)``; more sinks (a
 dashboard, a logger) go in ``Probe(sinks=[...])`` without touching the probe.
 """

@@ -16,6 +16,19 @@ def _hparam_value(v: Any) -> int | float | str | bool:
     return v if isinstance(v, (bool, int, float, str)) else str(v)
 
 
+def _flat(values: Mapping[str, Any], prefix: str = "") -> dict[str, int | float | str | bool]:
+    """``values`` with nested mappings flattened to dotted keys (``{"probe": {"every": 2}}`` ->
+    ``{"probe.every": 2}``) and every value an hparam value."""
+    out: dict[str, int | float | str | bool] = {}
+    for k, v in values.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(_flat(v, key + "."))
+        else:
+            out[key] = _hparam_value(v)
+    return out
+
+
 class TensorBoardSink:
     """Write each flushed probe table as scalars with ``torch.utils.tensorboard.SummaryWriter``.
 
@@ -28,8 +41,11 @@ class TensorBoardSink:
 
     ``hparams``: the run configuration, written once into the SAME event directory as the scalars
     through ``torch.utils.tensorboard.summary.hparams`` and ``writer.file_writer.add_summary``
-    (``SummaryWriter.add_hparams`` would create a separate sub-run). Values that are not
-    bool/int/float/str are written as their ``str``.
+    (``SummaryWriter.add_hparams`` would create a separate sub-run). Nested mappings become dotted
+    keys (``probe.every``); values that are not bool/int/float/str are written as their ``str``.
+    Without ``hparams``, the run configuration a probe hands to :meth:`open` when it attaches (the
+    ``config`` of its ``meta.json``: ``meta``, and the probe's settings under ``probe.``) is written
+    instead, once; so the Lightning and Hugging Face callbacks write their run's config.
 
     ``quantities``: names or globs of ``varprobe.probe.QUANTITIES`` to log (None: all recorded);
     an unknown one raises ValueError naming it and the valid ones.
@@ -49,15 +65,22 @@ class TensorBoardSink:
                               f"'varprobe[tensorboard]' ({exc})") from exc
         self.log_dir = os.fspath(log_dir)
         self.writer = SummaryWriter(log_dir=self.log_dir)
+        self._hparams_written = False
         if hparams:
             self.write_hparams(hparams)
 
     def write_hparams(self, hparams: Mapping[str, Any], metrics: Mapping[str, float] | None = None) -> None:
         """Write ``hparams`` (and optional ``metrics``) into this sink's event directory."""
         from torch.utils.tensorboard.summary import hparams as hparams_summary
-        clean = {str(k): _hparam_value(v) for k, v in hparams.items()}
-        for summary in hparams_summary(clean, dict(metrics or {})):
+        for summary in hparams_summary(_flat({str(k): v for k, v in hparams.items()}), dict(metrics or {})):
             self.writer.file_writer.add_summary(summary)
+        self._hparams_written = True
+
+    def open(self, config: Mapping[str, Any]) -> None:
+        """Write the probe's run ``config`` as hparams, unless hparams were written already (given
+        to the constructor, or an earlier attach)."""
+        if not self._hparams_written:
+            self.write_hparams(config)
 
     def __call__(self, table: pd.DataFrame) -> None:
         rows = scalar_rows(table, quantities=self.quantities, per_layer=self.per_layer, modes=self.modes)

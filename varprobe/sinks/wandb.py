@@ -1,7 +1,7 @@
 """``WandbSink``: a probe's tables logged to a Weights & Biases run, beside the Parquet run."""
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import pandas as pd
@@ -22,6 +22,8 @@ class WandbSink:
     each call. W&B drops a ``log`` whose step is below the run's current step: when something else
     logs to the same run at larger steps (another logger counting batches, not optimizer steps),
     give the probe its own run. The sink never finishes the run: ``close`` leaves it to its owner.
+    The probe calls :meth:`open` when it attaches: a finished run (or, with ``run=None``, no active
+    run) is refused there, before any training, rather than at the first flush.
     Needs the ``wandb`` package (``pip install varprobe[wandb]``).
     """
 
@@ -47,6 +49,15 @@ class WandbSink:
             raise RuntimeError("WandbSink(run=None) logs to the active wandb run, and there is none: "
                                "call wandb.init(...) first or pass run=")
         return wandb.run
+
+    def open(self, config: Mapping[str, Any] | None = None) -> None:
+        """Raise RuntimeError (one line, naming the run) if there is no run to log to or it is
+        finished (W&B ignores, and then refuses, ``log`` on a finished run). ``config`` is unused: the
+        W&B run's config belongs to its owner."""
+        run = self.run
+        if getattr(run, "_is_finished", False):  # wandb has no public flag for it
+            raise RuntimeError(f"the W&B run {getattr(run, 'id', run)!r} is finished and takes no more logs: "
+                               "pass a run from a new wandb.init(...)")
 
     def __call__(self, table: pd.DataFrame) -> None:
         rows = scalar_rows(table, quantities=self.quantities, per_layer=self.per_layer, modes=self.modes)
