@@ -14,21 +14,36 @@ quantity   string    dictionary<int32, string>
 value      float64   float64 (NaN and +-inf are stored as such, not as null)
 ========== ========= ======================================================
 
+No column holds nulls. A run holds at most one row per :data:`KEY_COLUMNS`
+(step, mode, layer, quantity): a step's train and eval rows of one layer and
+quantity are two rows, the same row twice is not data.
+
 Strings come back as pandas' default string dtype (``str`` on pandas >= 3,
 ``object`` before), never as categoricals, so frames from different chunks and
 runs concatenate without surprises.
+
+:func:`check_table` is the one definition of a valid chunk: the writer applies it to
+every chunk it writes (through :func:`frame_to_table`), the reader to every chunk it
+reads, and :func:`repeated_keys` extends the key check across a run's chunks.
 """
 
 from __future__ import annotations
 
+from typing import Any, Sequence
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..vocabulary import COLUMNS, FLOAT_COLUMNS, INT_COLUMNS, STRING_COLUMNS
 
-__all__ = ["COLUMNS", "INT_COLUMNS", "STRING_COLUMNS", "FLOAT_COLUMNS", "DISK_SCHEMA",
-           "PLAIN_SCHEMA", "frame_to_table", "table_to_frame", "empty_frame"]
+__all__ = ["COLUMNS", "INT_COLUMNS", "STRING_COLUMNS", "FLOAT_COLUMNS", "KEY_COLUMNS", "DISK_SCHEMA",
+           "PLAIN_SCHEMA", "check_table", "repeated_keys", "frame_to_table", "table_to_frame",
+           "empty_frame"]
+
+#: The columns that identify a row: a run holds at most one row per combination.
+KEY_COLUMNS: tuple[str, ...] = ("step", "mode", "layer", "quantity")
 
 
 _DICT = pa.dictionary(pa.int32(), pa.string())
@@ -40,6 +55,92 @@ _PLAIN_TYPES = {**_DISK_TYPES, **{c: pa.string() for c in STRING_COLUMNS}}
 DISK_SCHEMA: pa.Schema = pa.schema([(c, _DISK_TYPES[c]) for c in COLUMNS])
 #: Schema of a chunk after reading (dictionaries decoded).
 PLAIN_SCHEMA: pa.Schema = pa.schema([(c, _PLAIN_TYPES[c]) for c in COLUMNS])
+
+
+def _is_text(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t)
+
+
+def _kind_problem(name: str, t: pa.DataType) -> str | None:
+    """Why a column of Arrow type ``t`` cannot be column ``name`` of a chunk, or None."""
+    if name in INT_COLUMNS:
+        ok, must = pa.types.is_integer(t), "integers (int64)"
+    elif name in FLOAT_COLUMNS:
+        ok, must = pa.types.is_floating(t) or pa.types.is_integer(t), "numbers (float64)"
+    else:
+        ok = _is_text(t) or (pa.types.is_dictionary(t) and _is_text(t.value_type))
+        must = "strings"
+    return None if ok else f"column {name!r} must hold {must}, got {t}"
+
+
+def _describe_key(row: dict[str, Any]) -> str:
+    return ", ".join(f"{c}={row[c]!r}" for c in KEY_COLUMNS)
+
+
+def check_table(table: pa.Table, *, unique: bool = True) -> pa.Table:
+    """Check a chunk against the run schema and return it with :data:`DISK_SCHEMA`.
+
+    A chunk has exactly the columns of :data:`COLUMNS`; ``step`` and ``depth`` hold integers,
+    ``value`` numbers (integers are converted exactly or refused), the other columns strings
+    (plain or dictionary-encoded); no column holds a null (a NaN ``value`` is a float, not a
+    null); and with ``unique`` no two rows share a :data:`KEY_COLUMNS` key.
+
+    Raises:
+        ValueError: one line naming the column (and the first bad row or key) and what it must be.
+    """
+    names = table.column_names
+    if sorted(names) != sorted(COLUMNS):
+        raise ValueError(f"columns {names} do not match the run schema {list(COLUMNS)}")
+    for name in COLUMNS:
+        column = table.column(name)
+        problem = _kind_problem(name, column.type)
+        if problem is not None:
+            raise ValueError(problem)
+        if column.null_count:
+            first = pc.index(pc.is_null(column), True).as_py()
+            what = "; NaN is stored as NaN" if name in FLOAT_COLUMNS else ""
+            raise ValueError(f"column {name!r} has {column.null_count} null value(s) (first at row "
+                             f"{first}); a run's columns hold no nulls{what}")
+    try:
+        arrays = [table.column(c).cast(DISK_SCHEMA.field(c).type) for c in COLUMNS]
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise ValueError(f"a column cannot be stored as the run schema {DISK_SCHEMA.types}: "
+                         f"{exc}") from None
+    out = pa.Table.from_arrays(arrays, schema=DISK_SCHEMA)
+    if unique and out.num_rows > 1:
+        keys = out.select(list(KEY_COLUMNS)).unify_dictionaries()  # row groups: one dictionary each
+        groups = keys.group_by(list(KEY_COLUMNS), use_threads=False).aggregate([([], "count_all")])
+        if groups.num_rows < out.num_rows:
+            shared = groups.filter(pc.greater(groups["count_all"], 1)).slice(0, 1).to_pylist()[0]
+            raise ValueError(f"{shared['count_all']} rows share the key {_describe_key(shared)} "
+                             f"({out.num_rows - groups.num_rows} repeated row(s) in all); a run holds "
+                             f"one row per {', '.join(KEY_COLUMNS)}")
+    return out
+
+
+def repeated_keys(tables: Sequence[pa.Table]) -> dict[int, tuple[int, str]]:
+    """The tables (each already checked by :func:`check_table`) that repeat a key of an earlier one.
+
+    Returns:
+        ``{index: (earlier index, the first key it repeats)}``, one entry per table that
+        holds a row whose :data:`KEY_COLUMNS` key is in a table before it; ``{}`` when every key
+        of the sequence is unique (one hash aggregation over the key columns).
+    """
+    if len(tables) < 2:
+        return {}
+    keys = pa.concat_tables([t.select(list(KEY_COLUMNS)).append_column(
+        "_table", pa.array(np.full(t.num_rows, i, dtype=np.int32))) for i, t in enumerate(tables)]
+    ).unify_dictionaries()
+    groups = keys.group_by(list(KEY_COLUMNS), use_threads=False).aggregate(
+        [([], "count_all"), ("_table", "distinct")])
+    if groups.num_rows == keys.num_rows:
+        return {}
+    out: dict[int, tuple[int, str]] = {}
+    for row in groups.filter(pc.greater(groups["count_all"], 1)).to_pylist():
+        first, *later = sorted(row["_table_distinct"])
+        for i in later:
+            out.setdefault(i, (first, _describe_key(row)))
+    return dict(sorted(out.items()))
 
 
 def _int_column(frame: pd.DataFrame, name: str) -> pa.Array:
@@ -89,8 +190,9 @@ def frame_to_table(frame: pd.DataFrame) -> pa.Table:
         The table, columns in schema order, string columns dictionary-encoded.
 
     Raises:
-        ValueError: a column is missing, unexpected, or has the wrong kind of values;
-            the message names the column.
+        ValueError: a column is missing, unexpected, or has the wrong kind of values (the
+            message names the column), or two rows share a key (:func:`check_table`; the
+            message names the key).
     """
     if not isinstance(frame, pd.DataFrame):
         raise TypeError(f"expected a pandas DataFrame, got {type(frame).__name__}")
@@ -109,7 +211,7 @@ def frame_to_table(frame: pd.DataFrame) -> pa.Table:
             arrays.append(_float_column(frame, c))
         else:
             arrays.append(_string_column(frame, c))
-    return pa.Table.from_arrays(arrays, schema=DISK_SCHEMA)
+    return check_table(pa.Table.from_arrays(arrays, schema=DISK_SCHEMA))
 
 
 def table_to_frame(table: pa.Table) -> pd.DataFrame:
