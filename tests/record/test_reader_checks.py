@@ -116,8 +116,9 @@ def test_rows_repeating_an_earlier_chunk_are_refused_naming_both(tmp_path):
     chunks = write_run(run)
     step = pq.read_table(chunks[2]).column("step").to_pylist()
     rewrite(chunks[2], step=pa.array([s - 4 for s in step], pa.int64()))  # steps 4, 5 -> 0, 1
-    [problem] = refused(run, chunks[2], "repeats rows of " + re.escape(str(chunks[0])))
-    partial = load_run(run, skip_corrupt=True)
+    refused(run, chunks[2], "repeats rows of " + re.escape(str(chunks[0])))
+    with pytest.warns(RuntimeWarning):
+        partial = load_run(run, skip_corrupt=True)
     pd.testing.assert_frame_equal(partial.frame, pd.concat([make_frame(0), make_frame(2)],
                                                            ignore_index=True))
 
@@ -246,3 +247,24 @@ def test_glob_matching_nothing_says_how_to_escape_a_literal_bracket(tmp_path):
         load_runs(pattern)
     assert load_runs(escaped).run.unique().tolist() == ["a"]
     assert load_runs(root / "a").run.unique().tolist() == ["a"]  # an existing path is never a glob
+
+
+def test_row_keys_refuse_a_chunk_repeating_an_earlier_one_loading_only_overlapping_chunks():
+    from varprobe.record.schema import RowKeys, frame_to_table
+
+    tables = [frame_to_table(make_frame(2 * i)) for i in range(3)]  # steps 0-1, 2-3, 4-5
+    loaded = []
+    keys = RowKeys(lambda i: loaded.append(i) or tables[i])
+    for t in tables:
+        keys.check(t)
+        keys.add(t)
+    assert loaded == []  # no (step, mode) shared: nothing compared
+    eval_only = make_frame(2)
+    eval_only = eval_only[eval_only["mode"] == "eval"]
+    train_of_step_3 = make_frame(3, steps=1)
+    train_of_step_3 = train_of_step_3[train_of_step_3["mode"] == "train"]
+    keys.check(frame_to_table(eval_only.assign(quantity="out.mean")))  # same steps, new quantity
+    assert loaded == [1]
+    with pytest.raises(ValueError, match=r"repeat rows of chunk 1 \(first: step=3, mode='train', "
+                                         r"layer='block0.conv', quantity='out.var'\)"):
+        keys.check(frame_to_table(train_of_step_3))

@@ -24,12 +24,13 @@ runs concatenate without surprises.
 
 :func:`check_table` is the one definition of a valid chunk: the writer applies it to
 every chunk it writes (through :func:`frame_to_table`), the reader to every chunk it
-reads, and :func:`repeated_keys` extends the key check across a run's chunks.
+reads; :func:`repeated_keys` (reader) and :class:`RowKeys` (writer) extend the key check
+across a run's chunks.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -39,8 +40,8 @@ import pyarrow.compute as pc
 from ..vocabulary import COLUMNS, FLOAT_COLUMNS, INT_COLUMNS, STRING_COLUMNS
 
 __all__ = ["COLUMNS", "INT_COLUMNS", "STRING_COLUMNS", "FLOAT_COLUMNS", "KEY_COLUMNS", "DISK_SCHEMA",
-           "PLAIN_SCHEMA", "check_table", "repeated_keys", "frame_to_table", "table_to_frame",
-           "empty_frame"]
+           "PLAIN_SCHEMA", "check_table", "repeated_keys", "RowKeys", "frame_to_table",
+           "table_to_frame", "empty_frame"]
 
 #: The columns that identify a row: a run holds at most one row per combination.
 KEY_COLUMNS: tuple[str, ...] = ("step", "mode", "layer", "quantity")
@@ -141,6 +142,43 @@ def repeated_keys(tables: Sequence[pa.Table]) -> dict[int, tuple[int, str]]:
         for i in later:
             out.setdefault(i, (first, _describe_key(row)))
     return dict(sorted(out.items()))
+
+
+class RowKeys:
+    """The (step, mode) pairs of a run's chunks so far, for a writer to refuse a chunk that repeats
+    a row key of an earlier chunk (what the reader refuses) without keeping any row in memory.
+
+    Only a chunk that shares a (step, mode) pair with earlier chunks is compared with them, on
+    their key columns loaded by ``load(index)`` (a probe never writes a step of one mode in two
+    chunks, so it never pays for that).
+    """
+
+    def __init__(self, load: Callable[[int], pa.Table]) -> None:
+        self._load = load
+        self._where: dict[tuple[int, str], list[int]] = {}
+        self._count = 0
+
+    @staticmethod
+    def _pairs(table: pa.Table) -> list[tuple[int, str]]:
+        pairs = table.select(["step", "mode"]).unify_dictionaries().group_by(["step", "mode"]).aggregate([])
+        return list(zip(pairs.column("step").to_pylist(), pairs.column("mode").to_pylist()))
+
+    def check(self, table: pa.Table) -> None:
+        """Raise ValueError (naming the earlier chunk's number and the first repeated key) if
+        ``table`` repeats a row key of a chunk added before."""
+        earlier = sorted({i for pair in self._pairs(table) for i in self._where.get(pair, ())})
+        if earlier:
+            repeats = repeated_keys([self._load(i) for i in earlier] + [table])
+            if len(earlier) in repeats:
+                j, key = repeats[len(earlier)]
+                raise ValueError(f"the rows repeat rows of chunk {earlier[j]} (first: {key}); a run "
+                                 f"holds one row per {', '.join(KEY_COLUMNS)}")
+
+    def add(self, table: pa.Table) -> None:
+        """Count ``table`` as the next chunk (number 0, 1, ...)."""
+        for pair in self._pairs(table):
+            self._where.setdefault(pair, []).append(self._count)
+        self._count += 1
 
 
 def _int_column(frame: pd.DataFrame, name: str) -> pa.Array:
