@@ -107,7 +107,7 @@ def test_duplicate_rows_within_a_chunk_are_refused(tmp_path):
     assert layer[:2] == ["block0.conv"] * 2  # rows 0 and 1: train and eval: not a duplicate
     layer[2] = "block0.conv"  # row 2 (train) now repeats row 0: (step 2, train, block0.conv, out.var)
     rewrite(chunks[1], layer=pa.array(layer).dictionary_encode())
-    refused(run, chunks[1], r"2 rows share .*step=2, mode='train', layer='block0.conv', "
+    refused(run, chunks[1], r"two rows share .*step=2, mode='train', layer='block0.conv', "
                             r"quantity='out.var'")
 
 
@@ -127,7 +127,7 @@ def test_writer_refuses_duplicate_rows_with_the_same_check(tmp_path):
     frame = make_frame(0)
     twice = pd.concat([frame, frame.iloc[[3]]], ignore_index=True)
     with RunWriter(tmp_path / "r") as w:
-        with pytest.raises(ValueError, match=r"2 rows share .*step=0, mode='eval', "
+        with pytest.raises(ValueError, match=r"two rows share .*step=0, mode='eval', "
                                              r"layer='block1.conv', quantity='out.var'"):
             w.append(twice)
         w.append(frame)  # train and eval rows of one step, layer and quantity are distinct rows
@@ -268,3 +268,17 @@ def test_row_keys_refuse_a_chunk_repeating_an_earlier_one_loading_only_overlappi
     with pytest.raises(ValueError, match=r"repeat rows of chunk 1 \(first: step=3, mode='train', "
                                          r"layer='block0.conv', quantity='out.var'\)"):
         keys.check(frame_to_table(train_of_step_3))
+
+
+@pytest.mark.parametrize("far", [1, 10**15], ids=["dense-steps", "sparse-steps"])
+def test_repeated_keys_exact_for_any_step_values(far):
+    from varprobe.record.schema import frame_to_table, repeated_keys
+
+    a = make_frame(0, steps=1)
+    b = make_frame(0, steps=1).assign(step=far)
+    assert repeated_keys([frame_to_table(a), frame_to_table(b)]) == {}
+    c = b.iloc[[2]].assign(value=7.0)  # (far, train, block1.conv, out.var) again, another value
+    assert repeated_keys([frame_to_table(a), frame_to_table(b), frame_to_table(c)]) == {
+        2: (1, f"step={far}, mode='train', layer='block1.conv', quantity='out.var'")}
+    assert repeated_keys([pa.concat_tables([frame_to_table(b), frame_to_table(c)])]) == {
+        0: (0, f"step={far}, mode='train', layer='block1.conv', quantity='out.var'")}

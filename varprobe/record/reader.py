@@ -146,7 +146,7 @@ def _read_chunk(path: Path) -> pa.Table:
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise ValueError(f"corrupt or truncated chunk {path}: {exc}") from exc
     try:
-        return check_table(table)
+        return check_table(table, unique=False)  # keys: checked over all chunks at once
     except ValueError as exc:
         raise ValueError(f"invalid chunk {path}: {exc}") from None
 
@@ -249,8 +249,9 @@ def _read_chunks(path: Path, meta: dict[str, Any]) -> _Chunks:
         out.errors.append(f"run {path}: {problem}")
     repeats = repeated_keys([t for _, t in read])
     for j, (earlier, key) in repeats.items():
-        out.bad(read[j][0], f"chunk {read[j][0]} repeats rows of {read[earlier][0]} (first: {key}); "
-                           "a run holds one row per step, mode, layer and quantity")
+        where = (f"invalid chunk {read[j][0]}: two rows share the key {key}" if earlier == j else
+                 f"chunk {read[j][0]} repeats rows of {read[earlier][0]} (first: {key})")
+        out.bad(read[j][0], f"{where}; a run holds one row per step, mode, layer and quantity")
     out.tables = [t for j, (_, t) in enumerate(read) if j not in repeats]
     return out
 

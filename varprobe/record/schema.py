@@ -108,39 +108,78 @@ def check_table(table: pa.Table, *, unique: bool = True) -> pa.Table:
         raise ValueError(f"a column cannot be stored as the run schema {DISK_SCHEMA.types}: "
                          f"{exc}") from None
     out = pa.Table.from_arrays(arrays, schema=DISK_SCHEMA)
-    if unique and out.num_rows > 1:
-        keys = out.select(list(KEY_COLUMNS)).unify_dictionaries()  # row groups: one dictionary each
-        groups = keys.group_by(list(KEY_COLUMNS), use_threads=False).aggregate([([], "count_all")])
-        if groups.num_rows < out.num_rows:
-            shared = groups.filter(pc.greater(groups["count_all"], 1)).slice(0, 1).to_pylist()[0]
-            raise ValueError(f"{shared['count_all']} rows share the key {_describe_key(shared)} "
-                             f"({out.num_rows - groups.num_rows} repeated row(s) in all); a run holds "
-                             f"one row per {', '.join(KEY_COLUMNS)}")
+    if unique:
+        repeats = repeated_keys([out])
+        if repeats:
+            raise ValueError(f"two rows share the key {repeats[0][1]}; a run holds one row per "
+                             f"{', '.join(KEY_COLUMNS)}")
     return out
 
 
+def _dense(values: np.ndarray) -> tuple[np.ndarray, int]:
+    """Codes 0 .. card - 1 for the int64 ``values``, equal exactly where the values are, and card."""
+    if len(values) == 0:
+        return values, 0
+    low, span = int(values.min()), int(values.max()) - int(values.min()) + 1
+    if span <= 4 * len(values):
+        return values - low, span
+    uniques, codes = np.unique(values, return_inverse=True)
+    return codes.astype(np.int64), len(uniques)
+
+
+def _key_codes(tables: Sequence[pa.Table]) -> tuple[np.ndarray, int]:
+    """One int64 per row of the concatenated ``tables`` (DISK_SCHEMA, no nulls), equal for two rows
+    exactly when their :data:`KEY_COLUMNS` are equal, and a bound: every code is below it."""
+    codes, bound = np.zeros(sum(t.num_rows for t in tables), np.int64), 1
+    for name in KEY_COLUMNS:
+        if name not in STRING_COLUMNS:
+            column, card = _dense(np.concatenate([np.zeros(0, np.int64)]
+                                                 + [t.column(name).to_numpy() for t in tables]))
+        else:  # dictionary indices mapped onto one code per distinct string
+            seen: dict[str, int] = {}
+            parts = [np.zeros(0, np.int64)]
+            for t in tables:
+                for chunk in t.column(name).chunks:
+                    lut = np.array([seen.setdefault(v, len(seen)) for v in chunk.dictionary.to_pylist()],
+                                   np.int64)
+                    parts.append(lut[chunk.indices.to_numpy(zero_copy_only=False)])
+            column, card = np.concatenate(parts), len(seen)
+        if bound * max(card, 1) >= 2**62:  # keep the product exact: renumber the codes so far
+            codes, bound = _dense(codes)
+        codes, bound = codes * max(card, 1) + column, bound * max(card, 1)
+    return codes, bound
+
+
+def _all_distinct(codes: np.ndarray, bound: int) -> bool:
+    if bound <= 8 * len(codes) + (1 << 20):
+        seen = np.zeros(bound, dtype=bool)
+        seen[codes] = True
+        return int(np.count_nonzero(seen)) == len(codes)
+    ordered = np.sort(codes)
+    return not bool((ordered[1:] == ordered[:-1]).any())
+
+
 def repeated_keys(tables: Sequence[pa.Table]) -> dict[int, tuple[int, str]]:
-    """The tables (each already checked by :func:`check_table`) that repeat a key of an earlier one.
+    """The tables (DISK_SCHEMA, as :func:`check_table` returns them) that hold a row whose
+    :data:`KEY_COLUMNS` key is in an earlier row: of an earlier table, or of the same table.
 
     Returns:
-        ``{index: (earlier index, the first key it repeats)}``, one entry per table that
-        holds a row whose :data:`KEY_COLUMNS` key is in a table before it; ``{}`` when every key
-        of the sequence is unique (one hash aggregation over the key columns).
+        ``{index: (index of the table holding the key first, the first repeated key)}``, sorted;
+        the two indices are equal for a key repeated within one table. ``{}`` when every key is
+        unique (one integer code per row, marked in a table or sorted).
     """
-    if len(tables) < 2:
+    codes, bound = _key_codes(tables)
+    if _all_distinct(codes, bound):
         return {}
-    keys = pa.concat_tables([t.select(list(KEY_COLUMNS)).append_column(
-        "_table", pa.array(np.full(t.num_rows, i, dtype=np.int32))) for i, t in enumerate(tables)]
-    ).unify_dictionaries()
-    groups = keys.group_by(list(KEY_COLUMNS), use_threads=False).aggregate(
-        [([], "count_all"), ("_table", "distinct")])
-    if groups.num_rows == keys.num_rows:
-        return {}
+    owner = np.repeat(np.arange(len(tables)), [t.num_rows for t in tables])
+    first = pd.Series(owner).groupby(codes).transform("first").to_numpy()
+    repeated = np.flatnonzero(pd.Series(codes).duplicated(keep="first").to_numpy())
+    keys = pa.concat_tables([t.select(list(KEY_COLUMNS)) for t in tables])
     out: dict[int, tuple[int, str]] = {}
-    for row in groups.filter(pc.greater(groups["count_all"], 1)).to_pylist():
-        first, *later = sorted(row["_table_distinct"])
-        for i in later:
-            out.setdefault(i, (first, _describe_key(row)))
+    for row in repeated:
+        i = int(owner[row])
+        if i not in out:
+            out[i] = (int(first[row]), _describe_key(keys.slice(int(row), 1).to_pylist()[0]))
     return dict(sorted(out.items()))
 
 
@@ -160,8 +199,9 @@ class RowKeys:
 
     @staticmethod
     def _pairs(table: pa.Table) -> list[tuple[int, str]]:
-        pairs = table.select(["step", "mode"]).unify_dictionaries().group_by(["step", "mode"]).aggregate([])
-        return list(zip(pairs.column("step").to_pylist(), pairs.column("mode").to_pylist()))
+        frame = pd.DataFrame({"step": table.column("step").to_numpy(),
+                              "mode": table.column("mode").to_numpy(zero_copy_only=False)})
+        return list(frame.drop_duplicates().itertuples(index=False, name=None))
 
     def check(self, table: pa.Table) -> None:
         """Raise ValueError (naming the earlier chunk's number and the first repeated key) if
@@ -169,7 +209,7 @@ class RowKeys:
         earlier = sorted({i for pair in self._pairs(table) for i in self._where.get(pair, ())})
         if earlier:
             repeats = repeated_keys([self._load(i) for i in earlier] + [table])
-            if len(earlier) in repeats:
+            if len(earlier) in repeats:  # the earlier chunks were refused repeats of their own
                 j, key = repeats[len(earlier)]
                 raise ValueError(f"the rows repeat rows of chunk {earlier[j]} (first: {key}); a run "
                                  f"holds one row per {', '.join(KEY_COLUMNS)}")
