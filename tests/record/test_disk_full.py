@@ -24,7 +24,8 @@ from varprobe.record import RunWriteError, RunWriter, load_run
 
 def frame(i: int, rows: int = 2000) -> pd.DataFrame:
     rng = np.random.default_rng(i)  # random floats: incompressible, each chunk takes real space
-    return pd.DataFrame({"step": np.full(rows, i), "layer": "conv", "depth": np.arange(rows),
+    return pd.DataFrame({"step": np.full(rows, i), "layer": [f"conv{d}" for d in range(rows)],
+                         "depth": np.arange(rows),
                          "mode": "train", "module_type": "Conv2d", "quantity": "out.var",
                          "value": rng.standard_normal(rows)})
 

@@ -53,7 +53,7 @@ def test_round_trip_values_and_dtypes_exact(tmp_path):
     special["value"] = [np.nan, np.inf, -np.inf, -0.0, 5e-324, np.nextafter(1.0, 2.0),
                         1 / 3, np.finfo(np.float64).max, np.pi, 1e-300, 2.0**60, -1.5,
                         7.0][: len(special)]
-    frames = [make_frame(0), make_frame(2, layers=5), special, make_frame(3, steps=4)]
+    frames = [make_frame(0), make_frame(2, layers=5), special, make_frame(4, steps=4)]
     with RunWriter(tmp_path / "r", {"scheme": "bn"}) as w:
         for f in frames:
             w.append(f)
@@ -151,10 +151,11 @@ APPENDING_WRITER = textwrap.dedent("""
     import numpy as np, pandas as pd
     from varprobe.record import RunWriter
     n = 20000
+    layers = [f"conv{j}" for j in range(n)]  # one row per (step, mode, layer, quantity)
     w = RunWriter(sys.argv[1])
     i = 0
     while True:
-        w.append(pd.DataFrame({"step": np.full(n, i), "layer": "conv", "depth": np.arange(n),
+        w.append(pd.DataFrame({"step": np.full(n, i), "layer": layers, "depth": np.arange(n),
                                "mode": "train", "module_type": "Conv2d", "quantity": "out.var",
                                "value": np.arange(n) + i * 0.5}))
         i += 1

@@ -22,16 +22,16 @@ REPO = Path(__file__).resolve().parents[2]
 COLS = ["step", "layer", "depth", "mode", "module_type", "quantity", "value"]
 
 
-def frame(value: float, rows: int = 50) -> pd.DataFrame:
-    return pd.DataFrame({"step": np.arange(rows), "layer": "conv", "depth": 0, "mode": "train",
+def frame(value: float, rows: int = 50, step0: int = 0) -> pd.DataFrame:
+    return pd.DataFrame({"step": np.arange(step0, step0 + rows), "layer": "conv", "depth": 0, "mode": "train",
                          "module_type": "Conv2d", "quantity": "out.var",
                          "value": np.full(rows, value)})
 
 
 def write_run(path: Path, chunks: int = 2, value: float = 1.0, **kw) -> None:
     with RunWriter(path, {"v": value}, **kw) as w:
-        for _ in range(chunks):
-            w.append(frame(value))
+        for i in range(chunks):
+            w.append(frame(value, step0=50 * i))  # one row per step across the chunks
 
 
 def snapshot(root: Path) -> dict[str, bytes | str]:

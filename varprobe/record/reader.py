@@ -9,7 +9,16 @@ intact chunk as corrupt because it was deleted underneath it. ``meta.json`` carr
 and starts over if it changed (or vanished), and while ``meta.json`` is missing but a writer
 holds the lock (a replacement in progress) it waits for the new one.
 
-A damaged run (missing or corrupt chunks) is never dropped silently: without
+Every chunk is checked against the schema the writer enforces
+(:func:`varprobe.record.schema.check_table`: columns, types, no nulls, one row per step, mode,
+layer and quantity, also across chunks), and against ``meta.json``'s row count, read from the
+Parquet footers before any chunk is decoded: the chunks meta.json counts must hold exactly its
+``rows`` (a larger chunk is refused undecoded), and a closed run (status other than
+``"running"``) has no chunk beyond its count; chunks of a running or killed run that meta.json
+does not count yet are read (meta.json is updated after each chunk). A run's files are its own:
+a symlinked ``meta.json`` is refused, a symlinked ``stats/`` or chunk is not read.
+
+A damaged run (missing, corrupt or invalid chunks) is never dropped silently: without
 ``skip_corrupt`` it raises, naming the file; with it, the run is returned with what could be
 read, ``Run.damaged`` is True and ``Run.problems`` says what is wrong, one line each.
 :func:`check_run` gives those problems without raising.
@@ -24,7 +33,7 @@ import time
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
-from glob import glob
+from glob import escape, glob
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -32,10 +41,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .errors import RunFormatError
 from .layout import CHUNK_RE, META_NAME, STATS_DIR, chunk_name
 from .lock import writer_alive
 from .meta import read_meta
-from .schema import COLUMNS, PLAIN_SCHEMA, empty_frame, table_to_frame
+from .schema import COLUMNS, check_table, empty_frame, repeated_keys, table_to_frame
 
 __all__ = ["Run", "load_run", "load_runs", "check_run"]
 
@@ -55,13 +65,14 @@ class Run:
             that is still being written *or* was killed; see :attr:`status`).
         frame: All chunks concatenated in order (long format; empty with the right columns
             and dtypes if nothing was flushed).
-        skipped: Chunk files skipped as corrupt or missing (only with ``skip_corrupt=True``),
-            sorted. Missing chunks are listed up to 1000 of them (a meta.json claiming
+        skipped: Chunk files skipped as corrupt, invalid, symlinked or missing (only with
+            ``skip_corrupt=True``; a symlinked ``stats/`` is listed itself), sorted. Missing chunks are listed up to 1000 of them (a meta.json claiming
             millions of chunks is not expanded); :attr:`problems` always counts them all.
         writer_alive: Whether a writer held the run's lock when it was loaded (None: cannot
             be told, i.e. no lock file and the run was started on another host).
         problems: What is wrong with the run, one line each (missing chunk ranges with their
-            count, each corrupt chunk and why); empty for an intact run.
+            count, each corrupt or invalid chunk and why, a row count that differs from
+            meta.json's); empty for an intact run.
     """
 
     path: Path
@@ -109,15 +120,35 @@ def _chunk_files(stats: Path) -> dict[int, Path]:
     return out
 
 
+def _link_problem(path: Path, what: str) -> str | None:
+    """Why ``path`` is not the run's own (it is a symbolic link), or None."""
+    if not path.is_symlink():
+        return None
+    try:
+        target = os.readlink(path)
+    except OSError:
+        target = "?"
+    return (f"{what} {path} is a symbolic link (to {target}): a run's files are its own, a link "
+            "into another run is not read")
+
+
+def _chunk_rows(path: Path) -> int:
+    """The row count in the chunk's Parquet footer (nothing decoded)."""
+    try:
+        return pq.ParquetFile(path).metadata.num_rows
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise ValueError(f"corrupt or truncated chunk {path}: {exc}") from exc
+
+
 def _read_chunk(path: Path) -> pa.Table:
     try:
         table = pq.read_table(path, page_checksum_verification=True)
-        names = table.column_names
-        if sorted(names) != sorted(COLUMNS):
-            raise ValueError(f"unexpected columns {names}, expected {list(COLUMNS)}")
-        return table.select(list(COLUMNS)).cast(PLAIN_SCHEMA)
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise ValueError(f"corrupt or truncated chunk {path}: {exc}") from exc
+    try:
+        return check_table(table, unique=False)  # keys: checked over all chunks at once
+    except ValueError as exc:
+        raise ValueError(f"invalid chunk {path}: {exc}") from None
 
 
 def _missing_ranges(present: list[int], n: int) -> list[range]:
@@ -148,13 +179,26 @@ class _Chunks:
     errors: list[str]  # the same problems as the error message without skip_corrupt
     count: int = 0  # chunks skipped, all of them (``skipped`` lists at most _MAX_LISTED missing)
 
+    def bad(self, file: Path, problem: str) -> None:
+        self.problems.append(problem)
+        self.errors.append(problem)
+        self.skipped.append(file)
+        self.count += 1
+
 
 def _read_chunks(path: Path, meta: dict[str, Any]) -> _Chunks:
     stats = path / STATS_DIR
+    linked = _link_problem(stats, "the chunk directory")
+    if linked is not None:
+        out = _Chunks([], [], [], [])
+        out.bad(stats, linked)
+        out.count = max(meta["chunks"], 1)
+        return out
     files = _chunk_files(stats)
     present = sorted(files)
     expected = meta["chunks"]  # validated: a non-negative int
-    n = max(expected, present[-1] + 1 if present else 0)
+    closed = meta["status"] != "running"  # then meta.json counts every chunk the run has
+    n = expected if closed else max(expected, present[-1] + 1 if present else 0)
     out = _Chunks([], [], [], [])
     ranges = _missing_ranges(present, n)
     if ranges:
@@ -170,14 +214,45 @@ def _read_chunks(path: Path, meta: dict[str, Any]) -> _Chunks:
             take = r[: _MAX_LISTED - listed]
             out.skipped.extend(stats / chunk_name(i) for i in take)
             listed += len(take)
+    meta_path = path / META_NAME
+    total, counted, whole = meta["rows"], 0, not ranges or ranges[0].start >= expected
+    read: list[tuple[Path, pa.Table]] = []
     for i in present:
+        file = files[i]
+        problem = _link_problem(file, "chunk")
+        if problem is None and i >= expected and closed:
+            problem = (f"chunk {file} is not counted in {meta_path} (the run is closed, status "
+                       f"{meta['status']!r}, with {expected} chunk(s)); not read")
         try:
-            out.tables.append(_read_chunk(files[i]))
+            rows = _chunk_rows(file) if problem is None else 0
         except ValueError as exc:
-            out.problems.append(str(exc))
-            out.errors.append(str(exc))
-            out.skipped.append(files[i])
-            out.count += 1
+            problem = str(exc)
+        if problem is None and i < expected:
+            if counted + rows > total:
+                problem = (f"chunk {file} holds {rows} rows, but {meta_path} counts {total} rows in "
+                           f"{expected} chunk(s), {counted} of them in the chunks before it; not read")
+            else:
+                counted += rows
+        if problem is None:
+            try:
+                read.append((file, _read_chunk(file)))
+            except ValueError as exc:
+                problem = str(exc)
+        if problem is not None:
+            out.bad(file, problem)
+            whole = whole and i >= expected
+    if whole and counted != total:
+        last = stats / chunk_name(expected - 1) if expected else stats
+        problem = (f"the {expected} chunk(s) {meta_path} counts (up to {last}) hold {counted} rows, "
+                   f"but {meta_path} counts {total}")
+        out.problems.append(problem)
+        out.errors.append(f"run {path}: {problem}")
+    repeats = repeated_keys([t for _, t in read])
+    for j, (earlier, key) in repeats.items():
+        where = (f"invalid chunk {read[j][0]}: two rows share the key {key}" if earlier == j else
+                 f"chunk {read[j][0]} repeats rows of {read[earlier][0]} (first: {key})")
+        out.bad(read[j][0], f"{where}; a run holds one row per step, mode, layer and quantity")
+    out.tables = [t for j, (_, t) in enumerate(read) if j not in repeats]
     return out
 
 
@@ -197,9 +272,13 @@ def _current_generation(path: Path) -> tuple[Any, Any] | None:
 def _read_meta_settled(path: Path) -> dict[str, Any]:
     """read_meta, waiting (up to a few seconds) while meta.json is missing but a writer holds
     the lock: a replacement (``overwrite=True``) between deleting the old meta.json and
-    writing the new one."""
+    writing the new one. A symlinked meta.json is refused (RunFormatError)."""
     deadline = time.monotonic() + _META_WAIT_S
+    meta_path = path / META_NAME
     while True:
+        linked = _link_problem(meta_path, "the run's metadata")
+        if linked is not None:
+            raise RunFormatError(linked, meta_path)
         try:
             return read_meta(path)
         except FileNotFoundError:
@@ -219,22 +298,26 @@ def load_run(path: str | os.PathLike[str], *, skip_corrupt: bool = False) -> Run
 
     Args:
         path: The run directory.
-        skip_corrupt: Skip chunks that cannot be read (truncated, corrupt, wrong schema) or
-            are missing from the numbering, with a ``RuntimeWarning`` naming them, instead of
-            raising. The run is still returned, even when no chunk is left (empty frame):
-            ``Run.damaged`` is True, ``Run.skipped`` lists the skipped chunk files and
-            ``Run.problems`` says what is wrong.
+        skip_corrupt: Skip chunks that cannot be read (truncated, corrupt), that break the
+            schema (:func:`~varprobe.record.schema.check_table`: types, nulls, a row key already
+            in the chunk or in an earlier one), that hold more rows than ``meta.json`` counts, that
+            a closed run does not count, or that are symlinks, or are missing from the
+            numbering, with a ``RuntimeWarning`` naming them, instead of raising. The run is
+            still returned, even when no chunk is left (empty frame): ``Run.damaged`` is True,
+            ``Run.skipped`` lists the skipped chunk files and ``Run.problems`` says what is wrong
+            (also a row total that differs from meta.json's, where nothing is skipped).
 
     Returns:
         The :class:`Run`.
 
     Raises:
         FileNotFoundError: the directory or its ``meta.json`` does not exist (names the path).
-        RunFormatError: (a ``ValueError``) ``meta.json`` is corrupt or does not follow the
-            schema (names the file and the field).
-        ValueError: (without ``skip_corrupt``) a chunk is corrupt or truncated, or chunk
-            numbers are missing (named, ranges counted); or the run kept being replaced
-            while it was read.
+        RunFormatError: (a ``ValueError``) ``meta.json`` is corrupt, does not follow the
+            schema (names the file and the field) or is a symbolic link (whatever
+            ``skip_corrupt`` says).
+        ValueError: (without ``skip_corrupt``) one of the chunk problems above (names the
+            file, and the column, key or row counts), or chunk numbers are missing (named,
+            ranges counted); or the run kept being replaced while it was read.
     """
     path = Path(path)
     for attempt in range(_READ_ATTEMPTS):
@@ -249,9 +332,11 @@ def load_run(path: str | os.PathLike[str], *, skip_corrupt: bool = False) -> Run
                          "while being read; read it again once it is written")
     if chunks.errors and not skip_corrupt:
         raise ValueError(f"{chunks.errors[0]} (pass skip_corrupt=True to load the rest)")
-    if chunks.skipped:
-        warnings.warn(f"load_run({str(path)!r}): skipped {chunks.count} missing or corrupt chunk(s): "
-                      f"{'; '.join(chunks.problems)}", RuntimeWarning, stacklevel=2)
+    if chunks.problems:
+        what = (f"skipped {chunks.count} missing or corrupt chunk(s)" if chunks.count else
+                "the run is damaged")
+        warnings.warn(f"load_run({str(path)!r}): {what}: {'; '.join(chunks.problems)}",
+                      RuntimeWarning, stacklevel=2)
     frame = table_to_frame(pa.concat_tables(chunks.tables)) if chunks.tables else empty_frame()
     return Run(path=path, meta=meta, frame=frame, skipped=sorted(chunks.skipped),
                writer_alive=alive, problems=chunks.problems)
@@ -260,15 +345,18 @@ def load_run(path: str | os.PathLike[str], *, skip_corrupt: bool = False) -> Run
 def check_run(path: str | os.PathLike[str]) -> list[str]:
     """What is wrong with the run directory ``path``, one line each; ``[]`` if it is intact.
 
-    Intact means: ``meta.json`` is there and valid, and every chunk from 0 to the last one
-    (and up to meta.json's count) is present and reads back with its checksums. Says nothing
+    Intact means: ``meta.json`` is there, valid and not a symlink, and every chunk from 0 to the
+    last one (and up to meta.json's count) is present, the run's own file (not a symlink, nor
+    in a symlinked ``stats/``), reads back with its checksums and follows the run schema, and
+    the chunks meta.json counts hold the rows it counts (see :func:`load_run`). Says nothing
     about the status: an interrupted or failed run can be intact. Costs one
     :func:`load_run` (every chunk is read). Never raises for the run's own problems.
 
     Returns:
         Problems such as ``"<path>/meta.json not found: ..."``, ``"<meta.json>: field
-        'config' must be an object ..."``, ``"2 chunk(s) missing: ..."`` or ``"corrupt or
-        truncated chunk <file>: ..."``.
+        'config' must be an object ..."``, ``"2 chunk(s) missing: ..."``, ``"corrupt or
+        truncated chunk <file>: ..."``, ``"invalid chunk <file>: column 'step' has 1 null
+        value(s) ..."`` or ``"chunk <file> is a symbolic link ..."``.
     """
     try:
         with warnings.catch_warnings():
@@ -294,11 +382,24 @@ def _expand(paths_or_glob: str | os.PathLike[str] | Iterable[str | os.PathLike[s
             if not runs:
                 hint = (f" ({len(matches)} path(s) matched, none containing meta.json)"
                         if matches else "")
-                raise FileNotFoundError(f"no run directories match {text!r}{hint}")
+                raise FileNotFoundError(f"no run directories match {text!r}{hint}{_escape_hint(text)}")
             out.extend(runs)
         else:
             out.append(Path(item))
     return out
+
+
+def _escape_hint(pattern: str) -> str:
+    """Where the longest leading part of ``pattern`` that holds ``*``, ``?`` or ``[`` exists as a
+    literal path: how to match it literally (``glob.escape``); else ``""``."""
+    parts = pattern.split(os.sep)
+    for k in range(len(parts), 0, -1):
+        prefix = os.sep.join(parts[:k])
+        if prefix and _GLOB_MAGIC.search(prefix) and os.path.exists(prefix):
+            escaped = escape(prefix) + pattern[len(prefix):]
+            return (f"; {prefix!r} exists, but '*', '?' and '[' in it are glob syntax: to match it "
+                    f"literally, escape it with glob.escape: {escaped!r}")
+    return ""
 
 
 def _drop_aliases(paths: list[Path]) -> list[Path]:
@@ -372,6 +473,9 @@ def load_runs(paths_or_glob: str | os.PathLike[str] | Iterable[str | os.PathLike
         paths_or_glob: A glob pattern (str or Path with ``*``, ``?`` or ``[`` that is not
             itself an existing path: expanded, sorted, and restricted to directories
             containing ``meta.json``), a single run directory, or an iterable of those.
+            A pattern is never guessed at: ``root[1]/*`` is a glob whose ``[1]`` matches the
+            character ``1``; when it matches nothing but ``root[1]`` exists, the error says
+            so and gives the pattern escaped with :func:`glob.escape` (``root[[]1]/*``).
             A run reached under two different names (e.g. a symlink ``runs/latest`` beside
             its target) is loaded once, under the first name, with a ``RuntimeWarning``
             naming the alias; the very same path listed twice is loaded twice (``#1``, ``#2``).
@@ -385,8 +489,9 @@ def load_runs(paths_or_glob: str | os.PathLike[str] | Iterable[str | os.PathLike
         (empty, or damaged and skipped) never vanishes without a trace.
 
     Raises:
-        FileNotFoundError: a glob matches no run directory (names the pattern), or a run
-            directory or its ``meta.json`` is missing (names the path).
+        FileNotFoundError: a glob matches no run directory (names the pattern, and how to
+            escape a part of it that exists literally), or a run directory or its
+            ``meta.json`` is missing (names the path).
         ValueError: an empty iterable was given, or a run has a corrupt chunk and
             ``skip_corrupt`` is False (names the file).
     """
