@@ -42,7 +42,7 @@ from .files import atomic_write
 from .meta import (FORMAT, FORMAT_VERSION, MANAGED_KEYS, STATUSES, host_info, now_iso, to_jsonable, versions,
                    write_json_atomic)
 from .replace import check_replaceable, clear_run
-from .schema import frame_to_table
+from .schema import KEY_COLUMNS, RowKeys, frame_to_table
 
 __all__ = ["RunWriter", "STATS_DIR", "chunk_name"]
 
@@ -181,6 +181,7 @@ class RunWriter:
             if isinstance(exc, OSError) and not isinstance(exc, (FileExistsError, RunWriteError)):
                 raise self._start_error(exc, doing) from None
             raise
+        self._keys = RowKeys(lambda i: pq.read_table(self._stats / chunk_name(i), columns=list(KEY_COLUMNS)))
         self._closed = False
 
     # -- opening ---------------------------------------------------------------------------
@@ -310,7 +311,8 @@ class RunWriter:
             The path of the new chunk, or None if ``frame`` has no rows (nothing is written).
 
         Raises:
-            ValueError: the frame does not match the schema (message names the column).
+            ValueError: the frame does not match the schema (message names the column), or repeats
+                a (step, mode, layer, quantity) key of an earlier chunk (what the reader refuses).
             RuntimeError: the writer is closed.
             RunWriteError: the disk refused the chunk or meta.json (e.g. ENOSPC): the temp
                 file is removed, earlier chunks are intact, the run is marked failed where
@@ -327,6 +329,7 @@ class RunWriter:
             if len(frame) == 0:
                 return None
             table = frame_to_table(frame)
+            self._keys.check(table)  # the reader refuses a run repeating a row key across chunks
             data = _parquet_bytes(table)
             index = self._meta["chunks"]
             final = self._stats / chunk_name(index)
@@ -336,6 +339,7 @@ class RunWriter:
                 atomic_write(final, data, tmp_name=tmp)
             except OSError as exc:
                 self._fail(exc, "chunk", final)
+            self._keys.add(table)
             self._meta["chunks"] += 1
             self._meta["rows"] += table.num_rows
             self._write_meta_or_fail()
