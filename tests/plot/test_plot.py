@@ -534,6 +534,24 @@ def test_cli_plot_writes_the_file(real, tmp_path, capsys):
     assert out.stat().st_size > 1000
 
 
+def test_plot_never_writes_over_a_file_varprobe_did_not_write(real, tmp_path, capsys):
+    """Issue 22, bug 1 for ``varprobe plot``: a user's file at --out is refused in one line (exit 2)
+    before any run is loaded; varprobe's own figure there is replaced by the next plot."""
+    from varprobe.cli import main
+    _, path = real
+    mine = tmp_path / "fig.png"
+    mine.write_bytes(b"my figure")
+    with pytest.raises(SystemExit) as exit_:
+        main(["plot", str(path), "--kind", "spp", "--out", str(mine)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and "fig.png was not written by varprobe" in err[-1] and "Traceback" not in err[-1]
+    assert mine.read_bytes() == b"my figure"
+    ours = tmp_path / "spp.png"
+    assert main(["plot", str(path), "--kind", "spp", "--out", str(ours)]) == 0
+    assert main(["plot", str(path), "--kind", "heatmap", "--quantity", "out.var", "--out", str(ours)]) == 0
+    assert ours.read_bytes().startswith(b"\x89PNG")
+
+
 @pytest.mark.parametrize("kind, quantity, out, match", [
     ("nope", None, "f.png", r"unknown plot kind 'nope'; valid kinds: spp, heatmap, curves"),
     ("heatmap", None, "f.png", r"'heatmap' needs a quantity"),
