@@ -29,7 +29,7 @@ def _moment_rows(probe, mode: str, acc: Moments) -> tuple[list[tuple], list[int]
     """Rows of the site statistics that fired (cached on which sites fired)."""
     def build():
         rows, index = [], []
-        for layer in probe._layers:
+        for layer in probe._hooks.flow.row_order(probe._layers):  # rows in call order
             sites = layer.sites[mode]
             for slot, prefix, names in (("in", "in.", layer.in_q), ("out", layer.out_prefix, layer.out_q),
                                         ("grad_out", "grad_out.", layer.grad_out_q),
@@ -43,7 +43,7 @@ def _moment_rows(probe, mode: str, acc: Moments) -> tuple[list[tuple], list[int]
                     rows.append((layer.name, layer.depth, layer.module_type, prefix + name))
                     index.append(i * _NCOL + _COL[name])
         return rows, index
-    return _cached(probe, ("rows", mode, tuple(c > 0 for c in acc.counts),
+    return _cached(probe, ("rows", mode, probe._hooks.flow.version, tuple(c > 0 for c in acc.counts),
                          tuple(layer.depth for layer in probe._layers),
                          tuple((layer.idx, tuple(sorted(layer.whole[mode]))) for layer in probe._layers
                                if layer.whole[mode])), build)
@@ -55,6 +55,7 @@ def close_mode(probe, mode: str, *, loss=None, lr=None, scaler=None, grads_unsca
     ``grads_unscaled``: ``.grad`` already holds unscaled gradients, so only the tensor-hook
     statistics are divided by the loss scale, not those computed from ``.grad``."""
     h = probe._hooks
+    h.flow.fix_unplaced()  # depths of layers seen only in forwards without a graph
     if mode != TRAIN and mode not in h.dirty:  # no hook recorded in this mode: no rows
         if reset:
             h.reset(mode)

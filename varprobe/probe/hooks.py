@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from ..stats import channel_count, channel_max, channel_sum_norm, count_nonfinite, fused_channel_sums
 from .buffers import Moments, Pending
+from .dataflow import Dataflow
 from .plan import BUCKETS, EVAL, PENDING, TRAIN, LayerPlan, first_tensor, in_backward
 
 __all__ = ["Hooks"]
@@ -93,8 +94,8 @@ class Hooks:
         self.pending_seen = False  # whether a PENDING forward ran in the open step
         self.dirty: set[str] = set()  # buckets a recording forward wrote to since their reset
         self.running: dict[str, Tensor | None] = {b: None for b in BUCKETS}  # BN running stats snapshot
-        self.next_depth, self.cur_depth = 0, -1
         self.warn: Callable[[str, str, str], None] = lambda name, kind, msg: None
+        self.flow = Dataflow(plans, lambda name, kind, msg: self.warn(name, kind, msg))  # depth, found blocks
         self._cache: dict[int, _Entry] = {}
         self._gcache: dict[tuple[int, int], tuple[weakref.ref, int, list]] = {}
         self._root: list = []
@@ -208,6 +209,11 @@ class Hooks:
                 "a backward; the probe records the forwards that complete"))
         if self._depth == 0:
             self._mark = self._root_ckpt = None
+            if self.flow.tracing:
+                if out is None and sys.exc_info()[0] is not None:
+                    self.flow.forward_aborted()
+                else:
+                    self.flow.forward_done()
         if self._temporary:
             self.disarm()
 
@@ -254,15 +260,10 @@ class Hooks:
                 self._watch_grads(p, mode, args, first_tensor(out))
             return
         p.fires[mode] += 1
-        if p.depth < 0:
-            if p.role in ("conv", "linear"):
-                p.depth, self.next_depth = self.next_depth, self.next_depth + 1
-            else:
-                p.depth = self.cur_depth
-        if p.role in ("conv", "linear"):
-            self.cur_depth = p.depth
         x = args[0] if args and isinstance(args[0], Tensor) else None
         y = first_tensor(out)
+        if self.flow.tracing:
+            self.flow.fired(p, args, y)
         acc, pend, sites = self.acc[mode], self.pending[mode], p.sites[mode]
         if p.want_in and x is not None and x.is_floating_point():
             cdim = p.cdim if p.cdim is not None else self._axis(p, x, mode, "in")

@@ -12,6 +12,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from .blocks import FoundBlocks, find_blocks
 from .checks import check_fires, check_options, check_step
 from .closing import close_mode, drop_skipped
 from .hooks import Hooks
@@ -19,7 +20,7 @@ from .params import ParamStats
 from .plan import EVAL, MODES, PENDING, TRAIN, LayerPlan
 from .quantities import resolve_quantities
 from .schedule import as_schedule
-from .select import DEFAULT_BLOCKS, select, unwrap
+from .select import DEFAULT_BLOCKS, named_modules, select, unwrap
 from .sink import ParquetSink, deliver, save_run
 from .table import Record, collapse_step, empty_frame, records_to_frame
 
@@ -177,7 +178,12 @@ class Probe:
         self._modes, self._flush_every, self._extra_sinks = check_options(modes, flush_every, sinks)
         self._blocks = {**DEFAULT_BLOCKS, **(blocks or {})}
         self._layers_spec = layers
-        self._layers = [LayerPlan(i, t, self._quantities) for i, t in enumerate(select(self.model, layers, self._blocks))]
+        targets = select(self.model, layers, self._blocks)
+        found = find_blocks(self.model, targets) if layers is None and blocks is not False else []
+        if found:
+            order = {id(m): i for i, (_, m) in enumerate(named_modules(self.model))}
+            targets = sorted(targets + found, key=lambda t: order.get(id(t.module), -1))  # stable
+        self._layers = [LayerPlan(i, t, self._quantities) for i, t in enumerate(targets)]
         self._out = os.fspath(out) if out is not None else None
         self._meta = dict(meta or {})
         self._overwrite = overwrite
@@ -192,6 +198,10 @@ class Probe:
 
         self._hooks = Hooks(self.model, self._layers, self._fused)
         self._hooks.warn = self._warn_once
+        found_ids = {id(t) for t in found}
+        self._hooks.flow.blocks = FoundBlocks([p for p, t in zip(self._layers, targets) if id(t) in found_ids],
+                                              self._warn_once)
+        self._hooks.flow.update_tracing()
         self._hooks.rec_train = TRAIN in modes and bool(self._schedule(start_step))
         self._hooks.rec_eval = EVAL in modes
         self._params = ParamStats(self._layers)
@@ -209,8 +219,10 @@ class Probe:
     # -- public state ------------------------------------------------------------------------------
     @property
     def layers(self) -> list[str]:
-        """Names of the probed layers (a block appears once even with its branch hooked)."""
-        return list(dict.fromkeys(layer.name for layer in self._layers))
+        """Names of the probed layers (a block appears once even with its branch hooked; a found
+        repeated module shown not to be a residual block is left out)."""
+        dropped = self._hooks.flow.blocks.dropped
+        return list(dict.fromkeys(layer.name for layer in self._layers if not dropped(layer)))
 
     @property
     def quantities(self) -> list[str]:

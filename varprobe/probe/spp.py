@@ -30,6 +30,11 @@ def spp(model: nn.Module, batch: Tensor | Sequence[int], *, layers=None, grad: b
     also backpropagates a random projection loss L = sum(r * f(x)) / sqrt(numel f(x)), r ~ N(0, 1),
     and records ``grad_out.*`` and ``grad_in.var`` (the gradient SPP).
 
+    The forward runs with autograd recording, its input marked as requiring grad (a detached
+    alias: the caller's tensor is untouched), so that depth comes from the dataflow and repeated
+    blocks are checked for their residual add (``Probe``), even with frozen parameters; without
+    ``grad`` the graph is dropped right after the forward, never backpropagated.
+
     Nothing about the model changes: each module's train/eval flag, BatchNorm running statistics
     (and ``num_batches_tracked``), and parameter ``.grad`` are restored, and the global RNG is not
     used.
@@ -70,9 +75,9 @@ def spp(model: nn.Module, batch: Tensor | Sequence[int], *, layers=None, grad: b
                 y = y if isinstance(y, Tensor) else y[0]
                 r = torch.randn(y.shape, generator=gen).to(y.device, y.dtype)
                 (y * r).sum().div(math.sqrt(y.numel())).backward()
-            else:
-                with torch.no_grad():
-                    model(x)
+            else:  # with a graph (freed at once): the probe reads depth and residual adds from it
+                with torch.enable_grad():
+                    model(x.detach().requires_grad_() if x.is_floating_point() else x)
             probe.step()
     finally:
         for m, mode in training.items():

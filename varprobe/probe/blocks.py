@@ -1,0 +1,167 @@
+"""Residual blocks found in a model: repeated modules whose output adds their input, checked on a forward.
+
+A *repeated block* is a child of an ``nn.ModuleList`` or ``nn.Sequential`` that holds two or more
+children of its type with parameters and submodules: Hugging Face ``BertLayer``, ``ViTLayer`` and
+``GPT2Block``, ``nn.TransformerEncoderLayer``, the blocks of a timm-style stage. Where such
+candidates nest (a stage of blocks in a list of stages), the innermost are kept. A candidate is
+never assumed residual: the probe records it provisionally and decides at the first recorded
+forward with an autograd graph in which it runs (:meth:`FoundBlocks.decide`). It is a residual
+block when its output's autograd graph reaches its input along a path of weight-free operations
+(adds, norms, dropout, casts, views: no matmul, conv, embedding or attention) that passes
+through an add of two tensors: ``x + f(x)``, pre-norm (``x + f(norm(x))``) and post-norm
+(``norm(x + f(x))``) blocks alike. Then its output is recorded as ``block.out.*`` under its name,
+like ``varprobe.layers.ResidualBlock``; otherwise it records nothing and leaves ``Probe.layers``.
+
+Not found: blocks that add into their input in place (``x += f(x)``), blocks whose input needs
+no gradient (frozen embeddings before the first block: that block stays undecided until a
+forward where its input has a graph; a warning names it), blocks run only under ``no_grad``
+(eval-only probes), and compiled regions (their graph is opaque).
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from torch import Tensor, nn
+
+from .plan import LayerPlan, first_tensor
+from .select import WRAPPER_ATTRS, Target, named_modules
+
+__all__ = ["find_blocks", "is_residual", "FoundBlocks"]
+
+Node = Any
+#: Autograd nodes a residual (skip) path never crosses: operations with weights.
+_WEIGHT_OPS = re.compile(r"^(Mm|Addmm|Bmm|Baddbmm|Addbmm|Mv|Addmv|Dot|Vdot|Matmul|Linear|Einsum|Embedding|"
+                         r"EmbeddingBag|\w*Convolution\w*|\w*Attention\w*)Backward|CompiledFunction|^BackwardCFunction$")
+_UNDECIDED, _KEPT, _DROPPED = "undecided", "kept", "dropped"
+
+
+def _op(node: Node) -> str:
+    name = getattr(node, "name", None)
+    return name() if callable(name) else type(node).__name__
+
+
+def _children(node: Node) -> list[Node]:
+    return [c for c, _ in getattr(node, "next_functions", ()) if c is not None]
+
+
+def _is_add(node: Node) -> bool:
+    """An add of two tensors that both carry gradient (not ``x + eps``)."""
+    return _op(node).startswith("AddBackward") and len(_children(node)) >= 2
+
+
+def is_residual(out_node: Node, is_input: Callable[[Node], bool]) -> bool:
+    """Whether the graph from ``out_node`` reaches a node ``is_input`` accepts along weight-free
+    nodes, through at least one add of two tensors (the module docstring)."""
+    if out_node is None or _WEIGHT_OPS.search(_op(out_node)):
+        return False
+    stack, seen = [(out_node, False)], set()
+    while stack:
+        node, added = stack.pop()
+        if (node, added) in seen:
+            continue
+        seen.add((node, added))
+        added = added or _is_add(node)
+        for child in _children(node):
+            if is_input(child):
+                if added:
+                    return True
+                continue
+            if not _WEIGHT_OPS.search(_op(child)):
+                stack.append((child, added))
+    return False
+
+
+def _unwrapped(m: nn.Module) -> nn.Module:
+    """The module a torch.compile or FSDP wrapper holds (``WRAPPER_ATTRS``), or ``m``."""
+    while True:
+        inner = next((w for a in WRAPPER_ATTRS if isinstance(w := getattr(m, a, None), nn.Module)), None)
+        if inner is None:
+            return m
+        m = inner
+
+
+def find_blocks(model: nn.Module, targets: list[Target]) -> list[Target]:
+    """Targets (role "block") of the repeated-block candidates of ``model`` (module docstring)
+    that are not already probed: not a target module, and not the owner of a Tap's rows."""
+    named = named_modules(model)
+    name_of: dict[int, str] = {}
+    for n, m in named:
+        name_of.setdefault(id(m), n)
+    taken = {id(t.module) for t in targets} | {t.name for t in targets}
+    found: dict[int, nn.Module] = {}
+    for _, parent in named:
+        if not isinstance(parent, (nn.ModuleList, nn.Sequential)):
+            continue
+        groups: dict[type, list[nn.Module]] = {}
+        for child in map(_unwrapped, parent.children()):
+            if next(child.children(), None) is not None and next(child.parameters(), None) is not None:
+                groups.setdefault(type(child), []).append(child)
+        for kids in groups.values():
+            if len(kids) >= 2:
+                found.update((id(k), k) for k in kids)
+    inner = [m for m in found.values()
+             if not any(id(d) in found for d in m.modules() if d is not m)]
+    return [Target(name_of[id(m)], m, "block", type(m).__name__) for m in inner
+            if id(m) in name_of and id(m) not in taken and name_of[id(m)] not in taken]
+
+
+class FoundBlocks:
+    """Decisions on found block candidates: their ``block.out.*`` rows are held back (empty
+    ``out_q``, though their outputs are reduced) until a forward shows whether they are residual."""
+
+    def __init__(self, plans: list[LayerPlan], warn: Callable[[str, str, str], None]) -> None:
+        self.warn = warn
+        self.state: dict[int, str] = {p.idx: _UNDECIDED for p in plans}
+        self._held: dict[int, list[str]] = {}
+        for p in plans:
+            self._held[p.idx], p.out_q = p.out_q, []
+
+    def wants(self, p: LayerPlan) -> bool:
+        return self.state.get(p.idx) == _UNDECIDED
+
+    def undecided(self) -> bool:
+        return _UNDECIDED in self.state.values()
+
+    def dropped(self, p: LayerPlan) -> bool:
+        return self.state.get(p.idx) == _DROPPED
+
+    def capture(self, p: LayerPlan, args: tuple) -> tuple[Node, Tensor | None] | None:
+        """What identifies the input of a call of ``p`` in the graph: its node, or the tensor
+        itself when it is a leaf that requires grad; None when it needs no gradient."""
+        x = first_tensor(args)
+        if x is None or not x.requires_grad:
+            return None
+        return (x.grad_fn, None) if x.grad_fn is not None else (None, x)
+
+    def decide(self, seq: list[tuple[LayerPlan, Node, Any]]) -> bool:
+        """Decide the undecided candidates called in a forward with a graph (``seq``: the
+        forward's probed calls, (plan, output node, captured input)); True if any was."""
+        decided, unknown = False, []
+        for p, node, x in seq:
+            if not self.wants(p):
+                continue
+            if node is None or x is None:
+                unknown.append(p.name)
+                continue
+            in_node, leaf = x
+            if leaf is not None:
+                is_input = lambda n, leaf=leaf: getattr(n, "variable", None) is leaf  # noqa: E731
+            else:
+                is_input = lambda n, in_node=in_node: n is in_node  # noqa: E731
+            if is_residual(node, is_input):
+                self.state[p.idx] = _KEPT
+                p.out_q = self._held[p.idx]
+            else:
+                self.state[p.idx] = _DROPPED
+                p.want_out = False
+            decided = True
+        if unknown:
+            names = list(dict.fromkeys(unknown))
+            self.warn("", "block_undecided", (
+                f"Probe: {len(names)} repeated module(s) could not be checked for a residual add (their input "
+                f"or output has no autograd history: frozen inputs, no_grad): {', '.join(names[:20])}"
+                f"{', ...' if len(names) > 20 else ''}; their block.out.* rows are held back until a recorded "
+                "forward shows the add"))
+        return decided
