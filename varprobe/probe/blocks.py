@@ -13,8 +13,10 @@ through an add of two tensors: ``x + f(x)``, pre-norm (``x + f(norm(x))``) and p
 like ``varprobe.layers.ResidualBlock``; otherwise it records nothing and leaves ``Probe.layers``.
 
 Not found: blocks that add into their input in place (``x += f(x)``), blocks whose input needs
-no gradient (frozen embeddings before the first block: that block stays undecided until a
-forward where its input has a graph; a warning names it), blocks run only under ``no_grad``
+no gradient and none of whose siblings (same type, same container) could be checked (a block
+whose input needs no gradient, e.g. the first block of a stack fed by the raw input, takes the
+decision of its checked siblings; one with no sibling checked stays undecided, rows held back, a
+warning names it), blocks run only under ``no_grad``
 (eval-only probes), and compiled regions (their graph is opaque).
 """
 from __future__ import annotations
@@ -112,7 +114,7 @@ class FoundBlocks:
     ``out_q``, though their outputs are reduced) until a forward shows whether they are residual."""
 
     def __init__(self, plans: list[LayerPlan], warn: Callable[[str, str, str], None]) -> None:
-        self.warn = warn
+        self.warn, self.plans = warn, plans
         self.state: dict[int, str] = {p.idx: _UNDECIDED for p in plans}
         self._held: dict[int, list[str]] = {}
         for p in plans:
@@ -137,31 +139,49 @@ class FoundBlocks:
 
     def decide(self, seq: list[tuple[LayerPlan, Node, Any]]) -> bool:
         """Decide the undecided candidates called in a forward with a graph (``seq``: the
-        forward's probed calls, (plan, output node, captured input)); True if any was."""
-        decided, unknown = False, []
+        forward's probed calls, (plan, output node, captured input)); True if any was. A candidate
+        whose input or output has no graph (the first block of a stack fed by the raw input)
+        takes the decision of its siblings: the candidates of its type in the same container,
+        which run the same ``forward``, when all those decided agree."""
+        unknown: dict[int, LayerPlan] = {}
+        decided = False
         for p, node, x in seq:
             if not self.wants(p):
                 continue
             if node is None or x is None:
-                unknown.append(p.name)
+                unknown[p.idx] = p
                 continue
             in_node, leaf = x
             if leaf is not None:
                 is_input = lambda n, leaf=leaf: getattr(n, "variable", None) is leaf  # noqa: E731
             else:
                 is_input = lambda n, in_node=in_node: n is in_node  # noqa: E731
-            if is_residual(node, is_input):
-                self.state[p.idx] = _KEPT
-                p.out_q = self._held[p.idx]
-            else:
-                self.state[p.idx] = _DROPPED
-                p.want_out = False
+            self._set(p, is_residual(node, is_input))
             decided = True
+        for p in list(unknown.values()):
+            group = self._group(p)
+            verdicts = {self.state[q.idx] for q in self.plans if self._group(q) == group} - {_UNDECIDED}
+            if len(verdicts) == 1:
+                self._set(p, verdicts == {_KEPT})
+                del unknown[p.idx]
+                decided = True
         if unknown:
-            names = list(dict.fromkeys(unknown))
+            names = [p.name for p in unknown.values()]
             self.warn("", "block_undecided", (
                 f"Probe: {len(names)} repeated module(s) could not be checked for a residual add (their input "
-                f"or output has no autograd history: frozen inputs, no_grad): {', '.join(names[:20])}"
-                f"{', ...' if len(names) > 20 else ''}; their block.out.* rows are held back until a recorded "
-                "forward shows the add"))
+                f"or output has no autograd history: frozen inputs, no_grad, and no sibling of their type "
+                f"decided): {', '.join(names[:20])}{', ...' if len(names) > 20 else ''}; their block.out.* rows "
+                "are held back until a recorded forward shows the add"))
         return decided
+
+    @staticmethod
+    def _group(p: LayerPlan) -> tuple[str, str]:
+        return p.name.rpartition(".")[0], p.module_type
+
+    def _set(self, p: LayerPlan, residual: bool) -> None:
+        if residual:
+            self.state[p.idx] = _KEPT
+            p.out_q = self._held[p.idx]
+        else:
+            self.state[p.idx] = _DROPPED
+            p.want_out = False

@@ -28,7 +28,8 @@ Where the graph cannot tell (documented and warned, never silent):
 - a layer whose output has no ``grad_fn`` in a forward that has a graph (a frozen layer fed only by
   tensors that need no gradient, a layer inside a reentrant checkpoint's no-grad forward): its
   depth follows call order (one more than the layer called before it for a weight layer, the
-  same otherwise, 0 for the first);
+  same otherwise, 0 for the first), and every layer called after it is placed at least that deep
+  (a weight layer one deeper), so the property holds for what may consume it;
 - rows built before any forward with a graph was recorded (eval-only probes, ``no_grad`` forwards
   only): the layers that ran get call-order depths the same way, fixed from then on;
 - a module called more than once in one forward (weight sharing) at different depths: the deepest
@@ -57,39 +58,56 @@ def _children(node: Node) -> list[Node]:
     return [c for c, _ in getattr(node, "next_functions", ()) if c is not None]
 
 
-def graph_depths(calls: list[tuple[LayerPlan, Node]], fixed: Callable[[LayerPlan], int | None],
-                 weighted: Callable[[LayerPlan], bool]) -> dict[LayerPlan, list[int]]:
-    """Depths of the calls ``(layer, output node)`` of one forward, in firing order, from the
-    autograd graph (rules: module docstring). ``fixed(layer)``: the layer's depth if already
-    fixed (the walk stops at its outputs), else None. Returns, per layer not fixed, the depth of
-    each of its calls."""
-    owners: dict[Node, list[LayerPlan]] = {}
-    for p, node in calls:
-        owners.setdefault(node, []).append(p)  # firing order: an inner module before its container
+def _upstream(node: Node, val: dict[Node, int | None]) -> int | None:
+    """The deepest probed depth upstream of ``node`` (its children's values), computing and
+    memoizing in ``val`` the value of every unowned ancestor not seen yet."""
+    stack: list[tuple[Node, bool]] = [(node, False)]
+    while stack:
+        n, expanded = stack.pop()
+        if n is not node and n in val:
+            continue
+        kids = _children(n)
+        if not expanded:
+            stack.append((n, True))
+            stack.extend((c, False) for c in kids if c not in val)
+            continue
+        d = max((v for c in kids if (v := val.get(c)) is not None), default=None)
+        if n is node:
+            return d
+        val[n] = d
+    return None
+
+
+def graph_depths(calls: list[tuple[LayerPlan, Node | None]], fixed: Callable[[LayerPlan], int | None],
+                 weighted: Callable[[LayerPlan], bool]) -> tuple[dict[LayerPlan, list[int]], list[LayerPlan]]:
+    """Depths of the probed calls ``(layer, output node or None)`` of one forward, in call order,
+    from the autograd graph (rules: module docstring). ``fixed(layer)``: the layer's depth if
+    already fixed, else None. Returns, per layer not fixed, the depth of each of its calls, and
+    the layers placed by call order: a call without a node is one deeper than the call before it
+    (weight layer) or as deep, and every later call is at least that deep, so that what may
+    consume it stays below it."""
     val: dict[Node, int | None] = {}  # the deepest probed depth at or upstream of a node
     found: dict[LayerPlan, list[int]] = {}
-    stack: list[tuple[Node, bool]] = [(n, False) for n in owners]
-    while stack:
-        node, expanded = stack.pop()
-        if node in val:
-            continue
-        mine = owners.get(node, ())
-        if not expanded:
-            if mine and all(fixed(p) is not None for p in mine):
-                val[node] = fixed(mine[-1])
-                continue
-            stack.append((node, True))
-            stack.extend((c, False) for c in _children(node) if c not in val)
-            continue
-        d = max((v for c in _children(node) if (v := val.get(c)) is not None), default=None)
-        for p in mine:
-            f = fixed(p)
-            if f is None:
-                f = 0 if d is None else d + weighted(p)
-                found.setdefault(p, []).append(f)
-            d = f
-        val[node] = d
-    return found
+    loose: list[LayerPlan] = []
+    cur = floor = None
+    for p, node in calls:
+        d = fixed(p)
+        if d is None:
+            if node is None:
+                d = 0 if cur is None else cur + weighted(p)
+                loose.append(p)
+            else:  # the node is already valued when an inner module returned the same tensor
+                base = val[node] if node in val else _upstream(node, val)
+                if floor is not None:
+                    base = floor if base is None else max(base, floor)
+                d = 0 if base is None else base + weighted(p)
+            found.setdefault(p, []).append(d)
+        if node is None:
+            floor = d if floor is None else max(floor, d)
+        else:
+            val[node] = d
+        cur = d
+    return found, loose
 
 
 class Dataflow:
@@ -134,8 +152,7 @@ class Dataflow:
         seq, self._seq = self._seq, []
         if not seq:
             return
-        graph = [(p, n) for p, n, _ in seq if n is not None]
-        if not graph:  # no_grad / inference forward: no dataflow to read
+        if all(n is None for _, n, _ in seq):  # no_grad / inference forward: no dataflow to read
             self._nograd = [p for p, _, _ in seq]
             return
         changed = False
@@ -144,24 +161,24 @@ class Dataflow:
                 self.order[p.idx] = len(self.order)
                 changed = True
         if any(p.depth < 0 for p, _, _ in seq):
-            found = graph_depths(graph, lambda q: q.depth if q.depth >= 0 else None, self.weighted)
-            shared = {p: d for p, d in found.items() if len(set(d)) > 1}
+            found, loose = graph_depths([(p, n) for p, n, _ in seq], lambda q: q.depth if q.depth >= 0 else None,
+                                        self.weighted)
             for p, d in found.items():
                 self._place(p, max(d))
+            shared = {p: d for p, d in found.items() if len(set(d)) > 1}
             if shared:
                 listed = "; ".join(f"{p.name!r} at {sorted(set(d))}" for p, d in shared.items())
                 self.warn("", "depth_shared", (
                     f"Probe: {len(shared)} layer(s) are called more than once per forward at different "
                     f"dataflow depths (shared weights): {listed}; each is given the depth of its deepest call"))
-            loose = [p for p, n, _ in seq if p.depth < 0]
             if loose:
-                self._by_call_order([p for p, _, _ in seq])
                 names = list(dict.fromkeys(p.name for p in loose))
                 self.warn("", "depth_call_order", (
                     f"Probe: {len(names)} layer(s) have no autograd history in the first recorded forward "
                     f"they ran in (frozen and fed only by tensors that need no gradient, inside a reentrant "
                     f"checkpoint, or returning no floating-point tensor): {', '.join(names[:20])}"
-                    f"{', ...' if len(names) > 20 else ''}; their depth follows call order instead of the dataflow"))
+                    f"{', ...' if len(names) > 20 else ''}; their depth follows call order, and the layers called "
+                    "after them are placed at least as deep"))
             changed = True
         if self.blocks is not None and self.blocks.decide(seq):
             changed = True
