@@ -10,7 +10,9 @@ block when its output's autograd graph reaches its input along a path of weight-
 (adds, norms, dropout, casts, views: no matmul, conv, embedding or attention) that passes
 through an add of two tensors: ``x + f(x)``, pre-norm (``x + f(norm(x))``) and post-norm
 (``norm(x + f(x))``) blocks alike. Then its output is recorded as ``block.out.*`` under its name,
-like ``varprobe.layers.ResidualBlock``; otherwise it records nothing and leaves ``Probe.layers``.
+like ``varprobe.layers.ResidualBlock``, with the channel axis of the last conv, linear or norm
+inside it (:func:`block_channel_axis`: the last axis for transformer layers); otherwise it records
+nothing and leaves ``Probe.layers``.
 
 Not found: blocks that add into their input in place (``x += f(x)``), blocks whose input needs
 no gradient and none of whose siblings (same type, same container) could be checked (a block
@@ -27,10 +29,11 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from .channel_axis import static_channel_axis
 from .plan import LayerPlan, first_tensor
 from .select import WRAPPER_ATTRS, Target, named_modules
 
-__all__ = ["find_blocks", "is_residual", "FoundBlocks"]
+__all__ = ["find_blocks", "is_residual", "block_channel_axis", "FoundBlocks"]
 
 Node = Any
 #: Autograd nodes a residual (skip) path never crosses: operations with weights.
@@ -84,6 +87,17 @@ def _unwrapped(m: nn.Module) -> nn.Module:
         m = inner
 
 
+def block_channel_axis(block: nn.Module) -> int:
+    """The channel axis of a found block's output: that of the last conv, linear or norm it holds
+    (in definition order: a transformer layer's final LayerNorm or output Linear, -1; a conv
+    block's conv or BatchNorm, 1); 1 when it holds none."""
+    axes = [static_channel_axis(m) for m in block.modules()
+            if m is not block and isinstance(m, (nn.Linear, nn.modules.conv._ConvNd, nn.modules.batchnorm._NormBase,
+                                                 nn.GroupNorm, nn.LayerNorm))]
+    axes = [a for a in axes if a is not None]
+    return axes[-1] if axes else 1
+
+
 def find_blocks(model: nn.Module, targets: list[Target]) -> list[Target]:
     """Targets (role "block") of the repeated-block candidates of ``model`` (module docstring)
     that are not already probed: not a target module, and not the owner of a Tap's rows."""
@@ -119,6 +133,7 @@ class FoundBlocks:
         self._held: dict[int, list[str]] = {}
         for p in plans:
             self._held[p.idx], p.out_q = p.out_q, []
+            p.cdim = block_channel_axis(p.module)
 
     def wants(self, p: LayerPlan) -> bool:
         return self.state.get(p.idx) == _UNDECIDED
