@@ -107,6 +107,7 @@ def test_repeated_modules_without_a_residual_add_are_not_blocks(block):
     frame = probe.frame()
     assert not frame.quantity.str.startswith("block.").any()
     assert not any(n in probe.layers for n in ("1.0", "1.1", "1.2"))
+    assert not any(p.role == "block" for p in probe._hooks.active)  # unhooked once shown not residual
     assert "out.var" in set(frame.quantity)
 
 
@@ -156,3 +157,10 @@ def test_blocks_false_opts_out_and_spp_shows_the_stream():
     assert list(blocks.layer) == ["layers.0", "layers.1", "layers.2"]
     assert not off.quantity.str.startswith("block.").any()
     assert model.training is True and all(p.grad is None for p in model.parameters())
+
+
+@pytest.mark.parametrize("bad", [True, [nn.Linear], {nn.Linear: 3}, {"Linear": None}])
+def test_bad_blocks_argument_is_refused_in_one_line(bad):
+    with pytest.raises(TypeError, match=r"blocks must be None, False or a mapping .* got ") as err:
+        Probe(nn.Sequential(nn.Linear(2, 2)), blocks=bad)
+    assert "\n" not in str(err.value)

@@ -24,7 +24,7 @@ warning names it), blocks run only under ``no_grad``
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from torch import Tensor, nn
@@ -33,7 +33,7 @@ from .channel_axis import static_channel_axis
 from .plan import LayerPlan, first_tensor
 from .select import WRAPPER_ATTRS, Target, named_modules
 
-__all__ = ["find_blocks", "is_residual", "block_channel_axis", "FoundBlocks"]
+__all__ = ["check_blocks", "find_blocks", "is_residual", "block_channel_axis", "FoundBlocks"]
 
 Node = Any
 #: Autograd nodes a residual (skip) path never crosses: operations with weights.
@@ -87,6 +87,19 @@ def _unwrapped(m: nn.Module) -> nn.Module:
         m = inner
 
 
+def check_blocks(blocks: object) -> Mapping[type, str | None]:
+    """The block types a ``blocks=`` argument adds: None and False add none (False also turns the
+    search for repeated blocks off), a mapping {type: branch child name or None} adds its types.
+    Raises TypeError naming the bad value and the valid ones."""
+    if blocks is None or blocks is False:
+        return {}
+    if isinstance(blocks, Mapping) and all(isinstance(t, type) and (b is None or isinstance(b, str))
+                                           for t, b in blocks.items()):
+        return blocks
+    raise TypeError(f"blocks must be None, False or a mapping {{block type: name of its branch child or None}}, "
+                    f"got {blocks!r}")
+
+
 def block_channel_axis(block: nn.Module) -> int:
     """The channel axis of a found block's output: that of the last conv, linear or norm it holds
     (in definition order: a transformer layer's final LayerNorm or output Linear, -1; a conv
@@ -117,8 +130,8 @@ def find_blocks(model: nn.Module, targets: list[Target]) -> list[Target]:
         for kids in groups.values():
             if len(kids) >= 2:
                 found.update((id(k), k) for k in kids)
-    inner = [m for m in found.values()
-             if not any(id(d) in found for d in m.modules() if d is not m)]
+    blocks = set(found) | {id(t.module) for t in targets if t.role == "block"}
+    inner = [m for m in found.values() if not any(id(d) in blocks for d in m.modules() if d is not m)]
     return [Target(name_of[id(m)], m, "block", type(m).__name__) for m in inner
             if id(m) in name_of and id(m) not in taken and name_of[id(m)] not in taken]
 
@@ -141,8 +154,9 @@ class FoundBlocks:
     def undecided(self) -> bool:
         return _UNDECIDED in self.state.values()
 
-    def dropped(self, p: LayerPlan) -> bool:
-        return self.state.get(p.idx) == _DROPPED
+    def listed(self, p: LayerPlan) -> bool:
+        """Whether ``p`` is listed in ``Probe.layers``: not a candidate, or one shown residual."""
+        return self.state.get(p.idx, _KEPT) == _KEPT
 
     def capture(self, p: LayerPlan, args: tuple) -> tuple[Node, Tensor | None] | None:
         """What identifies the input of a call of ``p`` in the graph: its node, or the tensor
@@ -197,6 +211,6 @@ class FoundBlocks:
         if residual:
             self.state[p.idx] = _KEPT
             p.out_q = self._held[p.idx]
-        else:
+        else:  # no hook for it any more (Dataflow.on_drop)
             self.state[p.idx] = _DROPPED
-            p.want_out = False
+            p.want_out = p.active = False

@@ -121,6 +121,7 @@ class Dataflow:
         self.order: dict[int, int] = {}  # plan idx -> rank of its first call
         self.version = 0  # bumped whenever a depth, an order or a block decision changes
         self.blocks: Any = None  # varprobe.probe.blocks.FoundBlocks, set by the probe
+        self.on_drop: Callable[[], None] = lambda: None  # called when found blocks were decided
         self._seq: list[tuple[LayerPlan, Node, Any]] = []
         self._nograd: list[LayerPlan] = []  # call order of the last forward without a graph
         self._unplaced = sum(1 for p in plans if p.active and p.depth < 0)
@@ -182,6 +183,8 @@ class Dataflow:
             changed = True
         if self.blocks is not None and self.blocks.decide(seq):
             changed = True
+            self._unplaced = sum(1 for p in self.plans if p.active and p.depth < 0)
+            self.on_drop()
         if changed:
             self.version += 1
         self.update_tracing()

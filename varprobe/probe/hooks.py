@@ -96,6 +96,7 @@ class Hooks:
         self.running: dict[str, Tensor | None] = {b: None for b in BUCKETS}  # BN running stats snapshot
         self.warn: Callable[[str, str, str], None] = lambda name, kind, msg: None
         self.flow = Dataflow(plans, lambda name, kind, msg: self.warn(name, kind, msg))  # depth, found blocks
+        self.flow.on_drop = self._refresh_active
         self._cache: dict[int, _Entry] = {}
         self._gcache: dict[tuple[int, int], tuple[weakref.ref, int, list]] = {}
         self._root: list = []
@@ -133,6 +134,18 @@ class Hooks:
                 h.remove()
             raise
         self._layer = handles
+
+    def _refresh_active(self) -> None:
+        """Hook only the plans still active (a found block shown not residual is dropped)."""
+        active = [p for p in self.plans if p.active]
+        if len(active) == len(self.active):
+            return
+        armed, temporary = bool(self._layer), self._temporary
+        self.disarm()
+        self.active, self._active_modules, self._wrapped = active, [p.module for p in active], None
+        if armed:
+            self.arm()
+            self._temporary = temporary
 
     def lead(self) -> None:
         """Put the probe's forward hook first among each module's forward hooks, so that it sees

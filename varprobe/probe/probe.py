@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from .blocks import FoundBlocks, find_blocks
+from .blocks import FoundBlocks, check_blocks, find_blocks
 from .checks import check_fires, check_options, check_step
 from .closing import close_mode, drop_skipped
 from .hooks import Hooks
@@ -118,10 +118,28 @@ class Probe:
     Forwards are seen through the root module: eval forwards of a submodule called directly
     (``model.features(x)``) on a step that is not recorded are not recorded.
 
+    Depth (the ``depth`` column) comes from the dataflow, not from call order
+    (``varprobe.probe.dataflow``): a conv or linear layer is one deeper than the deepest probed
+    layer its output was computed from, any other layer (norm, block) as deep as that layer, and a
+    layer computed from no probed layer is at 0; -1 is only for rows of no layer (loss, lr). So
+    whenever B consumes A's output, depth(B) >= depth(A), strictly when B is a conv or linear
+    layer, and parallel branches (Q, K, V) share a depth. It is read once from the autograd graph
+    of the first recorded forward with a graph in which a layer runs (normally the first recorded
+    training step) and then fixed; layers with no autograd history there (frozen and fed only by
+    tensors that need no gradient), runs with no graph before their first rows (eval-only), and
+    modules called at several depths (shared weights: the deepest) are placed as documented there,
+    with a warning. A step's rows come in the order of the layers' first calls.
+
     Residual blocks: every ``varprobe.layers.ResidualBlock`` (and every module of a type in
     ``blocks``, a mapping type -> name of its branch child or None) records its output as
-    ``block.out.*`` and its branch's output as ``branch.out.*``, under the block's name. In a user
-    model, put a :class:`~varprobe.probe.Tap` on the add, or pass ``blocks={MyBlock: "branch"}``.
+    ``block.out.*`` and its branch's output as ``branch.out.*``, under the block's name. With
+    ``layers=None``, repeated modules (two or more children of one type with parameters in a
+    ``ModuleList``/``Sequential``: Hugging Face ``BertLayer``, ``ViTLayer``, ``GPT2Block``,
+    ``nn.TransformerEncoderLayer``, the blocks of a stage) are found too and record
+    ``block.out.*`` once a forward shows that their output adds their input
+    (``varprobe.probe.blocks``); a repeated module without that add records nothing and is not in
+    :attr:`layers`; ``blocks=False`` turns the search off. Elsewhere, put a
+    :class:`~varprobe.probe.Tap` on the add, or pass ``blocks={MyBlock: "branch"}``.
 
     Distributed: under an initialized ``torch.distributed`` process group, training-mode moments
     (counts, sums, sums of squares, maxima, non-finite counts) are all-reduced at each recorded
@@ -145,7 +163,8 @@ class Probe:
             "causes" (what the competing causes of collapse need, ``varprobe.probe.PRESETS``), or an
             iterable of quantity names and globs ("out.*", "gw.shift_ratio", ...).
         modes: Subset of ("train", "eval").
-        blocks: Extra residual block types -> branch child name, added to ``{ResidualBlock: "branch"}``.
+        blocks: Extra residual block types -> branch child name, added to ``{ResidualBlock: "branch"}``;
+            False: no search for repeated residual blocks (those types only).
         out: Run directory to stream to (``meta.json`` + Parquet chunks): the default sink,
             :class:`~varprobe.probe.sink.ParquetSink`.
         sinks: More callables that receive each flushed table (``varprobe.probe.sink``), after
@@ -166,7 +185,7 @@ class Probe:
 
     def __init__(self, model: nn.Module, layers=None, every: int | Callable[[int], bool] = 1, *,
                  quantities: str | Iterable[str] = "all", modes: Iterable[str] = MODES,
-                 blocks: Mapping[type, str | None] | None = None, out: str | os.PathLike | None = None,
+                 blocks: Mapping[type, str | None] | bool | None = None, out: str | os.PathLike | None = None,
                  flush_every: int = 50, meta: dict | None = None, overwrite: bool = False,
                  process_group=None, fused: bool = False, sinks: Sequence[Callable] = (),
                  persistent_hooks: bool = False, start_step: int = 0) -> None:
@@ -176,7 +195,7 @@ class Probe:
         self._schedule = as_schedule(every)
         self._quantities = resolve_quantities(quantities)
         self._modes, self._flush_every, self._extra_sinks = check_options(modes, flush_every, sinks)
-        self._blocks = {**DEFAULT_BLOCKS, **(blocks or {})}
+        self._blocks = {**DEFAULT_BLOCKS, **check_blocks(blocks)}
         self._layers_spec = layers
         targets = select(self.model, layers, self._blocks)
         found = find_blocks(self.model, targets) if layers is None and blocks is not False else []
@@ -220,9 +239,9 @@ class Probe:
     @property
     def layers(self) -> list[str]:
         """Names of the probed layers (a block appears once even with its branch hooked; a found
-        repeated module shown not to be a residual block is left out)."""
-        dropped = self._hooks.flow.blocks.dropped
-        return list(dict.fromkeys(layer.name for layer in self._layers if not dropped(layer)))
+        repeated module only once a forward showed its residual add)."""
+        listed = self._hooks.flow.blocks.listed
+        return list(dict.fromkeys(layer.name for layer in self._layers if listed(layer)))
 
     @property
     def quantities(self) -> list[str]:

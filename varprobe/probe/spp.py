@@ -19,7 +19,7 @@ _BACKWARD = ("grad_out.*", "grad_in.var")
 
 
 def spp(model: nn.Module, batch: Tensor | Sequence[int], *, layers=None, grad: bool = False,
-        quantities: Iterable[str] | None = None, blocks: Mapping[type, str | None] | None = None,
+        quantities: Iterable[str] | None = None, blocks: Mapping[type, str | None] | bool | None = None,
         seed: int = 0) -> pd.DataFrame:
     """Signal-propagation statistics (Brock et al. 2021) of one forward of ``model`` on ``batch``.
 
