@@ -2,24 +2,25 @@
 
 A *repeated block* is a child of an ``nn.ModuleList`` or ``nn.Sequential`` that holds two or more
 children of its type with parameters and submodules: Hugging Face ``BertLayer``, ``ViTLayer`` and
-``GPT2Block``, ``nn.TransformerEncoderLayer``, the blocks of a timm-style stage. Where such
-candidates nest (a stage of blocks in a list of stages), the innermost are kept. A candidate is
-never assumed residual: the probe records it provisionally and decides at the first recorded
+``GPT2Block``, ``nn.TransformerEncoderLayer``, the blocks of a timm-style stage; one that holds a
+block already probed (a ``ResidualBlock``, a type in ``blocks=``) is not a candidate. A candidate
+is never assumed residual: the probe records it provisionally and decides at the first recorded
 forward with an autograd graph in which it runs (:meth:`FoundBlocks.decide`). It is a residual
 block when its output's autograd graph reaches its input along a path of weight-free operations
-(adds, norms, dropout, casts, views: no matmul, conv, embedding or attention) that passes
-through an add of two tensors: ``x + f(x)``, pre-norm (``x + f(norm(x))``) and post-norm
+(adds, norms, activations, dropout, casts, views: no matmul, conv, embedding or attention) that
+passes through an add of two tensors: ``x + f(x)``, pre-norm (``x + f(norm(x))``) and post-norm
 (``norm(x + f(x))``) blocks alike. Then its output is recorded as ``block.out.*`` under its name,
 like ``varprobe.layers.ResidualBlock``, with the channel axis of the last conv, linear or norm
 inside it (:func:`block_channel_axis`: the last axis for transformer layers); otherwise it records
-nothing and leaves ``Probe.layers``.
+nothing, is unhooked and leaves ``Probe.layers``. Where residual candidates nest (a stage of
+residual blocks in a list of stages), the innermost are kept; a non-residual candidate inside a
+residual one (the repeated conv layers of a block's branch) does not hide it.
 
-Not found: blocks that add into their input in place (``x += f(x)``), blocks whose input needs
-no gradient and none of whose siblings (same type, same container) could be checked (a block
-whose input needs no gradient, e.g. the first block of a stack fed by the raw input, takes the
-decision of its checked siblings; one with no sibling checked stays undecided, rows held back, a
-warning names it), blocks run only under ``no_grad``
-(eval-only probes), and compiled regions (their graph is opaque).
+A block whose input needs no gradient (the first block of a stack fed by the raw input) takes the
+decision of its checked siblings (same type, same container: the same ``forward``). Not found:
+blocks that add into their input in place (``x += f(x)``), blocks with no sibling checked whose
+input needs no gradient (rows held back, a warning names them), blocks run only under
+``no_grad`` (eval-only probes), and compiled regions (their graph is opaque).
 """
 from __future__ import annotations
 
@@ -130,8 +131,8 @@ def find_blocks(model: nn.Module, targets: list[Target]) -> list[Target]:
         for kids in groups.values():
             if len(kids) >= 2:
                 found.update((id(k), k) for k in kids)
-    blocks = set(found) | {id(t.module) for t in targets if t.role == "block"}
-    inner = [m for m in found.values() if not any(id(d) in blocks for d in m.modules() if d is not m)]
+    declared = {id(t.module) for t in targets if t.role == "block"}
+    inner = [m for m in found.values() if not any(id(d) in declared for d in m.modules() if d is not m)]
     return [Target(name_of[id(m)], m, "block", type(m).__name__) for m in inner
             if id(m) in name_of and id(m) not in taken and name_of[id(m)] not in taken]
 
@@ -143,6 +144,10 @@ class FoundBlocks:
     def __init__(self, plans: list[LayerPlan], warn: Callable[[str, str, str], None]) -> None:
         self.warn, self.plans = warn, plans
         self.state: dict[int, str] = {p.idx: _UNDECIDED for p in plans}
+        self._inside: dict[int, list[LayerPlan]] = {}  # candidate -> the candidates it holds
+        for p in plans:
+            held = {id(m) for m in p.module.modules() if m is not p.module}
+            self._inside[p.idx] = [q for q in plans if id(q.module) in held]
         self._held: dict[int, list[str]] = {}
         for p in plans:
             self._held[p.idx], p.out_q = p.out_q, []
@@ -194,6 +199,9 @@ class FoundBlocks:
                 self._set(p, verdicts == {_KEPT})
                 del unknown[p.idx]
                 decided = True
+        for p in self.plans:  # innermost residual candidates only
+            if self.state[p.idx] == _KEPT and any(self.state[q.idx] == _KEPT for q in self._inside[p.idx]):
+                self._set(p, False)
         if unknown:
             names = [p.name for p in unknown.values()]
             self.warn("", "block_undecided", (
@@ -213,4 +221,5 @@ class FoundBlocks:
             p.out_q = self._held[p.idx]
         else:  # no hook for it any more (Dataflow.on_drop)
             self.state[p.idx] = _DROPPED
+            p.out_q = []
             p.want_out = p.active = False
