@@ -157,6 +157,7 @@ def test_blocks_false_opts_out_and_spp_shows_the_stream():
     assert list(blocks.layer) == ["layers.0", "layers.1", "layers.2"]
     assert not off.quantity.str.startswith("block.").any()
     assert model.training is True and all(p.grad is None for p in model.parameters())
+    assert not x.requires_grad  # spp reads the graph of a detached alias of the caller's batch
 
 
 @pytest.mark.parametrize("bad", [True, [nn.Linear], {nn.Linear: 3}, {"Linear": None}])
