@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 from torch import Tensor, nn
@@ -55,6 +56,15 @@ def _children(node: Node) -> list[Node]:
 def _is_add(node: Node) -> bool:
     """An add of two tensors that both carry gradient (not ``x + eps``)."""
     return _op(node).startswith("AddBackward") and len(_children(node)) >= 2
+
+
+def _is_node(target: Node, node: Node) -> bool:
+    return node is target
+
+
+def _is_leaf(leaf: Tensor, node: Node) -> bool:
+    """Whether ``node`` is the AccumulateGrad node of the leaf tensor ``leaf``."""
+    return getattr(node, "variable", None) is leaf
 
 
 def is_residual(out_node: Node, is_input: Callable[[Node], bool]) -> bool:
@@ -186,10 +196,7 @@ class FoundBlocks:
                 unknown[p.idx] = p
                 continue
             in_node, leaf = x
-            if leaf is not None:
-                is_input = lambda n, leaf=leaf: getattr(n, "variable", None) is leaf  # noqa: E731
-            else:
-                is_input = lambda n, in_node=in_node: n is in_node  # noqa: E731
+            is_input = partial(_is_leaf, leaf) if leaf is not None else partial(_is_node, in_node)
             self._set(p, is_residual(node, is_input))
             decided = True
         for p in list(unknown.values()):
