@@ -28,7 +28,7 @@ from .layout import META_NAME
 
 __all__ = ["META_NAME", "FORMAT", "FORMAT_VERSION", "MANAGED_KEYS", "STATUSES", "now_iso",
            "versions", "host_info", "to_jsonable", "write_json_atomic", "read_meta",
-           "validate_meta", "writer_version"]
+           "validate_meta", "writer_version", "enclosing_run"]
 
 FORMAT = "varprobe-run"
 FORMAT_VERSION = 1
@@ -136,6 +136,25 @@ def write_json_atomic(path: str | Path, data: Mapping[str, Any]) -> None:
             ``allow_nan=False``, so the file is strict JSON.
     """
     atomic_write(path, (json.dumps(data, indent=2, allow_nan=False) + "\n").encode("utf-8"))
+
+
+def enclosing_run(path: str | Path, *, itself: bool = True) -> Path | None:
+    """The varprobe run directory that is ``path`` (with ``itself``) or holds it, or None.
+
+    A directory is a run when its ``meta.json`` is a JSON object whose ``format`` is this run
+    format's; someone else's ``meta.json`` (a package's, a data set's) does not count. Nothing
+    varprobe writes outside the run format may go inside a run: a foreign file there makes the run
+    one that ``overwrite`` refuses to replace.
+    """
+    here = Path(os.path.abspath(path))
+    for d in ([here] if itself else []) + list(here.parents):
+        meta = d / META_NAME
+        try:
+            if meta.is_file() and json.loads(meta.read_bytes()).get("format") == FORMAT:
+                return d
+        except (OSError, ValueError, AttributeError):
+            continue
+    return None
 
 
 def read_meta(run_dir: str | Path, *, validate: bool = True) -> dict[str, Any]:
