@@ -24,6 +24,14 @@ figures: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
+# dist/: the sdist and the wheel (python -m build with the virtualenv's pinned setuptools, nothing
+# downloaded), both checked by twine; the wheel holds the package alone (tests/test_packaging.py).
+.PHONY: wheel
+wheel: $(STAMP)
+	rm -rf dist
+	$(PY) -m build --no-isolation --outdir dist .
+	$(PY) -m twine check --strict dist/*
+
 bench: $(STAMP)
 	$(PY) benchmarks/layers.py
 

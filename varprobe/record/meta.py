@@ -22,6 +22,7 @@ from importlib import metadata as _importlib_metadata
 from pathlib import Path
 from typing import Any, Mapping
 
+from .. import __version__
 from .errors import RunFormatError
 from .files import atomic_write
 from .layout import META_NAME
@@ -43,7 +44,7 @@ MANAGED_KEYS: frozenset[str] = frozenset(
 STATUSES: tuple[str, ...] = ("running", "finished", "collapsed", "failed", "interrupted")
 
 # distribution names, each also its importable module name
-_PACKAGES = ("torch", "numpy", "pandas", "pyarrow", "varprobe")
+_PACKAGES = ("torch", "numpy", "pandas", "pyarrow")
 
 
 def now_iso() -> str:
@@ -67,12 +68,11 @@ def versions() -> dict[str, str | None]:
 
     Torch is never imported for this: its version comes from the already imported module
     or from the installed distribution's metadata, and is ``None`` if not installed.
-    ``varprobe`` falls back to ``"unknown"`` when it is not installed as a distribution.
+    ``varprobe`` is ``varprobe.__version__``, the one place the version is written.
     """
     out: dict[str, str | None] = {"python": platform.python_version()}
     out.update((dist, _version(dist)) for dist in _PACKAGES)
-    if out["varprobe"] is None:
-        out["varprobe"] = "unknown"
+    out["varprobe"] = __version__
     return out
 
 
