@@ -8,7 +8,7 @@ from ..vocabulary import SCHEMES
 from . import centered, pws, wn, ws
 from .reparam import PLAIN_CONVS, ReparamConvNd, conv_fan, filter_major, kaiming_normal_
 
-__all__ = ["SCHEMES", "ConvNorm", "make_conv", "check_scheme", "scheme_conv_class"]
+__all__ = ["SCHEMES", "ConvNorm", "make_conv", "check_scheme", "check_options", "scheme_conv_class"]
 
 _NORM_AFTER = {"bn", "gn", "ws"}  # schemes whose conv is followed by a normalization layer
 _BATCHNORMS = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
@@ -35,6 +35,17 @@ def check_scheme(scheme: str) -> str:
     if scheme not in SCHEMES:
         raise ValueError(f"unknown scheme {scheme!r}; valid schemes: {', '.join(SCHEMES)}")
     return scheme
+
+
+def check_options(scheme: str, options: dict) -> dict:
+    """Return ``options`` if each is a conv option of ``scheme`` (``make_conv``), else raise
+    ValueError naming them and the valid ones."""
+    accepted = _OPTIONS.get(check_scheme(scheme), set())
+    unknown = set(options) - accepted
+    if unknown:
+        raise ValueError(f"option(s) {sorted(unknown)} not valid for scheme {scheme!r}; "
+                         f"valid options: {sorted(accepted) or 'none'}")
+    return options
 
 
 def scheme_conv_class(scheme: str, dims: int = 2, transposed: bool = False) -> type[nn.Module]:
@@ -73,11 +84,7 @@ def make_conv(scheme: str, in_channels: int, out_channels: int, kernel_size, str
     ``eps`` for WS/WN).
     """
     conv_cls = scheme_conv_class(scheme, dims, transposed)
-    accepted = _OPTIONS.get(scheme, set())
-    unknown = set(options) - accepted
-    if unknown:
-        raise ValueError(f"option(s) {sorted(unknown)} not valid for scheme {scheme!r}; "
-                         f"valid options: {sorted(accepted) or 'none'}")
+    check_options(scheme, options)
     geometry = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
     if transposed:
         geometry["output_padding"] = output_padding
