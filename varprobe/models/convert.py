@@ -113,7 +113,8 @@ def _convert_conv(old: _ConvNd, scheme: str, options: dict) -> nn.Module:
     new = make_conv(scheme, old.in_channels, old.out_channels, old.kernel_size, old.stride, old.padding,
                     dilation=old.dilation, groups=old.groups, dims=len(old.kernel_size), transposed=transposed,
                     **extra, **options)
-    conv = new.conv.to(device=old.weight.device, dtype=old.weight.dtype)
+    new.to(device=old.weight.device, dtype=old.weight.dtype)  # the norm too: a float64 model stays float64
+    conv = new.conv
     conv.padding_mode = old.padding_mode  # _ConvNd keeps the padding for every mode; forward reads this
     conv.weight.copy_(old.weight)
     if conv.bias is not None:
