@@ -31,7 +31,8 @@ def filter_major(weight: Tensor, groups: int, transposed: bool) -> Tensor:
     if not transposed:
         return weight
     c_in, out_g, *k = weight.shape
-    return weight.reshape(groups, c_in // groups, out_g, *k).transpose(1, 2).reshape(groups * out_g, c_in // groups, *k)
+    grouped = weight.reshape(groups, c_in // groups, out_g, *k).transpose(1, 2)
+    return grouped.reshape(groups * out_g, c_in // groups, *k)
 
 
 def from_filter_major(filters: Tensor, groups: int, transposed: bool) -> Tensor:
@@ -39,7 +40,8 @@ def from_filter_major(filters: Tensor, groups: int, transposed: bool) -> Tensor:
     if not transposed:
         return filters
     c_out, in_g, *k = filters.shape
-    return filters.reshape(groups, c_out // groups, in_g, *k).transpose(1, 2).reshape(groups * in_g, c_out // groups, *k)
+    grouped = filters.reshape(groups, c_out // groups, in_g, *k).transpose(1, 2)
+    return grouped.reshape(groups * in_g, c_out // groups, *k)
 
 
 class ReparamConvNd(_ConvNd):

@@ -10,7 +10,7 @@ from torch.nn.modules.conv import _ConvNd
 
 from ..layers import PWSConvNd, ReparamConvNd, WNConvNd, make_conv
 from ..layers.deploy import find_pairs, replace_module
-from ..layers.factory import check_options, check_scheme, scheme_conv_class
+from ..layers.factory import check_options, scheme_conv_class
 from ..layers.reparam import PLAIN_CONVS
 
 __all__ = ["convert"]
@@ -102,7 +102,7 @@ def _refusal(old: _ConvNd, scheme: str) -> str | None:
             return f"a {type(old).__name__} not yet initialised: run a forward first"
         return (f"a {type(old).__name__}, a subclass of a torch conv whose forward may differ from the "
                 f"plain conv's: only plain torch convs are rebuilt")
-    cls = scheme_conv_class(check_scheme(scheme), dims, transposed)
+    cls = scheme_conv_class(scheme, dims, transposed)
     return cls.refusal(old.stride) if issubclass(cls, ReparamConvNd) else None
 
 
