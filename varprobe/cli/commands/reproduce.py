@@ -12,13 +12,13 @@ from ..parser import subparser
 
 __all__ = ["add", "command"]
 
-_CLAIMS = "varprobe.experiment.claims"
+_CLAIMS = "varprobe.claims"
 
 
 def command(args: argparse.Namespace) -> int:
-    """``varprobe reproduce``: run ``varprobe.experiment.claims.reproduce`` into ``--out``."""
+    """``varprobe reproduce``: run ``varprobe.claims.reproduce`` into ``--out``."""
     try:
-        from ...experiment.claims import reproduce
+        from ...claims import reproduce
     except ImportError as exc:  # that part of varprobe is not installed
         return missing(exc, _CLAIMS, "reproduce", args.command)
     out = Path(args.out)
