@@ -93,3 +93,21 @@ def test_old_claims_import_paths_warn_and_name_the_one_to_use(alias, target):
     assert [str(w.message) for w in caught if w.category is DeprecationWarning] == [
         f"{alias} is deprecated: import from {target}"]
     assert module.__all__ and all(getattr(module, n) is getattr(import_module(target), n) for n in module.__all__)
+
+
+def test_a_docstring_role_that_refers_to_nothing_is_a_warning(tmp_path, caplog):
+    """The API reference's docstring roles: one whose target does not exist is a warning (so the
+    strict build fails); reST code marks become Markdown."""
+    import griffe
+    spec = importlib.util.spec_from_file_location("griffe_rest", REPO / "docs" / "griffe_rest.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    (tmp_path / "pkgx").mkdir()
+    (tmp_path / "pkgx" / "__init__.py").write_text(
+        '"""See :func:`nothing`, :func:`real` and ``code``."""\n\n\ndef real():\n    """Real."""\n')
+    with caplog.at_level("WARNING"):
+        pkg = griffe.load("pkgx", search_paths=[tmp_path],
+                          extensions=griffe.load_extensions(module.RestToMarkdown()))
+    assert [r.getMessage() for r in caplog.records if "docstring refers" in r.getMessage()] == [
+        "pkgx: the docstring refers to :func:`nothing`, which does not exist"]
+    assert pkg.docstring.value == "See `nothing`, `real` and `code`."
