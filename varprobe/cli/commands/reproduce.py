@@ -12,15 +12,15 @@ from ..parser import subparser
 
 __all__ = ["add", "command"]
 
-_CLAIMS = "varprobe.experiment.claims"
+_CLAIMS = "varprobe.claims"
 #: The most seeds per experiment --seeds takes: each seed is a training run of every experiment.
 MAX_SEEDS = 1000
 
 
 def command(args: argparse.Namespace) -> int:
-    """``varprobe reproduce``: run ``varprobe.experiment.claims.reproduce`` into ``--out``."""
+    """``varprobe reproduce``: run ``varprobe.claims.reproduce`` into ``--out``."""
     try:
-        from ...experiment.claims import reproduce
+        from ...claims import reproduce
     except ImportError as exc:  # that part of varprobe is not installed
         return missing(exc, _CLAIMS, "reproduce", args.command)
     out = Path(args.out)
