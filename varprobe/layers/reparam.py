@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils import parametrize
+
+from ..probe.layouts import raw_parameter, register_layout
 
 __all__ = ["ReparamConv2d", "conv_fan", "kaiming_normal_", "raw_weight"]
 
@@ -85,12 +86,10 @@ def raw_weight(m: nn.Module) -> Tensor:
     """The weight tensor the optimizer updates for a conv or linear layer ``m``: its ``weight``
     (for a ``ReparamConv2d``, the raw V that ``kernel()`` reparametrizes); under a torch
     parametrization, the original of the kernel's shape (``v`` of ``weight_norm``); for the
-    legacy ``torch.nn.utils.weight_norm``, ``weight_v``."""
-    if parametrize.is_parametrized(m, "weight"):
-        plist = m.parametrizations.weight
-        originals = [getattr(plist, n) for n in ("original", *(f"original{i}" for i in range(8)))
-                     if hasattr(plist, n)]
-        return next((o for o in originals if o.shape == m.weight.shape), originals[0])
-    if isinstance(getattr(m, "weight_v", None), Tensor):
-        return m.weight_v
-    return m.weight
+    legacy ``torch.nn.utils.weight_norm``, ``weight_v`` (``varprobe.probe.layouts.raw_parameter``)."""
+    return raw_parameter(m, "weight")
+
+
+# What a probe records of a reparametrized conv: its raw weight V (``weight``, filters on axis 0)
+# and its effective kernel, as for any user layer (varprobe.register_layout).
+register_layout(ReparamConv2d, "conv", kernel=lambda m: m.kernel())
