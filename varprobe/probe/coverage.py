@@ -7,8 +7,8 @@ exactly one of three groups:
   (``nn.MultiheadAttention.out_proj``), or to a parametrized probed module's ``parametrizations``;
   ``Coverage.recorded`` names the layers whose ``w.*``/``gw.*`` rows describe it, or the layer whose
   output it acts in (a bias, a norm's affine parameters);
-- whole: it is the weight of a probed module whose type has no layout (:func:`varprobe.probe.layouts.fallback`):
-  whole-tensor weight statistics only;
+- whole: it belongs to a probed module whose type has no layout (:func:`varprobe.probe.layouts.fallback`):
+  the module's output and output gradient, and whole-tensor statistics of its weight;
 - missing: it is not recorded, and why: the module that holds it was left out by ``layers=``, or
   holds it directly while having child modules and no layout (used in its own forward, which no
   hook of the probe sees: a class token, a position embedding, a layer scale).
@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from torch import nn
+from torch.nn.parameter import is_lazy
 
 from .layouts import layout_of
 from .select import Target, layer_name, owned
@@ -100,26 +101,28 @@ def coverage(model: nn.Module, targets: list[Target], layers=None) -> Coverage:
                 continue
             seen.add(id(prm))
             name = f"{n}.{a}" if n else a
-            sizes[name] = prm.numel()
+            sizes[name] = 0 if is_lazy(prm) else prm.numel()  # a lazy module's, before its first forward: 0
             holder = by_name.get(inner[id(m)], m) if id(m) in inner else m
             target = probed.get(id(holder))
             kind = type(holder).__name__
             if target is not None:
                 rows = weighed.get(id(prm))
-                if rows and target.layout is not None and target.layout.whole:
-                    whole[name] = (f"{kind} has no layout: {', '.join(rows)} records its output, output "
-                                   "gradient and whole-tensor w.*/gw.* (the weight as one filter)")
+                if target.layout is not None and target.layout.whole:
+                    whole[name] = (f"{kind} has no layout: {target.name or '<root>'} records its output and output "
+                                   "gradient, " + ("and whole-tensor w.*/gw.* of this weight (as one filter)"
+                                                   if rows else "and no statistics of this parameter"))
                 else:
                     recorded[name] = (f"w.*, gw.* of {', '.join(rows)}" if rows
                                       else f"in the output of {target.name or '<root>'}")
                 continue
             where = inner.get(id(m), n)
+            desc = f"{where!r} ({kind})" if where else f"the model ({kind})"
             if layers is not None:
-                missing[name] = f"{kind} {where or '<root>'} is not selected by layers={layers!r}"
+                missing[name] = f"{desc} is not selected by layers={layers!r}"
                 deselected.add(name)
             elif next(holder.children(), None) is not None and layout_of(holder) is None:
-                missing[name] = (f"held directly by {kind} {where or '<root>'}, which has child modules and no "
-                                 f"layout: used in its own forward, which no probe hook sees")
+                missing[name] = (f"held directly by {desc}, which has child modules and no layout: used in "
+                                 "its own forward, which no probe hook sees")
             else:
-                missing[name] = f"{kind} {where or '<root>'} is not probed"
+                missing[name] = f"{desc} is not probed"
     return Coverage(type(model).__name__, sizes, recorded, whole, missing, frozenset(deselected))

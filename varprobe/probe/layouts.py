@@ -21,7 +21,8 @@ layers (``varprobe.layers``) register theirs where they are defined, as a user w
 
 A leaf module of a type without a layout that owns trainable parameters gets :func:`fallback`:
 role "other", its input, output and their gradients, and whole-tensor weight statistics (the
-weight as one filter) of its parameter ``weight``, or of its only trainable parameter.
+weight as one filter) of its parameter ``weight``, or else of its one parameter with the most
+dimensions.
 
 Register a layout for your own type with :func:`register_layout` (``varprobe.register_layout``).
 """
@@ -134,10 +135,14 @@ def layout_of(module: nn.Module) -> Layout | None:
 
 def fallback(module: nn.Module) -> Layout:
     """The layout of a module whose type has none: role "other", and whole-tensor weight
-    statistics of its trainable parameter ``weight``, or of its only trainable parameter."""
+    statistics of its weight: its trainable parameter ``weight``, else the one with the most
+    dimensions if a single one has that many, else none."""
     own = {n: p for n, p in module.named_parameters(recurse=False) if p.requires_grad}
-    name = "weight" if "weight" in own else next(iter(own)) if len(own) == 1 else None
-    return Layout("other", name, whole=True)
+    if "weight" in own:
+        return Layout("other", "weight", whole=True)
+    top = max((p.ndim for p in own.values()), default=0)
+    widest = [n for n, p in own.items() if p.ndim == top]
+    return Layout("other", widest[0] if len(widest) == 1 else None, whole=True)
 
 
 def raw_parameter(module: nn.Module, name: str) -> Tensor:

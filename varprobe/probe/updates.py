@@ -30,13 +30,18 @@ import math
 from collections.abc import Sequence
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from .layouts import WeightView
+from .layouts import WeightView, fallback, layout_of, weight_views
 
 __all__ = ["UpdateRatios"]
 
 _F64 = torch.float64
+
+
+def _views(items: Sequence[WeightView | nn.Module]) -> list[WeightView]:
+    """``items`` as weight views: a module stands for its own weight (the one of its layout)."""
+    return [weight_views(w, layout_of(w) or fallback(w))[0] if isinstance(w, nn.Module) else w for w in items]
 
 
 def _key(view: WeightView, w: Tensor) -> tuple:
@@ -75,9 +80,10 @@ class UpdateRatios:
         """Forget the snapshot (the next :meth:`ratios` is NaN); the buffers are kept for reuse."""
         self._step = None
 
-    def snapshot(self, views: Sequence[WeightView], step: int) -> None:
+    def snapshot(self, views: Sequence[WeightView | nn.Module], step: int) -> None:
         """Copy the raw weight of each of ``views`` (the weights of ``step``, taken before its
-        optimizer update) into the buffers. No host sync."""
+        optimizer update; a module: its own weight) into the buffers. No host sync."""
+        views = _views(views)
         weights = [v.part() for v in views]  # copied under no_grad: no detach
         keys = [_key(v, w) for v, w in zip(views, weights)]
         if len(self._buffers) != len(weights):
@@ -92,16 +98,18 @@ class UpdateRatios:
                 torch._foreach_copy_(self._buffers, weights)
         self._step = step
 
-    def known(self, views: Sequence[WeightView], step: int) -> list[bool]:
+    def known(self, views: Sequence[WeightView | nn.Module], step: int) -> list[bool]:
         """Per weight: whether the weight of ``step - 1`` is known (a snapshot of that step, of the
         same tensor, shape, dtype and device); where it is not, ``w.update_ratio`` has no row."""
+        views = _views(views)
         if self._step != step - 1 or len(self._buffers) != len(views):
             return [False] * len(views)
         return [_key(v, v.part()) == k for v, k in zip(views, self._keys)]
 
-    def ratios(self, views: Sequence[WeightView], step: int) -> Tensor:
+    def ratios(self, views: Sequence[WeightView | nn.Module], step: int) -> Tensor:
         """float64 tensor (len(views),) of ||W_step - W_{step-1}||_F / ||W_{step-1}||_F per
         weight, on the weights' device (NaN where the previous weight is not known: :meth:`known`). No host sync."""
+        views = _views(views)
         weights = [v.part() for v in views]  # used under no_grad only: no detach
         device = weights[0].device if weights else torch.device("cpu")
         n = len(weights)
