@@ -63,13 +63,14 @@ class Coverage:
                 + "\n".join(lines))
 
     def __str__(self) -> str:
+        """The report: counts, then each parameter recorded whole or not recorded, and why."""
         n = len(self.sizes)
         elements = sum(self.sizes.values())
         head = (f"coverage of {self.model}: {n} trainable parameters ({elements:,} elements): "
                 f"{len(self.recorded)} recorded by a layout, {len(self.whole)} recorded whole (no layout), "
                 f"{len(self.missing)} not recorded")
-        parts = [head]
-        for title, group in (("recorded", self.recorded), ("whole", self.whole), ("not recorded", self.missing)):
+        parts = [head]  # the recorded ones: Coverage.recorded
+        for title, group in (("recorded whole", self.whole), ("not recorded", self.missing)):
             if group:
                 parts.append(f"{title}:")
                 parts += [f"  {name} ({self.sizes[name]:,}): {what}" for name, what in group.items()]
