@@ -181,3 +181,20 @@ def test_bert_and_vit_coverage_roles_and_attention_projections_against_float64(b
             float((cols.shape[1] * cols.var(1, unbiased=False)).mean()), rel=1e-6)
         assert value(frame, "embeddings.word_embeddings", "gw.shift_ratio") == pytest.approx(
             grad_shift_ratio(emb.grad.t()), rel=1e-6)
+
+
+def test_gpt2_conv1d_is_a_linear_layer_with_filters_on_axis_1():
+    """transformers' Conv1D holds its weight as [in, out]: w.* and gw.* per output unit (column)."""
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(n_embd=32, n_layer=2, n_head=2, vocab_size=100, n_positions=32,
+                                  resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    model = transformers.GPT2Model(cfg).train()
+    ids = torch.randint(0, 100, (2, 9))
+    probe, frame, _ = transformer_step(model, [], lambda m: m(input_ids=ids).last_hidden_state.square().mean())
+    assert probe.coverage.complete, str(probe.coverage)
+    name = "h.0.attn.c_attn"
+    w = model.get_submodule(name).weight  # [32, 96]
+    cols = w.detach().to(torch.float64).t()
+    assert frame.loc[frame["layer"] == name, "role"].iloc[0] == "linear"
+    assert value(frame, name, "w.fan_var") == pytest.approx(float((32 * cols.var(1, unbiased=False)).mean()), rel=1e-6)
+    assert value(frame, name, "gw.shift_ratio") == pytest.approx(grad_shift_ratio(w.grad.t()), rel=1e-6)

@@ -16,7 +16,9 @@ Built in: ``Conv1d/2d/3d`` (weight ``[out, in/groups, *k]``, filters on axis 0),
 (rows ``[0:E]``, ``[E:2E]``, ``[2E:3E]`` of ``in_proj_weight``, or ``q_proj_weight``,
 ``k_proj_weight``, ``v_proj_weight`` when kdim or vdim differ from E, and ``out_proj.weight``), and
 the norms ``BatchNorm*`` (``SyncBatchNorm`` too), ``GroupNorm``, ``LayerNorm``, ``RMSNorm``,
-``InstanceNorm*`` (no weight statistics: their affine parameters give ``norm.*``). varprobe's own
+``InstanceNorm*`` (no weight statistics: their affine parameters give ``norm.*``), and Hugging Face's
+``Conv1D`` of GPT-2 (a linear layer with weight ``[in, out]``; matched by name, transformers is not
+imported). varprobe's own
 layers (``varprobe.layers``) register theirs where they are defined, as a user would.
 
 A leaf module of a type without a layout that owns trainable parameters gets :func:`fallback`:
@@ -101,6 +103,8 @@ class Layout:
 
 
 _REGISTRY: dict[type, Layout] = {}
+#: Layouts of other libraries' types, by ``module.QualName``: matched without importing the library.
+_BY_NAME: dict[str, Layout] = {}
 
 
 def register_layout(cls: type, role: str = "other", weight: str | None = "weight", filter_axis: int = 0, *,
@@ -127,7 +131,7 @@ def layout_of(module: nn.Module) -> Layout | None:
     """The layout of ``module``'s type: the registered one of the first type of its MRO that has
     one, or None."""
     for cls in type(module).__mro__:
-        hit = _REGISTRY.get(cls)
+        hit = _REGISTRY.get(cls) or _BY_NAME.get(f"{cls.__module__}.{cls.__qualname__}")
         if hit is not None:
             return hit
     return None
@@ -271,3 +275,5 @@ for _cls in (_BatchNorm, nn.GroupNorm, _InstanceNorm):
 register_layout(nn.LayerNorm, "norm", weight=None)  # channel axis: varprobe.probe.channel_axis
 if hasattr(nn, "RMSNorm"):
     register_layout(nn.RMSNorm, "norm", weight=None, channel_axis=-1)
+# Hugging Face's Conv1D (GPT-2 c_attn, c_proj, c_fc): a linear layer whose weight is [in, out].
+_BY_NAME["transformers.pytorch_utils.Conv1D"] = Layout("linear", filter_axis=1, channel_axis=-1)

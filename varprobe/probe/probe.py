@@ -142,9 +142,12 @@ class Probe:
     ``w.update_ratio`` (role "attention", depth that of ``attn``). Not recorded: forward statistics
     of Q, K and V and of the attention weights, which ``F.multi_head_attention_forward`` computes
     inside one call (and the fused fast path of eval forwards, ``torch._native_multi_head_attention``,
-    inside one kernel), where no hook sees them. The fast path of ``nn.TransformerEncoderLayer`` in
-    eval under no_grad runs the whole layer in one kernel: its submodules' hooks do not fire, so
-    those eval forwards record nothing of them. Models with separate projection modules (Hugging
+    inside one kernel), where no hook sees them; computing them again in a hook would cost three
+    matmuls per forward. The attention module's own rows are recorded on the fused fast path too
+    (its hook sees its output). ``nn.TransformerEncoderLayer`` turns its own fused fast path (eval,
+    no_grad) off while any module inside it has a forward hook: the forwards the probe records
+    (layer hooks armed) run its regular path, the same math; forwards it does not record (hooks
+    disarmed, ``modes=("train",)``) run as without the probe. Models with separate projection modules (Hugging
     Face BERT and ViT ``query``, ``key``, ``value``) record them as the Linear layers they are,
     forward statistics included.
 
