@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.conv import _ConvNd
-from torch.nn.utils import parametrize
+
+from ..layouts import raw_parameter, register_layout
 
 __all__ = ["ReparamConvNd", "ReparamConv1d", "ReparamConv2d", "ReparamConv3d", "ReparamConvTranspose1d",
            "ReparamConvTranspose2d", "ReparamConvTranspose3d", "PLAIN_CONVS", "conv_fan", "kaiming_normal_",
@@ -211,12 +212,13 @@ def raw_weight(m: nn.Module) -> Tensor:
     """The weight tensor the optimizer updates for a conv or linear layer ``m``: its ``weight``
     (for a ``ReparamConvNd``, the raw V that ``kernel()`` reparametrizes); under a torch
     parametrization, the original of the kernel's shape (``v`` of ``weight_norm``); for the
-    legacy ``torch.nn.utils.weight_norm``, ``weight_v``."""
-    if parametrize.is_parametrized(m, "weight"):
-        plist = m.parametrizations.weight
-        originals = [getattr(plist, n) for n in ("original", *(f"original{i}" for i in range(8)))
-                     if hasattr(plist, n)]
-        return next((o for o in originals if o.shape == m.weight.shape), originals[0])
-    if isinstance(getattr(m, "weight_v", None), Tensor):
-        return m.weight_v
-    return m.weight
+    legacy ``torch.nn.utils.weight_norm``, ``weight_v`` (``varprobe.layouts.raw_parameter``)."""
+    return raw_parameter(m, "weight")
+
+
+# What a probe records of a reparametrized conv: its raw weight V (``weight``) per filter and its
+# effective kernel, as for any user layer (varprobe.register_layout); transposed ones per output unit.
+for _conv in (ReparamConv1d, ReparamConv2d, ReparamConv3d):
+    register_layout(_conv, "conv", kernel=lambda m: m.kernel())
+for _conv in (ReparamConvTranspose1d, ReparamConvTranspose2d, ReparamConvTranspose3d):
+    register_layout(_conv, "conv_transpose", filters=lambda m, t: m.filters(t), kernel=lambda m: m.kernel())

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from ..stats import channel_count, channel_max, channel_sum_norm, count_nonfinite, fused_channel_sums
 from .buffers import Moments, Pending
-from .plan import BUCKETS, EVAL, PENDING, TRAIN, LayerPlan, first_tensor, in_backward
+from .plan import BUCKETS, DEPTH_ROLES, EVAL, PENDING, TRAIN, LayerPlan, first_tensor, in_backward
 
 __all__ = ["Hooks"]
 
@@ -78,7 +78,7 @@ class Hooks:
 
     def __init__(self, model: nn.Module, plans: list[LayerPlan], fused: bool) -> None:
         self.model, self.plans, self.fused = model, plans, fused
-        self.active = [p for p in plans if p.active]
+        self.active = [p for p in plans if p.active and not p.part]  # parts: their module's hook
         self._active_modules = [p.module for p in self.active]
         self.bns = [p for p in plans if p.bn_q]
         self.acc = {b: Moments() for b in BUCKETS}
@@ -255,11 +255,11 @@ class Hooks:
             return
         p.fires[mode] += 1
         if p.depth < 0:
-            if p.role in ("conv", "linear"):
+            if p.role in DEPTH_ROLES:
                 p.depth, self.next_depth = self.next_depth, self.next_depth + 1
             else:
                 p.depth = self.cur_depth
-        if p.role in ("conv", "linear"):
+        if p.role in DEPTH_ROLES:
             self.cur_depth = p.depth
         x = args[0] if args and isinstance(args[0], Tensor) else None
         y = first_tensor(out)

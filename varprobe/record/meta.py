@@ -32,7 +32,9 @@ __all__ = ["META_NAME", "FORMAT", "FORMAT_VERSION", "MANAGED_KEYS", "STATUSES", 
            "validate_meta", "writer_version", "enclosing_run"]
 
 FORMAT = "varprobe-run"
-FORMAT_VERSION = 1
+#: 2: chunks have the ``role`` column; a format-1 run is read with ``role`` filled from its
+#: ``module_type`` (``varprobe.record.schema.add_legacy_role``).
+FORMAT_VERSION = 2
 
 #: Keys maintained by the writer itself; ``RunWriter.update_meta`` refuses to set them.
 MANAGED_KEYS: frozenset[str] = frozenset(

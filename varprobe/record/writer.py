@@ -309,7 +309,7 @@ class RunWriter:
         Args:
             frame: Long-format statistics with exactly the columns ``step`` (int),
                 ``layer`` (str), ``depth`` (int), ``mode`` (str), ``module_type`` (str),
-                ``quantity`` (str), ``value`` (float; NaN/inf kept as such).
+                ``role`` (str), ``quantity`` (str), ``value`` (float; NaN/inf kept as such).
 
         Returns:
             The path of the new chunk, or None if ``frame`` has no rows (nothing is written).
