@@ -10,9 +10,10 @@ imports torch and ``import varprobe.plot`` neither torch nor pyarrow.
 from importlib import import_module
 
 __version__ = "0.1.0"
-__all__ = ["Probe", "spp", "load_run", "load_runs", "plot"]
+__all__ = ["Probe", "spp", "register_layout", "load_run", "load_runs", "plot"]
 
 _LAZY = {"Probe": ("varprobe.probe", "Probe"), "spp": ("varprobe.probe", "spp"),
+         "register_layout": ("varprobe.layouts", "register_layout"),
          "load_run": ("varprobe.record", "load_run"), "load_runs": ("varprobe.record", "load_runs"),
          "plot": ("varprobe.plot", None)}
 

@@ -29,17 +29,41 @@ Conventions for every quantity of :data:`QUANTITIES`:
 """
 from __future__ import annotations
 
-__all__ = ["COLUMNS", "INT_COLUMNS", "STRING_COLUMNS", "FLOAT_COLUMNS", "SCHEMES", "QUANTITIES",
+__all__ = ["COLUMNS", "INT_COLUMNS", "STRING_COLUMNS", "FLOAT_COLUMNS", "ROLES", "LEGACY_ROLES", "SCHEMES", "QUANTITIES",
            "OUT_SUFFIXES", "FORWARD_OUT", "PRESETS", "SHORT", "SCHEME_COLORS", "EXTRA_COLORS", "PLOT_KINDS",
            "QUANTITY_KINDS", "FIGURE_EXTENSIONS"]
 
 # -- the long table --------------------------------------------------------------------------------
 #: Columns of every probe table and run chunk, in this order (``varprobe.record.schema`` gives
 #: their Arrow types).
-COLUMNS: tuple[str, ...] = ("step", "layer", "depth", "mode", "module_type", "quantity", "value")
+COLUMNS: tuple[str, ...] = ("step", "layer", "depth", "mode", "module_type", "role", "quantity", "value")
 INT_COLUMNS: tuple[str, ...] = ("step", "depth")
-STRING_COLUMNS: tuple[str, ...] = ("layer", "mode", "module_type", "quantity")
+STRING_COLUMNS: tuple[str, ...] = ("layer", "mode", "module_type", "role", "quantity")
 FLOAT_COLUMNS: tuple[str, ...] = ("value",)
+
+#: The ``role`` of a probed layer, decided once by the probe's plan (``varprobe.layouts``) and
+#: stored in every row of the layer: a convolution, a transposed convolution, a linear layer, an
+#: attention projection or attention module (``nn.MultiheadAttention`` and its Q, K, V and out_proj
+#: rows), an embedding, a normalization layer, a residual block (``block.out.*`` and ``branch.out.*``
+#: rows), or any other module. Rows that belong to no layer (``loss``, ``lr``, ``amp.skipped``; layer
+#: ``""``) have role ``""``. Plots, analyses and sinks select layers by role, never by type name.
+ROLES: tuple[str, ...] = ("conv", "conv_transpose", "linear", "attention", "embedding", "norm", "block", "other")
+
+#: Runs written before the ``role`` column (run format 1) get it on read from this exact table of
+#: ``module_type`` names (never a substring); rows of ``block.out.*`` / ``branch.out.*`` are "block",
+#: rows of layer ``""`` get ``""``, any other type "other" (format 1 probed subclasses of these types
+#: under their own names, which this table cannot know).
+LEGACY_ROLES: dict[str, str] = {
+    **dict.fromkeys(("Conv1d", "Conv2d", "Conv3d", "ReparamConv2d", "PWSConv2d", "WSConv2d", "WNConv2d",
+                     "CenteredConv2d"), "conv"),
+    **dict.fromkeys(("ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d"), "conv_transpose"),
+    "Linear": "linear", "NonDynamicallyQuantizableLinear": "linear",
+    "MultiheadAttention": "attention",
+    "Embedding": "embedding",
+    **dict.fromkeys(("BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm", "GroupNorm", "LayerNorm",
+                     "RMSNorm", "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d"), "norm"),
+    "ResidualBlock": "block",
+}
 
 # -- normalization schemes -------------------------------------------------------------------------
 #: The schemes varprobe builds convs under (``varprobe.layers.make_conv``), in the order figures,

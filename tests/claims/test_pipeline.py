@@ -175,7 +175,7 @@ def test_cause_rows_recomputed_from_the_run_directories(report):
 
 def test_figures_get_captions_computed_from_their_runs(report, tmp_path):
     """write_figures writes captions.json (one computed caption per figure), figures.md and the
-    report's figure notes; publish copies them and rewrites only the README's figure block."""
+    report's figure notes; publish copies them and rewrites only the gallery page's figure block."""
     from varprobe.claims.publish import BEGIN, END, publish
     from varprobe.claims.report import FIGURE_TITLES
     out, _ = report
@@ -186,12 +186,12 @@ def test_figures_get_captions_computed_from_their_runs(report, tmp_path):
         assert any(ch.isdigit() for ch in text[len(FIGURE_TITLES[name]):])  # numbers read off the data
         assert f"- [{name}]({name}): {text}" in (out / "claims.md").read_text()
     assert f"seeds (peaks" in captions["amplification.png"]
-    readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{BEGIN}\nold\n{END}\noutro\n")
-    publish(out, tmp_path / "figures", readme)
-    text = readme.read_text()
+    page = tmp_path / "gallery.md"
+    page.write_text(f"intro\n{BEGIN}\nold\n{END}\noutro\n")
+    publish(out, tmp_path / "figures", page)
+    text = page.read_text()
     assert text.startswith("intro\n") and text.endswith("\noutro\n") and "old" not in text
-    assert all(v.replace("|", "/") in text for v in captions.values())
+    assert all(f"(figures/{name})\n\n{v}" in text for name, v in captions.items())
     assert (tmp_path / "figures" / "amplification.png").read_bytes() == (out / "amplification.png").read_bytes()
 
 
@@ -234,7 +234,7 @@ def test_a_rerun_replaces_the_reports_own_files_and_nothing_else(report):
 
 
 # -- publish: names read off disk, and every mistake one line (issue 22, bugs 2 and 11) ---------------
-def _publish_in(tmp_path, captions, readme: str | None = "intro\n<!-- figures: written by python -m "
+def _publish_in(tmp_path, captions, page: str | None = "intro\n<!-- figures: written by python -m "
                 "varprobe.claims.publish from captions.json; do not edit -->\nold\n<!-- /figures -->\n"):
     from varprobe.claims.publish import main
     out = tmp_path / "repo" / "out"
@@ -242,8 +242,9 @@ def _publish_in(tmp_path, captions, readme: str | None = "intro\n<!-- figures: w
     (out / "captions.json").write_text(captions if isinstance(captions, str) else json.dumps(captions))
     (out / "a.png").write_bytes(b"png")
     (tmp_path / "repo" / "setup.py").write_text("setup()")
-    if readme is not None:
-        (tmp_path / "repo" / "README.md").write_text(readme)
+    if page is not None:
+        (tmp_path / "repo" / "docs").mkdir(exist_ok=True)
+        (tmp_path / "repo" / "docs" / "gallery.md").write_text(page)
     before = {str(p): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     cwd = os.getcwd()
     os.chdir(tmp_path / "repo")
@@ -270,13 +271,13 @@ def test_publish_refuses_what_captions_json_cannot_mean_and_writes_nothing(tmp_p
     code, before, after = _publish_in(tmp_path, captions)
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and named in err[0], err
-    assert after == before and not (tmp_path / "repo" / "docs").exists()
+    assert after == before and not (tmp_path / "repo" / "docs" / "figures").exists()
 
 
-def test_publish_without_a_readme_is_one_line(tmp_path, capsys):
-    code, before, after = _publish_in(tmp_path, {"a.png": "x"}, readme=None)
+def test_publish_without_the_gallery_page_is_one_line(tmp_path, capsys):
+    code, before, after = _publish_in(tmp_path, {"a.png": "x"}, page=None)
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and "README.md does not exist" in err[0]
+    assert code == 2 and len(err) == 1 and "docs/gallery.md does not exist" in err[0]
     assert after == before
 
 

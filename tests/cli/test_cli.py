@@ -364,7 +364,7 @@ def test_reproduce_calls_claims_reproduce(tmp_path, monkeypatch, capsys):
         (out / "claims.md").write_text("| claim |")
         (out / "claims.json").write_text("[]")
 
-    _fake_module(monkeypatch, "varprobe.experiment.claims", reproduce=reproduce)
+    _fake_module(monkeypatch, "varprobe.claims", reproduce=reproduce)
     monkeypatch.chdir(tmp_path)
     assert main(["reproduce"]) == 0
     assert main(["reproduce", "--full", "--out", "elsewhere", "--seeds", "5"]) == 0
@@ -375,15 +375,15 @@ def test_reproduce_calls_claims_reproduce(tmp_path, monkeypatch, capsys):
 
 
 def test_reproduce_without_claims_module_is_one_line(monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "varprobe.experiment.claims", None)  # import fails: not there
+    monkeypatch.setitem(sys.modules, "varprobe.claims", None)  # import fails: not there
     assert main(["reproduce"]) == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err and _lines(err) == [
-        "varprobe reproduce: error: varprobe.experiment.claims.reproduce is not available in this installation"]
+        "varprobe reproduce: error: varprobe.claims.reproduce is not available in this installation"]
 
 
 def test_real_claims_reproduce_accepts_the_cli_call():
-    claims = pytest.importorskip("varprobe.experiment.claims")
+    claims = pytest.importorskip("varprobe.claims")
     signature = inspect.signature(claims.reproduce)
     signature.bind("quick", Path("out"), None)  # how cmd_reproduce calls it
     profiles = getattr(claims, "PROFILES", None)

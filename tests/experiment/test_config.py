@@ -50,6 +50,12 @@ def test_counts_must_be_positive_integers(field, bad):
     ({"data": "cifar10", "channels": 1}, r"cifar10 channels must be 3, got 1"),
     ({"lr": 1e300}, r"lr must be at most 3\.403e\+38 \(the largest float32.*got 1e\+300"),
     ({"weight_decay": 1e39}, r"weight_decay must be at most 3\.403e\+38 .*got 1e\+39"),
+    # issue 22: an lr that underflows on float32 weights, a thread count beyond a C int, a step given twice
+    ({"lr": 1e-320}, r"lr must be at least 1\.175e-38 \(the smallest normal float32.*got 1e-320"),
+    ({"threads": 99999999999}, r"threads must be a positive integer up to 1024, got 99999999999"),
+    ({"threads": 0}, r"threads must be a positive integer up to 1024, got 0"),
+    ({"lr_milestones": (1, 1)}, r"lr_milestones must be a sequence of distinct non-negative integers.*got \(1, 1\)"),
+    ({"eval_steps": [0, 0]}, r"eval_steps must be a sequence of distinct non-negative integers.*got \[0, 0\]"),
 ])
 def test_value_errors_name_the_value(kwargs, pattern):
     with pytest.raises(ValueError, match=pattern):

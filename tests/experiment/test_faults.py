@@ -1,5 +1,5 @@
 """Faults injected for real into training runs: a SIGKILLed process, a second process on the same
-run directory, activations that overflow. What each test guarantees is listed in the README's
+run directory, activations that overflow. What each test guarantees is listed in the documentation's
 "Guarantees" section."""
 from __future__ import annotations
 

@@ -72,7 +72,7 @@ def test_an_empty_axis_is_refused(tmp_path, capsys, option):
     assert _exit_code(["grid", *CLI_TINY, option, "", "--out", str(tmp_path / "g")]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and _lines(err)[-1].startswith("varprobe grid: error: ")
-    assert f"{option} '' is empty" in err
+    assert f"argument {option}: '' is empty" in err
     assert not (tmp_path / "g").exists()
     with pytest.raises(ValueError, match="seed values are empty"):
         grid(BASE, tmp_path / "h", seeds=[], progress=False)

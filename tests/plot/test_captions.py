@@ -136,29 +136,31 @@ def test_wrap_never_breaks_inside_parentheses():
     assert _wrap("a b c", 3) == "a b\nc"
 
 
-def test_readme_figure_captions_are_the_ones_the_pipeline_wrote():
-    """README's figure table is not written by hand: it is ``figure_table`` of the captions that
-    ``reproduce`` computed from the runs that drew docs/figures (docs/figures/captions.json, copied
-    by ``python -m varprobe.claims.publish``)."""
-    from varprobe.claims.publish import BEGIN, END, readme_block
-    readme = (ROOT / "README.md").read_text()
-    block = readme[readme.index(BEGIN):readme.index(END) + len(END)]
+def test_gallery_figure_captions_are_the_ones_the_pipeline_wrote():
+    """The gallery's figure section is not written by hand: it is ``gallery_block`` of the captions
+    that ``reproduce`` computed from the runs that drew docs/figures (docs/figures/captions.json,
+    copied by ``python -m varprobe.claims.publish``, which writes that section)."""
+    from varprobe.claims.publish import BEGIN, END, GALLERY, gallery_block
+    page = (ROOT / GALLERY).read_text()
+    block = page[page.index(BEGIN):page.index(END) + len(END)]
     captions = json.loads((ROOT / "docs" / "figures" / "captions.json").read_text())
-    assert block == readme_block(captions, ROOT / "docs" / "figures")
+    assert block == gallery_block(captions, ROOT / "docs" / "figures")
     for name in captions:
         assert (ROOT / "docs" / "figures" / name).stat().st_size > 1000
+        assert f"[![{Path(name).stem}](figures/{name})](figures/{name})\n\n{captions[name]}" in block
     # and the numbers in the amplification caption are those caption_amplification prints
     assert re.search(r"plain \d of \d seeds \(peaks [^)]+\)", captions["amplification.png"])
 
 
-def test_publish_refuses_a_readme_without_the_markers_and_leaves_it_untouched(tmp_path):
+def test_publish_refuses_a_gallery_without_the_markers_and_leaves_it_untouched(tmp_path):
     from varprobe.claims.publish import main
     out = tmp_path / "out"
     out.mkdir()
     (out / "captions.json").write_text(json.dumps({"a.png": "caption 1"}))
     (out / "a.png").write_bytes(b"x" * 10)
-    readme = tmp_path / "README.md"
-    readme.write_text("no markers here\n")
+    page = tmp_path / "docs" / "gallery.md"
+    page.parent.mkdir()
+    page.write_text("no markers here\n")
     import os
     cwd = os.getcwd()
     os.chdir(tmp_path)
@@ -167,4 +169,4 @@ def test_publish_refuses_a_readme_without_the_markers_and_leaves_it_untouched(tm
         assert main([str(tmp_path / "missing")]) == 2
     finally:
         os.chdir(cwd)
-    assert readme.read_text() == "no markers here\n" and not (tmp_path / "docs").exists()
+    assert page.read_text() == "no markers here\n" and sorted(p.name for p in page.parent.iterdir()) == ["gallery.md"]

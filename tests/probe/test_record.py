@@ -58,7 +58,7 @@ def test_save_and_frame_without_out(tmp_path):
     with probe:
         _train(model, probe, 3)
     frame = probe.frame()
-    assert list(frame.columns) == ["step", "layer", "depth", "mode", "module_type", "quantity", "value"]
+    assert list(frame.columns) == ["step", "layer", "depth", "mode", "module_type", "role", "quantity", "value"]
     probe.save(tmp_path / "saved")
     run = load_run(tmp_path / "saved")
     pd.testing.assert_frame_equal(run.frame, frame)

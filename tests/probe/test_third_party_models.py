@@ -101,3 +101,100 @@ def test_convnext_channels_first_layernorm_is_reduced_over_channels():
         var_c = ((out - mu_c[None, :, None, None]) ** 2).mean(dim=(0, 2, 3))
         assert value(frame, n, "out.ch_sq_mean") == pytest.approx(float((mu_c ** 2).mean()), rel=1e-6)
         assert value(frame, n, "out.ch_var") == pytest.approx(float(var_c.mean()), rel=1e-6)
+
+
+def bert():
+    cfg = transformers.BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                                  vocab_size=100, max_position_embeddings=64, hidden_dropout_prob=0.0,
+                                  attention_probs_dropout_prob=0.0)
+    return transformers.BertModel(cfg)
+
+
+def vit():
+    cfg = transformers.ViTConfig(image_size=16, patch_size=4, num_channels=3, hidden_size=32, num_hidden_layers=2,
+                                 num_attention_heads=2, intermediate_size=64, num_labels=3, hidden_dropout_prob=0.0,
+                                 attention_probs_dropout_prob=0.0)
+    return transformers.ViTForImageClassification(cfg)
+
+
+def transformer_step(model, names, call):
+    """One probed training step of ``model`` (``call(model)`` gives the loss) with float64 outputs
+    and output gradients of the modules ``names`` seen by our own hooks in the same forward."""
+    seen: dict[str, dict[str, torch.Tensor]] = {n: {} for n in names}
+    handles = []
+    for n in names:
+        def fwd(module, args, out, n=n):
+            seen[n]["out"] = out.detach().to(torch.float64).clone()
+            out.register_hook(lambda g, n=n: seen[n].__setitem__("grad", g.detach().to(torch.float64).clone()))
+        handles.append(model.get_submodule(n).register_forward_hook(fwd))
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # ViT: the coverage warning (cls_token, ...)
+        with varprobe.Probe(model, modes=("train",)) as probe:
+            loss = call(model)
+            loss.backward()
+            probe.step(loss=loss)
+            frame = probe.frame()
+    for h in handles:
+        h.remove()
+    return probe, frame, seen
+
+
+def grad_shift_ratio(g):
+    f = g.detach().to(torch.float64).flatten(1)
+    return float(f.mean(1).abs().mean() / (f.square().mean().sqrt() / f.shape[1] ** 0.5))
+
+
+@pytest.mark.parametrize("build, call, prefix, missing", [
+    (bert, lambda m: m(input_ids=torch.randint(0, 100, (3, 7))).last_hidden_state.square().mean(),
+     "encoder.layer.0.attention.self.", set()),
+    (vit, lambda m: m(pixel_values=torch.randn(3, 3, 16, 16), labels=torch.tensor([0, 1, 2])).loss,
+     "vit.layers.0.attention.", {"vit.embeddings.cls_token", "vit.embeddings.position_embeddings"}),
+])
+def test_bert_and_vit_coverage_roles_and_attention_projections_against_float64(build, call, prefix, missing):
+    """Every trainable parameter is recorded or named with its reason; the separate Q, K, V Linear
+    layers of Hugging Face attention record as Linear layers (forward statistics included)."""
+    torch.manual_seed(0)
+    model = build().train()
+    projections = [n for n, _ in model.named_modules() if n.startswith(prefix) and n.count(".") == prefix.count(".")
+                   and n != prefix[:-1]][:3]
+    assert len(projections) == 3, projections
+    probe, frame, seen = transformer_step(model, projections, call)
+    cov = probe.coverage
+    assert set(cov.sizes) == {n for n, p in model.named_parameters() if p.requires_grad}
+    assert set(cov.missing) == missing and not cov.whole
+    for name in missing:
+        assert "which has child modules and no layout" in cov.missing[name]
+    roles = frame.drop_duplicates("layer").set_index("layer")["role"]
+    for n in projections:
+        assert roles[n] == "linear"
+        assert value(frame, n, "out.var") == pytest.approx(biased_var(seen[n]["out"]), rel=1e-6)
+        assert value(frame, n, "grad_out.var") == pytest.approx(biased_var(seen[n]["grad"]), rel=1e-6)
+        assert value(frame, n, "gw.shift_ratio") == pytest.approx(
+            grad_shift_ratio(model.get_submodule(n).weight.grad), rel=1e-6)
+    assert set(roles[roles.index.str.endswith("LayerNorm") | roles.index.str.contains("layernorm")]) == {"norm"}
+    if build is bert:
+        emb = model.embeddings.word_embeddings.weight  # [vocab, dim]: output unit j is column j
+        cols = emb.detach().to(torch.float64).t()
+        assert roles["embeddings.word_embeddings"] == "embedding"
+        assert value(frame, "embeddings.word_embeddings", "w.fan_var") == pytest.approx(
+            float((cols.shape[1] * cols.var(1, unbiased=False)).mean()), rel=1e-6)
+        assert value(frame, "embeddings.word_embeddings", "gw.shift_ratio") == pytest.approx(
+            grad_shift_ratio(emb.grad.t()), rel=1e-6)
+
+
+def test_gpt2_conv1d_is_a_linear_layer_with_filters_on_axis_1():
+    """transformers' Conv1D holds its weight as [in, out]: w.* and gw.* per output unit (column)."""
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(n_embd=32, n_layer=2, n_head=2, vocab_size=100, n_positions=32,
+                                  resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    model = transformers.GPT2Model(cfg).train()
+    ids = torch.randint(0, 100, (2, 9))
+    probe, frame, _ = transformer_step(model, [], lambda m: m(input_ids=ids).last_hidden_state.square().mean())
+    assert probe.coverage.complete, str(probe.coverage)
+    name = "h.0.attn.c_attn"
+    w = model.get_submodule(name).weight  # [32, 96]
+    cols = w.detach().to(torch.float64).t()
+    assert frame.loc[frame["layer"] == name, "role"].iloc[0] == "linear"
+    assert value(frame, name, "w.fan_var") == pytest.approx(float((32 * cols.var(1, unbiased=False)).mean()), rel=1e-6)
+    assert value(frame, name, "gw.shift_ratio") == pytest.approx(grad_shift_ratio(w.grad.t()), rel=1e-6)

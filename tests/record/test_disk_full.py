@@ -26,7 +26,7 @@ def frame(i: int, rows: int = 2000) -> pd.DataFrame:
     rng = np.random.default_rng(i)  # random floats: incompressible, each chunk takes real space
     return pd.DataFrame({"step": np.full(rows, i), "layer": [f"conv{d}" for d in range(rows)],
                          "depth": np.arange(rows),
-                         "mode": "train", "module_type": "Conv2d", "quantity": "out.var",
+                         "mode": "train", "module_type": "Conv2d", "role": "conv", "quantity": "out.var",
                          "value": rng.standard_normal(rows)})
 
 

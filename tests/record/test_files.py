@@ -126,3 +126,26 @@ def test_write_output_creates_the_parent_and_marks_it(tmp_path):
     assert path.read_bytes() == b"png"
     mark = json.loads((tmp_path / "figs" / MARK_NAME).read_text())
     assert mark["kind"] == "plot" and list(mark["files"]) == ["curves.png"]
+
+
+def test_nothing_is_written_inside_a_run(tmp_path):
+    """A run directory holds only the run format's files: a figure or report into it or its stats/,
+    a run or a grid root inside it, are refused in one line naming the run; nothing changes. A
+    foreign file there would make the run one that overwrite refuses to replace."""
+    from varprobe.experiment import grid
+    from varprobe.record import RunWriter, check_run
+    run_dir = tmp_path / "r"
+    run(TINY, run_dir)
+    before = sorted(p.relative_to(run_dir) for p in run_dir.rglob("*"))
+    for where in (run_dir, run_dir / "stats", run_dir / "analysis"):
+        with pytest.raises(WriteRefused, match=rf"inside the varprobe run {run_dir}"):
+            OutputDir(where, "plot").write("x.png", b"png")
+    with pytest.raises(FileExistsError, match=rf"run path {run_dir / 'sub'} is inside the varprobe run {run_dir}"):
+        RunWriter(run_dir / "sub", {})
+    for root in (run_dir, run_dir / "sub"):
+        with pytest.raises(FileExistsError, match=rf"grid root .* the varprobe run {run_dir}"):
+            grid(TINY, root, seeds=[1], progress=False)
+    assert sorted(p.relative_to(run_dir) for p in run_dir.rglob("*")) == before and check_run(run_dir) == []
+    (tmp_path / "pkg").mkdir()  # someone else's meta.json does not make a run
+    (tmp_path / "pkg" / "meta.json").write_text('{"name": "my package"}')
+    OutputDir(tmp_path / "pkg" / "figs", "plot").write("x.png", b"png")

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _frame(step: int) -> pd.DataFrame:
     return pd.DataFrame({"step": [step], "layer": ["conv"], "depth": [1], "mode": ["train"],
-                         "module_type": ["Conv2d"], "quantity": ["out.var"], "value": [float(step)]})
+                         "module_type": ["Conv2d"], "role": ["conv"], "quantity": ["out.var"], "value": [float(step)]})
 
 
 def _python(code: str, env: dict | None = None, **kwargs) -> subprocess.Popen:

@@ -17,7 +17,7 @@ def write_run(path: Path, chunks: int = 3) -> None:
     with RunWriter(path, {"seed": 0}) as w:
         for i in range(chunks):
             w.append(pd.DataFrame({"step": [i], "layer": ["conv"], "depth": [0], "mode": ["train"],
-                                   "module_type": ["Conv2d"], "quantity": ["out.var"],
+                                   "module_type": ["Conv2d"], "role": ["conv"], "quantity": ["out.var"],
                                    "value": [float(i)]}))
 
 
@@ -41,7 +41,7 @@ BAD_FIELDS = [  # field, value, what the message says
     ("status", "done", r"field 'status' must be one of .*got str 'done'"),
     ("format", "something-else", r"not a varprobe run's meta.json: field 'format' must be 'varprobe-run'"),
     ("format", KeyError, r"field 'format' must be 'varprobe-run', but it is missing"),
-    ("format_version", "1", r"field 'format_version' must be an integer from 1 to 1, got str '1'"),
+    ("format_version", "1", r"field 'format_version' must be an integer from 1 to 2, got str '1'"),
     ("format_version", True, r"field 'format_version' must be an integer"),
     ("format_version", 0, r"field 'format_version' must be an integer from 1"),
     ("chunks", -1, r"field 'chunks' must be a non-negative integer, got int -1"),

@@ -19,7 +19,7 @@ from varprobe.record import Run, RunWriter, check_run, load_run, load_runs
 from varprobe.record.lock import RunLockedError
 
 REPO = Path(__file__).resolve().parents[2]
-COLS = ["step", "layer", "depth", "mode", "module_type", "quantity", "value"]
+COLS = ["step", "layer", "depth", "mode", "module_type", "role", "quantity", "value"]
 
 
 def make_frame(step0: int = 0, steps: int = 2, layers: int = 3, seed: int = 0) -> pd.DataFrame:
@@ -28,9 +28,9 @@ def make_frame(step0: int = 0, steps: int = 2, layers: int = 3, seed: int = 0) -
     for s in range(step0, step0 + steps):
         for d in range(layers):
             for q in ("out.var", "out.mean", "grad_out.var"):
-                rows.append((s, f"block{d}.conv", d, "train", "Conv2d", q, rng.standard_normal()))
-            rows.append((s, f"block{d}.conv", d, "eval", "Conv2d", "out.var", rng.random()))
-        rows.append((s, "", -1, "train", "", "loss", rng.random()))
+                rows.append((s, f"block{d}.conv", d, "train", "Conv2d", "conv", q, rng.standard_normal()))
+            rows.append((s, f"block{d}.conv", d, "eval", "Conv2d", "conv", "out.var", rng.random()))
+        rows.append((s, "", -1, "train", "", "", "loss", rng.random()))
     return pd.DataFrame(rows, columns=COLS)
 
 
@@ -104,7 +104,7 @@ SLEEPING_WRITER = textwrap.dedent("""
     w = RunWriter(sys.argv[1], {"scheme": "pws", "seed": 3})
     for i in range(3):
         w.append(pd.DataFrame({"step": [i, i], "layer": ["conv1", ""], "depth": [0, -1],
-                               "mode": "train", "module_type": ["Conv2d", ""],
+                               "mode": "train", "module_type": ["Conv2d", ""], "role": ["conv", ""],
                                "quantity": ["out.var", "loss"], "value": [i + 0.25, i / 3]}))
     print("flushed", flush=True)
     time.sleep(60)   # "training" that never ends
@@ -156,7 +156,7 @@ APPENDING_WRITER = textwrap.dedent("""
     i = 0
     while True:
         w.append(pd.DataFrame({"step": np.full(n, i), "layer": layers, "depth": np.arange(n),
-                               "mode": "train", "module_type": "Conv2d", "quantity": "out.var",
+                               "mode": "train", "module_type": "Conv2d", "role": "conv", "quantity": "out.var",
                                "value": np.arange(n) + i * 0.5}))
         i += 1
         print(i, flush=True)
@@ -375,3 +375,34 @@ def test_same_run_through_a_symlink_is_loaded_once(tmp_path):
     with pytest.warns(RuntimeWarning, match=f"{runs / 'latest'} is the same run as {runs / 'b-run'}"):
         two = load_runs([runs / "b-run", runs / "latest"])  # an explicit list: the same
     assert two.run.unique().tolist() == ["b-run"] and len(two) == len(frame)
+
+
+def _format1_run(path: Path, frame: pd.DataFrame) -> None:
+    """A run as format 1 wrote it: chunks without the role column, meta.json format_version 1."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    with RunWriter(path, {"seed": 0}) as w:
+        w.append(frame.assign(role="conv"))
+    chunk = path / "stats" / "chunk-000000.parquet"
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), chunk)
+    meta = json.loads((path / "meta.json").read_text())
+    meta["format_version"] = 1
+    (path / "meta.json").write_text(json.dumps(meta))
+
+
+def test_format1_run_reads_with_role_from_an_exact_type_table(tmp_path):
+    types = ["Conv2d", "ConvTranspose2d", "ConvNextLayerNorm", "LayerNorm", "MultiheadAttention", "ResidualBlock",
+             "MyConv2dThing", ""]
+    layers = [f"l{i}" for i in range(len(types) - 1)] + [""]
+    quantities = ["out.var"] * 5 + ["branch.out.var", "out.var", "loss"]
+    old = pd.DataFrame({"step": 0, "layer": layers, "depth": 0, "mode": "train", "module_type": types,
+                        "quantity": quantities, "value": 1.0})
+    _format1_run(tmp_path / "old", old)
+    run = load_run(tmp_path / "old")
+    assert list(run.frame.columns) == ["step", "layer", "depth", "mode", "module_type", "role", "quantity", "value"]
+    # exact names only: ConvNextLayerNorm is not a conv, nor a norm; a made-up type is "other"
+    assert list(run.frame["role"]) == ["conv", "conv_transpose", "other", "norm", "attention", "block", "other", ""]
+    both = load_runs([tmp_path / "old"])
+    assert list(both["role"]) == list(run.frame["role"])

@@ -18,7 +18,7 @@ import pytest
 from varprobe.record import RunWriter, check_run, load_run, load_runs
 from varprobe.record import reader as reader_module
 
-COLS = ["step", "layer", "depth", "mode", "module_type", "quantity", "value"]
+COLS = ["step", "layer", "depth", "mode", "module_type", "role", "quantity", "value"]
 
 
 def make_frame(step0: int, steps: int = 2) -> pd.DataFrame:
@@ -27,8 +27,8 @@ def make_frame(step0: int, steps: int = 2) -> pd.DataFrame:
     for s in range(step0, step0 + steps):
         for d in range(2):
             for mode in ("train", "eval"):
-                rows.append((s, f"block{d}.conv", d, mode, "Conv2d", "out.var", float(s + d)))
-        rows.append((s, "", -1, "train", "", "loss", 1.0 / (s + 1)))
+                rows.append((s, f"block{d}.conv", d, mode, "Conv2d", "conv", "out.var", float(s + d)))
+        rows.append((s, "", -1, "train", "", "", "loss", 1.0 / (s + 1)))
     return pd.DataFrame(rows, columns=COLS)
 
 

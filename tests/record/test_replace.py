@@ -19,12 +19,12 @@ from varprobe.record import RunWriter, load_run
 from varprobe.record.meta import FORMAT_VERSION
 
 REPO = Path(__file__).resolve().parents[2]
-COLS = ["step", "layer", "depth", "mode", "module_type", "quantity", "value"]
+COLS = ["step", "layer", "depth", "mode", "module_type", "role", "quantity", "value"]
 
 
 def frame(value: float, rows: int = 50, step0: int = 0) -> pd.DataFrame:
     return pd.DataFrame({"step": np.arange(step0, step0 + rows), "layer": "conv", "depth": 0, "mode": "train",
-                         "module_type": "Conv2d", "quantity": "out.var",
+                         "module_type": "Conv2d", "role": "conv", "quantity": "out.var",
                          "value": np.full(rows, value)})
 
 

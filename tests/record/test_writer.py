@@ -27,10 +27,10 @@ def make_frame(step0: int = 0, steps: int = 2, layers: int = 3, seed: int = 0) -
     for s in range(step0, step0 + steps):
         for d in range(layers):
             for q in ("out.var", "out.mean"):
-                rows.append((s, f"block{d}.conv", d, "train", "Conv2d", q, rng.standard_normal()))
-        rows.append((s, "", -1, "train", "", "loss", rng.random()))
+                rows.append((s, f"block{d}.conv", d, "train", "Conv2d", "conv", q, rng.standard_normal()))
+        rows.append((s, "", -1, "train", "", "", "loss", rng.random()))
     return pd.DataFrame(rows, columns=["step", "layer", "depth", "mode", "module_type",
-                                       "quantity", "value"])
+                                       "role", "quantity", "value"])
 
 
 def strict_json(path: Path) -> dict:

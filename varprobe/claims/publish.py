@@ -1,10 +1,10 @@
 """Publish a ``reproduce`` report's figures to the docs: ``python -m varprobe.claims.publish OUT``.
 
 Copies the figures and ``captions.json`` that :func:`varprobe.claims.report.write_figures` wrote
-in ``OUT`` to ``docs/figures`` and replaces README's figure table (between :data:`BEGIN` and
-:data:`END`) with :func:`readme_block` of those captions, so every README caption is the one
-computed from the runs that drew its figure. Nothing else in the README is touched; a README
-without the markers is refused (exit 2), never rewritten.
+in ``OUT`` to ``docs/figures`` and replaces the figure section of the gallery page
+``docs/gallery.md`` (between :data:`BEGIN` and :data:`END`) with :func:`gallery_block` of those
+captions, so every caption there is the one computed from the runs that drew its figure. Nothing
+else in the page is touched; a page without the markers is refused (exit 2), never rewritten.
 
 Everything is checked before anything is written: ``captions.json`` must be an object of figure
 name -> caption string; each figure name must stay inside ``OUT`` and inside ``docs/figures``
@@ -15,23 +15,34 @@ was edited since) is never replaced. Every mistake is one line and exit 2.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
 from ..record.files import OutputDir, WriteRefused, atomic_write, inside
 from .report import CAPTIONS_FILE, figure_table
 
-__all__ = ["BEGIN", "END", "readme_block", "publish", "main"]
+__all__ = ["BEGIN", "END", "GALLERY", "gallery_block", "publish", "main"]
 
 BEGIN = "<!-- figures: written by python -m varprobe.claims.publish from captions.json; do not edit -->"
 END = "<!-- /figures -->"
 
 
-def readme_block(captions: dict[str, str], figures: Path, prefix: str = "docs/figures/") -> str:
-    """The README's figure section: the markers around :func:`figure_table` of ``captions``, with a
-    link to the standard profile's figure where ``figures/standard/<name>`` exists."""
-    others = {n: f"{prefix}standard/{n}" for n in captions if (Path(figures) / "standard" / n).exists()}
-    return f"{BEGIN}\n{figure_table(captions, prefix, 'quick', others)}{END}"
+#: The page whose figure section :func:`main` rewrites, relative to the repository's root.
+GALLERY = Path("docs/gallery.md")
+
+
+def gallery_block(captions: dict[str, str], figures: Path, prefix: str = "figures/") -> str:
+    """The gallery's figure section: the markers around one section per figure of ``captions``,
+    the figure at the page's width (a link to the full-size file) above its caption, with a link
+    to the standard profile's figure where ``figures/standard/<name>`` exists."""
+    parts = []
+    for name, text in captions.items():
+        other = Path(figures) / "standard" / name
+        extra = f" ([standard profile]({prefix}standard/{name}))" if other.exists() else ""
+        stem = Path(name).stem
+        parts.append(f"## {stem}\n\n[![{stem}]({prefix}{name})]({prefix}{name})\n\n{text}{extra}\n")
+    return f"{BEGIN}\n" + "\n".join(parts) + END
 
 
 def _read_captions(src: Path, out: Path) -> dict[str, str]:
@@ -57,20 +68,21 @@ def _read_captions(src: Path, out: Path) -> dict[str, str]:
     return captions
 
 
-def publish(out: Path, figures: Path, readme: Path) -> dict[str, str]:
-    """Copy ``out``'s figures and captions to ``figures``, rewrite ``readme``'s figure block.
+def publish(out: Path, figures: Path, page: Path) -> dict[str, str]:
+    """Copy ``out``'s figures and captions to ``figures``, rewrite ``page``'s figure section
+    (:func:`gallery_block`, its image links relative to ``page``'s folder).
 
     Raises ValueError (nothing written) when ``out`` has no valid captions.json, a figure name
-    leaves ``out`` or ``figures``, a figure is missing, or ``readme`` is missing or lacks the
+    leaves ``out`` or ``figures``, a figure is missing, or ``page`` is missing or lacks the
     markers; :class:`~varprobe.record.files.WriteRefused` when a file in ``figures`` was not
     written by varprobe."""
-    out, figures, readme = Path(out), Path(figures), Path(readme)
+    out, figures, page = Path(out), Path(figures), Path(page)
     captions = _read_captions(out / CAPTIONS_FILE, out)
-    if not readme.is_file():
-        raise ValueError(f"{readme} does not exist: run publish from the repository's root, where README.md is")
-    text = readme.read_text(encoding="utf-8")
+    if not page.is_file():
+        raise ValueError(f"{page} does not exist: run publish from the repository's root, where {GALLERY} is")
+    text = page.read_text(encoding="utf-8")
     if BEGIN not in text or END not in text:
-        raise ValueError(f"{readme} has no figure block ({BEGIN!r} ... {END!r}); add the markers first")
+        raise ValueError(f"{page} has no figure block ({BEGIN!r} ... {END!r}); add the markers first")
     for name in captions:
         inside(figures, name, f"figure name in {out / CAPTIONS_FILE}")
     docs = OutputDir(figures, "figures")
@@ -80,7 +92,8 @@ def publish(out: Path, figures: Path, readme: Path) -> dict[str, str]:
     docs.write(CAPTIONS_FILE, (out / CAPTIONS_FILE).read_bytes())
     head, rest = text.split(BEGIN, 1)
     tail = rest.split(END, 1)[1]
-    atomic_write(readme, (head + readme_block(captions, figures) + tail).encode("utf-8"))
+    prefix = f"{Path(os.path.relpath(figures, page.parent)).as_posix()}/"
+    atomic_write(page, (head + gallery_block(captions, figures, prefix) + tail).encode("utf-8"))
     return captions
 
 
@@ -91,11 +104,11 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     try:
-        captions = publish(Path(args[0]), Path("docs/figures"), Path("README.md"))
+        captions = publish(Path(args[0]), Path("docs/figures"), GALLERY)
     except (ValueError, WriteRefused) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"published {len(captions)} figures and their captions to docs/figures and README.md")
+    print(f"published {len(captions)} figures and their captions to docs/figures and {GALLERY}")
     return 0
 
 

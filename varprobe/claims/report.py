@@ -59,7 +59,7 @@ def write_figures(findings: list["Finding"], out: OutputDir, p: Profile, ev: Evi
 
     Each figure's caption is computed by ``varprobe.plot.captions`` from the very frame the
     figure is drawn from, and written to ``out/captions.json`` ({figure: caption}) and
-    ``out/figures.md`` (the README's figure table, :func:`figure_table`). Every file goes through
+    ``out/figures.md`` (a markdown table of the figures, :func:`figure_table`). Every file goes through
     ``out`` (never over a file varprobe did not write). Returns the captions."""
     from .. import plot  # lazily: matplotlib only when figures are drawn
     from ..record.figure import save_figure
@@ -106,7 +106,7 @@ def write_figures(findings: list["Finding"], out: OutputDir, p: Profile, ev: Evi
 
 def figure_table(captions: dict[str, str], prefix: str = "docs/figures/", profile: str = "quick",
                  others: dict[str, str] | None = None) -> str:
-    """The markdown table of figures and their computed captions (the README's figure section):
+    """The markdown table of figures and their computed captions (the report's ``figures.md``):
     one row per figure, ``| ![name](prefix+file) | caption |``; ``others`` maps a figure to a link
     of the same figure from another profile, appended as "([standard](link))"."""
     rows = [f"| figure ({profile} profile) | what it shows (computed from the figure's runs) |", "|---|---|"]

@@ -21,12 +21,19 @@ def check_data(configs: RunConfig | Sequence[RunConfig], parser: argparse.Argume
     """Load each config's data now (cached for the run) and build its model once on a dummy batch
     (``check_config``), so that a missing CIFAR-10 folder, a bad data option, a batch larger than
     the data or a model that cannot be built or cannot take the image size is a one-line usage
-    error before anything starts."""
+    error before anything starts; so is data too large for this machine's memory (e.g. --size
+    99999999), naming the data, its size and the images."""
     for config in [configs] if isinstance(configs, RunConfig) else configs:
         try:
             check_config(config)
         except (FileNotFoundError, ValueError) as exc:
             parser.error(str(exc))
+        except (MemoryError, RuntimeError) as exc:
+            if not isinstance(exc, MemoryError) and "allocate" not in str(exc):
+                raise
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            parser.error(f"data {config.data!r} of {config.image_size}x{config.image_size} images does not fit in "
+                         f"memory ({reason}); choose a smaller --size, --synthetic-n or --data-limit")
 
 
 def check_out(out: str | os.PathLike, parser: argparse.ArgumentParser) -> None:

@@ -25,6 +25,11 @@ QUANTITY_PRESETS = tuple(PRESETS)  # "all", "forward", "causes": the probe's pre
 FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 _FLOAT32 = (lambda v: v <= FLOAT32_MAX,
             f"at most {FLOAT32_MAX:.4g} (the largest float32: SGD applies it to float32 weights)")
+#: The smallest positive normal float32: a smaller lr is (nearly) 0 once applied to float32 weights.
+FLOAT32_TINY = float(torch.finfo(torch.float32).tiny)
+_NOT_UNDERFLOWING = (lambda v: v >= FLOAT32_TINY,
+                     f"at least {FLOAT32_TINY:.4g} (the smallest normal float32: a smaller lr underflows "
+                     "to 0 on float32 weights)")
 
 
 @dataclass(frozen=True)
@@ -89,7 +94,8 @@ class RunConfig:
     width: int | None = field(default=None, metadata=option(
         "base channel width of the model", "CHANNELS", positive_int(optional=True), "the model's own"))
     lr: float = field(default=0.05, metadata=option(
-        "SGD learning rate, constant unless --lr-milestones", "LR", number((lambda v: v > 0, "> 0"), _FLOAT32)))
+        "SGD learning rate, constant unless --lr-milestones", "LR",
+        number((lambda v: v > 0, "> 0"), _NOT_UNDERFLOWING, _FLOAT32)))
     batch_size: int = field(default=64, metadata=option("mini-batch size, images per step", "N", positive_int()))
     steps: int = field(default=300, metadata=option(
         "number of SGD steps (optimizer updates, not epochs)", "N", positive_int()))
@@ -134,7 +140,7 @@ class RunConfig:
         "loss is not finite)", "VAR", number((lambda v: v > 0, "> 0"))))
     threads: int | None = field(default=None, metadata=option(
         "torch CPU threads; runs with the same config, torch version and thread count are bit-identical", "N",
-        positive_int(optional=True), "torch's default"))
+        integer_in(1, 1025, "a positive integer up to 1024", optional=True), "torch's default"))
     device: str = field(default="auto", metadata=option(
         f"where the model, data and probe live: {', '.join(DEVICE_CHOICES)} (auto: CUDA when available; in a "
         "parallel grid worker k uses GPU k mod n)", "DEVICE", lambda name, value: check_device(value)))

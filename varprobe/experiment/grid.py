@@ -42,7 +42,7 @@ from tqdm import tqdm
 
 from ..record import Run, RunLockedError, load_run
 from ..record.lock import describe_holder, try_flock, writer_alive
-from ..record.meta import FORMAT_VERSION, read_meta
+from ..record.meta import FORMAT_VERSION, enclosing_run, read_meta
 from ..record.layout import REPLACING_NAME
 from ..record.replace import check_replaceable
 from .config import RunConfig
@@ -182,6 +182,11 @@ def grid(base: RunConfig, root: str | os.PathLike, *, schemes: Iterable[str] | N
     _check_parallel(jobs, backend, scheduler)
     say = log or (lambda line: tqdm.write(line, file=sys.stderr))
     root = Path(root)
+    inside = enclosing_run(root)
+    if inside is not None:
+        raise FileExistsError(f"grid root {root} is {'' if inside == Path(os.path.abspath(root)) else 'inside '}"
+                              f"the varprobe run {inside}, which holds only the run format's files; "
+                              "choose a directory outside it")
     names = [run_name(c) for c in configs]
     outcomes: dict[str, dict[str, Any]] = {}
     loaded: dict[str, Run] = {}

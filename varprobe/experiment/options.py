@@ -95,9 +95,11 @@ def positive_int(optional: bool = False) -> Check:
     return check
 
 
-def integer_in(low: int, high: int, valid: str) -> Check:
-    """An int with low <= value < high; ``valid`` says so in words."""
+def integer_in(low: int, high: int, valid: str, optional: bool = False) -> Check:
+    """An int with low <= value < high; ``valid`` says so in words. None passes with ``optional``."""
     def check(name: str, value: Any) -> None:
+        if optional and value is None:
+            return
         if not (_is_int(value) and low <= value < high):
             _fail(name, valid, value)
     return check
@@ -116,9 +118,13 @@ def number(*rules: tuple[Callable[[float], bool], str], optional: bool = False) 
 
 
 def non_negative_ints(name: str, value: Any) -> None:
-    """A sequence of ints >= 0 (a list of steps)."""
+    """A sequence of distinct ints >= 0 (a list of steps: a step given twice would compound a
+    milestone's decay, or probe one step twice)."""
     if isinstance(value, (str, bytes)) or not all(_is_int(v) and v >= 0 for v in _items(value)):
         _fail(name, "a sequence of non-negative integers", value)
+    items = _items(value)
+    if len(set(items)) != len(items):
+        _fail(name, "a sequence of distinct non-negative integers (a step given once)", value)
 
 
 def _items(value: Any) -> list:

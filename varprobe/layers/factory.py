@@ -5,15 +5,16 @@ from torch import nn
 
 from ..vocabulary import SCHEMES
 
-from .centered import CenteredConv2d
-from .pws import PWSConv2d
-from .reparam import conv_fan, kaiming_normal_
-from .wn import WNConv2d
-from .ws import WSConv2d
+from . import centered, pws, wn, ws
+from .reparam import PLAIN_CONVS, ReparamConvNd, conv_fan, filter_major, kaiming_normal_
 
-__all__ = ["SCHEMES", "ConvNorm", "make_conv", "check_scheme"]
+__all__ = ["SCHEMES", "ConvNorm", "make_conv", "check_scheme", "check_options", "scheme_conv_class"]
 
 _NORM_AFTER = {"bn", "gn", "ws"}  # schemes whose conv is followed by a normalization layer
+_BATCHNORMS = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
+_OPTIONS = {"pws": {"gamma", "gamma_mode", "fan", "data_init"}, "ws": {"eps"}, "wn": {"eps"}}
+_REPARAM = {"ws": ws, "wn": wn, "pws": pws, "centered": centered}  # module holding <Prefix>Conv<N>d classes
+_PREFIX = {"ws": "WS", "wn": "WN", "pws": "PWS", "centered": "Centered"}
 
 
 class ConvNorm(nn.Sequential):
@@ -23,7 +24,7 @@ class ConvNorm(nn.Sequential):
     (``<...>.conv``) in every scheme, and runs of different schemes line up layer by layer.
     """
 
-    def __init__(self, conv: nn.Conv2d, norm: nn.Module | None = None) -> None:
+    def __init__(self, conv: nn.Module, norm: nn.Module | None = None) -> None:
         super().__init__()
         self.conv = conv
         self.norm = norm if norm is not None else nn.Identity()
@@ -36,40 +37,67 @@ def check_scheme(scheme: str) -> str:
     return scheme
 
 
-def make_conv(scheme: str, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
-              *, dilation=1, groups: int = 1, gn_groups: int = 8, **options) -> ConvNorm:
-    """A conv under ``scheme``, as ``ConvNorm(conv, norm)``.
-
-    - "plain": ``nn.Conv2d`` with bias, Kaiming-normal weight (fan_in, ReLU gain), zero bias.
-    - "plain+gn": the same conv. The scheme differs from "plain" in the models only, which give it
-      exactly the norm layers a PWS network keeps (a control: plain convs plus PWS's GroupNorms).
-    - "bn": the same conv without bias, then ``BatchNorm2d``.
-    - "gn": the same conv without bias, then ``GroupNorm(gn_groups)``.
-    - "ws": ``WSConv2d`` without bias, then ``GroupNorm(gn_groups)``.
-    - "wn", "pws", "centered": ``WNConv2d`` / ``PWSConv2d`` / ``CenteredConv2d`` with bias, no norm.
-
-    ``options`` go to the conv's constructor (``gamma``, ``gamma_mode``, ``fan``, ``data_init`` for PWS,
-    ``eps`` for WS/WN).
-    """
-    check_scheme(scheme)
-    geometry = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
-    conv_cls = {"plain": nn.Conv2d, "plain+gn": nn.Conv2d, "bn": nn.Conv2d, "gn": nn.Conv2d, "ws": WSConv2d,
-                "wn": WNConv2d, "pws": PWSConv2d, "centered": CenteredConv2d}[scheme]
-    accepted = {PWSConv2d: {"gamma", "gamma_mode", "fan", "data_init"}, WSConv2d: {"eps"},
-                WNConv2d: {"eps"}}.get(conv_cls, set())
+def check_options(scheme: str, options: dict) -> dict:
+    """Return ``options`` if each is a conv option of ``scheme`` (``make_conv``), else raise
+    ValueError naming them and the valid ones."""
+    accepted = _OPTIONS.get(check_scheme(scheme), set())
     unknown = set(options) - accepted
     if unknown:
         raise ValueError(f"option(s) {sorted(unknown)} not valid for scheme {scheme!r}; "
                          f"valid options: {sorted(accepted) or 'none'}")
-    conv = conv_cls(in_channels, out_channels, kernel_size, bias=scheme not in _NORM_AFTER,
-                    **geometry, **options)
-    if conv_cls is nn.Conv2d:
-        kaiming_normal_(conv.weight, conv_fan(conv.weight, "fan_in"))
+    return options
+
+
+def scheme_conv_class(scheme: str, dims: int = 2, transposed: bool = False) -> type[nn.Module]:
+    """The conv class ``make_conv`` builds for ``scheme`` in ``dims`` (1, 2 or 3) spatial dimensions:
+    the torch conv for "plain", "plain+gn", "bn", "gn"; ``<Scheme>Conv<dims>d`` or
+    ``<Scheme>ConvTranspose<dims>d`` (e.g. ``PWSConv1d``, ``WNConvTranspose3d``) for the others.
+    ValueError naming the bad value and the valid ones otherwise."""
+    check_scheme(scheme)
+    if dims not in (1, 2, 3):
+        raise ValueError(f"dims must be 1, 2 or 3, got {dims!r}")
+    if scheme not in _REPARAM:
+        return PLAIN_CONVS[(dims, bool(transposed))]
+    name = f"{_PREFIX[scheme]}Conv{'Transpose' if transposed else ''}{dims}d"
+    return getattr(_REPARAM[scheme], name)
+
+
+def make_conv(scheme: str, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
+              *, dilation=1, groups: int = 1, gn_groups: int = 8, dims: int = 2, transposed: bool = False,
+              output_padding=0, **options) -> ConvNorm:
+    """A conv under ``scheme``, as ``ConvNorm(conv, norm)``, in ``dims`` spatial dimensions (1, 2, 3),
+    a transposed conv if ``transposed`` (``output_padding`` is for those only).
+
+    - "plain": the torch conv (``nn.Conv<dims>d``, ``nn.ConvTranspose<dims>d``) with bias,
+      Kaiming-normal weight (fan_in = (C_in/groups) * prod(k), ReLU gain), zero bias.
+    - "plain+gn": the same conv. The scheme differs from "plain" in the models only, which give it
+      exactly the norm layers a PWS network keeps (a control: plain convs plus PWS's GroupNorms).
+    - "bn": the same conv without bias, then ``BatchNorm<dims>d``.
+    - "gn": the same conv without bias, then ``GroupNorm(gn_groups)``.
+    - "ws": ``WSConv<dims>d`` without bias, then ``GroupNorm(gn_groups)``.
+    - "wn", "pws", "centered": ``WNConv<dims>d`` / ``PWSConv<dims>d`` / ``CenteredConv<dims>d`` with
+      bias, no norm. (``scheme_conv_class`` names them, transposed ones included.) A transposed conv
+      with stride > 1 under "ws", "pws" or "centered" raises ValueError with the reason
+      (``ReparamConvNd.refusal``).
+
+    ``options`` go to the conv's constructor (``gamma``, ``gamma_mode``, ``fan``, ``data_init`` for PWS,
+    ``eps`` for WS/WN).
+    """
+    conv_cls = scheme_conv_class(scheme, dims, transposed)
+    check_options(scheme, options)
+    geometry = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    if transposed:
+        geometry["output_padding"] = output_padding
+    elif output_padding != 0:
+        raise ValueError(f"output_padding is for transposed convs only, got {output_padding!r} with transposed=False")
+    conv = conv_cls(in_channels, out_channels, kernel_size, bias=scheme not in _NORM_AFTER, **geometry, **options)
+    if not isinstance(conv, ReparamConvNd):
+        kaiming_normal_(conv.weight, conv_fan(filter_major(conv.weight, groups, transposed), "fan_in"))
         if conv.bias is not None:
             nn.init.zeros_(conv.bias)
     norm = None
     if scheme == "bn":
-        norm = nn.BatchNorm2d(out_channels)
+        norm = _BATCHNORMS[dims](out_channels)
     elif scheme in ("gn", "ws"):
         norm = nn.GroupNorm(gn_groups, out_channels)
     return ConvNorm(conv, norm)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from ..layouts import register_layout
+
 __all__ = ["ResidualBlock"]
 
 
@@ -25,3 +27,7 @@ class ResidualBlock(nn.Module):
         a = self.act(x)
         identity = x if self.shortcut is None else self.shortcut(a)
         return self.branch(a) + identity
+
+
+# Probes record the block's output (block.out.*) and its branch's (branch.out.*) by default.
+register_layout(ResidualBlock, "block", weight=None, branch="branch")

@@ -126,10 +126,22 @@ def setting_labels(runs: pd.DataFrame, exclude: Iterable[str] = ()) -> pd.Series
 
 def pick_steps(frame: pd.DataFrame, steps: Sequence[int] | int | None = None) -> list[int]:
     """Steps to show. None: first, middle and last recorded step (fewer if fewer are recorded);
-    an int n: n steps evenly spread; a list: each snapped to the nearest recorded step."""
+    an int n: n steps evenly spread; a list: each snapped to the nearest recorded step.
+    ValueError, naming the value and the recorded steps, for an empty list or an entry that is
+    not an integer."""
     have = np.array(sorted(set(int(s) for s in frame["step"].unique())))
     if have.size == 0:
         raise ValueError("the frame has no rows to plot (no recorded steps)")
+    recorded = f"recorded steps: {have[0]} to {have[-1]}"
+    if steps is not None and not isinstance(steps, (int, np.integer)):
+        steps = list(steps)
+        if not steps:
+            raise ValueError(f"steps=[] selects no step; give at least one step ({recorded}), an int n for n "
+                             "steps spread over training, or None for the first, a middle and the last")
+        bad = [s for s in steps if isinstance(s, bool) or not isinstance(s, (int, np.integer))]
+        if bad:
+            raise ValueError(f"steps holds {', '.join(map(repr, bad))}, not an integer step; give training steps "
+                             f"({recorded})")
     if steps is None or isinstance(steps, (int, np.integer)):
         n = 3 if steps is None else int(steps)
         if n < 1:
@@ -240,6 +252,11 @@ def select_layers(frame: pd.DataFrame, layers, *, max_default: int = 6,
         return [order[i] for i in idx], len(order)
     if isinstance(layers, (str, int, np.integer)):
         layers = [layers]
+    layers = list(layers)
+    if not layers:
+        shown = ", ".join(repr(l) for l in order[:40]) + (", ..." if len(order) > 40 else "")
+        raise ValueError(f"layers=[] selects no layer; give at least one name, glob pattern or depth, or None "
+                         f"for the default; layers: {shown}")
     depth = frame.drop_duplicates("layer").set_index("layer")["depth"] if "depth" in frame.columns else None
     chosen: list[str] = []
     for entry in layers:

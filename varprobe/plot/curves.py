@@ -35,6 +35,9 @@ def curves(frame: pd.DataFrame, quantity: str, layers=None, mode: str = "train",
     step_level = bool((q["layer"] == "").all())
     subset = False
     if step_level:
+        if layers is not None:
+            raise ValueError(f"quantity {quantity!r} is step-level (one value per step, no layers): layers "
+                             f"{layers!r} cannot be chosen; leave layers out (--layers in varprobe plot)")
         chosen = [""]
     else:
         q = q[q["layer"] != ""]

@@ -85,6 +85,9 @@ def _select(frame: pd.DataFrame, fn: Callable[..., Figure], selections: dict[str
     schemes = kwargs.get("schemes")
     if schemes is not None:
         have = sorted(set(frame["scheme"].dropna().astype(str))) if "scheme" in frame.columns else []
+        if not len(schemes):
+            raise ValueError(f"schemes=[] selects no run; give at least one scheme, or None for all; schemes of "
+                             f"the runs: {', '.join(have) or 'none (the runs record no scheme)'}")
         bad = [s for s in schemes if s not in have]
         if bad:
             raise ValueError(f"--schemes {', '.join(map(repr, bad))} matches no run; schemes of the runs: "
@@ -113,6 +116,9 @@ def check_kind(kind: str, quantity: str | None) -> tuple[Callable[..., Figure], 
         raise ValueError(f"unknown plot kind {kind!r}; valid kinds: {', '.join(KINDS)}")
     fn, needs = KINDS[kind]
     takes = [k for k, (_, n) in KINDS.items() if n]
+    if quantity is not None and not str(quantity).strip():
+        raise ValueError(f"quantity {quantity!r} is empty; give a quantity, e.g. out.var, to the kinds that take one: "
+                         f"{', '.join(takes)}")
     if needs and not quantity:
         raise ValueError(f"plot kind {kind!r} needs a quantity (--quantity Q, e.g. out.var); "
                          f"kinds that take one: {', '.join(takes)}")

@@ -86,7 +86,7 @@ def check_step(probe, loss: Any, lr: Any, scaler: Any, grads_unscaled: Any = Fal
 
 
 def check_fires(probe, t: int) -> None:
-    active = [layer for layer in probe._layers if layer.active]
+    active = [layer for layer in probe._layers if layer.active and not layer.part]
     never = [layer.name for layer in active if not layer.fires[TRAIN] and not layer.recomputed
              and (layer.name, "never") not in probe._warned]
     if never:

@@ -40,7 +40,7 @@ def _moment_rows(probe, mode: str, acc: Moments) -> tuple[list[tuple], list[int]
                 if slot in layer.whole[mode]:  # the channel axis of a tensor could not be told
                     names = [n for n in names if n not in _PER_CHANNEL]
                 for name in names:
-                    rows.append((layer.name, layer.depth, layer.module_type, prefix + name))
+                    rows.append((layer.name, layer.depth, layer.module_type, layer.table_role, prefix + name))
                     index.append(i * _NCOL + _COL[name])
         return rows, index
     return _cached(probe, ("rows", mode, probe._hooks.flow.version, tuple(c > 0 for c in acc.counts),
@@ -99,7 +99,7 @@ def close_mode(probe, mode: str, *, loss=None, lr=None, scaler=None, grads_unsca
             if isinstance(v, Tensor):
                 out.add(None, name, out.block(v.detach().to(_F64).mean()))
             else:
-                host_rows.append(("", -1, "", name))
+                host_rows.append(("", -1, "", "", name))
                 host_values.append(float(v))
         if found_inf is not None and "amp.skipped" in probe._quantities:
             out.add(None, "amp.skipped", out.block(found_inf.to(_F64)))

@@ -2,8 +2,9 @@
 
 ``depth`` places a layer by what its output was computed from, not by when it was called:
 
-- a weight layer (a conv or linear: ``LayerPlan.weighted``) is one deeper than the deepest
-  probed layer its output was computed from, directly or through unprobed operations;
+- a weight layer (a role of ``plan.DEPTH_ROLES``: conv, transposed conv, linear, embedding,
+  attention) is one deeper than the deepest probed layer its output was computed from, directly or
+  through unprobed operations;
 - any other layer (a norm, a residual block, a Tap, an "other" module) takes the depth of the
   deepest probed layer its output was computed from (a norm shares its conv's depth, a residual
   block the depth of the deepest layer inside it);
@@ -46,7 +47,7 @@ from typing import Any
 
 from torch import Tensor
 
-from .plan import LayerPlan
+from .plan import DEPTH_ROLES, LayerPlan
 
 __all__ = ["Dataflow", "graph_depths"]
 
@@ -129,8 +130,9 @@ class Dataflow:
 
     @staticmethod
     def weighted(p: LayerPlan) -> bool:
-        """Whether a layer opens a new depth: a layer with filters (conv, linear)."""
-        return bool(p.weighted)
+        """Whether a layer opens a new depth: its role is one of ``plan.DEPTH_ROLES`` (conv,
+        transposed conv, linear, embedding, attention)."""
+        return p.role in DEPTH_ROLES
 
     def update_tracing(self) -> None:
         self.tracing = self._unplaced > 0 or (self.blocks is not None and self.blocks.undecided())

@@ -79,7 +79,7 @@ class Hooks:
 
     def __init__(self, model: nn.Module, plans: list[LayerPlan], fused: bool) -> None:
         self.model, self.plans, self.fused = model, plans, fused
-        self.active = [p for p in plans if p.active]
+        self.active = [p for p in plans if p.active and not p.part]  # parts: their module's hook
         self._active_modules = [p.module for p in self.active]
         self.bns = [p for p in plans if p.bn_q]
         self.acc = {b: Moments() for b in BUCKETS}

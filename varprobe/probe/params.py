@@ -13,11 +13,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..layers import raw_weight
 from ..stats import FILTER_STATS, Segments, filter_stats_many, grad_shift_many
 from ..stats import rounding_tolerance, segment_correlation, segment_sum
 from .buffers import SUMMARY_COLUMNS, Moments, cached
-from .plan import LayerPlan, tap_overlap_of, weights
+from .plan import LayerPlan, tap_overlap_of
 from .updates import UpdateRatios
 
 __all__ = ["StepRows", "ParamStats"]
@@ -30,7 +29,7 @@ _DEC = ("dec.measured", "dec.iid", "dec.shift", "dec.rest") + _DEC_PRED
 
 
 class StepRows:
-    """Rows of a step being assembled: (layer, depth, module_type, quantity) and, per row, an index
+    """Rows of a step being assembled: (layer, depth, module_type, role, quantity) and, per row, an index
     into the concatenation of the value blocks added so far."""
 
     def __init__(self) -> None:
@@ -49,9 +48,9 @@ class StepRows:
 
     def add(self, p: LayerPlan | None, quantity: str, at: int) -> None:
         if p is None:
-            self.rows.append(("", -1, "", quantity))
+            self.rows.append(("", -1, "", "", quantity))
         else:
-            self.rows.append((p.name, p.depth, p.module_type, quantity))
+            self.rows.append((p.name, p.depth, p.module_type, p.table_role, quantity))
         self.index.append(at)
 
 
@@ -73,7 +72,7 @@ class ParamStats:
         """w.update_ratio: keep the raw weights of ``step`` (called in ``step()`` of ``step`` when
         step + 1 is recorded, before the optimizer update). No host sync."""
         if self.update_plans:
-            self.updates.snapshot([p.module for p in self.update_plans], step)
+            self.updates.snapshot([p.view for p in self.update_plans], step)
 
     def commit(self) -> None:
         """The closing step's record is built: its g_i become the previous ones (sign persistence)."""
@@ -106,16 +105,14 @@ class ParamStats:
             need = [p for p in self.plans if p.params]
             if not need:
                 return
-            raw: dict[int, Tensor] = {}
+            raw: dict[int, Tensor] = {}  # raw weights, filters on axis 0 (varprobe.layouts)
             kern: dict[int, Tensor] = {}
             for p in need:
+                raw[p.idx] = p.view.weight()
                 if p.k_q or p.k_extra or p.dec_q:
-                    r, k = weights(p.module)
-                    raw[p.idx] = r
+                    k = p.view.effective()  # computed once: under a parametrization each access recomputes it
                     if k is not None:
                         kern[p.idx] = k
-                else:
-                    raw[p.idx] = raw_weight(p.module)
             self._filters(out, "w.", [p for p in need if p.w_q], raw)
             self._filters(out, "k.", [p for p in need if p.k_q and p.idx in kern], kern)
             for p in need:
@@ -131,11 +128,11 @@ class ParamStats:
     def _updates(self, out: StepRows, step: int) -> None:
         """w.update_ratio of every weighted layer in one batched computation (varprobe.probe.updates);
         no row for a layer whose previous weight is unknown."""
-        modules = [p.module for p in self.update_plans]
-        known = self.updates.known(modules, step)
+        views = [p.view for p in self.update_plans]
+        known = self.updates.known(views, step)
         if not any(known):  # the previous weights are unknown: no rows (undefined, not NaN)
             return
-        at = out.block(self.updates.ratios(modules, step))
+        at = out.block(self.updates.ratios(views, step))
         for j, p in enumerate(self.update_plans):
             if known[j]:
                 out.add(p, "w.update_ratio", at + j)
@@ -232,10 +229,11 @@ class ParamStats:
 
     def _grads(self, out: StepRows, acc: Moments, summary: Tensor | None, need: list[LayerPlan],
                raw: dict[int, Tensor], inv_scale: Tensor | None, found_inf: Tensor | None) -> None:
-        layers = [p for p in need if p.gw_q and raw[p.idx].grad is not None and p.fires["train"]]
+        grads = {p.idx: p.view.grad() for p in need if p.gw_q and p.fires["train"]}
+        layers = [p for p in need if grads.get(p.idx) is not None]
         if not layers:
             return
-        gs = [raw[p.idx].grad for p in layers]
+        gs = [grads[p.idx] for p in layers]
         seg = self._segments("gw", gs)
         gi, st, rms_i = grad_shift_many(gs, seg)  # gradients as autograd left them, filters in group order
         tol = self._cached(("tol",) + tuple((g.dtype, g[0].numel()) for g in gs) + (seg.filters, gi.device),

@@ -15,17 +15,18 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
-from torch.nn.utils import parametrize
 
-from ..layers import ReparamConv2d, raw_weight
 from ..stats import FILTER_STATS, layer_tap_overlap
 from .channel_axis import channel_axis, static_channel_axis
 from .quantities import QUANTITIES
 from .select import Target
 
-__all__ = ["LayerPlan", "TRAIN", "EVAL", "PENDING", "MODES", "BUCKETS", "weights", "first_tensor",
+__all__ = ["LayerPlan", "TRAIN", "EVAL", "PENDING", "MODES", "BUCKETS", "DEPTH_ROLES", "make_plans", "first_tensor",
            "tap_overlap_of"]
 
+#: Roles whose layers are one deeper than the deepest probed layer their output was computed from;
+#: other layers take that deepest depth (``varprobe.probe.dataflow``).
+DEPTH_ROLES = ("conv", "conv_transpose", "linear", "embedding", "attention")
 TRAIN, EVAL = "train", "eval"
 MODES = (TRAIN, EVAL)
 # Internal bucket: forwards of modules in eval mode with grad enabled. Whether they were training
@@ -35,11 +36,6 @@ PENDING = "eval+grad"
 BUCKETS = (TRAIN, EVAL, PENDING)
 _FILTER_K = tuple(f"k.{k}" for k in FILTER_STATS)
 _UNSEEN: Any = object()  # LayerPlan.axes: a shape not seen yet
-
-
-def _has_kernel(m: nn.Module) -> bool:
-    return (isinstance(m, ReparamConv2d) or parametrize.is_parametrized(m, "weight")
-            or isinstance(getattr(m, "weight_v", None), Tensor))
 
 
 def _decomposable(m: nn.Module) -> bool:
@@ -52,15 +48,6 @@ def tap_overlap_of(m: nn.Module, size: tuple[int, ...]) -> Tensor:
     if isinstance(m, nn.Linear):
         return layer_tap_overlap(size)
     return layer_tap_overlap(size, m.kernel_size, m.stride, m.dilation, m.padding, m.padding_mode)
-
-
-def weights(m: nn.Module) -> tuple[Tensor, Tensor | None]:
-    """(raw weight parameter that the optimizer updates, effective kernel or None)."""
-    raw = raw_weight(m)
-    if isinstance(m, ReparamConv2d):
-        return raw, m.kernel()
-    kernel = m.weight  # computed once: under a parametrization each access recomputes it
-    return raw, (kernel if kernel is not raw else None)
 
 
 def first_tensor(obj: Any, depth: int = 3) -> Tensor | None:
@@ -94,32 +81,38 @@ class LayerPlan:
         m = target.module
         q = [k for k in QUANTITIES if k in quantities]  # a fixed row order
         self.idx, self.name, self.module, self.role = idx, target.name, m, target.role
+        self.table_role = "block" if target.role == "branch" else target.role  # the role column
         self.module_type = target.module_type
-        self.depth = -1
+        self.view = target.weight  # the weight of the w.*, gw.* rows (varprobe.layouts), or None
+        self.part = target.part  # weight statistics of a part of another plan's module only: no hooks
+        self.main: LayerPlan | None = None  # a part's module's plan (make_plans)
+        self._depth = -1
         # The channel axis (varprobe.probe.channel_axis): fixed for every module but a subclass of
         # nn.LayerNorm without data_format, for which it is decided per tensor shape (axis()).
-        self.cdim: int | None = static_channel_axis(m)
+        layout_axis = target.layout.channel_axis if target.layout is not None else None
+        self.cdim: int | None = layout_axis if layout_axis is not None else static_channel_axis(m)
         self.axes: dict[tuple[int, ...], int | None] = {}  # shape -> channel axis (cdim None only)
         # Slots (in, out, grad_out, grad_in) of the open step that saw a tensor whose channel axis
         # could not be told: only their whole-tensor statistics are recorded (not ch_*, dead_frac).
         self.whole: dict[str, set[str]] = {b: set() for b in BUCKETS}
-        forward_only = self.role in ("block", "branch")
+        forward_only = self.role in ("block", "branch") or self.part
         self.out_prefix = {"block": "block.out.", "branch": "branch.out."}.get(self.role, "out.")
-        self.out_q = [k[len(self.out_prefix):] for k in q if k.startswith(self.out_prefix)
-                      and k.count(".") == self.out_prefix.count(".")]
+        self.out_q = [] if self.part else [k[len(self.out_prefix):] for k in q if k.startswith(self.out_prefix)
+                                           and k.count(".") == self.out_prefix.count(".")]
         self.in_q = [] if forward_only else [k[3:] for k in q if k.startswith("in.")]
         self.grad_out_q = [] if forward_only else [k[9:] for k in q if k.startswith("grad_out.")]
         self.grad_in = not forward_only and "grad_in.var" in q
-        self.weighted = self.role in ("conv", "linear") and isinstance(getattr(m, "weight", None), Tensor)
+        self.weighted = self.view is not None
         self.w_q = [k for k in q if k.startswith("w.") and k != "w.update_ratio"] if self.weighted else []
         # w.update_ratio (varprobe.probe.updates): no hooks, so it does not make the layer active
         self.update = self.weighted and "w.update_ratio" in q
-        kq = [k for k in q if k.startswith("k.")] if self.weighted and _has_kernel(m) else []
+        kq = [k for k in q if k.startswith("k.")] if self.weighted and self.view.kernel is not None else []
         self.k_q = [k for k in kq if k in _FILTER_K]
         # Layer-specific kernel statistics (PWS: alpha_mean, shrink) come from the layer itself.
         self.k_extra = [k for k in kq if k not in _FILTER_K] if callable(getattr(m, "kernel_stats", None)) else []
         self.gw_q = [k for k in q if k.startswith("gw.")] if self.weighted else []
-        self.dec_q = [k for k in q if k.startswith("dec.")] if self.weighted and _decomposable(m) else []
+        self.dec_q = ([k for k in q if k.startswith("dec.")]
+                      if self.weighted and not self.view.suffix and _decomposable(m) else [])
         self.in_size: tuple[int, ...] = ()  # spatial size of the last training input (dec.*)
         self.bias_corr = "gw.bias_corr" in self.gw_q
         self.bn_q = ([k for k in q if k.startswith("bn.")]
@@ -138,10 +131,19 @@ class LayerPlan:
         self.params = bool(self.w_q or self.k_q or self.k_extra or self.gw_q or self.dec_q)
         self.active = (self.want_in or self.want_out or self.want_grad_out or self.grad_in
                        or self.params or bool(self.norm_q))
-        self.fires = {b: 0 for b in BUCKETS}
+        self.fires = {b: 0 for b in BUCKETS}  # a part's: those of its module's plan (make_plans)
         self.recomputed = 0
         self.reentrant = 0  # forwards of the step under a reentrant checkpoint whose recomputation is due
         self.sites: dict[str, dict[str, int]] = {b: {} for b in BUCKETS}
+
+    @property
+    def depth(self) -> int:
+        """The layer's depth (-1 until it is known); a part has its module's."""
+        return self._depth if self.main is None else self.main.depth
+
+    @depth.setter
+    def depth(self, value: int) -> None:
+        self._depth = value
 
     def axis(self, shape: tuple[int, ...]) -> tuple[int | None, bool]:
         """(channel axis of a tensor of ``shape``, whether it was decided just now); cached per shape."""
@@ -160,6 +162,20 @@ class LayerPlan:
         self.whole[mode].clear()
         if mode == TRAIN:
             self.recomputed = self.reentrant = 0
+
+
+def make_plans(targets: list[Target], quantities: frozenset[str]) -> list[LayerPlan]:
+    """The plans of ``targets`` (``varprobe.probe.select.select``), in order. A part (a weight of
+    another target's module: ``nn.MultiheadAttention``'s Q, K, V, out_proj) shares the firing
+    counts of its module's plan, which is hooked whenever one of its parts records something."""
+    plans = [LayerPlan(i, t, quantities) for i, t in enumerate(targets)]
+    owner = {id(p.module): p for p in plans if not p.part and p.role != "branch"}
+    for p in plans:
+        if p.part:
+            p.main = main = owner[id(p.module)]
+            p.fires = main.fires
+            main.active = main.active or p.active
+    return plans
 
 
 def in_backward() -> bool:

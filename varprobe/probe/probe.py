@@ -15,12 +15,13 @@ from torch import Tensor, nn
 from .blocks import FoundBlocks, check_blocks, find_blocks
 from .checks import check_fires, check_options, check_step
 from .closing import close_mode, drop_skipped
+from .coverage import Coverage, coverage
 from .hooks import Hooks
 from .params import ParamStats
-from .plan import EVAL, MODES, PENDING, TRAIN, LayerPlan
+from .plan import EVAL, MODES, PENDING, TRAIN, make_plans
 from .quantities import resolve_quantities
 from .schedule import as_schedule
-from .select import DEFAULT_BLOCKS, named_modules, select, unwrap
+from .select import named_modules, select, unwrap
 from .sink import ParquetSink, deliver, save_run
 from .table import Record, collapse_step, empty_frame, records_to_frame
 
@@ -141,6 +142,34 @@ class Probe:
     :attr:`layers`; ``blocks=False`` turns the search off. Elsewhere, put a
     :class:`~varprobe.probe.Tap` on the add, or pass ``blocks={MyBlock: "branch"}``.
 
+    What is probed, and roles: the layout of each module's type (``varprobe.layouts``; add
+    one with ``varprobe.register_layout``) says what it records and its role, stored with every
+    row (column ``role``: conv, conv_transpose, linear, attention, embedding, norm, block, other;
+    ``""`` for loss and lr). By default every module with a layout, every residual block and Tap,
+    and every other leaf module with trainable parameters (role "other": input, output, their
+    gradients and whole-tensor weight statistics) is probed. ``w.*`` and ``gw.*`` are per filter
+    (output unit) on the layout's filter axis: rows of a Linear, output channels of a conv and of a
+    transposed conv (whose weight is ``[in, out/groups, *k]``), columns of an Embedding.
+    :attr:`coverage` says where each trainable parameter is recorded, or why it is not; the first
+    :meth:`attach` warns once, listing what is not fully recorded.
+
+    Attention (``nn.MultiheadAttention`` named ``attn``): the module's own rows (layer ``attn``):
+    ``in.*`` (the query), ``out.*`` (the attention output, first element of its tuple), ``grad_out.*``
+    and ``grad_in.var``; and per projection, layers ``attn.q``, ``attn.k``, ``attn.v`` (rows
+    [0:E], [E:2E], [2E:3E] of ``in_proj_weight``, or ``q_proj_weight``, ``k_proj_weight``,
+    ``v_proj_weight`` when kdim/vdim differ) and ``attn.out_proj``: ``w.*``, ``gw.*`` and
+    ``w.update_ratio`` (role "attention", depth that of ``attn``). Not recorded: forward statistics
+    of Q, K and V and of the attention weights, which ``F.multi_head_attention_forward`` computes
+    inside one call (and the fused fast path of eval forwards, ``torch._native_multi_head_attention``,
+    inside one kernel), where no hook sees them; computing them again in a hook would cost three
+    matmuls per forward. The attention module's own rows are recorded on the fused fast path too
+    (its hook sees its output). ``nn.TransformerEncoderLayer`` turns its own fused fast path (eval,
+    no_grad) off while any module inside it has a forward hook: the forwards the probe records
+    (layer hooks armed) run its regular path, the same math; forwards it does not record (hooks
+    disarmed, ``modes=("train",)``) run as without the probe. Models with separate projection modules (Hugging
+    Face BERT and ViT ``query``, ``key``, ``value``) record them as the Linear layers they are,
+    forward statistics included.
+
     Distributed: under an initialized ``torch.distributed`` process group, training-mode moments
     (counts, sums, sums of squares, maxima, non-finite counts) are all-reduced at each recorded
     step, so variances are those of the global batch, and gradient moments are scaled by
@@ -155,16 +184,17 @@ class Probe:
 
     Args:
         model: The module to probe (DDP / DataParallel are unwrapped).
-        layers: Which modules: None for every Conv, Linear, BatchNorm/GroupNorm/LayerNorm, residual
-            block and Tap; or a glob on module names, an exact name, a module type, a module, a
+        layers: Which modules: None for every module with a layout (conv, transposed conv, linear,
+            embedding, attention, norm), residual block, Tap and other leaf module with trainable
+            parameters; or a glob on module names, an exact name, a module type, a module, a
             callable (name, module) -> bool, or a list of these (see ``varprobe.probe.select``).
         every: Positive int or schedule callable.
         quantities: "all" (default), "forward" (output statistics only, plus loss and lr),
             "causes" (what the competing causes of collapse need, ``varprobe.probe.PRESETS``), or an
             iterable of quantity names and globs ("out.*", "gw.shift_ratio", ...).
         modes: Subset of ("train", "eval").
-        blocks: Extra residual block types -> branch child name, added to ``{ResidualBlock: "branch"}``;
-            False: no search for repeated residual blocks (those types only).
+        blocks: Extra residual block types -> branch child name, added to the registered blocks
+            (``ResidualBlock``: "branch"); False: no search for repeated residual blocks.
         out: Run directory to stream to (``meta.json`` + Parquet chunks): the default sink,
             :class:`~varprobe.probe.sink.ParquetSink`.
         sinks: More callables that receive each flushed table (``varprobe.probe.sink``), after
@@ -195,14 +225,16 @@ class Probe:
         self._schedule = as_schedule(every)
         self._quantities = resolve_quantities(quantities)
         self._modes, self._flush_every, self._extra_sinks = check_options(modes, flush_every, sinks)
-        self._blocks = {**DEFAULT_BLOCKS, **check_blocks(blocks)}
+        self._blocks = dict(check_blocks(blocks))
         self._layers_spec = layers
         targets = select(self.model, layers, self._blocks)
         found = find_blocks(self.model, targets) if layers is None and blocks is not False else []
         if found:
             order = {id(m): i for i, (_, m) in enumerate(named_modules(self.model))}
             targets = sorted(targets + found, key=lambda t: order.get(id(t.module), -1))  # stable
-        self._layers = [LayerPlan(i, t, self._quantities) for i, t in enumerate(targets)]
+        self._layers = make_plans(targets, self._quantities)
+        self._coverage = coverage(self.model, targets, layers)
+        self._coverage_warned = False
         self._out = os.fspath(out) if out is not None else None
         self._meta = dict(meta or {})
         self._overwrite = overwrite
@@ -256,6 +288,15 @@ class Probe:
     attached = property(lambda self: self._hooks.attached)
 
     @property
+    def coverage(self) -> Coverage:
+        """Where every trainable parameter of the model is accounted for, decided with the plan
+        (``varprobe.probe.coverage``): recorded by a layout, recorded whole (a leaf module of a type
+        without a layout), or not recorded and why. ``str(probe.coverage)`` is the report; the
+        first :meth:`attach` warns once about what is not fully recorded (except what ``layers=``
+        left out)."""
+        return self._coverage
+
+    @property
     def _force_train(self) -> bool:  # spp(): no_grad forwards of a model in train mode are "train"
         return self._hooks.force_train
 
@@ -297,6 +338,10 @@ class Probe:
         except BaseException:
             self._hooks.remove()
             raise
+        text = None if self._coverage_warned else self._coverage.warning()
+        self._coverage_warned = True
+        if text is not None:
+            warnings.warn(text, RuntimeWarning, stacklevel=2)
         return self
 
     def _arm(self) -> None:
@@ -483,7 +528,9 @@ class Probe:
             deliver(self._sinks, "update_meta", collapsed_step=step)
 
     def frame(self) -> pd.DataFrame:
-        """The table so far: columns step, layer, depth, mode, module_type, quantity, value.
+        """The table so far: columns step, layer, depth, mode, module_type, role, quantity, value
+        (``varprobe.vocabulary.COLUMNS``; ``role`` one of ``varprobe.vocabulary.ROLES``, ``""`` for
+        rows of no layer).
 
         Flushes first. Eval forwards of the open step are included without closing it. With
         ``out``, the table is read back from the run directory on rank 0; other ranks, which do

@@ -1,4 +1,11 @@
-"""Which modules of a model a Probe hooks, and in which role."""
+"""Which modules of a model a Probe hooks, and in which role.
+
+What a module is recorded as comes from its layout (``varprobe.layouts``): every module whose
+type has one, every residual block (a layout of role "block", or a type in ``blocks``), every Tap,
+and every other leaf module that owns trainable parameters (role "other", :func:`~varprobe.layouts.fallback`)
+is recorded by default. A layout's parts (``nn.MultiheadAttention``'s Q, K, V, out_proj) are targets
+of their own that record weight statistics only, and the child modules it owns are not probed.
+"""
 from __future__ import annotations
 
 import fnmatch
@@ -6,18 +13,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.utils import parametrize
 
-from ..layers import ResidualBlock
+from ..layouts import Layout, WeightView, fallback, layout_of, weight_views
 from .tap import Tap
 
-__all__ = ["Target", "DEFAULT_BLOCKS", "WRAPPER_ATTRS", "unwrap", "layer_name", "named_modules", "role_of",
-           "candidates", "select"]
+__all__ = ["Target", "WRAPPER_ATTRS", "unwrap", "layer_name", "named_modules", "role_of", "layout_for",
+           "owned", "candidates", "select"]
 
-CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-NORM_TYPES = (_BatchNorm, nn.GroupNorm, nn.LayerNorm)
-#: Residual block types recorded as ``block.out.*`` by default, with the name of their branch child.
-DEFAULT_BLOCKS: dict[type, str | None] = {ResidualBlock: "branch"}
 #: Attributes through which a wrapper holds the module it wraps: torch.compile's ``OptimizedModule``
 #: (``_orig_mod``) and FSDP's ``FullyShardedDataParallel`` (``_fsdp_wrapped_module``). Layer names
 #: never carry them (DDP / DataParallel's ``module`` is unwrapped at the root by :func:`unwrap`).
@@ -26,14 +29,21 @@ WRAPPER_ATTRS = ("_orig_mod", "_fsdp_wrapped_module")
 
 @dataclass(eq=False)
 class Target:
-    """One hooked module. ``name`` is the ``layer`` column: the module's ``named_modules()`` name
-    without wrapper components (:func:`layer_name`), or for a block's branch and for a Tap, the
-    name of the block they belong to."""
+    """One probed layer. ``name`` is the ``layer`` column: the module's ``named_modules()`` name
+    without wrapper components (:func:`layer_name`); for a block's branch and for a Tap, the name of
+    the block they belong to; for a part of a module's weights (``nn.MultiheadAttention``'s Q, K, V,
+    out_proj), ``<module name>.<part>``. ``role``: one of ``varprobe.vocabulary.ROLES``, or
+    "branch" (a block's branch, stored as role "block"). ``weight``: the weight whose w.*, gw.*
+    rows this layer records, or None. ``part``: a part of another target's module, which records
+    weight statistics only (no hooks of its own)."""
 
     name: str
     module: nn.Module
-    role: str  # "conv", "linear", "norm", "block", "branch" or "other"
+    role: str
     module_type: str
+    weight: WeightView | None = None
+    part: bool = False
+    layout: Layout | None = None
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -71,29 +81,55 @@ def named_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(layer_name(n), m) for n, m in model.named_modules() if not _is_wrapper(m)]
 
 
+def layout_for(module: nn.Module, blocks: Mapping[type, str | None]) -> Layout | None:
+    """The layout a Probe records ``module`` by: a block of a type in ``blocks``, the layout of its
+    type (``varprobe.layouts.layout_of``), or for a module without one, the fallback."""
+    for t, branch in blocks.items():
+        if isinstance(module, t):
+            return Layout("block", weight=None, branch=branch)
+    return layout_of(module)
+
+
 def role_of(module: nn.Module, blocks: Mapping[type, str | None]) -> str | None:
-    """The role of a module a Probe records by default, or None."""
+    """The role of a module a Probe records by default, or None: a Tap's kind, the role of its
+    layout (:func:`layout_for`), or "other" for a leaf module that owns trainable parameters."""
     if isinstance(module, Tap):
         return module.kind
-    if isinstance(module, tuple(blocks)):
-        return "block"
-    if isinstance(module, CONV_TYPES):
-        return "conv"
-    if isinstance(module, nn.Linear):
-        return "linear"
-    if isinstance(module, NORM_TYPES):
-        return "norm"
+    layout = layout_for(module, blocks)
+    if layout is not None:
+        return layout.role
+    if next(module.children(), None) is None and any(p.requires_grad for p in module.parameters(recurse=False)):
+        return "other"
     return None
+
+
+def owned(model: nn.Module) -> dict[int, str]:
+    """id -> name of the modules recorded through another module: the children a layout owns
+    (``nn.MultiheadAttention.out_proj``) and everything inside a parametrized module's
+    ``parametrizations`` (its parameters are the module's raw weight)."""
+    out: dict[int, str] = {}
+    for n, m in named_modules(model):
+        inner = [m.parametrizations] if parametrize.is_parametrized(m) else []
+        layout = layout_of(m)
+        if layout is not None:
+            inner += [c for c in (getattr(m, a, None) for a in layout.owns) if isinstance(c, nn.Module)]
+        for c in inner:
+            for sub in c.modules():
+                out.setdefault(id(sub), n)
+    return out
 
 
 def _parent(name: str) -> str:
     return name.rpartition(".")[0]
 
 
-def candidates(model: nn.Module, blocks: Mapping[type, str | None] = DEFAULT_BLOCKS
+def candidates(model: nn.Module, blocks: Mapping[type, str | None] | None = None
                ) -> list[tuple[str, nn.Module, str]]:
     """(name, module, role) of every module recorded by default, in ``named_modules()`` order."""
-    return [(n, m, r) for n, m in named_modules(model) if (r := role_of(m, blocks)) is not None]
+    blocks = blocks or {}
+    skip = owned(model)
+    return [(n, m, r) for n, m in named_modules(model)
+            if id(m) not in skip and (r := role_of(m, blocks)) is not None]
 
 
 def _targets(by_name: Mapping[str, nn.Module], name: str, module: nn.Module, role: str,
@@ -103,22 +139,28 @@ def _targets(by_name: Mapping[str, nn.Module], name: str, module: nn.Module, rol
         owner = by_name.get(parent, module) if parent else module
         return [Target(parent or name, module, module.kind, type(owner).__name__)]
     kind = type(module).__name__
-    if role != "block":
-        return [Target(name, module, role, kind)]
-    out = [Target(name, module, "block", kind)]
-    branch_attr = next((b for t, b in blocks.items() if isinstance(module, t)), None)
-    branch = getattr(module, branch_attr, None) if branch_attr else None
-    if isinstance(branch, nn.Module):
-        out.append(Target(name, branch, "branch", kind))
-    return out
+    layout = layout_for(module, blocks) or fallback(module)
+    if role == "block":
+        out = [Target(name, module, "block", kind, layout=layout)]
+        branch = getattr(module, layout.branch, None) if layout.branch else None
+        if isinstance(branch, nn.Module):
+            out.append(Target(name, branch, "branch", kind, layout=layout))
+        return out
+    views = weight_views(module, layout)
+    if layout.parts is None:
+        return [Target(name, module, role, kind, views[0] if views else None, layout=layout)]
+    return [Target(name, module, role, kind, layout=layout)] + [
+        Target(f"{name}.{v.suffix}" if name else v.suffix, module, role, kind, v, part=True, layout=layout)
+        for v in views]
 
 
 def _describe(model: nn.Module, blocks: Mapping[type, str | None], limit: int = 40) -> str:
     found = candidates(model, blocks)
     if not found:
         names = [f"{n} ({type(m).__name__})" for n, m in named_modules(model) if n][:limit]
-        return ("the model has no probe-able module (Conv, Linear, BatchNorm/GroupNorm/LayerNorm, "
-                f"residual blocks, Tap); its modules: {', '.join(names) or 'none'}")
+        return ("the model has no probe-able module (a module with a layout: conv, linear, embedding, "
+                "attention, norm, residual block; a Tap; or a leaf module with trainable parameters); its "
+                f"modules: {', '.join(names) or 'none'}")
     listed = ", ".join(f"{n or '<root>'} ({type(m).__name__})" for n, m, _ in found[:limit])
     more = f", ... ({len(found)} in all)" if len(found) > limit else ""
     return f"probe-able modules: {listed}{more}"
@@ -140,18 +182,20 @@ def _match(model: nn.Module, sel, blocks: Mapping[type, str | None]) -> list[tup
                     f"callable (name, module) -> bool, got {sel!r}")
 
 
-def select(model: nn.Module, layers=None, blocks: Mapping[type, str | None] = DEFAULT_BLOCKS
+def select(model: nn.Module, layers=None, blocks: Mapping[type, str | None] | None = None
            ) -> list[Target]:
     """The targets a Probe hooks for a ``layers`` selection.
 
-    ``layers``: None (every Conv1d/2d/3d, Linear, BatchNorm/GroupNorm/LayerNorm, residual block of a
-    type in ``blocks`` and Tap), a glob on module names (among those), an exact module name (any
-    module), a module type, a module, a callable ``(name, module) -> bool``, or a list of these.
-    Modules selected explicitly that have no role above are recorded as "other" (input, output and
-    their gradients). Names are those of :func:`named_modules` (no ``_orig_mod.`` or
+    ``layers``: None (every module :func:`candidates` lists: those with a layout, residual blocks
+    (a layout of role "block" or a type in ``blocks``, a mapping type -> branch child name), Taps,
+    and leaf modules with trainable parameters), a glob on module names (among those), an exact
+    module name (any module), a module type, a module, a callable ``(name, module) -> bool``, or a
+    list of these. Modules selected explicitly that have no role above are recorded as "other"
+    (input, output and their gradients, and whole-tensor statistics of a weight they own). Names are those of :func:`named_modules` (no ``_orig_mod.`` or
     ``_fsdp_wrapped_module.`` components; wrappers themselves are never selected). Raises ValueError, listing the probe-able modules, when the selection or one
     of its entries matches nothing.
     """
+    blocks = blocks or {}
     if layers is None:
         chosen = [(n, m) for n, m, _ in candidates(model, blocks)]
         if not chosen:

@@ -16,15 +16,16 @@ __all__ = ["Record", "Schema", "COLUMNS", "empty_frame", "records_to_frame", "co
 
 
 class Schema:
-    """The (layer, depth, module_type, quantity) of each row of a record, as column arrays."""
+    """The (layer, depth, module_type, role, quantity) of each row of a record, as column arrays."""
 
-    def __init__(self, rows: tuple[tuple[str, int, str, str], ...]) -> None:
+    def __init__(self, rows: tuple[tuple[str, int, str, str, str], ...]) -> None:
         self.rows = rows
-        cols = list(zip(*rows)) if rows else [(), (), (), ()]
+        cols = list(zip(*rows)) if rows else [(), (), (), (), ()]
         self.layer = np.array(cols[0], dtype=object)
         self.depth = np.array(cols[1], dtype=np.int64)
         self.module_type = np.array(cols[2], dtype=object)
-        self.quantity = np.array(cols[3], dtype=object)
+        self.role = np.array(cols[3], dtype=object)
+        self.quantity = np.array(cols[4], dtype=object)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -39,14 +40,14 @@ class Schema:
         return w
 
     def columns(self, mode: str) -> tuple[pd.Series, ...]:
-        """(layer, mode, module_type, quantity) as string Series, built once per mode: a flush
+        """(layer, mode, module_type, role, quantity) as string Series, built once per mode: a flush
         concatenates them instead of converting every row's strings again."""
         cache = self.__dict__.setdefault("_columns", {})
         hit = cache.get(mode)
         if hit is None:
             n = len(self.rows)
             hit = cache[mode] = tuple(pd.Series(pd.array(a, dtype=str)) for a in (
-                self.layer, np.full(n, mode, dtype=object), self.module_type, self.quantity))
+                self.layer, np.full(n, mode, dtype=object), self.module_type, self.role, self.quantity))
         return hit
 
 
@@ -103,6 +104,7 @@ def records_to_frame(records: list[Record]) -> pd.DataFrame:
         "depth": np.concatenate([p[2].depth for p in pieces]),
         "mode": strings(1),
         "module_type": strings(2),
-        "quantity": strings(3),
+        "role": strings(3),
+        "quantity": strings(4),
         "value": np.concatenate([p[3] for p in pieces]).astype(np.float64),
     })

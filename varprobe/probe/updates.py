@@ -1,7 +1,7 @@
 """``w.update_ratio``: the relative size of one optimizer update of each raw weight, on the device.
 
-For a conv or linear layer with raw weight W (``varprobe.layers.raw_weight``, the tensor the
-optimizer updates), recorded at training step t:
+For a layer with raw weight W (the tensor the optimizer updates, or the part of it a layer's
+rows describe: ``varprobe.layouts.WeightView``), recorded at training step t:
 
     w.update_ratio(t) = ||W_t - W_{t-1}||_F / ||W_{t-1}||_F
 
@@ -32,15 +32,22 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from ..layers import raw_weight
+from ..layouts import WeightView, fallback, layout_of, weight_views
 
 __all__ = ["UpdateRatios"]
 
 _F64 = torch.float64
 
 
-def _key(w: Tensor) -> tuple:
-    return (id(w), tuple(w.shape), w.dtype, w.device)
+def _views(items: Sequence[WeightView | nn.Module]) -> list[WeightView]:
+    """``items`` as weight views: a module stands for its own weight (the one of its layout)."""
+    return [weight_views(w, layout_of(w) or fallback(w))[0] if isinstance(w, nn.Module) else w for w in items]
+
+
+def _key(view: WeightView, w: Tensor) -> tuple:
+    """Identity of the weight ``w`` (``view.part()``): the parameter it is a part of, the part,
+    and its shape, dtype and device."""
+    return (id(view.parameter()), view.rows, tuple(w.shape), w.dtype, w.device)
 
 
 def _stack(values: list[Tensor], device: torch.device) -> Tensor:
@@ -73,11 +80,12 @@ class UpdateRatios:
         """Forget the snapshot (the next :meth:`ratios` is NaN); the buffers are kept for reuse."""
         self._step = None
 
-    def snapshot(self, modules: Sequence[nn.Module], step: int) -> None:
-        """Copy the raw weight of each module of ``modules`` (the weights of ``step``, taken
-        before its optimizer update) into the buffers. No host sync."""
-        weights = [raw_weight(m) for m in modules]  # copied under no_grad: no detach
-        keys = [_key(w) for w in weights]
+    def snapshot(self, views: Sequence[WeightView | nn.Module], step: int) -> None:
+        """Copy the raw weight of each of ``views`` (the weights of ``step``, taken before its
+        optimizer update; a module: its own weight) into the buffers. No host sync."""
+        views = _views(views)
+        weights = [v.part() for v in views]  # copied under no_grad: no detach
+        keys = [_key(v, w) for v, w in zip(views, weights)]
         if len(self._buffers) != len(weights):
             self._buffers, self._keys = [torch.empty_like(w) for w in weights], list(keys)
         else:
@@ -90,22 +98,24 @@ class UpdateRatios:
                 torch._foreach_copy_(self._buffers, weights)
         self._step = step
 
-    def known(self, modules: Sequence[nn.Module], step: int) -> list[bool]:
-        """Per module: whether the weight of ``step - 1`` is known (a snapshot of that step, of the
+    def known(self, views: Sequence[WeightView | nn.Module], step: int) -> list[bool]:
+        """Per weight: whether the weight of ``step - 1`` is known (a snapshot of that step, of the
         same tensor, shape, dtype and device); where it is not, ``w.update_ratio`` has no row."""
-        if self._step != step - 1 or len(self._buffers) != len(modules):
-            return [False] * len(modules)
-        return [_key(raw_weight(m)) == k for m, k in zip(modules, self._keys)]
+        views = _views(views)
+        if self._step != step - 1 or len(self._buffers) != len(views):
+            return [False] * len(views)
+        return [_key(v, v.part()) == k for v, k in zip(views, self._keys)]
 
-    def ratios(self, modules: Sequence[nn.Module], step: int) -> Tensor:
-        """float64 tensor (len(modules),) of ||W_step - W_{step-1}||_F / ||W_{step-1}||_F per
-        module, on the weights' device (NaN where the previous weight is not known: :meth:`known`). No host sync."""
-        weights = [raw_weight(m) for m in modules]  # used under no_grad only: no detach
+    def ratios(self, views: Sequence[WeightView | nn.Module], step: int) -> Tensor:
+        """float64 tensor (len(views),) of ||W_step - W_{step-1}||_F / ||W_{step-1}||_F per
+        weight, on the weights' device (NaN where the previous weight is not known: :meth:`known`). No host sync."""
+        views = _views(views)
+        weights = [v.part() for v in views]  # used under no_grad only: no detach
         device = weights[0].device if weights else torch.device("cpu")
         n = len(weights)
         if self._step != step - 1 or len(self._buffers) != n:
             return torch.full((n,), math.nan, dtype=_F64, device=device)
-        same = [_key(w) == k for w, k in zip(weights, self._keys)]
+        same = [_key(v, w) == k for v, w, k in zip(views, weights, self._keys)]
         idx = [i for i, ok in enumerate(same) if ok]
         out = torch.full((n,), math.nan, dtype=_F64, device=device)
         if not idx:

@@ -1,7 +1,7 @@
 """Run storage: a run directory of ``meta.json`` plus append-only Parquet chunks.
 
 This layer knows nothing of models or probes: it stores long-format pandas frames (columns
-``step, layer, depth, mode, module_type, quantity, value``) and JSON metadata.
+``step, layer, depth, mode, module_type, role, quantity, value``) and JSON metadata.
 
 * :class:`RunWriter` writes a run (atomic chunks and meta, single-writer lock).
 * :func:`load_run` reads one run into a :class:`Run`; :func:`load_runs` concatenates runs

@@ -190,11 +190,21 @@ class OutputDir:
             return f"{name} was changed since varprobe wrote it"
         return None
 
-    def check(self, names: Iterable[str]) -> None:
-        """Refuse, in one :class:`WriteRefused` line, before anything is written, when any of
-        ``names`` may not be written here; the directory is not created."""
+    def _check_place(self) -> None:
+        from .meta import enclosing_run  # meta writes through this module
+
         if os.path.lexists(self.path) and not self.path.is_dir():
             raise WriteRefused(f"{self.path} exists and is not a directory", self.path)
+        run = enclosing_run(self.path)
+        if run is not None:
+            raise WriteRefused(f"refusing to write into {self.path}: it is inside the varprobe run {run}, which "
+                               "holds only the run format's files; choose a directory outside the run", self.path)
+
+    def check(self, names: Iterable[str]) -> None:
+        """Refuse, in one :class:`WriteRefused` line, before anything is written, when any of
+        ``names`` may not be written here, or the directory is (inside) a run directory; the
+        directory is not created."""
+        self._check_place()
         if not self.path.is_dir():
             return
         owned = self.owned()
@@ -207,8 +217,7 @@ class OutputDir:
     # -- writing -------------------------------------------------------------------------------
     def ensure(self) -> Path:
         """Create the directory (with parents) if missing, and its mark if it has none."""
-        if os.path.lexists(self.path) and not self.path.is_dir():
-            raise WriteRefused(f"{self.path} exists and is not a directory", self.path)
+        self._check_place()
         self.path.mkdir(parents=True, exist_ok=True)
         if not os.path.lexists(self.mark):
             self._write_mark(self._read_mark())

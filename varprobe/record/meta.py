@@ -22,16 +22,19 @@ from importlib import metadata as _importlib_metadata
 from pathlib import Path
 from typing import Any, Mapping
 
+from .. import __version__
 from .errors import RunFormatError
 from .files import atomic_write
 from .layout import META_NAME
 
 __all__ = ["META_NAME", "FORMAT", "FORMAT_VERSION", "MANAGED_KEYS", "STATUSES", "now_iso",
            "versions", "host_info", "to_jsonable", "write_json_atomic", "read_meta",
-           "validate_meta", "writer_version"]
+           "validate_meta", "writer_version", "enclosing_run"]
 
 FORMAT = "varprobe-run"
-FORMAT_VERSION = 1
+#: 2: chunks have the ``role`` column; a format-1 run is read with ``role`` filled from its
+#: ``module_type`` (``varprobe.record.schema.add_legacy_role``).
+FORMAT_VERSION = 2
 
 #: Keys maintained by the writer itself; ``RunWriter.update_meta`` refuses to set them.
 MANAGED_KEYS: frozenset[str] = frozenset(
@@ -43,7 +46,7 @@ MANAGED_KEYS: frozenset[str] = frozenset(
 STATUSES: tuple[str, ...] = ("running", "finished", "collapsed", "failed", "interrupted")
 
 # distribution names, each also its importable module name
-_PACKAGES = ("torch", "numpy", "pandas", "pyarrow", "varprobe")
+_PACKAGES = ("torch", "numpy", "pandas", "pyarrow")
 
 
 def now_iso() -> str:
@@ -67,12 +70,11 @@ def versions() -> dict[str, str | None]:
 
     Torch is never imported for this: its version comes from the already imported module
     or from the installed distribution's metadata, and is ``None`` if not installed.
-    ``varprobe`` falls back to ``"unknown"`` when it is not installed as a distribution.
+    ``varprobe`` is ``varprobe.__version__``, the one place the version is written.
     """
     out: dict[str, str | None] = {"python": platform.python_version()}
     out.update((dist, _version(dist)) for dist in _PACKAGES)
-    if out["varprobe"] is None:
-        out["varprobe"] = "unknown"
+    out["varprobe"] = __version__
     return out
 
 
@@ -136,6 +138,25 @@ def write_json_atomic(path: str | Path, data: Mapping[str, Any]) -> None:
             ``allow_nan=False``, so the file is strict JSON.
     """
     atomic_write(path, (json.dumps(data, indent=2, allow_nan=False) + "\n").encode("utf-8"))
+
+
+def enclosing_run(path: str | Path, *, itself: bool = True) -> Path | None:
+    """The varprobe run directory that is ``path`` (with ``itself``) or holds it, or None.
+
+    A directory is a run when its ``meta.json`` is a JSON object whose ``format`` is this run
+    format's; someone else's ``meta.json`` (a package's, a data set's) does not count. Nothing
+    varprobe writes outside the run format may go inside a run: a foreign file there makes the run
+    one that ``overwrite`` refuses to replace.
+    """
+    here = Path(os.path.abspath(path))
+    for d in ([here] if itself else []) + list(here.parents):
+        meta = d / META_NAME
+        try:
+            if meta.is_file() and json.loads(meta.read_bytes()).get("format") == FORMAT:
+                return d
+        except (OSError, ValueError, AttributeError):
+            continue
+    return None
 
 
 def read_meta(run_dir: str | Path, *, validate: bool = True) -> dict[str, Any]:

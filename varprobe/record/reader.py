@@ -9,6 +9,9 @@ intact chunk as corrupt because it was deleted underneath it. ``meta.json`` carr
 and starts over if it changed (or vanished), and while ``meta.json`` is missing but a writer
 holds the lock (a replacement in progress) it waits for the new one.
 
+Runs of format 1 (before the ``role`` column) are read with ``role`` filled from each row's
+``module_type`` by an exact table (:func:`varprobe.record.schema.add_legacy_role`).
+
 Every chunk is checked against the schema the writer enforces
 (:func:`varprobe.record.schema.check_table`: columns, types, no nulls, one row per step, mode,
 layer and quantity, also across chunks), and against ``meta.json``'s row count, read from the
@@ -45,7 +48,7 @@ from .errors import RunFormatError
 from .layout import CHUNK_RE, META_NAME, STATS_DIR, chunk_name
 from .lock import writer_alive
 from .meta import read_meta
-from .schema import COLUMNS, check_table, empty_frame, repeated_keys, table_to_frame
+from .schema import COLUMNS, add_legacy_role, check_table, empty_frame, repeated_keys, table_to_frame
 
 __all__ = ["Run", "load_run", "load_runs", "check_run"]
 
@@ -140,11 +143,15 @@ def _chunk_rows(path: Path) -> int:
         raise ValueError(f"corrupt or truncated chunk {path}: {exc}") from exc
 
 
-def _read_chunk(path: Path) -> pa.Table:
+def _read_chunk(path: Path, version: int) -> pa.Table:
+    """The chunk at ``path`` of a run of format ``version``, checked; a format-1 chunk gets its
+    ``role`` column (:func:`~varprobe.record.schema.add_legacy_role`)."""
     try:
         table = pq.read_table(path, page_checksum_verification=True)
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise ValueError(f"corrupt or truncated chunk {path}: {exc}") from exc
+    if version < 2:
+        table = add_legacy_role(table)
     try:
         return check_table(table, unique=False)  # keys: checked over all chunks at once
     except ValueError as exc:
@@ -235,7 +242,7 @@ def _read_chunks(path: Path, meta: dict[str, Any]) -> _Chunks:
                 counted += rows
         if problem is None:
             try:
-                read.append((file, _read_chunk(file)))
+                read.append((file, _read_chunk(file, meta["format_version"])))
             except ValueError as exc:
                 problem = str(exc)
         if problem is not None:

@@ -10,9 +10,13 @@ layer      string    dictionary<int32, string>
 depth      int64     int64
 mode       string    dictionary<int32, string>
 module_type string   dictionary<int32, string>
+role       string    dictionary<int32, string>
 quantity   string    dictionary<int32, string>
 value      float64   float64 (NaN and +-inf are stored as such, not as null)
 ========== ========= ======================================================
+
+``role`` is one of :data:`varprobe.vocabulary.ROLES`, or ``""`` for rows of no layer (run format 2;
+a format-1 chunk, which has no ``role``, gets it on read: :func:`add_legacy_role`).
 
 No column holds nulls. A run holds at most one row per :data:`KEY_COLUMNS`
 (step, mode, layer, quantity): a step's train and eval rows of one layer and
@@ -37,10 +41,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..vocabulary import COLUMNS, FLOAT_COLUMNS, INT_COLUMNS, STRING_COLUMNS
+from ..vocabulary import COLUMNS, FLOAT_COLUMNS, INT_COLUMNS, LEGACY_ROLES, STRING_COLUMNS
 
 __all__ = ["COLUMNS", "INT_COLUMNS", "STRING_COLUMNS", "FLOAT_COLUMNS", "KEY_COLUMNS", "DISK_SCHEMA",
-           "PLAIN_SCHEMA", "check_table", "repeated_keys", "RowKeys", "frame_to_table",
+           "PLAIN_SCHEMA", "check_table", "add_legacy_role", "repeated_keys", "RowKeys", "frame_to_table",
            "table_to_frame", "empty_frame"]
 
 #: The columns that identify a row: a run holds at most one row per combination.
@@ -114,6 +118,24 @@ def check_table(table: pa.Table, *, unique: bool = True) -> pa.Table:
             raise ValueError(f"two rows share the key {repeats[0][1]}; a run holds one row per "
                              f"{', '.join(KEY_COLUMNS)}")
     return out
+
+
+def add_legacy_role(table: pa.Table) -> pa.Table:
+    """A chunk of run format 1 (the columns of :data:`COLUMNS` but ``role``) with its ``role``
+    column, from the exact table :data:`varprobe.vocabulary.LEGACY_ROLES` of ``module_type`` names:
+    ``"block"`` for ``block.out.*`` and ``branch.out.*`` rows, ``""`` for rows of layer ``""``,
+    ``"other"`` for a type the table does not name. A table that has ``role`` is returned as is;
+    one that lacks a column ``role`` is computed from is returned as is too (:func:`check_table`
+    then names what is missing)."""
+    names = table.column_names
+    if "role" in names or not {"layer", "module_type", "quantity"} <= set(names):
+        return table
+    layer = table.column("layer").to_pylist()
+    kind = table.column("module_type").to_pylist()
+    quantity = table.column("quantity").to_pylist()
+    role = ["" if n == "" else "block" if isinstance(q, str) and q.startswith(("block.out.", "branch.out."))
+            else LEGACY_ROLES.get(k, "other") for n, k, q in zip(layer, kind, quantity)]
+    return table.add_column(names.index("module_type") + 1, "role", pa.array(role, pa.string()))
 
 
 def _dense(values: np.ndarray) -> tuple[np.ndarray, int]:

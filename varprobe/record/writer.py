@@ -39,8 +39,8 @@ from .errors import RunWriteError
 from .layout import LOCK_NAME, META_NAME, STATS_DIR, Inventory, chunk_name, chunk_tmp_name
 from .lock import RunLock, describe_holder, locked_error, writer_alive
 from .files import atomic_write
-from .meta import (FORMAT, FORMAT_VERSION, MANAGED_KEYS, STATUSES, host_info, now_iso, to_jsonable, versions,
-                   write_json_atomic)
+from .meta import (FORMAT, FORMAT_VERSION, MANAGED_KEYS, STATUSES, enclosing_run, host_info, now_iso, to_jsonable,
+                   versions, write_json_atomic)
 from .replace import check_replaceable, clear_run
 from .schema import KEY_COLUMNS, RowKeys, frame_to_table
 
@@ -190,6 +190,10 @@ class RunWriter:
         p = self._path
         if overwrite and p.is_symlink():
             check_replaceable(p)  # raises: nothing is replaced through a link
+        outer = enclosing_run(p, itself=False)
+        if outer is not None:
+            raise FileExistsError(f"run path {p} is inside the varprobe run {outer}, which holds only the run "
+                                  "format's files; choose a directory outside it")
         if p.exists() and not p.is_dir():
             raise FileExistsError(f"run path {p} exists and is not a directory" +
                                   ("; refusing to replace it even with overwrite=True"
@@ -305,7 +309,7 @@ class RunWriter:
         Args:
             frame: Long-format statistics with exactly the columns ``step`` (int),
                 ``layer`` (str), ``depth`` (int), ``mode`` (str), ``module_type`` (str),
-                ``quantity`` (str), ``value`` (float; NaN/inf kept as such).
+                ``role`` (str), ``quantity`` (str), ``value`` (float; NaN/inf kept as such).
 
         Returns:
             The path of the new chunk, or None if ``frame`` has no rows (nothing is written).

@@ -10,7 +10,7 @@ from typing import Any
 from ...experiment.config import RunConfig
 from ...layers import SCHEMES
 from ...record import Run
-from ..arguments import backend, list_of, positive_int
+from ..arguments import backend, jobs, list_of, path
 from ..checks import OUT_ERRORS, check_data, check_device, check_out, check_parallel
 from ..exits import EXIT_FAILED, EXIT_MISSING, EXIT_OK, PROG
 from ..parser import subparser
@@ -32,10 +32,6 @@ def command(args: argparse.Namespace) -> int:
     from ...experiment.grid import SchedulerError, grid
 
     parser = args.parser
-    for field, plural in GRID_AXES.items():
-        if getattr(args, plural) == ():
-            parser.error(f"--{plural.replace('_', '-')} '' is empty; give at least one value, or leave it out "
-                         f"for the default {getattr(_DEFAULTS, field)}")
     check_parallel(args, parser)
     axes = {field: getattr(args, plural) or (getattr(_DEFAULTS, field),) for field, plural in GRID_AXES.items()}
     try:  # every config of the grid is validated before the first run starts
@@ -86,14 +82,17 @@ def add(sub: Any) -> None:
                   "first run starts. Exit status 1 if a run failed.", command,
                   "varprobe grid --schemes plain,bn,pws --lrs 0.05,0.2 --batch-sizes 64 --seeds 0,1,2 "
                   "--out runs/grid")
-    p.add_argument("--out", required=True, metavar="DIR", help="root directory of the grid's runs (required)")
+    p.add_argument("--out", required=True, type=path, metavar="DIR",
+                   help="root directory of the grid's runs (required)")
     for field, plural in GRID_AXES.items():
         example, help = _AXES_HELP[plural]
-        p.add_argument("--" + plural.replace("_", "-"), dest=plural, type=list_of(field_parser(field), example),
-                       metavar="LIST", help=f"{help} (default: {getattr(_DEFAULTS, field)})")
+        default = getattr(_DEFAULTS, field)
+        p.add_argument("--" + plural.replace("_", "-"), dest=plural,
+                       type=list_of(field_parser(field), example, f"the default {default}"),
+                       metavar="LIST", help=f"{help} (default: {default})")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (default: a tqdm bar on stderr)")
-    p.add_argument("--jobs", type=positive_int, default=None, metavar="N",
-                   help="runs at once, one worker process each, torch threads per run: cores // N unless "
+    p.add_argument("--jobs", type=jobs, default=None, metavar="N",
+                   help="runs at once (at most 1024), one worker process each, torch threads per run: cores // N unless "
                         "--threads (default: 1, in this process; with --backend dask: every worker thread of "
                         "the cluster)")
     p.add_argument("--backend", type=backend, default="loky", metavar="NAME",

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ...vocabulary import FIGURE_EXTENSIONS, PLOT_KINDS, QUANTITY_KINDS
-from ..arguments import figure_path, integer, list_of, text
+from ..arguments import figure_path, integer, list_of, path, text
 from ..exits import EXIT_OK, missing
 from ..parser import subparser
 from ..paths import file_problem
@@ -38,12 +38,25 @@ def command(args: argparse.Namespace) -> int:
 def run_dirs(patterns: Sequence[str], parser: argparse.ArgumentParser) -> list[str]:
     """The run directories of ``patterns``: each an existing directory, or a glob (``*``, ``?``,
     ``[``; quoted, so the shell did not expand it) expanded here, sorted, to the directories it
-    matches that hold a meta.json. A path that does not exist, or a glob that matches no run, is a
-    usage error naming it."""
-    dirs = []
+    matches that hold a meta.json. A path that does not exist, a glob that matches no run, or a run
+    given twice (by the same path, another path to it, or a glob that matches it too: it would be
+    drawn as two runs) is a usage error naming it."""
+    dirs: list[str] = []
+    seen: dict[Path, str] = {}
+
+    def add(found: str, pattern: str) -> None:
+        where = Path(found).resolve()
+        if where in seen:
+            via = "" if found == pattern else f" (matched by {pattern!r})"
+            what = (f"run directory {found!r}{via} is given twice" if seen[where] == found else
+                    f"run directories {seen[where]!r} and {found!r}{via} are the same directory")
+            parser.error(f"{what}; give each run directory once")
+        seen[where] = found
+        dirs.append(found)
+
     for pattern in patterns:
         if Path(pattern).is_dir():
-            dirs.append(pattern)
+            add(pattern, pattern)
             continue
         if Path(pattern).exists():
             parser.error(f"run directory {pattern!r} is not a directory; give a run directory written by run or grid")
@@ -52,9 +65,10 @@ def run_dirs(patterns: Sequence[str], parser: argparse.ArgumentParser) -> list[s
         matches = sorted(glob.glob(pattern))
         runs = [m for m in matches if (Path(m) / "meta.json").is_file()]
         if not runs:
-            seen = f" ({len(matches)} path(s) matched, none a run directory with a meta.json)" if matches else ""
-            parser.error(f"RUN_DIR pattern {pattern!r} matches no run directory{seen}")
-        dirs.extend(runs)
+            matched = f" ({len(matches)} path(s) matched, none a run directory with a meta.json)" if matches else ""
+            parser.error(f"RUN_DIR pattern {pattern!r} matches no run directory{matched}")
+        for found in runs:
+            add(found, pattern)
     return dirs
 
 
@@ -66,12 +80,12 @@ def layer_entry(raw: str) -> int | str:
 
 #: (flag, parser, metavar, help) of each selection, passed on by ``varprobe.plot.draw``.
 _SELECTIONS = (
-    ("--layers", list_of(layer_entry, "conv1,stage1.*,3"), "LIST",
+    ("--layers", list_of(layer_entry, "conv1,stage1.*,3", "the kind's own choice"), "LIST",
      "comma-separated layers to show: names, glob patterns (stage1.*) and depths (3), for the kinds that take "
      "layers= (default: the kind's own choice)"),
-    ("--schemes", list_of(text, "plain,pws"), "LIST",
+    ("--schemes", list_of(text, "plain,pws", "all schemes"), "LIST",
      "comma-separated schemes whose runs to show, of those in the runs, for every kind (default: all)"),
-    ("--steps", list_of(integer, "0,100,299"), "LIST",
+    ("--steps", list_of(integer, "0,100,299", "the kind's own choice"), "LIST",
      "comma-separated training steps to show, each snapped to the nearest recorded step, for the kinds that "
      "take steps= (default: the first, a middle and the last)"),
     ("--mode", text, "MODE", "train or eval: the rows of that mode, for the kinds that take mode= (default: train)"),
@@ -87,7 +101,7 @@ def add(sub: Any) -> None:
                   "and --mode select what it shows, as the keyword arguments of the varprobe.plot "
                   "functions do; a selection the kind does not take is refused naming the kinds that take it.",
                   command)
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories written by run or grid")
+    p.add_argument("run_dirs", nargs="+", type=path, metavar="RUN_DIR", help="run directories written by run or grid")
     p.add_argument("--kind", choices=PLOT_KINDS, required=True, metavar="KIND",
                    help=f"figure (required): {', '.join(PLOT_KINDS)}")
     p.add_argument("--quantity", metavar="NAME", default=None,

@@ -5,20 +5,22 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ..arguments import positive_int
+from ..arguments import jobs, path, up_to
 from ..checks import check_out
 from ..exits import EXIT_OK, missing
 from ..parser import subparser
 
 __all__ = ["add", "command"]
 
-_CLAIMS = "varprobe.experiment.claims"
+_CLAIMS = "varprobe.claims"
+#: The most seeds per experiment --seeds takes: each seed is a training run of every experiment.
+MAX_SEEDS = 1000
 
 
 def command(args: argparse.Namespace) -> int:
-    """``varprobe reproduce``: run ``varprobe.experiment.claims.reproduce`` into ``--out``."""
+    """``varprobe reproduce``: run ``varprobe.claims.reproduce`` into ``--out``."""
     try:
-        from ...experiment.claims import reproduce
+        from ...claims import reproduce
     except ImportError as exc:  # that part of varprobe is not installed
         return missing(exc, _CLAIMS, "reproduce", args.command)
     out = Path(args.out)
@@ -54,9 +56,9 @@ def add(sub: Any) -> None:
         profile.add_argument(f"--{name}", dest="profile", action="store_const", const=name,
                              help=f"{help} (default: {'on' if name == 'quick' else 'off'})")
     p.set_defaults(profile="quick")
-    p.add_argument("--out", default="runs/reproduce", metavar="DIR",
+    p.add_argument("--out", default="runs/reproduce", type=path, metavar="DIR",
                    help="directory of the report, figures and runs (default: %(default)s)")
-    p.add_argument("--seeds", type=positive_int, default=None, metavar="N",
-                   help="number of seeds per experiment (default: the profile's, 3 for --quick)")
-    p.add_argument("--jobs", type=positive_int, default=1, metavar="N",
-                   help="training runs at once, one worker process each (default: %(default)s)")
+    p.add_argument("--seeds", type=up_to(MAX_SEEDS, "seeds"), default=None, metavar="N",
+                   help=f"number of seeds per experiment, at most {MAX_SEEDS} (default: the profile's, 3 for --quick)")
+    p.add_argument("--jobs", type=jobs, default=1, metavar="N",
+                   help="training runs at once (at most 1024), one worker process each (default: %(default)s)")

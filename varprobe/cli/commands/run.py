@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ...record import Run
+from ..arguments import path
 from ..checks import OUT_ERRORS, check_data, check_device, check_out
 from ..exits import EXIT_OK, PROG
 from ..parser import subparser
@@ -63,7 +64,7 @@ def add(sub: Any) -> None:
                   "and print a one-line summary: status, final loss, test accuracy, run dir.", command,
                   "varprobe run --model resnet20 --scheme pws --data digits --lr 0.1 --batch-size 64 "
                   "--steps 300 --seed 0 --out runs/pws")
-    p.add_argument("--out", required=True, metavar="DIR", help="run directory to write (required)")
+    p.add_argument("--out", required=True, type=path, metavar="DIR", help="run directory to write (required)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace --out if it already holds a run (default: off: refuse)")
     group = p.add_argument_group("run configuration")
