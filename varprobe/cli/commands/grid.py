@@ -5,16 +5,18 @@ import argparse
 import itertools
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...experiment.config import RunConfig
-from ...layers import SCHEMES
-from ...record import Run
+from ...vocabulary import SCHEMES
 from ..arguments import backend, jobs, list_of, path
 from ..checks import OUT_ERRORS, check_data, check_device, check_out, check_parallel
 from ..exits import EXIT_FAILED, EXIT_MISSING, EXIT_OK, PROG
 from ..parser import subparser
 from ..run_options import GRID_AXES, RUN_OPTIONS, config_from_args, field_parser
+
+if TYPE_CHECKING:
+    from ...record import Run
 
 __all__ = ["add", "command", "table"]
 

@@ -4,14 +4,16 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ...record import Run
 from ..arguments import path
 from ..checks import OUT_ERRORS, check_data, check_device, check_out
 from ..exits import EXIT_OK, PROG
 from ..parser import subparser
 from ..run_options import RUN_OPTIONS, config_from_args
+
+if TYPE_CHECKING:
+    from ...record import Run
 
 __all__ = ["add", "command", "summary"]
 
