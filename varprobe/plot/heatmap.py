@@ -147,7 +147,7 @@ def heatmap(frame: pd.DataFrame, quantity: str, run: str | None = None, mode: st
         shrink = 0.9 if grid_rows > 1 else 1.0
         cb = fig.colorbar(mesh, ax=axes, location="right", pad=0.01, aspect=30, shrink=shrink)
         # wrapped to the bar's length (about 12 characters an inch), so that it never runs into the title
-        length = (panel_h * grid_rows - 0.5) * shrink
+        length = (panel_h * grid_rows - 0.9) * shrink  # less the panels' titles and axis labels
         meaning = " ".join(t for t in (short(quantity), "(log scale)" if log else "") if t)
         cb.set_label(qlabel(quantity, width=max(16, min(36, int(12 * length))), meaning=meaning))
     fig.suptitle(f"{quantity} over depth and training ({mode} mode)")
