@@ -33,7 +33,8 @@ def _restore_threads():
 
 
 def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT), "TQDM_DISABLE": ""}
+    """This checkout first; tqdm not switched off from outside (``TQDM_DISABLE``)."""
+    return {**{k: v for k, v in os.environ.items() if k != "TQDM_DISABLE"}, "PYTHONPATH": str(ROOT)}
 
 
 def _in_terminal(argv: list[str], cwd: Path, size: tuple[int, int] | None) -> str:
