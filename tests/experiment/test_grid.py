@@ -32,7 +32,8 @@ REPO = Path(__file__).resolve().parents[2]
 BASE = RunConfig(model="simple_cnn", scheme="pws", data="digits", batch_size=32, steps=4, threads=1,
                  flush_every=1)
 
-CLI_TINY = ["--steps", "4", "--batch-size", "32", "--threads", "1", "--flush-every", "1", "--no-progress"]
+# --quiet: no progress bar and no closing hint, so that stderr holds the grid's report alone
+CLI_TINY = ["--steps", "4", "--batch-size", "32", "--threads", "1", "--flush-every", "1", "--quiet"]
 
 
 @pytest.fixture(autouse=True)

@@ -1,8 +1,42 @@
-"""Training experiments: a configured run into a run directory, grids of runs, the paper's claims."""
-from .config import RunConfig
-from .projection import project_filter_mean_
-from .grid import grid
-from .runner import load_model, run
-from .train import accuracy, sgd
+"""Training experiments: a configured run into a run directory, grids of runs, the paper's claims.
+
+Every name loads on first use (PEP 562), so that ``varprobe.experiment.config`` and ``.stop``, which
+the command line needs to build its parser, import without torch. ``grid`` is the function, as it
+always was, even after the submodule ``varprobe.experiment.grid`` was imported.
+"""
+from __future__ import annotations
+
+import sys
+import types
+from importlib import import_module
+from typing import Any
 
 __all__ = ["RunConfig", "run", "grid", "load_model", "sgd", "accuracy", "project_filter_mean_"]
+
+#: public name -> the submodule that defines it.
+_LAZY = {"RunConfig": "config", "run": "runner", "grid": "grid", "load_model": "runner", "sgd": "train",
+         "accuracy": "train", "project_filter_mean_": "projection"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f"{__name__}.{_LAZY[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+class _Package(types.ModuleType):
+    """This package: importing its submodule ``grid`` does not replace the function ``grid``."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _LAZY and isinstance(value, types.ModuleType) and value.__name__ == f"{__name__}.{name}":
+            return  # the import system binding the submodule; it stays in sys.modules
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

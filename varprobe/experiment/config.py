@@ -1,32 +1,38 @@
-"""The configuration of one training run, validated, with its model and data builders."""
+"""The configuration of one training run, validated, with its model and data builders.
+
+Imports no torch: :class:`RunConfig` and its checks are plain Python, so that the command line
+builds its options from them without loading torch; the builders import it when called.
+"""
 from __future__ import annotations
 
 import functools
 import re
 from dataclasses import asdict, dataclass, field, fields
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
-
-from ..data import Split, cifar10, digits, synthetic
-from ..layers import SCHEMES
-from ..vocabulary import PRESETS
-from ..models import resnet34_cifar, resnet_cifar, simple_cnn, vgg_cifar
+from ..vocabulary import PRESETS, SCHEMES
 from .device import DEVICE_CHOICES, check_device
 from .options import (check_fields, choice, flag, integer_in, non_negative_ints, number, one_of, option,
                       positive_int)
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from ..data import Split
 
 __all__ = ["RunConfig", "MODELS", "DATASETS", "build_model", "load_data", "check_config"]
 
 MODELS = ("simple_cnn", "vgg", "resnet8", "resnet14", "resnet20", "resnet32", "resnet44", "resnet56", "resnet34")
 DATASETS = ("digits", "synthetic", "cifar10")
 QUANTITY_PRESETS = tuple(PRESETS)  # "all", "forward", "causes": the probe's presets
-#: The largest float32: SGD applies lr and weight_decay to float32 parameters.
-FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+#: The largest float32, (2 - 2**-23) * 2**127 (``torch.finfo(torch.float32).max``): SGD applies lr and
+#: weight_decay to float32 parameters.
+FLOAT32_MAX = (2 - 2**-23) * 2.0**127
 _FLOAT32 = (lambda v: v <= FLOAT32_MAX,
             f"at most {FLOAT32_MAX:.4g} (the largest float32: SGD applies it to float32 weights)")
-#: The smallest positive normal float32: a smaller lr is (nearly) 0 once applied to float32 weights.
-FLOAT32_TINY = float(torch.finfo(torch.float32).tiny)
+#: The smallest positive normal float32, 2**-126 (``torch.finfo(torch.float32).tiny``): a smaller lr
+#: is (nearly) 0 once applied to float32 weights.
+FLOAT32_TINY = 2.0**-126
 _NOT_UNDERFLOWING = (lambda v: v >= FLOAT32_TINY,
                      f"at least {FLOAT32_TINY:.4g} (the smallest normal float32: a smaller lr underflows "
                      "to 0 on float32 weights)")
@@ -198,6 +204,8 @@ def load_data(data: str, size: int, seed: int, limit: int | None, synthetic_n: i
               ) -> Split:
     """The data set of a run (cached: runs of a grid share it). Test/train split by ``seed``.
     ``channels``: as ``RunConfig.channels`` (None: 1 for digits, 3 otherwise)."""
+    from ..data import Split, cifar10, digits, synthetic
+
     if data == "digits":
         split = digits(size=size, channels=channels or 1, seed=seed)
     elif data == "synthetic":
@@ -212,6 +220,8 @@ def load_data(data: str, size: int, seed: int, limit: int | None, synthetic_n: i
 
 def build_model(config: RunConfig, in_channels: int, num_classes: int) -> nn.Module:
     """The model named by ``config`` with its scheme, width and PWS options."""
+    from ..models import resnet34_cifar, resnet_cifar, simple_cnn, vgg_cifar
+
     options = {}
     if config.gamma is not None:
         options["gamma"] = config.gamma
@@ -288,6 +298,8 @@ def _build_problem(model: tuple, size: int | None, batch: int) -> tuple[str, str
     """None if the model of ``model`` = (model, scheme, width, gamma, gamma_mode, in_channels,
     num_classes) builds and, for a ``size``, runs a training-mode forward of ``batch`` random images
     of that size; else ("build" or "forward", the first line of the error)."""
+    import torch
+
     name, scheme, width, gamma, gamma_mode, in_channels, num_classes = model
     config = RunConfig(model=name, scheme=scheme, width=width, gamma=gamma, gamma_mode=gamma_mode)
     with torch.random.fork_rng(devices=[]):

@@ -1,14 +1,17 @@
 """Where a run executes: its torch device (``RunConfig.device``), resolved per worker, and the
-determinism settings that go with it (recorded in ``meta.json``)."""
+determinism settings that go with it (recorded in ``meta.json``). The device check that
+``RunConfig`` runs (:func:`check_device`) needs no torch; the rest imports it when called."""
 from __future__ import annotations
 
 import multiprocessing
 import os
 import re
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
-from ..data import Split
+    from ..data import Split
 
 __all__ = ["DEVICE_CHOICES", "check_device", "resolve_device", "worker_slot", "make_deterministic",
            "split_to"]
@@ -38,6 +41,8 @@ def resolve_device(device: str, slot: int = 0) -> torch.device:
         ValueError: an unknown device string, CUDA requested where it is not available, or a GPU
             index beyond the visible ones (one line naming the value and what is valid here).
     """
+    import torch
+
     check_device(device)
     if device == "cpu":
         return torch.device("cpu")
@@ -87,6 +92,8 @@ def make_deterministic(device: torch.device) -> dict:
         The ``determinism`` field of ``meta.json``: what was set, and under which conditions two
         runs of one config are bit-identical.
     """
+    import torch
+
     if device.type != "cuda":
         return {"device_type": device.type, "threads": torch.get_num_threads(),
                 "bitwise": "same config, torch version and thread count"}
@@ -111,6 +118,8 @@ def make_deterministic(device: torch.device) -> dict:
 def split_to(split: Split, device: torch.device) -> Split:
     """``split`` with its four tensors on ``device`` (the same object on the CPU): batches are then
     drawn on the device, with no host-to-device copy per step."""
+    from ..data import Split
+
     if split.x_train.device == device:
         return split
     return Split(split.name, split.x_train.to(device), split.y_train.to(device), split.x_test.to(device),

@@ -46,6 +46,7 @@ from ..record.meta import FORMAT_VERSION, enclosing_run, read_meta
 from ..record.layout import REPLACING_NAME
 from ..record.replace import check_replaceable
 from .config import RunConfig
+from .progress import progress_bar
 from .runner import DONE, run, run_name
 
 __all__ = ["grid", "grid_configs", "GridResult", "BACKENDS", "SchedulerError", "default_threads"]
@@ -205,8 +206,7 @@ def grid(base: RunConfig, root: str | os.PathLike, *, schemes: Iterable[str] | N
                 say(f"grid: run {root / name} is damaged ({state.reason}); redoing it")
             todo.append((config, name, state.kind != "new"))
 
-    bar = tqdm(total=len(configs), initial=len(configs) - len(todo), desc="grid", unit="run",
-               disable=not progress, file=sys.stderr)
+    bar = progress_bar(len(configs), "grid", "run", enabled=progress, initial=len(configs) - len(todo))
     try:
         for result in _execute(todo, root, jobs, backend, scheduler):
             outcomes[result["name"]] = result

@@ -15,6 +15,7 @@ from ..record import Run, load_run
 from ..record.files import atomic_write
 from .config import RunConfig, build_model, load_data
 from .device import make_deterministic, resolve_device, split_to, worker_slot
+from .progress import progress_bar
 from .projection import project_filter_mean_
 from .stop import deferred, error_of
 from .train import accuracy, sgd
@@ -25,7 +26,7 @@ DONE = ("finished", "collapsed")  # statuses a grid does not rerun
 from ..record.layout import MODEL_FILE  # the final state_dict, beside meta.json
 
 
-def run(config: RunConfig, out: str | os.PathLike, *, overwrite: bool = False) -> Run:
+def run(config: RunConfig, out: str | os.PathLike, *, overwrite: bool = False, progress: bool = False) -> Run:
     """Train ``config``'s model on its data with a probe attached, writing ``out`` as it goes.
 
     The run directory holds the probe table (per-layer statistics, and ``loss``/``lr`` at every
@@ -36,6 +37,9 @@ def run(config: RunConfig, out: str | os.PathLike, *, overwrite: bool = False) -
     saved as ``model.pt`` (a state_dict; rebuild the model with ``load_model(run)``). The model, its
     data and the probe live on ``config.device``; meta.json records ``device`` (the one used),
     ``threads`` (torch CPU threads) and ``determinism`` (``make_deterministic``).
+
+    ``progress``: a tqdm bar on stderr over the steps, with the last loss and the steps per second
+    (the command line shows it where stderr is a terminal); it stays on screen where the run ends.
     """
     if config.threads is not None:
         torch.set_num_threads(config.threads)
@@ -60,6 +64,7 @@ def run(config: RunConfig, out: str | os.PathLike, *, overwrite: bool = False) -
     probe = Probe(model, every=config.every, quantities=config.quantities, out=out, flush_every=config.flush_every,
                   meta=config.to_dict(), overwrite=overwrite)
     model.train()
+    bar = progress_bar(config.steps, "run", "step", enabled=progress)
     try:
         with deferred():  # the run directory is created whole, or not at all
             probe.attach()
@@ -82,11 +87,14 @@ def run(config: RunConfig, out: str | os.PathLike, *, overwrite: bool = False) -
             with deferred():  # a stop signal waits for the step to be recorded (and flushed)
                 probe.step(loss=loss, lr=lr)
             last_loss = float(loss.detach())
+            bar.set_postfix(loss=f"{last_loss:.4g}", refresh=False)
+            bar.update()
             if not math.isfinite(last_loss) or not float(logits.detach().var()) <= config.collapse_var:
                 collapsed_at = step
                 break
             opt.step()
             opt.zero_grad(set_to_none=True)
+        bar.close()
         with deferred():
             probe.remove()  # the accuracy forwards below are not part of the record
             buffer = io.BytesIO()
@@ -100,6 +108,7 @@ def run(config: RunConfig, out: str | os.PathLike, *, overwrite: bool = False) -
             probe.close("collapsed" if collapsed_at is not None else "finished", result=result, device=str(device),
                         threads=torch.get_num_threads(), determinism=determinism)
     except BaseException as exc:
+        bar.close()
         with deferred():
             _close_failed(probe, exc)
         raise

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .style import _wrap, order_levels, pack
+from .style import FOOTNOTE_SIZE, _wrap, order_levels, pack
 
 __all__ = ["describe", "footer"]
 
@@ -89,9 +89,9 @@ def footer(fig, frame, text: str = "", *, mode: str | None = None) -> None:
     was drawn from; ``frame`` may also be that line itself), wrapped to the figure's width, then
     ``text`` (a note on what was left out or how to read the figure) on its own line."""
     what = frame if isinstance(frame, str) else describe(frame, mode)
-    width = max(40, int(fig.get_size_inches()[0] * 16))
+    width = max(40, int(fig.get_size_inches()[0] * 15))
     packed = pack(what.split(" · "), width, " · ") if what else [""]  # break between parts, never inside one
     lines = ["\n".join(packed), _wrap(text, width) if text else ""]
     body = "\n".join(x for x in lines if x)
     if body:
-        fig.supxlabel(body, fontsize=7.5, color="#555555", x=0.0, ha="left", multialignment="left")
+        fig.supxlabel(body, fontsize=FOOTNOTE_SIZE, color="#555555", x=0.0, ha="left", multialignment="left")

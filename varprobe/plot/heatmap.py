@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 from ..analysis.rows import is_weight_layer
 from . import _derive as d
 from .footer import footer
-from .style import STEP_LABEL, new_figure, order_levels, qlabel, use_log
+from .style import STEP_LABEL, new_figure, order_levels, qlabel, short, use_log
 
 __all__ = ["heatmap"]
 
@@ -144,9 +144,12 @@ def heatmap(frame: pd.DataFrame, quantity: str, run: str | None = None, mode: st
     for k in range(len(mats), grid_rows * grid_cols):
         axes.flat[k].set_axis_off()
     if mesh is not None:
-        cb = fig.colorbar(mesh, ax=axes, location="right", pad=0.01, aspect=30,
-                          shrink=0.9 if grid_rows > 1 else 1.0)
-        cb.set_label(qlabel(quantity, width=36) + (" (log scale)" if log else ""))
+        shrink = 0.9 if grid_rows > 1 else 1.0
+        cb = fig.colorbar(mesh, ax=axes, location="right", pad=0.01, aspect=30, shrink=shrink)
+        # wrapped to the bar's length (about 12 characters an inch), so that it never runs into the title
+        length = (panel_h * grid_rows - 0.9) * shrink  # less the panels' titles and axis labels
+        meaning = " ".join(t for t in (short(quantity), "(log scale)" if log else "") if t)
+        cb.set_label(qlabel(quantity, width=max(16, min(36, int(12 * length))), meaning=meaning))
     fig.suptitle(f"{quantity} over depth and training ({mode} mode)")
     spans = {(float(m.columns.min()), float(m.columns.max())) for _, _, m, _ in mats if not m.empty}
     grey = np.isnan(allv).any() or len(spans) > 1

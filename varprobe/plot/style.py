@@ -6,6 +6,10 @@ figures made in a loop are freed when dropped, and a notebook shows a returned f
 with ``fig.savefig`` (the format follows the file's extension) or display it by returning it from
 a notebook cell (:class:`PlotFigure` has a PNG representation, so this works without pyplot).
 Labels and colours are the vocabulary's (``varprobe.vocabulary.SHORT``, ``SCHEME_COLORS``).
+
+Every figure is made at :data:`DPI` dots per inch or more (:func:`new_figure`): a notebook shows a
+figure at the figure's own dpi (the inline backend's printer and :meth:`PlotFigure._repr_png_`
+alike), so a notebook's lower ``rcParams["figure.dpi"]`` does not make its text unreadable.
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import io
 import math
 
 import numpy as np
+from matplotlib import rcParams
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import Formatter, LogFormatterSciNotation
@@ -21,10 +26,15 @@ from ..vocabulary import EXTRA_COLORS, SCHEME_COLORS, SCHEMES, SHORT
 
 __all__ = ["new_figure", "qlabel", "short", "scheme_colors", "legend_right", "legend_below",
            "bold_headers", "cell_grid", "pack", "use_log", "fmt_num", "order_levels", "finite", "note", "tidy_log",
-           "STEP_LABEL", "DEPTH_LABEL"]
+           "STEP_LABEL", "DEPTH_LABEL", "DPI", "FOOTNOTE_SIZE"]
 
 STEP_LABEL = "training step"
 DEPTH_LABEL = "depth (conv/linear layer)"
+#: The least resolution of a figure, in dots per inch, wherever it is shown; more where
+#: ``rcParams["figure.dpi"]`` asks for more. Files are written at their own (``varprobe.record.figure``).
+DPI = 100
+#: Font size, in points, of a figure's footnote and footer (what it was drawn from): 11 pixels at :data:`DPI`.
+FOOTNOTE_SIZE = 8.0
 
 
 def short(quantity: str) -> str:
@@ -79,11 +89,12 @@ def scheme_colors(names) -> dict:
 
 class PlotFigure(Figure):
     """A matplotlib ``Figure`` that Jupyter shows as a PNG when returned from a cell, even where
-    pyplot (and with it the inline backend's display hook) was never imported."""
+    pyplot (and with it the inline backend's display hook) was never imported, at the figure's
+    dpi, as the inline backend shows it."""
 
     def _repr_png_(self) -> bytes:
         buf = io.BytesIO()
-        self.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+        self.savefig(buf, format="png", dpi=self.dpi, bbox_inches="tight")
         return buf.getvalue()
 
 
@@ -91,10 +102,11 @@ def new_figure(nrows: int, ncols: int, *, panel: tuple[float, float] = (3.6, 2.9
                extra: tuple[float, float] = (0.0, 0.0), sharex: bool | str = False,
                sharey: bool | str = False, squeeze: bool = False) -> tuple[Figure, np.ndarray]:
     """A figure of ``nrows`` x ``ncols`` panels of size ``panel`` inches, plus ``extra`` inches
-    (right, bottom) for a legend, with constrained layout, on an Agg canvas (not pyplot).
-    Returns ``(fig, axes)``, axes a 2-d array."""
+    (right, bottom) for a legend, with constrained layout, on an Agg canvas (not pyplot), at
+    :data:`DPI` or ``rcParams["figure.dpi"]``, whichever is higher. Returns ``(fig, axes)``, axes a
+    2-d array."""
     fig = PlotFigure(figsize=(ncols * panel[0] + extra[0], nrows * panel[1] + extra[1] + 0.5),
-                 layout="constrained")
+                     dpi=max(DPI, rcParams["figure.dpi"]), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(nrows, ncols, sharex=sharex, sharey=sharey, squeeze=squeeze)
     return fig, axes
@@ -164,7 +176,7 @@ def finite(data, *, positive: bool = False):
 def note(fig, text: str) -> None:
     """A small footnote in the figure's lower left corner (outside the panels)."""
     if text:
-        fig.supxlabel(text, fontsize=7.5, color="#555555", x=0.0, ha="left")
+        fig.supxlabel(text, fontsize=FOOTNOTE_SIZE, color="#555555", x=0.0, ha="left")
 
 
 class _TidyLog(Formatter):

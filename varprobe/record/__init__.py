@@ -18,10 +18,27 @@ full) raises one :class:`RunWriteError`, keeps the chunks already written and ma
 failed where meta.json can still be written.
 """
 
+from importlib import import_module
+from typing import Any
+
 from .lock import RunLockedError
 from .errors import RunFormatError, RunWriteError
-from .reader import Run, check_run, load_run, load_runs
-from .writer import RunWriter
 
 __all__ = ["RunWriter", "Run", "load_run", "load_runs", "check_run", "RunLockedError",
            "RunFormatError", "RunWriteError"]
+
+#: The names that need pandas and pyarrow, loaded on first use (PEP 562): the errors above do not,
+#: and the command line builds its parser with them alone.
+_LAZY = {"Run": "reader", "check_run": "reader", "load_run": "reader", "load_runs": "reader", "RunWriter": "writer"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f"{__name__}.{_LAZY[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

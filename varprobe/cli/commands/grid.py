@@ -2,19 +2,24 @@
 from __future__ import annotations
 
 import argparse
+import glob
 import itertools
 import sys
+from pathlib import Path
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...experiment.config import RunConfig
-from ...layers import SCHEMES
-from ...record import Run
+from ...vocabulary import SCHEMES
 from ..arguments import backend, jobs, list_of, path
 from ..checks import OUT_ERRORS, check_data, check_device, check_out, check_parallel
 from ..exits import EXIT_FAILED, EXIT_MISSING, EXIT_OK, PROG
+from ..hints import add_quiet, figure_beside, plot_command, say, shows_progress
 from ..parser import subparser
 from ..run_options import GRID_AXES, RUN_OPTIONS, config_from_args, field_parser
+
+if TYPE_CHECKING:
+    from ...record import Run
 
 __all__ = ["add", "command", "table"]
 
@@ -30,6 +35,7 @@ def command(args: argparse.Namespace) -> int:
     """``varprobe grid``: schemes x lrs x batch sizes x seeds into ``--out/<name>``, resumable,
     serially or ``--jobs N`` at once (loky, or a Dask cluster)."""
     from ...experiment.grid import SchedulerError, grid
+    from ...experiment.runner import DONE
 
     parser = args.parser
     check_parallel(args, parser)
@@ -45,7 +51,7 @@ def command(args: argparse.Namespace) -> int:
         check_device(base, parser)
     try:
         runs = grid(base, args.out, schemes=axes["scheme"], lrs=axes["lr"], batch_sizes=axes["batch_size"],
-                    seeds=axes["seed"], progress=not args.no_progress, jobs=args.jobs, backend=args.backend,
+                    seeds=axes["seed"], progress=shows_progress(args), jobs=args.jobs, backend=args.backend,
                     scheduler=args.scheduler)
     except (*OUT_ERRORS, SchedulerError, ValueError) as exc:
         parser.error(str(exc))
@@ -55,6 +61,9 @@ def command(args: argparse.Namespace) -> int:
     print(table(runs))
     for line in runs.report():
         print(line, file=sys.stderr)
+    if any(r.status in DONE for r in runs):  # something to draw
+        say(args, f"the grid's runs are in {args.out}; to look at them:",
+            f"  {plot_command(Path(glob.escape(args.out)) / '*', figure_beside(args.out))}")
     return EXIT_OK if runs.ok else EXIT_FAILED
 
 
@@ -79,7 +88,8 @@ def add(sub: Any) -> None:
                   "and collapsed runs, restarts unfinished ones and redoes damaged ones (reported in one "
                   "line); duplicate configs run once; a run that another live process holds is skipped "
                   "and listed at the end. --jobs N runs N at once. Every config is checked before the "
-                  "first run starts. Exit status 1 if a run failed.", command,
+                  "first run starts. Exit status 1 if a run failed. Last, stderr names the directory and the "
+                  "varprobe plot command that draws its runs.", command,
                   "varprobe grid --schemes plain,bn,pws --lrs 0.05,0.2 --batch-sizes 64 --seeds 0,1,2 "
                   "--out runs/grid")
     p.add_argument("--out", required=True, type=path, metavar="DIR",
@@ -90,7 +100,9 @@ def add(sub: Any) -> None:
         p.add_argument("--" + plural.replace("_", "-"), dest=plural,
                        type=list_of(field_parser(field), example, f"the default {default}"),
                        metavar="LIST", help=f"{help} (default: {default})")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (default: a tqdm bar on stderr)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (default: a tqdm bar on stderr where stderr is a terminal)")
+    add_quiet(p)
     p.add_argument("--jobs", type=jobs, default=None, metavar="N",
                    help="runs at once (at most 1024), one worker process each, torch threads per run: cores // N unless "
                         "--threads (default: 1, in this process; with --backend dask: every worker thread of "

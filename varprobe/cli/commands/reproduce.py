@@ -8,6 +8,7 @@ from typing import Any
 from ..arguments import jobs, path, up_to
 from ..checks import check_out
 from ..exits import EXIT_OK, missing
+from ..hints import add_quiet, say, shows_progress
 from ..parser import subparser
 
 __all__ = ["add", "command"]
@@ -25,10 +26,14 @@ def command(args: argparse.Namespace) -> int:
         return missing(exc, _CLAIMS, "reproduce", args.command)
     out = Path(args.out)
     check_out(out, args.parser)
-    reproduce(args.profile, out, args.seeds, jobs=args.jobs)
+    reproduce(args.profile, out, args.seeds, jobs=args.jobs, progress=shows_progress(args))
     written = [str(out / name) for name in ("claims.md", "claims.json") if (out / name).exists()]
     if written:
         print(f"wrote {' and '.join(written)}")
+        figures = sorted(p.name for p in out.glob("*.png"))
+        say(args, f"the report is {out / 'claims.md'}; " + (
+            f"its {len(figures)} figures are beside it in {out} ({', '.join(figures)}), with their captions in "
+            f"{out / 'figures.md'}" if figures else f"no figure was written in {out}"))
     return EXIT_OK
 
 
@@ -50,7 +55,8 @@ def add(sub: Any) -> None:
                   "check the paper's claims numerically; write claims.md and claims.json",
                   "Run the experiments behind every claim of the paper and write DIR/claims.md (claim, "
                   "quantity, expected, measured with a 95% confidence interval over seeds, verdict), "
-                  "DIR/claims.json and the figures next to them.", command)
+                  "DIR/claims.json and the figures next to them (the training runs go to DIR/runs). Last, "
+                  "stderr names the report and its figures.", command)
     profile = p.add_mutually_exclusive_group()
     for name, help in _PROFILES.items():
         profile.add_argument(f"--{name}", dest="profile", action="store_const", const=name,
@@ -62,3 +68,4 @@ def add(sub: Any) -> None:
                    help=f"number of seeds per experiment, at most {MAX_SEEDS} (default: the profile's, 3 for --quick)")
     p.add_argument("--jobs", type=jobs, default=1, metavar="N",
                    help="training runs at once (at most 1024), one worker process each (default: %(default)s)")
+    add_quiet(p)

@@ -2,16 +2,18 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ...record import Run
 from ..arguments import path
 from ..checks import OUT_ERRORS, check_data, check_device, check_out
 from ..exits import EXIT_OK, PROG
+from ..hints import add_quiet, figure_beside, plot_command, say, shows_progress
 from ..parser import subparser
 from ..run_options import RUN_OPTIONS, config_from_args
+
+if TYPE_CHECKING:
+    from ...record import Run
 
 __all__ = ["add", "command", "summary"]
 
@@ -32,13 +34,13 @@ def command(args: argparse.Namespace) -> int:
     check_out(out, parser)
     check_data(config, parser)
     check_device(config, parser)
-    print(f"{PROG} run: {config.model}/{config.scheme} on {config.data}, {config.steps} steps -> {out}",
-          file=sys.stderr)
+    say(args, f"{PROG} run: {config.model}/{config.scheme} on {config.data}, {config.steps} steps -> {out}")
     try:
-        result = run(config, out, overwrite=args.overwrite)
+        result = run(config, out, overwrite=args.overwrite, progress=shows_progress(args))
     except OUT_ERRORS as exc:
         parser.error(str(exc))
     print(summary(result))
+    say(args, f"the run is in {out}; to look at it:", f"  {plot_command(out, figure_beside(out))}")
     return EXIT_OK
 
 
@@ -61,12 +63,15 @@ def add(sub: Any) -> None:
     p = subparser(sub, "run", "--out DIR [options]", "train one configured run into a run directory",
                   "Train one model with the probe attached; write the run directory (meta.json with the "
                   "config, status and result; the probe table with per-layer statistics, loss and lr) "
-                  "and print a one-line summary: status, final loss, test accuracy, run dir.", command,
+                  "and print a one-line summary: status, final loss, test accuracy, run dir. Where stderr "
+                  "is a terminal a progress bar shows the steps, the loss and the steps per second; last, "
+                  "stderr names the run directory and the varprobe plot command that draws it.", command,
                   "varprobe run --model resnet20 --scheme pws --data digits --lr 0.1 --batch-size 64 "
                   "--steps 300 --seed 0 --out runs/pws")
     p.add_argument("--out", required=True, type=path, metavar="DIR", help="run directory to write (required)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace --out if it already holds a run (default: off: refuse)")
+    add_quiet(p)
     group = p.add_argument_group("run configuration")
     for option in RUN_OPTIONS:
         option.add_to(group)
