@@ -36,7 +36,7 @@ Where the graph cannot tell (documented and warned, never silent):
 - a module called more than once in one forward (weight sharing) at different depths: the deepest
   call's depth, and a warning naming the layer and its depths.
 
-The order of the layers' first calls is kept too (``LayerPlan``-independent, :meth:`row_order`):
+The order of the layers' first calls is kept too (``LayerPlan``-independent, :meth:`Dataflow.row_order`):
 rows of a step come in that order, so a frame lists layers by call order, and plots that order
 rows by depth (``varprobe.plot._derive.layer_order``) break ties by call order.
 """

@@ -3,9 +3,10 @@
 This layer knows nothing of models or probes: it stores long-format pandas frames (columns
 ``step, layer, depth, mode, module_type, role, quantity, value``) and JSON metadata.
 
-* :class:`RunWriter` writes a run (atomic chunks and meta, single-writer lock).
-* :func:`load_run` reads one run into a :class:`Run`; :func:`load_runs` concatenates runs
-  with ``run``, ``status`` and config columns; :func:`check_run` lists what is wrong with a
+* :class:`~varprobe.record.writer.RunWriter` writes a run (atomic chunks and meta, single-writer lock).
+* :func:`~varprobe.record.reader.load_run` reads one run into a :class:`~varprobe.record.reader.Run`;
+  :func:`~varprobe.record.reader.load_runs` concatenates runs
+  with ``run``, ``status`` and config columns; :func:`~varprobe.record.reader.check_run` lists what is wrong with a
   run (``[]`` if intact), as ``Run.problems``/``Run.damaged`` do for a loaded one.
 
 Guarantees: every chunk whose ``append`` returned survives a kill of the writing process;
