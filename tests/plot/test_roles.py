@@ -70,7 +70,7 @@ def test_spp_pools_layers_of_one_depth_per_run_and_names_them_in_the_legend():
                 ("mix.norm", 1, "BatchNorm2d", "norm", [1e3, 1e3]),
                 ("head", 2, "Linear", "linear", [0.5, 2.0])]
     frame = frame_of(branches, seeds=(0, 1))
-    rows, kind = _derive.spp_table(frame.assign(run=frame["run"]), [0])
+    rows, kind = _derive.spp_table(frame, [0])
     at1 = rows[(rows["x"] == 1) & (rows["stat"] == "ch_var")].set_index("run")
     # one row per run: the float64 geometric mean of that run's two branches (not the norm)
     assert at1.loc["seed=0", "value"] == pytest.approx(math.exp((math.log(4.0) + math.log(0.25)) / 2), rel=1e-14)
