@@ -119,3 +119,25 @@ def test_compare_summary_counts_within_band_and_below_floor_per_quantity_and_sch
     assert compare_summary(t, band=0.05).set_index(["quantity", "scheme"]).loc[("out.ch_var", "plain"), "within"] == 0
     with pytest.raises(ValueError, match="band must be in"):
         compare_summary(t, band=1.5)
+
+
+class _Project(nn.Module):
+    """A leaf with a weight of a type varprobe has no layout for (role "other": whole-tensor w.*)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(6, 4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.weight.t()
+
+
+def test_only_conv_and_linear_layers_get_a_prediction():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 4), _Project(), nn.LayerNorm(6))
+    with pytest.warns(RuntimeWarning, match="_Project has no layout"):
+        frame = _probe(model, torch.randn(32, 5))
+    assert set(frame.loc[frame["layer"] == "1", "role"]) == {"other"}
+    assert {"w.sq_norm", "in.var", "out.ch_var"} <= set(frame.loc[frame["layer"] == "1", "quantity"])
+    table = compare(frame)
+    assert set(table["layer"]) == {"0"} and set(table["role"]) == {"linear"}

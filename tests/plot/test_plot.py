@@ -47,40 +47,40 @@ def synthetic_runs(schemes=SCHEMES, lrs=(0.05, 0.5), seeds=(0, 1), steps=range(0
                 grow = 1.0 if scheme in ("bn", "pws") else 1.6
                 layers = []
                 for i in range(n_conv):
-                    layers.append((f"features.{i}.conv", i, "Conv2d" if scheme != "pws" else "PWSConv2d"))
+                    layers.append((f"features.{i}.conv", i, "Conv2d" if scheme != "pws" else "PWSConv2d", "conv"))
                     if scheme == "bn":
-                        layers.append((f"features.{i}.norm", i, "BatchNorm2d"))
-                layers.append(("head", n_conv, "Linear"))
+                        layers.append((f"features.{i}.norm", i, "BatchNorm2d", "norm"))
+                layers.append(("head", n_conv, "Linear", "linear"))
                 for step in run_steps:
                     t = 1 + step / 10 * lr * 10 * (grow - 1)
-                    for layer, depth, mtype in layers:
+                    for layer, depth, mtype, role in layers:
                         noise = float(np.exp(rng.normal(0, 0.1)))
                         v = grow ** depth * t * noise
                         q = {"out.var": v, "in.var": v / grow * (1.0 if depth else 1.0 / t),
                              "out.ch_var": 0.9 * v, "out.ch_sq_mean": 0.1 * v * t,
                              "out.mean": rng.normal(0, 0.5),
                              "grad_out.var": 1e-4 / grow ** depth, "grad_in.var": 1e-4 / grow ** (depth - 1)}
-                        if "Conv" in mtype:
+                        if role == "conv":
                             q.update({"gw.shift_ratio": 0.8 + (grow - 1) * 5 * noise,
                                       "w.filter_sum_var": 2.0 * t * noise})
                         if depth == 0:
                             del q["grad_in.var"]
                         for name, value in q.items():
-                            out.append((run, step, layer, depth, "train", mtype, name, float(value)))
+                            out.append((run, step, layer, depth, "train", mtype, role, name, float(value)))
                     if residual:
                         for b in range(n_conv // 2):
                             for name, value in (("block.out.ch_var", grow ** b * t),
                                                 ("block.out.ch_sq_mean", 0.1 * grow ** b * t)):
-                                out.append((run, step, f"layer{b}", 2 * b + 1, "train", "ResidualBlock",
+                                out.append((run, step, f"layer{b}", 2 * b + 1, "train", "ResidualBlock", "block",
                                             name, value))
                     loss = 2.3 / (1 + step / 5) if not collapsed else float("inf") if step else 2.3
-                    out.append((run, step, "", -1, "train", "", "loss", loss))
-                    out.append((run, step, "", -1, "train", "", "lr", lr))
+                    out.append((run, step, "", -1, "train", "", "", "loss", loss))
+                    out.append((run, step, "", -1, "train", "", "", "lr", lr))
                 if scheme == "bn":  # a few eval-mode rows, which must never mix with train rows
-                    out.append((run, 0, "features.0.conv", 0, "eval", "Conv2d", "out.ch_var", 123.0))
+                    out.append((run, 0, "features.0.conv", 0, "eval", "Conv2d", "conv", "out.ch_var", 123.0))
                 status = "collapsed" if collapsed else "finished"
                 rows.extend(r + (status, scheme, lr, seed, 64) for r in out)
-    return pd.DataFrame(rows, columns=["run", "step", "layer", "depth", "mode", "module_type", "quantity",
+    return pd.DataFrame(rows, columns=["run", "step", "layer", "depth", "mode", "module_type", "role", "quantity",
                                        "value", "status", "scheme", "lr", "seed", "batch_size"])
 
 
@@ -487,7 +487,7 @@ def test_legends_sit_outside_the_panels():
 
 
 def test_a_bare_probe_frame_works(one_run):
-    bare = one_run[["step", "layer", "depth", "mode", "module_type", "quantity", "value"]]  # Probe.frame()
+    bare = one_run[["step", "layer", "depth", "mode", "module_type", "role", "quantity", "value"]]  # Probe.frame()
     for fig, n in [(vp.spp(bare), 6), (vp.curves(bare, "out.var"), 1), (vp.shift(bare), 2),
                    (vp.heatmap(bare, "out.var"), 1), (vp.transmission(bare), 6)]:
         assert_labelled(fig, n)

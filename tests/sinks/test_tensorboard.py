@@ -40,7 +40,8 @@ def test_eval_rows_get_their_own_tags(run_table, tmp_path):
     sink(run_table)
     sink.close()
     ea, got = read(tmp_path / "tb")
-    assert set(ea.Tags()["scalars"]) == {"varprobe/out.var", "varprobe/eval/out.var"}
+    assert set(ea.Tags()["scalars"]) == {f"varprobe/{mode}{role}/out.var" for mode in ("", "eval/")
+                                         for role in ("conv", "norm", "linear")}
     want = expected_scalars(run_table, False, ("train", "eval"), {"out.var"})
     assert set(got) == set(want)
 

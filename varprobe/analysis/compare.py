@@ -8,6 +8,7 @@ import pandas as pd
 
 from ..theory import split_from_norms
 from ..vocabulary import COLUMNS
+from .rows import THEORY_ROLES, roles
 
 __all__ = ["compare", "compare_summary", "layer_table", "below_floor", "PREDICTIONS", "CHANNEL", "POOLED",
            "FLOOR", "BAND"]
@@ -34,9 +35,11 @@ _CHOICES = ("best", "channel", "pooled")
 
 
 def layer_table(frame: pd.DataFrame, quantities, mode: str = "train") -> pd.DataFrame:
-    """Wide table, one row per (run, step, layer) of conv/linear layers, one column per quantity."""
-    keys = [k for k in ("run", "scheme", "step", "layer", "depth", "module_type") if k in frame.columns]
+    """Wide table, one row per (run, step, layer) of the layers of role ``THEORY_ROLES`` (conv and
+    linear, ``varprobe.analysis.rows``), one column per quantity."""
+    keys = [k for k in ("run", "scheme", "step", "layer", "depth", "module_type", "role") if k in frame.columns]
     f = frame[(frame["mode"] == mode) & frame["quantity"].isin(list(quantities))]
+    f = f[roles(f).isin(THEORY_ROLES)]
     return f.pivot_table(index=keys, columns="quantity", values="value", observed=True).reset_index()
 
 
@@ -48,7 +51,8 @@ def below_floor(predicted, measured, floor: float = FLOOR) -> np.ndarray:
 
 
 def compare(frame: pd.DataFrame, mode: str = "train", prediction: str = "best") -> pd.DataFrame:
-    """Predicted against measured ``out.ch_var`` and ``out.ch_sq_mean`` per conv/linear layer and step.
+    """Predicted against measured ``out.ch_var`` and ``out.ch_sq_mean`` per conv/linear layer (role
+    "conv" or "linear", :data:`varprobe.analysis.rows.THEORY_ROLES`) and step.
 
     Two predictions, for input entries that are independent (``PREDICTIONS``):
 
@@ -66,7 +70,7 @@ def compare(frame: pd.DataFrame, mode: str = "train", prediction: str = "best") 
     pixels) make the measured values differ: that is what ``rel_error`` = measured / predicted - 1
     shows.
 
-    Returns a long table: run/scheme (when present), step, layer, depth, module_type, quantity,
+    Returns a long table: run/scheme (when present), step, layer, depth, module_type, role, quantity,
     prediction, predicted, measured, rel_error, below_floor (``below_floor(predicted, measured)``),
     then the runs' config columns of a ``varprobe.load_runs`` frame (model, lr, seed, ...).
     """
@@ -81,7 +85,7 @@ def compare(frame: pd.DataFrame, mode: str = "train", prediction: str = "best") 
     pooled = split_from_norms(wide["k.sq_norm"].fillna(wide["w.sq_norm"]),
                               wide["k.filter_sum_sq"].fillna(wide["w.filter_sum_sq"]),
                               wide["in.mean"], wide["in.var"])
-    keys = [k for k in ("run", "scheme", "step", "layer", "depth", "module_type") if k in wide.columns]
+    keys = [k for k in ("run", "scheme", "step", "layer", "depth", "module_type", "role") if k in wide.columns]
     parts = []
     for quantity, channel, pool in (("out.ch_var", wide["dec.pred_ch_var"], pooled.zero_mean),
                                     ("out.ch_sq_mean", wide["dec.pred_ch_sq_mean"], pooled.shift)):

@@ -16,7 +16,7 @@ import torch
 
 from .. import theory
 from ..analysis.compare import compare
-from ..analysis.rows import conv_rows, pooled_shares
+from ..analysis.rows import conv_rows, is_conv, pooled_shares
 from .causes import EARLY_STEPS
 from ..layers import PWSConv2d, init_alpha, reparameterize
 from ..models import resnet_cifar
@@ -115,7 +115,7 @@ def theory_error_at_init(frame: pd.DataFrame, quantity: str = "out.ch_var") -> f
     ``varprobe.analysis.compare`` makes (per-channel and padding-aware where the run recorded
     dec.pred_*, else pooled). NaN when the step has no prediction."""
     t = compare(frame)
-    t = t[(t["quantity"] == quantity) & t["module_type"].astype(str).str.contains("Conv")]
+    t = t[(t["quantity"] == quantity) & is_conv(t)]
     if t.empty:
         return float("nan")
     first = t[t["step"] == t["step"].min()]

@@ -1,8 +1,9 @@
 """Pure pandas derivations behind the plots: grouping runs, picking steps and layers, ratios.
 
 Nothing here imports matplotlib (or torch); every function takes and returns DataFrames in the
-long format of a probe table (``step, layer, depth, mode, module_type, quantity, value``, and for
-frames from ``varprobe.load_runs`` also ``run``, ``status`` and one column per config entry).
+long format of a probe table (``step, layer, depth, mode, module_type, role, quantity, value``, and
+for frames from ``varprobe.load_runs`` also ``run``, ``status`` and one column per config entry).
+Layers are selected by their ``role`` (``varprobe.analysis.rows``), never by their type's name.
 """
 from __future__ import annotations
 
@@ -14,11 +15,11 @@ import numpy as np
 import pandas as pd
 
 from ..analysis.ratios import transmission_ratios
-from ..analysis.rows import conv_rows, is_weight_layer
+from ..analysis.rows import conv_rows, has_roles, is_weight_layer, roles
 from ..vocabulary import COLUMNS
 
 __all__ = ["config_columns", "prepare", "quantity_rows", "hue_style", "run_table", "pick_steps",
-           "spp_table", "ratios", "conv_mean", "final_state", "select_layers",
+           "spp_table", "pool_shared", "pooled_notes", "ratios", "conv_mean", "final_state", "select_layers",
            "layer_order", "RATIO_QUANTITIES"]
 
 _NOT_CONFIG = set(COLUMNS) | {"run", "status", "setting", "final_loss", "last_step"}
@@ -157,14 +158,16 @@ def pick_steps(frame: pd.DataFrame, steps: Sequence[int] | int | None = None) ->
 
 
 def layer_order(frame: pd.DataFrame) -> list[str]:
-    """Layer names in forward order: by depth; within a depth the conv/linear layer first, then
-    the layers after it (norms), then residual blocks (a name that is a parent of another layer's
-    name, whose output follows its branch); ties by first appearance. Step-level rows last."""
-    cols = ["layer", "depth"] + (["module_type"] if "module_type" in frame.columns else [])
+    """Layer names in forward order: by depth; within a depth the layers of a weight role
+    (``varprobe.analysis.rows.WEIGHT_ROLES``: conv, linear, ...) first, then the layers after them
+    (norms), then residual blocks (a name that is a parent of another layer's name, whose output
+    follows its branch); ties by first appearance. Step-level rows last. A frame without ``role``
+    or ``module_type`` is ordered without the first rule."""
+    cols = ["layer", "depth"] + [c for c in ("module_type", "role", "quantity") if c in frame.columns]
     f = frame[cols].drop_duplicates("layer")
     names = f["layer"].astype(str).tolist()
     prefixes = {n[:i] for n in names for i, ch in enumerate(n) if ch == "."}
-    weight = is_weight_layer(f["module_type"]).to_numpy() if "module_type" in f.columns else np.zeros(len(f), bool)
+    weight = is_weight_layer(f).to_numpy() if has_roles(f) else np.zeros(len(f), bool)
     rank = [0 if w else 2 if n in prefixes else 1 for n, w in zip(names, weight)]
     f = f.assign(_pos=range(len(f)), _d=f["depth"].where(f["depth"] >= 0, 10**9), _r=rank)
     return f.sort_values(["_d", "_r", "_pos"])["layer"].tolist()
@@ -174,13 +177,17 @@ def spp_table(frame: pd.DataFrame, steps: Sequence[int], prefer_blocks: bool = T
     """Signal-propagation rows at ``steps``: columns run, step, x, layer, stat ("ch_var" or
     "ch_sq_mean"), value, plus config columns.
 
-    Returns ``(table, kind)``: kind "block" when ``block.out.*`` rows exist (residual nets: x =
-    block index in forward order, the residual stream after each add) and ``prefer_blocks``;
-    otherwise "layer" (x = depth, the output of each conv/linear layer: norm layers share their
-    conv's depth and are left out so nets with and without norm layers align).
+    Returns ``(table, kind)``: kind "block" when rows of role "block" with ``block.out.*``
+    quantities exist (residual nets and transformers: x = block index in forward order, the
+    residual stream after each add) and ``prefer_blocks``; otherwise "layer" (x = depth, the output
+    of each layer of a weight role, ``varprobe.analysis.rows.WEIGHT_ROLES``: norm layers, whose
+    output follows their conv's, are left out so nets with and without norm layers align). Layers
+    of one run that share a depth (parallel branches) are pooled by :func:`pool_shared`: one row
+    per run, step, stat and x, whose ``pooled`` column counts the layers it stands for.
     """
     f = frame[frame["step"].isin(steps)]
     blocks = f[f["quantity"].isin(["block.out.ch_var", "block.out.ch_sq_mean"])]
+    blocks = blocks[roles(blocks) == "block"]
     if prefer_blocks and len(blocks):
         kind = "block"
         rows = blocks.assign(stat=blocks["quantity"].str.slice(len("block.out.")))
@@ -190,11 +197,47 @@ def spp_table(frame: pd.DataFrame, steps: Sequence[int], prefer_blocks: bool = T
     else:
         kind = "layer"
         rows = f[f["quantity"].isin(["out.ch_var", "out.ch_sq_mean"])]
-        if "module_type" in rows.columns:
-            rows = rows[is_weight_layer(rows["module_type"])]
-        rows = rows[rows["depth"] >= 0]
+        rows = rows[is_weight_layer(rows) & (rows["depth"] >= 0)]
         rows = rows.assign(stat=rows["quantity"].str.slice(len("out.")), x=rows["depth"])
-    return rows.reset_index(drop=True), kind
+    return pool_shared(rows, ["run", "step", "stat", "x"]).reset_index(drop=True), kind
+
+
+def pool_shared(rows: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
+    """``rows`` with one row per ``by`` group (e.g. run, step, stat, depth) and a column ``pooled``,
+    the number of layers the row stands for. Where one layer has the group, its row, pooled 1.
+    Where several do (layers of one run at one depth: parallel branches), one row with the first
+    one's other columns, ``value`` the geometric mean of theirs in float64 (exp of the mean of ln;
+    a 0 or a non-finite value of any of them carries through), ``layer`` their names joined by
+    ", " in the order of the rows and ``role`` their distinct roles joined by ", ". What is pooled
+    is for the figure to name (:func:`pooled_notes`)."""
+    by = list(by)
+    n = rows.groupby(by, sort=False)["layer"].transform("nunique") if len(rows) else rows["layer"]
+    single = rows[n == 1].assign(pooled=1)
+    shared = rows[n > 1]
+    if shared.empty:
+        return single
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logs = np.log(shared["value"].to_numpy(dtype=np.float64))
+    g = shared.assign(_log=logs).groupby(by, sort=False)
+    agg = {"value": g["_log"].agg(lambda s: float(np.exp(np.mean(s.to_numpy())))),
+           "layer": g["layer"].agg(lambda s: ", ".join(dict.fromkeys(s.astype(str)))),
+           "pooled": g["layer"].nunique()}
+    if "role" in shared.columns:
+        agg["role"] = g["role"].agg(lambda s: ", ".join(dict.fromkeys(s.astype(str))))
+    head = shared.drop_duplicates(by).set_index(by)
+    for col, values in agg.items():
+        head[col] = values.reindex(head.index).to_numpy()
+    return pd.concat([single, head.reset_index()[list(single.columns)]], ignore_index=True)
+
+
+def pooled_notes(rows: pd.DataFrame, x: str, what: str = "depth") -> list[str]:
+    """One line per pooled group of a :func:`pool_shared` table: ``"<what> <x>: <layer names>"``
+    (e.g. "depth 3: branch1.conv, branch2.conv"), in order of x; none when nothing was pooled."""
+    if "pooled" not in rows.columns:
+        return []
+    p = rows[rows["pooled"] > 1].drop_duplicates([x, "layer"]).sort_values(x, kind="stable")
+    return [f"{what} {v:g}: {names}" if isinstance(v, float) else f"{what} {v}: {names}"
+            for v, names in zip(p[x], p["layer"])]
 
 
 def ratios(frame: pd.DataFrame) -> pd.DataFrame:
@@ -206,11 +249,10 @@ def ratios(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def conv_mean(frame: pd.DataFrame, quantities: Sequence[str]) -> pd.DataFrame:
-    """Per run, step and quantity: the mean over conv layers (module_type containing "Conv") of
-    each of ``quantities``, with the run's config columns. Non-finite values are dropped first."""
-    f = frame[frame["quantity"].isin(quantities)]
-    if "module_type" in f.columns:
-        f = conv_rows(f)
+    """Per run, step and quantity: the mean over conv layers (role "conv",
+    ``varprobe.analysis.rows.conv_rows``) of each of ``quantities``, with the run's config columns.
+    Non-finite values are dropped first."""
+    f = conv_rows(frame[frame["quantity"].isin(quantities)])
     f = f[np.isfinite(f["value"].to_numpy(dtype=float))]
     g = f.groupby(["run", "step", "quantity"], sort=False)["value"].mean().reset_index()
     return g.merge(run_table(frame), on="run", how="left")
@@ -237,14 +279,14 @@ def select_layers(frame: pd.DataFrame, layers, *, max_default: int = 6,
     """Layer names to show, in forward order, and how many layers they were picked from.
 
     ``layers``: None (all, or ``max_default`` spread over depth when there are more; only
-    conv/linear layers, when there are any, with ``weight_only``), or a
-    list of names, glob patterns on names (``"features.*"``) and ints (depths: the conv/linear
-    layer of that depth). Raises ValueError
+    layers of a weight role, ``varprobe.analysis.rows.WEIGHT_ROLES``, when there are any, with
+    ``weight_only``), or a list of names, glob patterns on names (``"features.*"``) and ints
+    (depths: the layers of a weight role at that depth, every layer there when none has one). Raises ValueError
     naming an entry that matches nothing, with the layers available."""
     order = layer_order(frame)
     if layers is None:
-        if weight_only and "module_type" in frame.columns:
-            weights = set(frame.loc[is_weight_layer(frame["module_type"]), "layer"])
+        if weight_only and has_roles(frame):
+            weights = set(frame.loc[is_weight_layer(frame), "layer"])
             order = [l for l in order if l in weights] or order
         if len(order) <= max_default:
             return order, len(order)
@@ -262,9 +304,9 @@ def select_layers(frame: pd.DataFrame, layers, *, max_default: int = 6,
     for entry in layers:
         if isinstance(entry, (int, np.integer)) and not isinstance(entry, bool):
             hits = [] if depth is None else [l for l in order if depth.get(l) == int(entry)]
-            if len(hits) > 1 and "module_type" in frame.columns:  # the conv/linear layer of that depth
-                mtype = frame.drop_duplicates("layer").set_index("layer")["module_type"]
-                hits = [h for h in hits if is_weight_layer(pd.Series([mtype.get(h, "")])).iloc[0]] or hits
+            if len(hits) > 1 and has_roles(frame):
+                weights = set(frame.loc[is_weight_layer(frame), "layer"])
+                hits = [h for h in hits if h in weights] or hits
         else:
             hits = [l for l in order if fnmatch.fnmatchcase(l, str(entry))]
         if not hits:

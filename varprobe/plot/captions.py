@@ -5,8 +5,8 @@ probe table from ``varprobe.load_runs``, or the one-row-per-run / predicted-meas
 figure takes) and returns one or two sentences whose every number is read off that frame, so a
 caption cannot say something else than its picture. No torch, no matplotlib drawing.
 
-Conventions: "conv mean" is the mean over a run's conv layers (``module_type`` containing
-"Conv") at one step; "over seeds" values are per-seed numbers listed in seed order or their mean
+Conventions: "conv mean" is the mean over a run's conv layers (role "conv",
+``varprobe.analysis.rows.conv_rows``) at one step; "over seeds" values are per-seed numbers listed in seed order or their mean
 with [min, max]; numbers are printed with 3 significant digits (:func:`num`).
 """
 from __future__ import annotations
@@ -71,8 +71,9 @@ def caption_amplification(frame: pd.DataFrame, quantity: str = "out.sq_mean", bo
     values; a run with a non-finite value counts as outside the bound (peak inf)."""
     f = d.prepare(frame, mode)
     q = f[(f["quantity"] == quantity) & (f["layer"] != "")]
-    if "module_type" in q.columns and is_weight_layer(q["module_type"]).any():
-        q = q[is_weight_layer(q["module_type"])]  # the layers the figure draws from
+    weight = is_weight_layer(q)
+    if weight.any():
+        q = q[weight]  # the layers the figure draws from
     if q.empty:
         raise ValueError(f"no {quantity} rows to caption")
     n_layers = q["layer"].nunique()
@@ -190,7 +191,8 @@ def caption_shift(frame: pd.DataFrame, mode: str = "train") -> str:
 def caption_spp(frame: pd.DataFrame, mode: str = "train") -> str:
     """Per scheme: the largest channel variance over depth (the ``spp`` figure's top row: its log
     axis draws the geometric mean over seeds at each depth, exp of the mean of ln) at the first and
-    the last recorded step."""
+    the last recorded step; the depths where it pools layers of one run (``_derive.pool_shared``)
+    are named."""
     f = d.prepare(frame, mode)
     steps = d.pick_steps(f[f["quantity"].isin(["out.ch_var", "block.out.ch_var"])], None)
     rows, kind = d.spp_table(f, steps)
@@ -208,8 +210,10 @@ def caption_spp(frame: pd.DataFrame, mode: str = "train") -> str:
         parts.append(f"{sc} {num(a)} -> {num(b)}")
     what = "residual stream after a block" if kind == "block" else "conv/linear output"
     where = f" at {_lrs(f)}" if _lrs(f) else ""
+    pooled = d.pooled_notes(rows, "x")
+    tail = (" Geometric mean of the layers sharing a depth at " + "; ".join(pooled) + ".") if pooled else ""
     return (f"Largest channel variance over depth ({what}, geometric mean over seeds){where}, step {first} -> {last}: "
-            + "; ".join(parts) + ".")
+            + "; ".join(parts) + "." + tail)
 
 
 def caption_decomposition(frame: pd.DataFrame, mode: str = "train", min_depth: int = 1) -> str:

@@ -22,8 +22,10 @@ def heatmap(frame: pd.DataFrame, quantity: str, run: str | None = None, mode: st
     One run (``run=`` a run name, or a frame holding a single run): every layer that has the
     quantity, in forward order, one row each (norm layers follow their conv). Several runs: one
     panel per scheme (and per other setting, e.g. learning rate: rows of panels), the mean over
-    seeds in each cell; there only conv/linear layers are shown (when the quantity has them), one
-    row per depth, so panels line up. x: training step (cells span the recorded steps). Colour: a
+    seeds in each cell; there only layers of a weight role are shown (conv, linear, ...:
+    ``varprobe.analysis.rows.WEIGHT_ROLES``, when the quantity has them), one row per depth, so
+    panels line up; where layers of one run share a depth (parallel branches), one row per layer
+    of that depth, never their mean. x: training step (cells span the recorded steps). Colour: a
     log scale shared by all panels for positive quantities (``log=None`` decides: positive and
     spanning more than 30x), otherwise linear (diverging around 0 for signed quantities). Grey:
     not recorded or not finite.
@@ -50,9 +52,14 @@ def heatmap(frame: pd.DataFrame, quantity: str, run: str | None = None, mode: st
         grid_rows, grid_cols = 1, 1
         ykey = "layer"
     else:
-        if "module_type" in q.columns and is_weight_layer(q["module_type"]).any():
-            q = q[is_weight_layer(q["module_type"]) & (q["depth"] >= 0)]
+        weight = is_weight_layer(q)
+        if weight.any():
+            q = q[weight & (q["depth"] >= 0)]
         q, hue, style = d.hue_style(q)
+        shared = q.groupby(["run", "depth"])["layer"].nunique()
+        shared = set(shared[shared > 1].index.get_level_values("depth"))
+        # a row per depth, or per (depth, layer) at a depth that some run has several layers at
+        q = q.assign(_row=[(dp, la if dp in shared else "") for dp, la in zip(q["depth"], q["layer"])])
         hue_levels = order_levels(q[hue]) if hue else ["all runs"]
         style_levels = order_levels(q[style]) if style else [None]
         panels = []
@@ -70,7 +77,7 @@ def heatmap(frame: pd.DataFrame, quantity: str, run: str | None = None, mode: st
         else:
             grid_cols = min(len(panels), max_cols)
             grid_rows = -(-len(panels) // grid_cols)
-        ykey = "depth"
+        ykey = "_row"
 
     # Matrices (rows: layers/depths in forward order, columns: steps), seeds averaged.
     mats = []
@@ -85,7 +92,7 @@ def heatmap(frame: pd.DataFrame, quantity: str, run: str | None = None, mode: st
         else:
             m = m.sort_index()
             names = sel.drop_duplicates("depth").set_index("depth")["layer"]
-            labels = [f"{int(i)}  {names.get(i, '')}" for i in m.index]
+            labels = [f"{int(dp)}  {la or names.get(dp, '')}" for dp, la in m.index]
         last = sel.groupby("run")["step"].max()
         stopped = int((last < end).sum())
         info = [f"mean of {n_seeds} seeds" if n_seeds > 1 else ""]

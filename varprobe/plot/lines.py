@@ -10,13 +10,17 @@ observed in the figure."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
 from .style import legend_below, legend_right, bold_headers, new_figure, order_levels, scheme_colors, tidy_log
 
-__all__ = ["Lines", "log_step_grid", "mean_band", "DASHES"]
+__all__ = ["Lines", "log_step_grid", "mean_band", "DASHES", "MAX_POOLED_NOTES"]
+
+#: At most this many pooled groups are named one per line in a legend; the rest are counted.
+MAX_POOLED_NOTES = 8
 
 DASHES = ["", (4, 1.5), (1, 1.2), (3, 1.25, 1.5, 1.25), (5, 1, 1, 1), (2, 2), (6, 2, 2, 2)]
 
@@ -95,9 +99,13 @@ class Lines:
             kw.update(marker="o", markersize=3.5, markeredgewidth=0)
         sns.lineplot(**kw)
 
-    def legend(self, fig, *, hue_title: str | None = None, where: str = "right", markers: dict | None = None) -> None:
+    def legend(self, fig, *, hue_title: str | None = None, where: str = "right", markers: dict | None = None,
+               pooled: Sequence[str] = (), pooled_title: str = "geometric mean of the layers\nsharing a depth") -> None:
         """One legend for the figure: a section per encoding (``markers``: a marker per hue level,
-        for figures that also mark their lines)."""
+        for figures that also mark their lines), and a section ``pooled_title`` naming each group
+        of layers a point of the figure pools (``pooled``: one line per group, e.g. from
+        ``varprobe.plot._derive.pooled_notes``; past :data:`MAX_POOLED_NOTES` the rest are
+        counted)."""
         from matplotlib.lines import Line2D
         from matplotlib.patches import Patch
         handles, labels, headers = [], [], []
@@ -119,6 +127,14 @@ class Lines:
                 handles.append(Line2D([], [], color="#555555", linewidth=1.5,
                                       linestyle=(0, d) if d else "-"))
                 labels.append(lvl)
+        if pooled:
+            header(pooled_title)
+            shown = list(pooled[:MAX_POOLED_NOTES])
+            if len(pooled) > len(shown):
+                shown.append(f"and {len(pooled) - len(shown)} more groups")
+            for note in shown:
+                handles.append(Line2D([], [], linestyle="none"))
+                labels.append(note)
         if self.max_runs > 1:
             handles.append(Patch(facecolor="#888888", alpha=0.3, linewidth=0))
             what = {frozenset({"geometric"}): "geometric mean over seeds",

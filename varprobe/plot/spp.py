@@ -26,11 +26,15 @@ def spp(frame: pd.DataFrame, steps: Sequence[int] | int | None = None, mode: str
     (mean over channels of the squared channel mean, the SPP quantity of Brock et al.), log y.
     Columns: training steps (default: first, a middle and the last recorded step; an int n picks
     n evenly spread steps; a list is snapped to recorded steps). x: depth, i.e. the output of
-    each conv/linear layer in forward order (norm layers are left out, so nets with and without
-    norm layers line up). For residual nets with ``block.out.*`` rows (and ``blocks=True``) the
-    residual stream after each block's add is plotted instead, x = block index. Colour: scheme
-    (or run); runs that differ only by seed are averaged with a 95% CI band; other settings
-    (e.g. learning rate) get dashes.
+    each layer of a weight role (conv, transposed conv, linear, attention, embedding:
+    ``varprobe.analysis.rows.WEIGHT_ROLES``) in forward order; norm layers are left out, so nets
+    with and without norm layers line up. Layers of one run at one depth (parallel branches) are
+    one point, their geometric mean, and the legend names each such group ("depth 3: a, b"); a
+    layer of another role at that depth (a LayerNorm, whatever its type is called) is never in it.
+    For models with residual blocks (rows of role "block": ``ResidualBlock``, blocks found in
+    the model, Taps; and ``blocks=True``) the residual stream after each block's add is plotted
+    instead, x = block index in forward order. Colour: scheme (or run); runs that differ only by
+    seed are averaged with a 95% CI band; other settings (e.g. learning rate) get dashes.
 
     What a reader should see: at step 0 all schemes roughly agree (flat or gently sloping over
     depth; the linear head's logits start small). As training goes on, without normalization
@@ -50,7 +54,8 @@ def spp(frame: pd.DataFrame, steps: Sequence[int] | int | None = None, mode: str
     rows, kind = d.spp_table(f, steps, prefer_blocks=blocks)
     if rows.empty:
         raise ValueError("no out.ch_var / out.ch_sq_mean rows of conv/linear layers (or block.out.* "
-                         "rows) in the frame; record them with Probe(..., quantities='all' or 'forward')")
+                         "rows of blocks) in the frame; record them with Probe(..., quantities='all' or "
+                         "'forward')")
     rows, hue, style = d.hue_style(rows)
     rows, dropped = finite(rows, positive=True)
     lines = Lines(rows, hue, style)
@@ -68,7 +73,7 @@ def spp(frame: pd.DataFrame, steps: Sequence[int] | int | None = None, mode: str
     what = ("residual stream after each block's add" if kind == "block"
             else "output of each conv/linear layer")
     fig.suptitle(f"Signal propagation over depth ({what}, {mode} mode)")
-    lines.legend(fig)
+    lines.legend(fig, pooled=d.pooled_notes(rows, "x"))
     footer(fig, rows, f"{dropped} non-finite or non-positive values left out (log scale)." if dropped else "",
            mode=mode)
     return fig

@@ -27,8 +27,10 @@ def transmission(frame: pd.DataFrame, steps: Sequence[int] | int | None = None,
     Top row: forward ratio Var(out) / Var(in) (``out.var / in.var`` of the layer). Bottom row:
     backward ratio Var(dL/d in) / Var(dL/d out) (``grad_in.var / grad_out.var``; the first
     layer has none, its input needs no gradient; for a layer whose input also feeds a residual
-    path the gradient reaching its input includes that path). x: depth (conv/linear layers in
-    forward order), log y, dotted line at 1 (variance preserved). Columns: training steps
+    path the gradient reaching its input includes that path). x: depth (layers of a weight role,
+    ``varprobe.analysis.rows.WEIGHT_ROLES``, in forward order; layers of one run at one depth are
+    one point, the geometric mean of their ratios, and the legend names each such group), log y,
+    dotted line at 1 (variance preserved). Columns: training steps
     (default first, a middle and the last recorded; ratios derived by
     ``varprobe.analysis.transmission_ratios``). Colour = scheme, dashes = other settings, mean over seeds
     with a 95% CI band.
@@ -41,14 +43,13 @@ def transmission(frame: pd.DataFrame, steps: Sequence[int] | int | None = None,
     """
     f = d.prepare(frame, mode)
     r = d.ratios(f)
-    if "module_type" in r.columns:
-        r = r[is_weight_layer(r["module_type"])]
+    r = r[is_weight_layer(r)]
     r = r[r["depth"] >= 0] if "depth" in r.columns else r
     if r.empty:
         raise ValueError("no transmission ratios: the frame needs out.var and in.var (forward) or "
                          "grad_in.var and grad_out.var (backward) of conv/linear layers")
     steps = d.pick_steps(r, steps)
-    r = r[r["step"].isin(steps)]
+    r = d.pool_shared(r[r["step"].isin(steps)], ["run", "step", "quantity", "depth"])
     r, dropped = finite(r, positive=True)
     r, hue, style = d.hue_style(r)
     lines = Lines(r, hue, style)
@@ -56,7 +57,7 @@ def transmission(frame: pd.DataFrame, steps: Sequence[int] | int | None = None,
     fig, _ = log_step_grid(lines, r, steps, "quantity", qs, "depth",
                            ylabels=[qlabel(qn, meaning=_MEANING[qn]) for qn in qs],
                            xlabel=DEPTH_LABEL, unity=True)
-    lines.legend(fig)
+    lines.legend(fig, pooled=d.pooled_notes(r, "depth"))
     fig.suptitle(f"Variance transmission per layer ({mode} mode; 1 = preserved)")
     footer(fig, r, f"{dropped} non-finite or non-positive ratios left out (log scale)." if dropped else "",
            mode=mode)

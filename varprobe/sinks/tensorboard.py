@@ -32,12 +32,14 @@ def _flat(values: Mapping[str, Any], prefix: str = "") -> dict[str, int | float 
 class TensorBoardSink:
     """Write each flushed probe table as scalars with ``torch.utils.tensorboard.SummaryWriter``.
 
-    Tags and values are those of :func:`varprobe.sinks.scalar_rows`: ``varprobe/<quantity>`` is
-    the mean over layers (over depth) of the quantity at that probe step (``per_layer=False``,
-    the default, so a 60-layer net does not flood the UI), or ``varprobe/<quantity>/<layer>`` per
-    layer (``per_layer=True``); loss and lr are ``varprobe/loss``, ``varprobe/lr``. Each scalar's
-    step is the probe step. Train-mode rows only by default; ``modes=("train", "eval")`` also logs
-    eval-mode rows as ``varprobe/eval/<quantity>[/<layer>]``.
+    Tags and values are those of :func:`varprobe.sinks.scalar_rows` (the scheme of
+    ``varprobe.sinks.keys``): ``varprobe/<role>/<quantity>`` is the mean over the layers of one
+    role of the quantity at that probe step (``per_layer=False``, the default, so a 60-layer net
+    does not flood the UI, and a BatchNorm's output is never averaged with a conv's), e.g.
+    ``varprobe/conv/out.var``, ``varprobe/norm/out.var``, ``varprobe/block/out.var`` (the residual
+    stream); or ``varprobe/<quantity>/<layer>`` per layer (``per_layer=True``); loss and lr are
+    ``varprobe/loss``, ``varprobe/lr``. Each scalar's step is the probe step. Train-mode rows only
+    by default; ``modes=("train", "eval")`` also logs eval-mode rows under ``varprobe/eval/``.
 
     ``hparams``: the run configuration, written once into the SAME event directory as the scalars
     through ``torch.utils.tensorboard.summary.hparams`` and ``writer.file_writer.add_summary``

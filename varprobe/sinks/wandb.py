@@ -14,9 +14,10 @@ __all__ = ["WandbSink"]
 class WandbSink:
     """Log each flushed probe table to a W&B run: one ``run.log(scalars, step=probe step)`` per
     recorded step, in increasing step order, with the keys of :func:`varprobe.sinks.scalar_rows`
-    (those of :class:`~varprobe.sinks.TensorBoardSink`: ``varprobe/<quantity>`` averaged over
-    layers by default, ``varprobe/<quantity>/<layer>`` with ``per_layer=True``, eval rows as
-    ``varprobe/eval/...`` with ``modes=("train", "eval")``).
+    (those of :class:`~varprobe.sinks.TensorBoardSink`: ``varprobe/<role>/<quantity>`` averaged
+    over the layers of one role by default, e.g. ``varprobe/conv/out.var``,
+    ``varprobe/<quantity>/<layer>`` with ``per_layer=True``, eval rows as ``varprobe/eval/...``
+    with ``modes=("train", "eval")``).
 
     ``run``: the ``wandb`` run (from ``wandb.init``), or None for the active run ``wandb.run`` at
     each call. W&B drops a ``log`` whose step is below the run's current step: when something else
