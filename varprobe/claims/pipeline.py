@@ -14,6 +14,7 @@ from ..experiment.grid import default_threads, grid
 from ..record import Run
 from ..record.files import OutputDir
 from .catalogue import CLAIMS, Claim
+from .fragility import Fragility, fragility
 from .measures import Evidence
 from .profiles import PROFILES, Experiment, Profile, configs, estimate_minutes, plan
 from .summary import Summary, summarize
@@ -25,13 +26,22 @@ CIFAR_ROOT = "data/cifar-10-batches-py"
 
 @dataclass
 class Finding:
-    """One row of the report: a claim at one learning rate (``lr`` None: not lr-specific)."""
+    """One row of the report: a claim at one learning rate (``lr`` None: not lr-specific), with
+    the fragility of its verdict (:mod:`varprobe.claims.fragility`; None when inconclusive)."""
 
     claim: Claim
     id: str
     lr: float | None
     summary: Summary
     figures: list[str] = field(default_factory=list)
+    fragility: Fragility | None = None
+
+    @property
+    def standing(self) -> str:
+        """"robust holds", "robust does not hold", "fragile" or "inconclusive"."""
+        if self.verdict not in ("holds", "does not hold"):
+            return "inconclusive"
+        return "fragile" if self.fragility is None or self.fragility.fragile else f"robust {self.verdict}"
 
     @property
     def verdict(self) -> str:
@@ -52,7 +62,9 @@ class Finding:
                 "measured": {"estimate": s.interval.estimate, "ci95": [s.interval.low, s.interval.high],
                              "n": s.interval.n if c.kind != "outcome2" else len(s.per_seed),
                              "per_seed": s.per_seed, "shown": s.shown},
-                "verdict": s.verdict, "planning_seeds": s.planning, "figures": self.figures}
+                "verdict": s.verdict, "planning_seeds": s.planning,
+                "fragility": self.fragility.to_json() if self.fragility is not None else None,
+                "standing": self.standing, "figures": self.figures}
 
 
 def rows(p: Profile, claims: list[Claim] = CLAIMS) -> list[tuple[Claim, str, float | None]]:
@@ -139,7 +151,9 @@ def reproduce(profile: str | Profile = "quick", out: str | Path = "reproduce", s
     findings = []
     for claim, row_id, lr in rows(p):
         values = [_measure(claim, ev, seed, lr, log) for seed in range(p.seeds)]
-        findings.append(Finding(claim, row_id, lr, summarize(claim.kind, values, claim.direction, claim.threshold)))
+        s = summarize(claim.kind, values, claim.direction, claim.threshold)
+        findings.append(Finding(claim, row_id, lr, s,
+                                fragility=fragility(claim.kind, values, claim.direction, claim.threshold, s.verdict)))
     write_figures(findings, report, p, ev)
     seconds = time.perf_counter() - start
     write_report(findings, p, report, seconds)

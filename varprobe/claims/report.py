@@ -13,6 +13,7 @@ import pandas as pd
 from ..record import load_runs
 from ..record.files import OutputDir
 from .attribution import CONTROLS, causes_report
+from .fragility import RULE, STANDINGS
 from .measures import Evidence, accuracy
 from .profiles import MAIN_SCHEMES, Profile
 from .summary import ACROSS_RUNS, KINDS
@@ -21,9 +22,10 @@ if TYPE_CHECKING:
     from .pipeline import Finding
 
 __all__ = ["write_figures", "write_report", "figure_table", "report_files", "FIGURE_TITLES", "CAPTIONS_FILE",
-           "PLANNING_LABEL"]
+           "PLANNING_LABEL", "FRAGILITY_LABEL"]
 
 PLANNING_LABEL = "seeds to settle (planning, not a rerun rule)"
+FRAGILITY_LABEL = "fragility (one seed can change it: **fragile**)"
 _DECOMPOSED = ("plain", "plain+proj", "plain+gn", "plain+gn+proj", "centered", "pws")
 
 
@@ -135,7 +137,8 @@ def _rules() -> str:
             "of the threshold, **does not hold** when it lies wholly on the other side, **inconclusive** "
             f"otherwise. For an inconclusive row, *{PLANNING_LABEL}* is the number of seeds at which the "
             "observed effect and spread would give an interval that excludes the threshold (none: no effect "
-            "observed, or beyond 10000): a figure to size the next experiment; the verdict above stands.\n\n")
+            "observed, or beyond 10000): a figure to size the next experiment; the verdict above stands.\n\n"
+            f"{RULE}\n\n")
 
 
 def _row(f: "Finding") -> str:
@@ -143,18 +146,26 @@ def _row(f: "Finding") -> str:
     n = s.interval.n if c.kind in ACROSS_RUNS else len(s.per_seed)  # runs, or seeds
     plan = "" if s.verdict != "inconclusive" else (str(s.planning) if s.planning is not None else "none")
     figs = ", ".join(f"[{Path(x).name}]({Path(x).name})" for x in f.figures)
+    frag = "" if f.fragility is None else (f"**{f.fragility.shown}**" if f.fragility.fragile else f.fragility.shown)
     return (f"| {f.id} | {c.claim} | {c.quantity} | {c.kind} | {c.expected} | {s.shown} | {n} | **{s.verdict}** | "
-            f"{plan} | {figs} |\n")
+            f"{frag} | {plan} | {figs} |\n")
 
 
 def write_report(findings: list["Finding"], p: Profile, out: OutputDir, seconds: float) -> None:
     """``out/claims.md`` (setting, statistics, the table, counts, causes) and ``out/claims.json``,
-    through ``out`` (never over a file varprobe did not write)."""
+    through ``out`` (never over a file varprobe did not write). The counts line splits the rows into
+    robust holds / robust does not hold / fragile / inconclusive (``standings`` in claims.json),
+    then gives the verdicts alone (``counts``, as before)."""
     header = (f"# varprobe reproduce ({p.name})\n\n" + _setting(p, seconds) + _rules()
-              + f"| id | claim | quantity | kind | expected | measured (95% interval) | n | verdict | {PLANNING_LABEL} "
-                "| figures |\n|---|---|---|---|---|---|---|---|---|---|\n")
+              + f"| id | claim | quantity | kind | expected | measured (95% interval) | n | verdict | {FRAGILITY_LABEL} "
+                f"| {PLANNING_LABEL} | figures |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
     counts = {v: sum(f.verdict == v for f in findings) for v in ("holds", "does not hold", "inconclusive")}
-    summary = "\n" + ", ".join(f"{n} {v}" for v, n in counts.items()) + f" (of {len(findings)}).\n"
+    standings = {v: sum(f.standing == v for f in findings) for v in STANDINGS}
+    fragile = ", ".join(f"{sum(f.standing == 'fragile' and f.verdict == v for f in findings)} {v}"
+                        for v in ("holds", "does not hold"))
+    summary = ("\n" + ", ".join(f"{n} {v}" for v, n in standings.items())
+               + f" (of {len(findings)}; fragile: {fragile}). Verdicts alone: "
+               + ", ".join(f"{n} {v}" for v, n in counts.items()) + ".\n")
     verdicts = {f.id: f.verdict for f in findings}
     lrs = {} if p.control_lrs != "all" else {"small": p.lr_small}
     many = len(p.lrs_large) > 1
@@ -162,7 +173,8 @@ def write_report(findings: list["Finding"], p: Profile, out: OutputDir, seconds:
     causes = causes_report(verdicts, lrs)
     out.write_text("claims.md", header + "".join(_row(f) for f in findings) + summary + "\n" + causes
                    + _figure_notes(out.path))
-    meta = {"profile": asdict(p), "seconds": seconds, "counts": counts, "kinds": KINDS,
+    meta = {"profile": asdict(p), "seconds": seconds, "counts": counts, "standings": standings,
+            "fragility_rule": RULE, "kinds": KINDS,
             "claims": [f.to_json() for f in findings], "attribution": causes}
     out.write_text("claims.json", json.dumps(_finite(meta), indent=2, allow_nan=False))
 
