@@ -119,3 +119,17 @@ def test_small_or_degenerate_samples_give_wide_or_nan_intervals_never_a_false_po
     assert both.estimate == 0.0 and both.low < 0 < both.high  # two perfect predictors: not settled
     with pytest.raises(ValueError, match="equal length"):
         spearman_ci([1.0, 2.0], [1.0])
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_a_perfect_rank_correlation_has_an_interval_not_a_crash_nor_a_point(sign):
+    """Was: ValueError (math domain error) from atanh(1) whenever every run was in order, which
+    stopped a report. Now the bound towards 0 is that of r_s = 0.9, the nearest r_s that 5 runs
+    can give (two adjacent ranks swapped: 1 - 6 * 2 / (5 * 24)), and the other bound is +-1."""
+    x = [1.0, 2.0, 3.0, 4.0, 5.0]
+    ci = spearman_ci(x, [sign * v for v in x])
+    near = math.tanh(math.atanh(0.9) - stats.norm.ppf(0.975) * math.sqrt((1 + 0.81 / 2) / 2))
+    assert ci.estimate == sign and ci.n == 5
+    assert (ci.low, ci.high) == ((pytest.approx(near, rel=1e-12), 1.0) if sign > 0
+                                 else (-1.0, pytest.approx(-near, rel=1e-12)))
+    assert stats.spearmanr([1, 2, 3, 5, 4], x).statistic == pytest.approx(0.9)

@@ -12,7 +12,10 @@ better: rank statistics with intervals that suit a few dozen runs.
 
 * A continuous outcome: Spearman's rank correlation r_s (the Pearson correlation of mid-ranks).
   Interval: Fisher's z with the Bonett-Wright (2000) standard error for r_s,
-  tanh(atanh(r_s) -+ z sqrt((1 + r_s^2 / 2) / (n - 3))).
+  tanh(atanh(r_s) -+ z sqrt((1 + r_s^2 / 2) / (n - 3))). At r_s = +-1 (every run in order) atanh
+  is infinite and the interval would be a point: its bound towards 0 is then that of the nearest
+  value r_s can take below 1 in size, +-(1 - 12 / (n^3 - n)) (two adjacent ranks swapped), and
+  its other bound +-1.
 
 * Two predictors of the same outcome measured on the same runs: the difference of their AUCs or
   of their Spearman correlations, with Zou's (2007) MOVER interval, which recovers the variance of
@@ -153,8 +156,11 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
 def _fisher(r: float, n: int, z: float) -> tuple[float, float]:
     if n < 4 or not math.isfinite(r):
         return (-1.0, 1.0) if math.isfinite(r) else (math.nan, math.nan)
+    if abs(r) >= 1:  # atanh is infinite: the far bound is that of the nearest attainable r_s
+        low, high = _fisher(math.copysign(1 - 12 / (n ** 3 - n), r), n, z)
+        return (low, 1.0) if r > 0 else (-1.0, high)
     half = z * math.sqrt((1 + r * r / 2) / (n - 3))
-    zr = math.atanh(min(max(r, -1.0), 1.0))
+    zr = math.atanh(r)
     return math.tanh(zr - half), math.tanh(zr + half)
 
 
