@@ -44,6 +44,49 @@ def test_every_row_gets_a_verdict_n_and_its_figures(report):
     assert "seeds to settle (planning, not a rerun rule)" in table
 
 
+def test_every_settled_row_carries_its_fragility_and_the_counts_split_by_it(report):
+    """Each settled row of claims.json and claims.md has its measure (the fragility index for the
+    outcome kinds, the verdict with each seed left out for the others), checked here against the
+    per-seed values; a row is marked fragile exactly when one seed changes its verdict; the counts
+    line is robust holds / robust does not hold / fragile / inconclusive, the verdict counts kept."""
+    from tests.claims.test_fragility import _ref_index, _ref_loo
+    from varprobe.claims.fragility import OUTCOME_KINDS, STANDINGS
+    out, findings = report
+    doc = json.loads((out / "claims.json").read_text())
+    table = (out / "claims.md").read_text()
+    settled = 0
+    for c in doc["claims"]:
+        frag, v = c["fragility"], c["verdict"]
+        line = next(x for x in table.splitlines() if x.startswith(f"| {c['id']} |"))
+        if v == "inconclusive":
+            assert frag is None and c["standing"] == "inconclusive"
+            continue
+        settled += 1
+        per_seed = c["measured"]["per_seed"]
+        if c["kind"] in OUTCOME_KINDS:
+            assert frag["measure"] == "fragility index" and frag["left_out"] == []
+            assert frag["fragile"] == (frag["index"] == 1)
+            if c["kind"] == "outcome":
+                assert frag["index"] == _ref_index("outcome", [x == 1.0 for x in per_seed], c["direction"],
+                                                   c["threshold"])
+        else:
+            assert frag["measure"] == "leave-one-out" and frag["index"] is None
+            assert len(frag["left_out"]) == TINY.seeds
+            assert frag["fragile"] == any(x != v for x in frag["left_out"])
+            if c["kind"] in ("mean", "ratio", "identity"):
+                assert tuple(frag["left_out"]) == _ref_loo(c["kind"], per_seed, c["direction"], c["threshold"])
+        assert c["standing"] == ("fragile" if frag["fragile"] else f"robust {v}")
+        assert (f"**{frag['shown']}**" if frag["fragile"] else f"| {frag['shown']} |") in line
+    assert settled > 0
+    standings = {s: sum(c["standing"] == s for c in doc["claims"]) for s in STANDINGS}
+    assert doc["standings"] == standings and sum(standings.values()) == len(findings)
+    assert doc["counts"] == {w: sum(c["verdict"] == w for c in doc["claims"])
+                             for w in ("holds", "does not hold", "inconclusive")}
+    counts_line = ", ".join(f"{n} {s}" for s, n in standings.items()) + f" (of {len(findings)}; fragile: "
+    assert counts_line in table
+    assert ("Verdicts alone: " + ", ".join(f"{n} {w}" for w, n in doc["counts"].items()) + ".") in table
+
+
 def test_verdicts_follow_the_fixed_rule_on_the_interval_of_each_kind(report):
     _, findings = report
     for f in findings:

@@ -112,7 +112,8 @@ def fragility(kind: str, values: Sequence, direction: str, threshold: float, ver
     if kind in OUTCOME_KINDS:
         index = fragility_index(kind, values, direction, threshold)
         fragile = index == 1
-        what = "no flips change it" if index is None else f"{index} flip{'s' if index > 1 else ''} change it"
+        what = ("index none: no flips change it" if index is None
+                else f"index {index}: {index} flipped outcome{'s change' if index > 1 else ' changes'} it")
         return Fragility("fragility index", index, (), fragile, f"{'fragile: ' if fragile else ''}{what}")
     left = leave_one_out(kind, values, direction, threshold)
     changed = [f"seed {i} out: {v}" for i, v in enumerate(left) if v != verdict]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -99,11 +99,11 @@ def summarize(kind: str, values: Sequence, direction: str, threshold: float) -> 
     n = len(values)
     if n == 0:
         raise ValueError("summarize needs at least one value, got none")
-    planning: int | None = None
+    plan: Callable[[], int | None] = lambda: None  # computed only for an inconclusive row
     if kind in ACROSS_RUNS:
         ci, shown, per_seed = _across_runs(kind, values)
         seeds = sum(1 for v in values if len(v))
-        planning = seeds_for_interval(ci.estimate, ci.low, ci.high, threshold, max(seeds, 1))
+        plan = lambda: seeds_for_interval(ci.estimate, ci.low, ci.high, threshold, max(seeds, 1))
     elif kind == "identity":
         x = np.asarray(values, dtype=np.float64)
         worst = float(x.max() if direction == "<" else x.min())
@@ -113,33 +113,33 @@ def summarize(kind: str, values: Sequence, direction: str, threshold: float) -> 
         k = int(sum(bool(v) for v in values))
         ci = proportion_ci(k, n)
         shown, per_seed = f"{k}/{n} = {_fmt(k / n)} {_ci(ci)}", [float(bool(v)) for v in values]
-        planning = seeds_for_proportion(k / n, threshold)
+        plan = lambda: seeds_for_proportion(k / n, threshold)
     elif kind == "outcome2":
         k1, k2 = (int(sum(bool(pair[j]) for pair in values)) for j in (0, 1))
         ci = odds_ratio_ci(k1, n, k2, n)
         p = fisher_p(k1, n, k2, n)
         shown = f"{k1}/{n} vs {k2}/{n}: odds ratio {_fmt(ci.estimate)} {_ci(ci)}, Fisher p={p:.3g}"
         per_seed = [float(bool(a)) - float(bool(b)) for a, b in values]
-        planning = seeds_for_two_proportions(k1 / n, k2 / n)
+        plan = lambda: seeds_for_two_proportions(k1 / n, k2 / n)
     elif kind == "ratio":
         x = np.asarray(values, dtype=np.float64)
         ci = geometric_ci(x)
         shown, per_seed = f"{_fmt(ci.estimate)} {_ci(ci)} (geometric)", x.tolist()
         if n >= 2 and np.all(np.isfinite(x)) and np.all(x > 0) and threshold > 0:
             logs = np.log(x)
-            planning = seeds_for_mean(float(logs.mean()), float(logs.std(ddof=1)), math.log(threshold))
+            plan = lambda: seeds_for_mean(float(logs.mean()), float(logs.std(ddof=1)), math.log(threshold))
     elif kind == "paired":
         a = np.asarray([v[0] for v in values], dtype=np.float64)
         b = np.asarray([v[1] for v in values], dtype=np.float64)
         ci, d = paired_ci(a, b), a - b
         shown, per_seed = f"{_fmt(ci.estimate)} {_ci(ci)}, signs {sign_string(d)}", d.tolist()
         if n >= 2:
-            planning = seeds_for_mean(float(d.mean()), float(d.std(ddof=1)), threshold)
+            plan = lambda: seeds_for_mean(float(d.mean()), float(d.std(ddof=1)), threshold)
     else:
         x = np.asarray(values, dtype=np.float64)
         ci = mean_ci(x)
         shown, per_seed = f"{_fmt(ci.estimate)} {_ci(ci)}", x.tolist()
         if n >= 2:
-            planning = seeds_for_mean(float(x.mean()), float(x.std(ddof=1)), threshold)
+            plan = lambda: seeds_for_mean(float(x.mean()), float(x.std(ddof=1)), threshold)
     v = verdict(ci, direction, threshold)
-    return Summary(ci, v, shown, per_seed, planning if v == "inconclusive" else None)
+    return Summary(ci, v, shown, per_seed, plan() if v == "inconclusive" else None)
