@@ -73,8 +73,9 @@ def test_every_settled_row_carries_its_fragility_and_the_counts_split_by_it(repo
             assert frag["measure"] == "leave-one-out" and frag["index"] is None
             assert len(frag["left_out"]) == TINY.seeds
             assert frag["fragile"] == any(x != v for x in frag["left_out"])
-            if c["kind"] in ("mean", "ratio", "identity"):
-                assert tuple(frag["left_out"]) == _ref_loo(c["kind"], per_seed, c["direction"], c["threshold"])
+            if c["kind"] in ("mean", "ratio", "identity", "paired"):  # paired: the t interval of the differences
+                kind = "mean" if c["kind"] == "paired" else c["kind"]
+                assert tuple(frag["left_out"]) == _ref_loo(kind, per_seed, c["direction"], c["threshold"])
         assert c["standing"] == ("fragile" if frag["fragile"] else f"robust {v}")
         assert (f"**{frag['shown']}**" if frag["fragile"] else f"| {frag['shown']} |") in line
     assert settled > 0
@@ -332,3 +333,46 @@ def test_publish_never_replaces_a_figure_it_did_not_write(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "a.png was not written by varprobe" in err[0]
     assert after == before
+
+
+# -- the floating-point path of the runs, in the report (issue 25) --------------------------------
+def test_the_report_states_the_runs_floating_point_path(report):
+    """Every run's meta.json records the path torch reports in this process at the profile's
+    threads; the report prints it once (they agree) in the setting and in claims.json."""
+    import torch
+    out, _ = report
+    metas = [json.loads(p.read_text()) for p in (out / "runs").glob("*/meta.json")]
+    paths = [m["numeric_path"] for m in metas]
+    assert all(p["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and p["torch"] == torch.__version__
+               and p["threads"] == TINY.threads == m["threads"] for p, m in zip(paths, metas))
+    doc = json.loads((out / "claims.json").read_text())["numeric_path"]
+    assert doc["agree"] and doc["paths"] == [{"path": paths[0], "runs": len(metas)}]
+    text = (out / "claims.md").read_text()
+    setting = text.split("Statistics, fixed in code")[0]
+    assert "Floating-point path (the same in every run's meta.json): CPU capability " \
+           f"{paths[0]['cpu_capability']} on " in setting and f"torch {torch.__version__}" in setting
+    assert f"{TINY.threads} thread(s)" in setting
+
+
+def test_runs_that_took_different_paths_are_named_with_their_counts(tmp_path):
+    from types import SimpleNamespace
+
+    from varprobe.claims.report import numeric_paths, write_report
+    from varprobe.record.files import OutputDir
+    avx2 = {"cpu_capability": "AVX2", "threads": 1, "env": {}}
+    avx512 = {"cpu_capability": "AVX512", "threads": 1, "env": {"ATEN_CPU_CAPABILITY": "avx512"}}
+    runs = {i: SimpleNamespace(path=tmp_path / f"r{i % 4}", meta={"numeric_path": p})
+            for i, p in enumerate([avx2, avx2, avx512, None, avx2])}  # r0 twice: counted once
+    assert numeric_paths(runs) == [{"path": avx2, "runs": 2}, {"path": avx512, "runs": 1}, {"path": None, "runs": 1}]
+    from varprobe.analysis import Interval
+    from varprobe.claims import Finding
+    from varprobe.claims.summary import Summary
+    blank = Summary(Interval(math.nan, math.nan, math.nan, 2), "inconclusive", "-", [0.0, 0.0], None)
+    out = OutputDir(tmp_path / "rep", "report")
+    out.ensure()
+    write_report([Finding(c, i, lr, blank) for c, i, lr in rows(TINY)], TINY, out, 1.0, runs)
+    text = (tmp_path / "rep" / "claims.md").read_text()
+    assert "**the runs differ**, 3 paths" in text and "(1) 2 runs: CPU capability AVX2" in text
+    assert "(2) 1 runs: CPU capability AVX512" in text and "ATEN_CPU_CAPABILITY=avx512" in text
+    assert "(3) 1 runs: not recorded" in text
+    assert json.loads((tmp_path / "rep" / "claims.json").read_text())["numeric_path"]["agree"] is False

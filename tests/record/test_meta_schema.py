@@ -52,6 +52,7 @@ BAD_FIELDS = [  # field, value, what the message says
     ("duration_s", "1s", r"field 'duration_s' must be a non-negative number or null"),
     ("versions", {"torch": 2}, r"field 'versions' must be an object of version strings"),
     ("host", "localhost", r"field 'host' must be an object"),
+    ("numeric_path", "AVX2", r"field 'numeric_path' must be an object or null, got str 'AVX2'"),
     ("run_id", 7, r"field 'run_id' must be a non-empty string"),
 ]
 

@@ -156,7 +156,7 @@ def reproduce(profile: str | Profile = "quick", out: str | Path = "reproduce", s
                                 fragility=fragility(claim.kind, values, claim.direction, claim.threshold, s.verdict)))
     write_figures(findings, report, p, ev)
     seconds = time.perf_counter() - start
-    write_report(findings, p, report, seconds)
+    write_report(findings, p, report, seconds, runs)
     log(f"[reproduce] wrote {out / 'claims.md'} and {out / 'claims.json'}; took {seconds / 60:.1f} min "
         f"(estimated {estimate:.1f} min)")
     return findings

@@ -5,12 +5,12 @@ import json
 import math
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 import pandas as pd
 
-from ..record import load_runs
+from ..record import Run, load_runs
 from ..record.files import OutputDir
 from .attribution import CONTROLS, causes_report
 from .fragility import RULE, STANDINGS
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from .pipeline import Finding
 
 __all__ = ["write_figures", "write_report", "figure_table", "report_files", "FIGURE_TITLES", "CAPTIONS_FILE",
-           "PLANNING_LABEL", "FRAGILITY_LABEL"]
+           "PLANNING_LABEL", "FRAGILITY_LABEL", "numeric_paths"]
 
 PLANNING_LABEL = "seeds to settle (planning, not a rerun rule)"
 FRAGILITY_LABEL = "fragility (one seed can change it: **fragile**)"
@@ -118,6 +118,40 @@ def figure_table(captions: dict[str, str], prefix: str = "docs/figures/", profil
     return "\n".join(rows) + "\n"
 
 
+def numeric_paths(runs: Mapping[object, Run]) -> list[dict]:
+    """The distinct floating-point paths (``numeric_path`` of meta.json,
+    :func:`varprobe.record.meta.numeric_path`) of ``runs``, each run counted once: ``[{"path":
+    ..., "runs": n}]``, the most frequent first; ``path`` None for runs written before varprobe
+    recorded it."""
+    groups: dict[str, list] = {}
+    for path, meta in {str(r.path): r.meta for r in runs.values()}.items():
+        numeric = meta.get("numeric_path")
+        groups.setdefault(json.dumps(numeric, sort_keys=True), [numeric, 0])[1] += 1
+    return [{"path": numeric, "runs": n} for numeric, n in sorted(groups.values(), key=lambda g: -g[1])]
+
+
+def _path_text(numeric: dict | None) -> str:
+    if numeric is None:
+        return "not recorded (runs written before varprobe recorded it)"
+    env = ", ".join(f"{k}={v}" for k, v in numeric.get("env", {}).items()) or "none set"
+    return (f"CPU capability {numeric.get('cpu_capability')} on {numeric.get('cpu')}, torch {numeric.get('torch')}, "
+            f"oneDNN {numeric.get('onednn')} ({'on' if numeric.get('onednn_enabled') else 'off'}), BLAS "
+            f"{numeric.get('blas')} ({numeric.get('blas_library')}), {numeric.get('threads')} thread(s) and "
+            f"{numeric.get('interop_threads')} interop thread(s), deterministic algorithms "
+            f"{'on' if numeric.get('deterministic') else 'off'}, environment: {env}")
+
+
+def _numeric_text(paths: list[dict]) -> str:
+    if not paths:
+        return ""
+    if len(paths) == 1:
+        return (f"Floating-point path (the same in every run's meta.json): {_path_text(paths[0]['path'])}. A rerun "
+                "whose verdicts differ can compare its own.\n\n")
+    each = "; ".join(f"({i + 1}) {g['runs']} runs: {_path_text(g['path'])}" for i, g in enumerate(paths))
+    return (f"Floating-point path: **the runs differ**, {len(paths)} paths in their meta.json: {each}. Verdicts "
+            "may differ from a report whose runs all took one path.\n\n")
+
+
 def _setting(p: Profile, seconds: float) -> str:
     controls_at = "every learning rate" if p.control_lrs == "all" else "the large learning rates"
     return (f"Setting: {p.model} on {p.data} at {p.size}px"
@@ -151,12 +185,16 @@ def _row(f: "Finding") -> str:
             f"{frag} | {plan} | {figs} |\n")
 
 
-def write_report(findings: list["Finding"], p: Profile, out: OutputDir, seconds: float) -> None:
+def write_report(findings: list["Finding"], p: Profile, out: OutputDir, seconds: float,
+                 runs: Mapping[object, Run] | None = None) -> None:
     """``out/claims.md`` (setting, statistics, the table, counts, causes) and ``out/claims.json``,
     through ``out`` (never over a file varprobe did not write). The counts line splits the rows into
     robust holds / robust does not hold / fragile / inconclusive (``standings`` in claims.json),
-    then gives the verdicts alone (``counts``, as before)."""
-    header = (f"# varprobe reproduce ({p.name})\n\n" + _setting(p, seconds) + _rules()
+    then gives the verdicts alone (``counts``, as before). The setting states the floating-point
+    path of ``runs`` (:func:`numeric_paths`; ``numeric_path`` in claims.json), once when every
+    run took the same, each with its number of runs when they differ."""
+    paths = numeric_paths(runs or {})
+    header = (f"# varprobe reproduce ({p.name})\n\n" + _setting(p, seconds) + _numeric_text(paths) + _rules()
               + f"| id | claim | quantity | kind | expected | measured (95% interval) | n | verdict | {FRAGILITY_LABEL} "
                 f"| {PLANNING_LABEL} | figures |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
     counts = {v: sum(f.verdict == v for f in findings) for v in ("holds", "does not hold", "inconclusive")}
@@ -174,7 +212,7 @@ def write_report(findings: list["Finding"], p: Profile, out: OutputDir, seconds:
     out.write_text("claims.md", header + "".join(_row(f) for f in findings) + summary + "\n" + causes
                    + _figure_notes(out.path))
     meta = {"profile": asdict(p), "seconds": seconds, "counts": counts, "standings": standings,
-            "fragility_rule": RULE, "kinds": KINDS,
+            "fragility_rule": RULE, "numeric_path": {"agree": len(paths) == 1, "paths": paths}, "kinds": KINDS,
             "claims": [f.to_json() for f in findings], "attribution": causes}
     out.write_text("claims.json", json.dumps(_finite(meta), indent=2, allow_nan=False))
 

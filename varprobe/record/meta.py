@@ -15,6 +15,7 @@ import json
 import math
 import os
 import platform
+import re
 import socket
 import sys
 from datetime import datetime, timezone
@@ -28,7 +29,7 @@ from .files import atomic_write
 from .layout import META_NAME
 
 __all__ = ["META_NAME", "FORMAT", "FORMAT_VERSION", "MANAGED_KEYS", "STATUSES", "now_iso",
-           "versions", "host_info", "to_jsonable", "write_json_atomic", "read_meta",
+           "versions", "numeric_path", "NUMERIC_ENV", "host_info", "to_jsonable", "write_json_atomic", "read_meta",
            "validate_meta", "writer_version", "enclosing_run"]
 
 FORMAT = "varprobe-run"
@@ -38,8 +39,8 @@ FORMAT_VERSION = 2
 
 #: Keys maintained by the writer itself; ``RunWriter.update_meta`` refuses to set them.
 MANAGED_KEYS: frozenset[str] = frozenset(
-    {"format", "format_version", "versions", "host", "start_time", "end_time", "chunks", "rows",
-     "run_id", "written_by"})
+    {"format", "format_version", "versions", "numeric_path", "host", "start_time", "end_time", "chunks",
+     "rows", "run_id", "written_by"})
 
 #: Every value ``meta["status"]`` may take: ``"running"`` while a writer is open (or after it
 #: was killed), then the status given to ``RunWriter.close``.
@@ -76,6 +77,64 @@ def versions() -> dict[str, str | None]:
     out.update((dist, _version(dist)) for dist in _PACKAGES)
     out["varprobe"] = __version__
     return out
+
+
+#: Environment variables that change which kernels torch's CPU path runs, recorded where set.
+NUMERIC_ENV = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_CBWR", "MKL_ENABLE_INSTRUCTIONS",
+               "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def _build_line(config: str, start: str) -> str | None:
+    line = next((x.strip() for x in config.splitlines() if x.strip().startswith(start)), None)
+    return line[2:] if line is not None and line.startswith("- ") else line
+
+
+def _build_setting(config: str, key: str) -> str | None:
+    found = re.search(rf"\b{key}=([^,\s]+)", config)
+    return found.group(1) if found else None
+
+
+def _cpu_model() -> str | None:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.partition(":")[2].strip() or None
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def numeric_path() -> dict[str, Any] | None:
+    """What decides the floating-point path of torch's CPU kernels in this process, or None when
+    torch is not imported (it is never imported for this: a run's numbers come from a process
+    that imported it).
+
+    ``cpu_capability``: the ATen kernel level torch dispatches to
+    (``torch.backends.cpu.get_cpu_capability()``: "DEFAULT", "AVX2", "AVX512", ...; the CPU's best
+    unless ``ATEN_CPU_CAPABILITY`` lowers it); ``torch``: ``torch.__version__``; ``onednn``: the
+    oneDNN (MKL-DNN) line of ``torch.__config__.show()`` (None when torch was built without it)
+    and ``onednn_enabled`` (``torch.backends.mkldnn.enabled``); ``blas``: the build's
+    ``BLAS_INFO`` and ``blas_library`` its MKL / OpenBLAS line of ``torch.__config__.show()``;
+    ``threads`` and ``interop_threads`` (``torch.get_num_threads()``,
+    ``torch.get_num_interop_threads()``); ``deterministic``
+    (``torch.are_deterministic_algorithms_enabled()``); ``cpu``: the CPU's model name
+    (``/proc/cpuinfo``, else ``platform.processor()``; None when neither says); ``env``: those of
+    :data:`NUMERIC_ENV` that are set, with their values.
+    """
+    torch = sys.modules.get("torch")
+    if torch is None or not hasattr(torch, "__config__"):
+        return None
+    config = torch.__config__.show()
+    blas = _build_setting(config, "BLAS_INFO")
+    library = {"mkl": "Intel(R) oneAPI Math Kernel Library", "open": "OpenBLAS"}.get(blas or "", blas or "")
+    return {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
+            "onednn": _build_line(config, "- Intel(R) MKL-DNN") or _build_line(config, "- oneDNN"),
+            "onednn_enabled": bool(torch.backends.mkldnn.enabled), "blas": blas,
+            "blas_library": _build_line(config, f"- {library}") if library else None,
+            "threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads(),
+            "deterministic": bool(torch.are_deterministic_algorithms_enabled()), "cpu": _cpu_model(),
+            "env": {k: os.environ[k] for k in NUMERIC_ENV if k in os.environ}}
 
 
 def host_info() -> dict[str, Any]:
@@ -231,6 +290,7 @@ _OPTIONAL: dict[str, tuple[Any, str]] = {
                                                        for x in v.values()),
                  "an object of version strings (or null)"),
     "host": (lambda v: isinstance(v, dict), "an object"),
+    "numeric_path": (lambda v: v is None or isinstance(v, dict), "an object or null"),
     "run_id": (lambda v: isinstance(v, str) and bool(v), "a non-empty string"),
     "written_by": (lambda v: isinstance(v, str), "a string"),
 }
@@ -244,7 +304,7 @@ def validate_meta(meta: Mapping[str, Any], meta_path: str | os.PathLike[str] = M
     ``status`` one of :data:`STATUSES`; ``config`` an object; ``chunks`` and ``rows``
     non-negative integers. Typed when present: ``start_time`` (str), ``end_time`` (str or
     null), ``duration_s`` (non-negative number or null), ``versions`` (object of str/null),
-    ``host`` (object), ``run_id`` (non-empty str), ``written_by`` (str). Fields set through
+    ``host`` (object), ``numeric_path`` (object or null), ``run_id`` (non-empty str), ``written_by`` (str). Fields set through
     ``RunWriter.update_meta``/``close`` (e.g. ``result``, ``error``) are the caller's and free.
 
     Raises:

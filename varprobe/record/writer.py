@@ -39,8 +39,8 @@ from .errors import RunWriteError
 from .layout import LOCK_NAME, META_NAME, STATS_DIR, Inventory, chunk_name, chunk_tmp_name
 from .lock import RunLock, describe_holder, locked_error, writer_alive
 from .files import atomic_write
-from .meta import (FORMAT, FORMAT_VERSION, MANAGED_KEYS, STATUSES, enclosing_run, host_info, now_iso, to_jsonable,
-                   versions, write_json_atomic)
+from .meta import (FORMAT, FORMAT_VERSION, MANAGED_KEYS, STATUSES, enclosing_run, host_info, now_iso, numeric_path,
+                   to_jsonable, versions, write_json_atomic)
 from .replace import check_replaceable, clear_run
 from .schema import KEY_COLUMNS, RowKeys, frame_to_table
 
@@ -83,7 +83,9 @@ class RunWriter:
 
     ``meta.json`` holds ``status`` (``"running"`` until :meth:`close`), ``config`` (the
     ``meta`` argument), ``versions`` (python, torch, numpy, pandas, pyarrow, varprobe; torch
-    is not imported for this), ``host`` (hostname, platform, pid, cpu_count: no paths),
+    is not imported for this), ``numeric_path`` (what decides the floating-point path of torch's
+    CPU kernels when the run starts: :func:`~varprobe.record.meta.numeric_path`; null when torch
+    is not imported), ``host`` (hostname, platform, pid, cpu_count: no paths),
     ``start_time``/``end_time`` (ISO 8601, UTC; ``end_time`` null until closed),
     ``duration_s``, ``chunks`` and ``rows`` (counts appended so far), ``format`` and
     ``format_version``, and any fields given to :meth:`update_meta` or :meth:`close`.
@@ -162,7 +164,7 @@ class RunWriter:
             self._meta: dict[str, Any] = {
                 "format": FORMAT, "format_version": FORMAT_VERSION, "status": "running",
                 "start_time": now_iso(), "end_time": None, "duration_s": None,
-                "chunks": 0, "rows": 0, "config": config, "versions": vers,
+                "chunks": 0, "rows": 0, "config": config, "versions": vers, "numeric_path": numeric_path(),
                 "written_by": f"varprobe {vers['varprobe']}", "run_id": uuid.uuid4().hex,
                 "host": host_info(),
             }
