@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 
 from varprobe.record import RunWriter
-from varprobe.record.meta import MANAGED_KEYS, NUMERIC_ENV, numeric_path
+from varprobe.record.meta import ISA_FLAGS, MANAGED_KEYS, NUMERIC_ENV, numeric_path
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,6 +48,11 @@ def test_meta_json_records_the_numeric_path_torch_reports(tmp_path, monkeypatch)
     assert got["env"]["MKL_CBWR"] == "AVX2" and set(got["env"]) <= set(NUMERIC_ENV)
     assert "ATEN_CPU_CAPABILITY" not in got["env"]
     assert "numeric_path" in MANAGED_KEYS
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        flags = set(next(x for x in cpuinfo.read_text().splitlines() if x.startswith("flags")).split(":")[1].split())
+        assert got["cpu_isa"] == [x for x in ISA_FLAGS if x in flags]
+        assert got["cpu"] in cpuinfo.read_text()
 
 
 def test_numeric_path_never_imports_torch(tmp_path):

@@ -134,7 +134,9 @@ def _path_text(numeric: dict | None) -> str:
     if numeric is None:
         return "not recorded (runs written before varprobe recorded it)"
     env = ", ".join(f"{k}={v}" for k, v in numeric.get("env", {}).items()) or "none set"
-    return (f"CPU capability {numeric.get('cpu_capability')} on {numeric.get('cpu')}, torch {numeric.get('torch')}, "
+    isa = numeric.get("cpu_isa")
+    return (f"CPU capability {numeric.get('cpu_capability')} on {numeric.get('cpu')} (flags: "
+            f"{', '.join(isa) if isa else 'unknown' if isa is None else 'none of note'}), torch {numeric.get('torch')}, "
             f"oneDNN {numeric.get('onednn')} ({'on' if numeric.get('onednn_enabled') else 'off'}), BLAS "
             f"{numeric.get('blas')} ({numeric.get('blas_library')}), {numeric.get('threads')} thread(s) and "
             f"{numeric.get('interop_threads')} interop thread(s), deterministic algorithms "

@@ -29,7 +29,7 @@ from .files import atomic_write
 from .layout import META_NAME
 
 __all__ = ["META_NAME", "FORMAT", "FORMAT_VERSION", "MANAGED_KEYS", "STATUSES", "now_iso",
-           "versions", "numeric_path", "NUMERIC_ENV", "host_info", "to_jsonable", "write_json_atomic", "read_meta",
+           "versions", "numeric_path", "NUMERIC_ENV", "ISA_FLAGS", "host_info", "to_jsonable", "write_json_atomic", "read_meta",
            "validate_meta", "writer_version", "enclosing_run"]
 
 FORMAT = "varprobe-run"
@@ -94,15 +94,28 @@ def _build_setting(config: str, key: str) -> str | None:
     return found.group(1) if found else None
 
 
-def _cpu_model() -> str | None:
+#: CPU flags that oneDNN and MKL dispatch on by themselves (whatever ATen's capability is).
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile")
+
+
+def _cpu() -> tuple[str | None, list[str] | None]:
+    """The CPU's model name and which of :data:`ISA_FLAGS` it has (``/proc/cpuinfo``; elsewhere
+    ``platform.processor()`` and None)."""
+    model, flags = None, None
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
             for line in f:
-                if line.startswith("model name"):
-                    return line.partition(":")[2].strip() or None
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and model is None:
+                    model = value.strip() or None
+                elif key.strip() == "flags" and flags is None:
+                    have = set(value.split())
+                    flags = [x for x in ISA_FLAGS if x in have]
+                if model is not None and flags is not None:
+                    break
     except OSError:
         pass
-    return platform.processor() or None
+    return model or platform.processor() or None, flags
 
 
 def numeric_path() -> dict[str, Any] | None:
@@ -118,14 +131,16 @@ def numeric_path() -> dict[str, Any] | None:
     ``BLAS_INFO`` and ``blas_library`` its MKL / OpenBLAS line of ``torch.__config__.show()``;
     ``threads`` and ``interop_threads`` (``torch.get_num_threads()``,
     ``torch.get_num_interop_threads()``); ``deterministic``
-    (``torch.are_deterministic_algorithms_enabled()``); ``cpu``: the CPU's model name
-    (``/proc/cpuinfo``, else ``platform.processor()``; None when neither says); ``env``: those of
-    :data:`NUMERIC_ENV` that are set, with their values.
+    (``torch.are_deterministic_algorithms_enabled()``); ``cpu`` and ``cpu_isa``: the CPU's model
+    name and which of :data:`ISA_FLAGS` it has (oneDNN and MKL choose their kernels from these,
+    not from ATen's capability; ``/proc/cpuinfo``, else ``platform.processor()`` and None);
+    ``env``: those of :data:`NUMERIC_ENV` that are set, with their values.
     """
     torch = sys.modules.get("torch")
     if torch is None or not hasattr(torch, "__config__"):
         return None
     config = torch.__config__.show()
+    cpu, isa = _cpu()
     blas = _build_setting(config, "BLAS_INFO")
     library = {"mkl": "Intel(R) oneAPI Math Kernel Library", "open": "OpenBLAS"}.get(blas or "", blas or "")
     return {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
@@ -133,7 +148,8 @@ def numeric_path() -> dict[str, Any] | None:
             "onednn_enabled": bool(torch.backends.mkldnn.enabled), "blas": blas,
             "blas_library": _build_line(config, f"- {library}") if library else None,
             "threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads(),
-            "deterministic": bool(torch.are_deterministic_algorithms_enabled()), "cpu": _cpu_model(),
+            "deterministic": bool(torch.are_deterministic_algorithms_enabled()), "cpu": cpu,
+            "cpu_isa": isa,
             "env": {k: os.environ[k] for k in NUMERIC_ENV if k in os.environ}}
 
 
