@@ -38,7 +38,8 @@ class Finding:
 
     @property
     def standing(self) -> str:
-        """"robust holds", "robust does not hold", "fragile" or "inconclusive"."""
+        """"robust holds", "robust does not hold", "fragile" or "inconclusive" (a settled row
+        without a fragility measure is never called robust)."""
         if self.verdict not in ("holds", "does not hold"):
             return "inconclusive"
         return "fragile" if self.fragility is None or self.fragility.fragile else f"robust {self.verdict}"
