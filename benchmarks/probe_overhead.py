@@ -29,11 +29,16 @@ Memory: bytes the probe holds (batch 32 vs 128) and peak live CPU memory of one 
 torch profiler's memory timeline.
 
 A launch-bound section comes first: batch 4, 8x8 input, 1 thread (the regime of a GPU step, where
-the host's per-kernel cost dominates), with the floor and naive arms.
+the host's per-kernel cost dominates), with the floor and naive arms. A small transformer follows
+(``TinyEncoder``: an ``nn.TransformerEncoder`` of 3 layers, d_model 32, 4 heads, on random tokens;
+batch 16, 32 tokens, 1 thread): unprobed, every step, every 10 steps and the forward preset, where the
+probe also records each attention's Q, K, V and out_proj weights and the residual stream of the
+blocks it finds.
 
 Usage: python benchmarks/probe_overhead.py [--reps 6] [--steps 10] [--batch 128] > report.md
        python benchmarks/probe_overhead.py --only launch [--launch-reps 15]   # launch-bound only
        python benchmarks/probe_overhead.py --only batch --reps 3               # batch-128 targets only
+       python benchmarks/probe_overhead.py --only transformer [--launch-reps 15]   # the small transformer only
 """
 from __future__ import annotations
 
@@ -161,6 +166,24 @@ class Naive:
             self.log.append(("", "loss", float(loss)))
 
 
+class TinyEncoder(nn.Module):
+    """Token embedding, a 3-layer ``nn.TransformerEncoder`` (d_model 32, 4 heads, no dropout) and a
+    per-token linear head; returns logits ``[batch, vocab, tokens]``, the layout ``F.cross_entropy``
+    takes with targets ``[batch, tokens]``."""
+
+    VOCAB = 16
+
+    def __init__(self, d: int = 32, heads: int = 4, layers: int = 3) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(self.VOCAB, d)
+        layer = nn.TransformerEncoderLayer(d, heads, dim_feedforward=2 * d, dropout=0.0, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.head = nn.Linear(d, self.VOCAB)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(self.embed(tokens))).transpose(1, 2)
+
+
 BARE = "bare floor: one sum per probed output and output gradient, bare hooks"
 BETWEEN = "Probe attached, no step recorded (the cost between recorded steps)"
 UNPROBED, FLOOR, EVERY1, EVERY10, FORWARD, NO_DEC, FUSED, NAIVE = (
@@ -237,13 +260,19 @@ def run_block(model, opt, batch, probe, steps: int, floor: bool) -> tuple[float,
 
 
 def timing_pass(threads: int, reps: int, steps: int, batch_size: int, size: int = 32,
-                quick: bool | str = False) -> dict[str, dict[str, list[float]]]:
+                quick: bool | str = False, arch: str = "resnet20") -> dict[str, dict[str, list[float]]]:
+    """``arch``: "resnet20" (images ``size`` x ``size``) or "transformer" (:class:`TinyEncoder`,
+    sequences of ``size`` tokens)."""
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    model = resnet_cifar(20, "bn")
+    model = TinyEncoder() if arch == "transformer" else resnet_cifar(20, "bn")
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     g = torch.Generator().manual_seed(0)
-    batch = (torch.randn(batch_size, 3, size, size, generator=g), torch.randint(0, 10, (batch_size,), generator=g))
+    if arch == "transformer":
+        tokens = torch.randint(0, TinyEncoder.VOCAB, (batch_size, size), generator=g)
+        batch = (tokens, tokens.cummax(dim=1).values)
+    else:
+        batch = (torch.randn(batch_size, 3, size, size, generator=g), torch.randint(0, 10, (batch_size,), generator=g))
     configs = make_configs(model, quick)
     for name, probe in configs.items():
         if isinstance(probe, Probe) and name != FLOOR:
@@ -342,11 +371,27 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=6)
     ap.add_argument("--steps", type=int, default=10, help="steps per block (every-10 needs 10)")
     ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--only", choices=("launch", "batch"), default=None,
-                    help="run only the launch-bound section (batch 4, 8 px, 1 thread) or only the batch one")
+    ap.add_argument("--only", choices=("launch", "batch", "transformer"), default=None,
+                    help="run only the launch-bound section (batch 4, 8 px, 1 thread), only the batch one, "
+                         "or only the small transformer (batch 16, 32 tokens, 1 thread)")
     ap.add_argument("--launch-reps", type=int, default=15)
     args = ap.parse_args()
-    if args.only != "batch":
+    if args.only in (None, "transformer"):
+        t0 = time.time()
+        print("## Small transformer: nn.TransformerEncoder (3 layers, d_model 32, 4 heads), batch 16, "
+              "32 tokens, 1 thread\n")
+        print(machine(), "\n")
+        res = timing_pass(1, args.launch_reps, args.steps, 16, 32, quick="targets", arch="transformer")
+        torch.set_num_threads(os.cpu_count() or 1)
+        print(f"{args.launch_reps} interleaved repetitions of {args.steps}-step blocks, wall clock and "
+              "process CPU time\n")
+        print(table(res, ("wall", "cpu")), "\n")
+        cost = {k: statistics.median([a / b for a, b in zip(v["wall"], res[UNPROBED]["wall"])]) for k, v in res.items()}
+        print(f"- every step {cost[EVERY1]:.3f}x, every 10 {cost[EVERY10]:.3f}x, forward {cost[FORWARD]:.3f}x; "
+              f"section time {time.time() - t0:.0f} s\n")
+        if args.only == "transformer":
+            return
+    if args.only not in ("batch", "transformer"):
         t0 = time.time()
         print("## Launch-bound: ResNet-20 (BN), batch 4, 8x8 input, 1 thread\n")
         print(machine(), "\n")

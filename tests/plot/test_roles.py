@@ -154,3 +154,16 @@ def test_transmission_names_the_layers_it_pools_at_a_depth():
 
 def _panels(fig):
     return [ax for ax in fig.axes if ax.get_visible() and ax.axison and ax.get_label() != "<colorbar>"]
+
+
+def test_spp_legend_breaks_long_pooled_names_so_the_panels_keep_their_width():
+    # a Hugging Face ResNet's downsampling block: its conv and its shortcut conv share a depth
+    main = "resnet.encoder.stages.1.layers.0.layer.0.convolution"
+    short = "resnet.encoder.stages.1.layers.0.shortcut.convolution"
+    frame = frame_of([("stem", 0, "Conv2d", "conv", [1.0]), (main, 1, "Conv2d", "conv", [2.0]),
+                      (short, 1, "Conv2d", "conv", [8.0]), ("head", 2, "Linear", "linear", [0.5])])
+    fig = vp.spp(frame)
+    (note,) = [t for t in legend_texts(fig) if t.startswith("depth 1:")]
+    lines = note.split("\n")
+    assert [line.strip(" ,") for line in lines] == [f"depth 1: {main}", short]  # names whole, one a line
+    close(fig)

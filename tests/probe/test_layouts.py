@@ -210,6 +210,29 @@ def test_transformer_encoder_coverage_is_complete_and_attention_is_recorded():
     assert roles[""] == ""
 
 
+
+def test_attention_is_hooked_once_on_every_recorded_step():
+    """Found blocks re-hook the model after the first step; the attention's Q, K, V and out_proj
+    parts must not get hooks of their own then (each would count the module's call again)."""
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(8, 2, dim_feedforward=16, batch_first=True, dropout=0.0)
+    model = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False).to(F64)
+    attn = model.layers[1].self_attn
+    outs: list[torch.Tensor] = []
+    attn.register_forward_hook(lambda m, a, o: outs.append(o[0].detach().clone()))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with varprobe.Probe(model, modes=("train",), quantities=["out.var", "block.out.var", "gw.shift_ratio"]) as probe:
+            for _ in range(3):
+                model(torch.randn(3, 5, 8, dtype=F64)).square().mean().backward()
+                probe.step()
+    fired = [str(w.message) for w in caught if "times in step" in str(w.message)]
+    assert not fired, fired
+    assert sum(p.module is attn for p in probe._hooks.active) == 1
+    frame = probe.frame()
+    got = frame[(frame.layer == "layers.1.self_attn") & (frame.quantity == "out.var")].sort_values("step")
+    assert got["value"].tolist() == pytest.approx([float(o.var(unbiased=False)) for o in outs], rel=1e-12)
+
 class Audio(nn.Module):
     def __init__(self) -> None:
         super().__init__()

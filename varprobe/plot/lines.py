@@ -21,6 +21,9 @@ __all__ = ["Lines", "log_step_grid", "mean_band", "DASHES", "MAX_POOLED_NOTES"]
 
 #: At most this many pooled groups are named one per line in a legend; the rest are counted.
 MAX_POOLED_NOTES = 8
+#: Characters per line of a pooled-group note in a legend: longer notes break after the ", "
+#: between layer names (a name is never split), so the legend does not squeeze the panels.
+POOLED_NOTE_WIDTH = 60
 
 DASHES = ["", (4, 1.5), (1, 1.2), (3, 1.25, 1.5, 1.25), (5, 1, 1, 1), (2, 2), (6, 2, 2, 2)]
 
@@ -134,7 +137,7 @@ class Lines:
                 shown.append(f"and {len(pooled) - len(shown)} more groups")
             for note in shown:
                 handles.append(Line2D([], [], linestyle="none"))
-                labels.append(note)
+                labels.append(_wrap_names(note, POOLED_NOTE_WIDTH))
         if self.max_runs > 1:
             handles.append(Patch(facecolor="#888888", alpha=0.3, linewidth=0))
             what = {frozenset({"geometric"}): "geometric mean over seeds",
@@ -171,3 +174,19 @@ def log_step_grid(lines: Lines, data, steps, key: str, levels, x: str, *, ylabel
         axes[i, 0].set_ylabel(label, fontsize=9)
     return fig, axes
 
+
+def _wrap_names(note: str, width: int) -> str:
+    """``note`` ("depth 3: a, b, c") broken into lines of at most ``width`` characters after the
+    ", " between names (continuation lines indented), or as is when it fits; a name longer than
+    ``width`` gets a line of its own."""
+    if len(note) <= width:
+        return note
+    lines: list[str] = []
+    for piece in note.split(", "):
+        if lines and len(lines[-1]) + 2 + len(piece) <= width:
+            lines[-1] += ", " + piece
+        else:
+            if lines:
+                lines[-1] += ","
+            lines.append(piece if not lines else "  " + piece)
+    return "\n".join(lines)

@@ -74,12 +74,18 @@ def _version(t: Tensor) -> int:
     return -1 if t.is_inference() else t._version
 
 
+def _hooked(plans: list[LayerPlan]) -> list[LayerPlan]:
+    """The plans that get a forward hook: the active ones but parts (a part is recorded by its
+    module's plan; a hook of its own would count each call of the module again)."""
+    return [p for p in plans if p.active and not p.part]
+
+
 class Hooks:
     """Hooks of one Probe and the open step's pending reductions; see the module docstring."""
 
     def __init__(self, model: nn.Module, plans: list[LayerPlan], fused: bool) -> None:
         self.model, self.plans, self.fused = model, plans, fused
-        self.active = [p for p in plans if p.active and not p.part]  # parts: their module's hook
+        self.active = _hooked(plans)
         self._active_modules = [p.module for p in self.active]
         self.bns = [p for p in plans if p.bn_q]
         self.acc = {b: Moments() for b in BUCKETS}
@@ -137,7 +143,7 @@ class Hooks:
 
     def _refresh_active(self) -> None:
         """Hook only the plans still active (a found block shown not residual is dropped)."""
-        active = [p for p in self.plans if p.active]
+        active = _hooked(self.plans)
         if len(active) == len(self.active):
             return
         armed, temporary = bool(self._layer), self._temporary
