@@ -131,7 +131,7 @@ def test_reproduce_ends_with_the_report_and_its_figures(tmp_path, monkeypatch, c
         for name in ("claims.md", "claims.json", "figures.md", "spp-large-lr.png", "shift.png"):
             (out / name).write_text("x")
 
-    monkeypatch.setitem(sys.modules, "varprobe.experiment.claims", types.SimpleNamespace(reproduce=reproduce))
+    monkeypatch.setitem(sys.modules, "varprobe.claims", types.SimpleNamespace(reproduce=reproduce))
     assert main(["reproduce", "--out", str(tmp_path / "rep")]) == 0
     rep = tmp_path / "rep"
     assert capsys.readouterr().err.splitlines()[-1] == (
