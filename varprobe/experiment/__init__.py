@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import sys
 import types
-from importlib import import_module
 from typing import Any
+
+from .._lazy import lazy_names
 
 __all__ = ["RunConfig", "run", "grid", "load_model", "sgd", "accuracy", "project_filter_mean_"]
 
@@ -18,16 +19,7 @@ _LAZY = {"RunConfig": "config", "run": "runner", "grid": "grid", "load_model": "
          "accuracy": "train", "project_filter_mean_": "projection"}
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(f"{__name__}.{_LAZY[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_names(__name__, _LAZY, __all__)
 
 
 class _Package(types.ModuleType):

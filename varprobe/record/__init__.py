@@ -19,9 +19,7 @@ full) raises one :class:`RunWriteError`, keeps the chunks already written and ma
 failed where meta.json can still be written.
 """
 
-from importlib import import_module
-from typing import Any
-
+from .._lazy import lazy_names
 from .lock import RunLockedError
 from .errors import RunFormatError, RunWriteError
 
@@ -33,13 +31,4 @@ __all__ = ["RunWriter", "Run", "load_run", "load_runs", "check_run", "RunLockedE
 _LAZY = {"Run": "reader", "check_run": "reader", "load_run": "reader", "load_runs": "reader", "RunWriter": "writer"}
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(f"{__name__}.{_LAZY[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_names(__name__, _LAZY, __all__)
