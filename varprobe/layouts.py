@@ -153,16 +153,19 @@ def raw_parameter(module: nn.Module, name: str) -> Tensor:
     """The tensor the optimizer updates for ``module``'s weight ``name``: the attribute itself;
     under a torch parametrization of ``name``, the original of the weight's shape (``v`` of
     ``weight_norm``); for the legacy ``torch.nn.utils.weight_norm``, ``<name>_v``."""
-    if parametrize.is_parametrized(module, name):
+    if "parametrizations" in module._modules and parametrize.is_parametrized(module, name):
         plist = getattr(module.parametrizations, name)
         originals = [getattr(plist, n) for n in ("original", *(f"original{i}" for i in range(8)))
                      if hasattr(plist, n)]
         shape = getattr(module, name).shape
         return next((o for o in originals if o.shape == shape), originals[0])
-    legacy = getattr(module, f"{name}_v", None)
-    if isinstance(legacy, Tensor):
+    legacy = module._parameters.get(f"{name}_v")  # torch.nn.utils.weight_norm registers it there
+    if legacy is not None:
         return legacy
-    return module.get_parameter(name) if "." in name else getattr(module, name)
+    if "." in name:
+        return module.get_parameter(name)
+    own = module._parameters.get(name)  # no AttributeError raised and caught on every recorded step
+    return own if own is not None else getattr(module, name)
 
 
 def _reparametrized(module: nn.Module, name: str) -> bool:
