@@ -108,9 +108,12 @@ def test_spp_of_a_model_with_blocks_is_drawn_over_the_block_index():
     (line,) = data_lines(_panels(fig)[0])
     np.testing.assert_array_equal(line.get_xdata(), [0, 1])
     close(fig)
-    # a block.out.* row of a layer that is not a block (role says so) is not drawn as one
+    # a block.out.* row of a layer that is not a block (role says so) is not drawn as one; the one
+    # block left would be a single point, so the layers are drawn over depth instead
     wrong = frame.assign(role=np.where(frame["layer"] == "encoder.layer.1", "other", frame["role"]))
-    assert set(_derive.spp_table(wrong, [0])[0]["layer"]) == {"encoder.layer.0"}
+    rows, kind = _derive.spp_table(wrong, [0])
+    assert kind == "layer"
+    assert set(rows["layer"]) == {"embeddings", "encoder.layer.0.output.dense", "encoder.layer.1.output.dense"}
 
 
 def test_layer_order_puts_the_conv_first_whatever_the_norm_is_called():

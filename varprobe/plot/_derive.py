@@ -178,8 +178,9 @@ def spp_table(frame: pd.DataFrame, steps: Sequence[int], prefer_blocks: bool = T
     "ch_sq_mean"), value, plus config columns.
 
     Returns ``(table, kind)``: kind "block" when rows of role "block" with ``block.out.*``
-    quantities exist (residual nets and transformers: x = block index in forward order, the
-    residual stream after each add) and ``prefer_blocks``; otherwise "layer" (x = depth, the output
+    quantities exist for two or more blocks of a run (residual nets and transformers: x = block
+    index in forward order, the residual stream after each add) and ``prefer_blocks``; a single
+    block (one Tap) would draw one point, so the layers are drawn instead; otherwise "layer" (x = depth, the output
     of each layer of a weight role, ``varprobe.analysis.rows.WEIGHT_ROLES``: norm layers, whose
     output follows their conv's, are left out so nets with and without norm layers align). Layers
     of one run that share a depth (parallel branches) are pooled by :func:`pool_shared`: one row
@@ -188,7 +189,7 @@ def spp_table(frame: pd.DataFrame, steps: Sequence[int], prefer_blocks: bool = T
     f = frame[frame["step"].isin(steps)]
     blocks = f[f["quantity"].isin(["block.out.ch_var", "block.out.ch_sq_mean"])]
     blocks = blocks[roles(blocks) == "block"]
-    if prefer_blocks and len(blocks):
+    if prefer_blocks and len(blocks) and blocks.groupby("run")["layer"].nunique().max() >= 2:
         kind = "block"
         rows = blocks.assign(stat=blocks["quantity"].str.slice(len("block.out.")))
         order = {(run, name): i for run, g in rows.groupby("run", sort=False)
