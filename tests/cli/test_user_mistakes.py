@@ -13,10 +13,11 @@ import pandas as pd
 import pytest
 import torch
 
-from varprobe.cli import main
 from varprobe.experiment import RunConfig
 from varprobe.plot import curves, draw, spp, transmission
 from varprobe.record import load_runs
+
+from tests.cli.test_cli import _exit_code, _lines
 
 LONG = "a" * 300  # one name longer than any file system's NAME_MAX (255 bytes on Linux and macOS)
 
@@ -33,17 +34,6 @@ def run_dir(tmp_path_factory) -> Path:
     finally:
         torch.set_num_threads(threads)
     return out
-
-
-def _exit_code(argv) -> int:
-    try:
-        return main(argv)
-    except SystemExit as exc:
-        return exc.code
-
-
-def _lines(text: str) -> list[str]:
-    return [line for line in text.splitlines() if line.strip()]
 
 
 PLOT = ["plot", "@RUN", "--out", "fig.png"]

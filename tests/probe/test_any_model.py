@@ -13,6 +13,8 @@ from torch import nn
 
 import varprobe
 
+from .float64 import biased_var, shift_ratio, value
+
 
 class UNet(nn.Module):
     def __init__(self) -> None:
@@ -59,23 +61,6 @@ MODELS = {
 }
 
 
-def _biased_var(t: torch.Tensor) -> float:
-    return float(((t - t.mean()) ** 2).mean())
-
-
-def _shift_ratio(grad: torch.Tensor, layout: str) -> float:
-    """mean over filters of |mean of the filter's gradient| / (rms of the gradient / sqrt(fan))."""
-    g = grad.detach().to(torch.float64)
-    f = (g.transpose(0, 1) if layout == "transposed" else g).flatten(1)
-    return float(f.mean(1).abs().mean() / (f.square().mean().sqrt() / f.shape[1] ** 0.5))
-
-
-def _value(frame, layer: str, quantity: str) -> float:
-    v = frame.loc[(frame["layer"] == layer) & (frame["quantity"] == quantity), "value"]
-    assert len(v) == 1, (layer, quantity, len(v))
-    return float(v.iloc[0])
-
-
 @pytest.mark.parametrize("kind", list(MODELS))
 def test_coverage_depth_and_statistics_against_float64_hooks(kind):
     build, shape, checked, chain = MODELS[kind]
@@ -106,7 +91,7 @@ def test_coverage_depth_and_statistics_against_float64_hooks(kind):
     assert [depth[n] for n in chain] == sorted(depth[n] for n in chain), depth[chain].to_dict()
     assert len(set(depth[chain])) == len(chain) and (depth >= 0).all()
     for n, layout in checked.items():
-        assert _value(frame, n, "out.var") == pytest.approx(_biased_var(seen[n]["out"]), rel=1e-6)
-        assert _value(frame, n, "grad_out.var") == pytest.approx(_biased_var(seen[n]["grad"]), rel=1e-6)
-        assert _value(frame, n, "gw.shift_ratio") == pytest.approx(
-            _shift_ratio(model.get_submodule(n).weight.grad, layout), rel=1e-6)
+        assert value(frame, n, "out.var") == pytest.approx(biased_var(seen[n]["out"]), rel=1e-6)
+        assert value(frame, n, "grad_out.var") == pytest.approx(biased_var(seen[n]["grad"]), rel=1e-6)
+        assert value(frame, n, "gw.shift_ratio") == pytest.approx(
+            shift_ratio(model.get_submodule(n).weight.grad, layout), rel=1e-6)

@@ -12,6 +12,8 @@ transformers = pytest.importorskip("transformers", reason="needs the hf extra: p
 
 import varprobe  # noqa: E402
 
+from .float64 import biased_var, shift_ratio, value  # noqa: E402
+
 
 NAN_DOCUMENTED = {"gw.bias_corr", "gw.sign_persistence"}
 
@@ -52,16 +54,6 @@ def probed_step(model, x, y):
         frame = probe.frame()
     model.zero_grad()
     return frame
-
-
-def value(frame, layer, quantity):
-    v = frame.loc[(frame["layer"] == layer) & (frame["quantity"] == quantity), "value"]
-    assert len(v) == 1, (layer, quantity, len(v))
-    return float(v.iloc[0])
-
-
-def biased_var(t):
-    return float(((t - t.mean()) ** 2).mean())
 
 
 @pytest.mark.parametrize("build, layers", [
@@ -140,11 +132,6 @@ def transformer_step(model, names, call):
     return probe, frame, seen
 
 
-def grad_shift_ratio(g):
-    f = g.detach().to(torch.float64).flatten(1)
-    return float(f.mean(1).abs().mean() / (f.square().mean().sqrt() / f.shape[1] ** 0.5))
-
-
 @pytest.mark.parametrize("build, call, prefix, missing", [
     (bert, lambda m: m(input_ids=torch.randint(0, 100, (3, 7))).last_hidden_state.square().mean(),
      "encoder.layer.0.attention.self.", set()),
@@ -171,7 +158,7 @@ def test_bert_and_vit_coverage_roles_and_attention_projections_against_float64(b
         assert value(frame, n, "out.var") == pytest.approx(biased_var(seen[n]["out"]), rel=1e-6)
         assert value(frame, n, "grad_out.var") == pytest.approx(biased_var(seen[n]["grad"]), rel=1e-6)
         assert value(frame, n, "gw.shift_ratio") == pytest.approx(
-            grad_shift_ratio(model.get_submodule(n).weight.grad), rel=1e-6)
+            shift_ratio(model.get_submodule(n).weight.grad), rel=1e-6)
     assert set(roles[roles.index.str.endswith("LayerNorm") | roles.index.str.contains("layernorm")]) == {"norm"}
     if build is bert:
         emb = model.embeddings.word_embeddings.weight  # [vocab, dim]: output unit j is column j
@@ -180,7 +167,7 @@ def test_bert_and_vit_coverage_roles_and_attention_projections_against_float64(b
         assert value(frame, "embeddings.word_embeddings", "w.fan_var") == pytest.approx(
             float((cols.shape[1] * cols.var(1, unbiased=False)).mean()), rel=1e-6)
         assert value(frame, "embeddings.word_embeddings", "gw.shift_ratio") == pytest.approx(
-            grad_shift_ratio(emb.grad.t()), rel=1e-6)
+            shift_ratio(emb.grad.t()), rel=1e-6)
 
 
 def test_gpt2_conv1d_is_a_linear_layer_with_filters_on_axis_1():
@@ -197,4 +184,4 @@ def test_gpt2_conv1d_is_a_linear_layer_with_filters_on_axis_1():
     cols = w.detach().to(torch.float64).t()
     assert frame.loc[frame["layer"] == name, "role"].iloc[0] == "linear"
     assert value(frame, name, "w.fan_var") == pytest.approx(float((32 * cols.var(1, unbiased=False)).mean()), rel=1e-6)
-    assert value(frame, name, "gw.shift_ratio") == pytest.approx(grad_shift_ratio(w.grad.t()), rel=1e-6)
+    assert value(frame, name, "gw.shift_ratio") == pytest.approx(shift_ratio(w.grad.t()), rel=1e-6)
