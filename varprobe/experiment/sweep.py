@@ -153,7 +153,7 @@ def check_widths(widths: Sequence[int]) -> tuple[int, ...]:
     repeated = sorted({w for w in widths if widths.count(w) > 1})
     if repeated:
         raise ValueError(f"width {repeated[0]} is given more than once in {','.join(map(str, widths))}; valid: "
-                         f"distinct widths, e.g. {','.join(map(str, sorted(set(widths))))}")
+                         "each width once, at least two, e.g. 8,16,32,64")
     if len(widths) < 2:
         raise ValueError(f"a sweep needs at least two widths to fit a slope, got {len(widths)} "
                          f"({','.join(map(str, widths)) or 'none'}); valid: e.g. 8,16,32,64")
