@@ -6,7 +6,6 @@ import argparse
 import sys
 from typing import Any
 
-from ...experiment.config import RunConfig
 from ..arguments import backend, jobs, list_of, path, positive_int
 from ..checks import OUT_ERRORS, check_data, check_device, check_out, check_parallel
 from ..exits import EXIT_FAILED, EXIT_MISSING, EXIT_OK, PROG
