@@ -13,6 +13,7 @@ from .compare import compare, compare_summary, layer_table
 from .logscale import geometric_ci
 from .paired import paired_ci, sign_string
 from .ratios import transmission_ratios
+from .slopes import WIDTH_BAND, compare_slopes, fit_slopes, width_verdict
 from .uncertainty import Interval, mean_ci
 from .verdict import VERDICTS, verdict
 
@@ -28,7 +29,8 @@ _LAZY = {
     **dict.fromkeys(("fisher_p", "odds_ratio_ci", "proportion_ci"), "proportion"),
 }
 __all__ = ["compare", "compare_summary", "layer_table", "transmission_ratios", "Interval", "mean_ci", "verdict",
-           "VERDICTS", "geometric_ci", "paired_ci", "sign_string", *_LAZY]
+           "VERDICTS", "geometric_ci", "paired_ci", "sign_string", "fit_slopes", "width_verdict", "compare_slopes",
+           "WIDTH_BAND", *_LAZY]
 
 
 def __getattr__(name: str):

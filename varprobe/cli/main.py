@@ -1,4 +1,4 @@
-"""The ``varprobe`` command line: ``run``, ``grid``, ``reproduce`` and ``plot``.
+"""The ``varprobe`` command line: ``run``, ``grid``, ``sweep``, ``reproduce`` and ``plot``.
 
 Every :class:`~varprobe.experiment.RunConfig` field is one option, generated from the field
 itself (:mod:`varprobe.cli.run_options`: ``--batch-size`` sets ``batch_size``, ...). Options left
@@ -30,7 +30,7 @@ from .. import __version__, record
 from ..record.files import WriteRefused
 from ..experiment.stop import Terminated, stop_signals
 from ..vocabulary import FIGURE_EXTENSIONS, PLOT_KINDS
-from .commands import grid, plot, reproduce, run
+from .commands import grid, plot, reproduce, run, sweep
 from .exits import DEBUG_ENV, EXIT_ERROR, EXIT_INTERRUPTED, PROG
 from .parser import Formatter, add_debug
 from .run_options import GRID_AXES, RUN_OPTIONS, config_from_args
@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     add_debug(parser, default=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for command in (run, grid, reproduce, plot):
+    for command in (run, grid, sweep, reproduce, plot):
         command.add(sub)
     return parser
 

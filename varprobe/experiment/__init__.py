@@ -2,7 +2,7 @@
 
 Every name loads on first use (PEP 562), so that ``varprobe.experiment.config`` and ``.stop``, which
 the command line needs to build its parser, import without torch. ``grid`` is the function, as it
-always was, even after the submodule ``varprobe.experiment.grid`` was imported.
+always was, even after the submodule ``varprobe.experiment.grid`` was imported; ``sweep`` likewise.
 """
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from typing import Any
 
 from .._lazy import lazy_names
 
-__all__ = ["RunConfig", "run", "grid", "load_model", "sgd", "accuracy", "project_filter_mean_"]
+__all__ = ["RunConfig", "run", "grid", "sweep", "load_model", "sgd", "accuracy", "project_filter_mean_"]
 
 #: public name -> the submodule that defines it.
-_LAZY = {"RunConfig": "config", "run": "runner", "grid": "grid", "load_model": "runner", "sgd": "train",
+_LAZY = {"RunConfig": "config", "run": "runner", "grid": "grid", "sweep": "sweep", "load_model": "runner", "sgd": "train",
          "accuracy": "train", "project_filter_mean_": "projection"}
 
 
@@ -23,7 +23,7 @@ __getattr__, __dir__ = lazy_names(__name__, _LAZY, __all__)
 
 
 class _Package(types.ModuleType):
-    """This package: importing its submodule ``grid`` does not replace the function ``grid``."""
+    """This package: importing its submodule ``grid`` (``sweep``) does not replace the function."""
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in _LAZY and isinstance(value, types.ModuleType) and value.__name__ == f"{__name__}.{name}":

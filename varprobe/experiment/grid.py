@@ -47,7 +47,7 @@ from ..record.layout import REPLACING_NAME
 from ..record.replace import check_replaceable
 from .config import RunConfig
 from .progress import progress_bar
-from .runner import DONE, run, run_name
+from .runner import DONE, Builder, run, run_name
 
 __all__ = ["grid", "grid_configs", "GridResult", "BACKENDS", "SchedulerError", "default_threads"]
 
@@ -69,12 +69,13 @@ class _State:
 
 
 def grid_configs(base: RunConfig, schemes: Iterable[str] | None = None, lrs: Iterable[float] | None = None,
-                 batch_sizes: Iterable[int] | None = None,
-                 seeds: Iterable[int] | None = None) -> tuple[list[RunConfig], int]:
-    """The distinct configs of a grid, in product order (scheme slowest, seed fastest), and how many
-    duplicates were dropped. Duplicates are equal configs (by value: lr 0.1, 0.10 and 1e-1 are one).
-    An axis left as None takes ``base``'s value; an empty axis is refused (ValueError)."""
-    axes = {"scheme": schemes, "lr": lrs, "batch_size": batch_sizes, "seed": seeds}
+                 batch_sizes: Iterable[int] | None = None, seeds: Iterable[int] | None = None, *,
+                 widths: Iterable[int] | None = None) -> tuple[list[RunConfig], int]:
+    """The distinct configs of a grid, in product order (scheme slowest, then lr, batch size, width,
+    seed fastest), and how many duplicates were dropped. Duplicates are equal configs (by value: lr
+    0.1, 0.10 and 1e-1 are one). An axis left as None takes ``base``'s value; an empty axis is
+    refused (ValueError)."""
+    axes = {"scheme": schemes, "lr": lrs, "batch_size": batch_sizes, "width": widths, "seed": seeds}
     values = {}
     for field, given in axes.items():
         values[field] = [getattr(base, field)] if given is None else list(given)
@@ -149,10 +150,11 @@ def grid(base: RunConfig, root: str | os.PathLike, *, schemes: Iterable[str] | N
          lrs: Iterable[float] | None = None, batch_sizes: Iterable[int] | None = None,
          seeds: Iterable[int] | None = None, progress: bool = True, jobs: int | None = 1,
          backend: str = "loky", scheduler: str | None = None,
-         log: Callable[[str], None] | None = None) -> GridResult:
-    """Run schemes x learning rates x batch sizes x seeds (each defaulting to ``base``'s value; an
-    empty one is refused) into ``root/<name>``, resumably (see the module docstring for what is
-    skipped, redone and reported). Duplicate configs run once.
+         log: Callable[[str], None] | None = None, widths: Iterable[int] | None = None,
+         build: Builder | None = None) -> GridResult:
+    """Run schemes x learning rates x batch sizes x widths x seeds (each defaulting to ``base``'s
+    value; an empty one is refused) into ``root/<name>``, resumably (see the module docstring for
+    what is skipped, redone and reported). Duplicate configs run once.
 
     Args:
         jobs: Runs at once. 1 (default): one after the other in this process. N > 1: one loky worker
@@ -165,6 +167,10 @@ def grid(base: RunConfig, root: str | os.PathLike, *, schemes: Iterable[str] | N
             run starts.
         progress: One tqdm bar over the runs (none per worker).
         log: Where one-line reports go (a damaged run being redone); default: stderr.
+        widths: Model widths (``RunConfig.width``), the axis of ``varprobe.experiment.sweep``.
+        build: Builds each run's model instead of ``build_model`` (``runner.run``'s ``build``); it
+            travels to the workers, so it must pickle (cloudpickle: functions and closures do). A
+            run's name does not say which builder made it: a root holds the runs of one builder.
 
     Threads: a config with ``threads`` set uses that many; otherwise each run is pinned to
     :func:`default_threads` (cores // jobs; on Dask, the worker host's cores // the Dask worker
@@ -179,7 +185,7 @@ def grid(base: RunConfig, root: str | os.PathLike, *, schemes: Iterable[str] | N
         SchedulerError: the scheduler cannot be reached (nothing started).
         ImportError: ``backend="dask"`` without ``distributed`` installed (names the extra).
     """
-    configs, duplicates = grid_configs(base, schemes, lrs, batch_sizes, seeds)
+    configs, duplicates = grid_configs(base, schemes, lrs, batch_sizes, seeds, widths=widths)
     _check_parallel(jobs, backend, scheduler)
     say = log or (lambda line: tqdm.write(line, file=sys.stderr))
     root = Path(root)
@@ -208,7 +214,7 @@ def grid(base: RunConfig, root: str | os.PathLike, *, schemes: Iterable[str] | N
 
     bar = progress_bar(len(configs), "grid", "run", enabled=progress, initial=len(configs) - len(todo))
     try:
-        for result in _execute(todo, root, jobs, backend, scheduler):
+        for result in _execute(todo, root, jobs, backend, scheduler, build):
             outcomes[result["name"]] = result
             bar.set_postfix_str(result["name"][-40:])
             bar.update(1)
@@ -298,7 +304,7 @@ def _classify(path: Path) -> _State:
 
 
 def _execute(todo: list[tuple[RunConfig, str, bool]], root: Path, jobs: int | None, backend: str,
-             scheduler: str | None):
+             scheduler: str | None, build: Builder | None = None):
     """Yield one outcome dict per config of ``todo``, in completion order."""
     if not todo:
         return
@@ -306,26 +312,26 @@ def _execute(todo: list[tuple[RunConfig, str, bool]], root: Path, jobs: int | No
         before = torch.get_num_threads()
         try:
             for config, name, replace in todo:
-                yield _task(config, str(root / name), replace, default_threads(1))
+                yield _task(config, str(root / name), replace, default_threads(1), build)
         finally:
             torch.set_num_threads(before)
         return
     from joblib import Parallel, delayed, parallel_config
 
     if backend == "loky":
-        yield from _loky(todo, root, jobs, default_threads(jobs))
+        yield from _loky(todo, root, jobs, default_threads(jobs), build)
         return
     client = _connect(scheduler)
     try:
         threads = _dask_threads(client)
         with parallel_config(backend="dask", client=client):
-            tasks = (delayed(_task)(c, str(root / n), r, threads) for c, n, r in todo)
+            tasks = (delayed(_task)(c, str(root / n), r, threads, build) for c, n, r in todo)
             yield from Parallel(n_jobs=jobs or -1, return_as="generator_unordered")(tasks)
     finally:
         client.close()
 
 
-def _loky(todo: list[tuple[RunConfig, str, bool]], root: Path, jobs: int, threads: int):
+def _loky(todo: list[tuple[RunConfig, str, bool]], root: Path, jobs: int, threads: int, build: Builder | None = None):
     """Loky workers, ``jobs`` at a time. A worker that dies (SIGKILL, out of memory) breaks joblib's
     pool: the runs it had started are reported "interrupted" (redone on the next invocation) and the
     configs not yet started go on in a fresh pool."""
@@ -334,7 +340,7 @@ def _loky(todo: list[tuple[RunConfig, str, bool]], root: Path, jobs: int, thread
 
     pending = {name: (config, replace) for config, name, replace in todo}
     while pending:
-        tasks = [delayed(_task)(c, str(root / n), r, threads) for n, (c, r) in pending.items()]
+        tasks = [delayed(_task)(c, str(root / n), r, threads, build) for n, (c, r) in pending.items()]
         try:
             for result in Parallel(n_jobs=jobs, backend="loky", return_as="generator_unordered")(tasks):
                 del pending[result["name"]]
@@ -371,7 +377,8 @@ def _dask_threads(client) -> dict[str, int]:
 
 
 # -- the worker: one config ---------------------------------------------------------------------------
-def _task(config: RunConfig, path: str, replace: bool, threads: int | dict[str, int]) -> dict[str, Any]:
+def _task(config: RunConfig, path: str, replace: bool, threads: int | dict[str, int],
+          build: Builder | None = None) -> dict[str, Any]:
     """Run one config into ``path`` (in a worker process, or in the grid's own). Returns its outcome
     dict; never raises for a run that fails (its status, and the one-line message, say why)."""
     run_dir = Path(path)
@@ -393,7 +400,7 @@ def _task(config: RunConfig, path: str, replace: bool, threads: int | dict[str, 
         if config.threads is None:
             torch.set_num_threads(_threads_here(threads))
         try:
-            result = run(config, run_dir, overwrite=replace or state.kind != "new")
+            result = run(config, run_dir, overwrite=replace or state.kind != "new", build=build)
         except RunLockedError as exc:
             return _outcome(name, "held", False, _one_line(exc))
         except Exception as exc:  # a failed run never stops the grid; its meta.json says why too

@@ -6,6 +6,8 @@ import itertools
 import math
 import os
 from pathlib import Path
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -26,7 +28,12 @@ DONE = ("finished", "collapsed")  # statuses a grid does not rerun
 from ..record.layout import MODEL_FILE  # the final state_dict, beside meta.json
 
 
-def run(config: RunConfig, out: str | os.PathLike, *, overwrite: bool = False, progress: bool = False) -> Run:
+#: What builds a run's model instead of ``build_model``: ``build(config, in_channels, num_classes)``.
+Builder = Callable[[RunConfig, int, int], torch.nn.Module]
+
+
+def run(config: RunConfig, out: str | os.PathLike, *, overwrite: bool = False, progress: bool = False,
+        build: Builder | None = None) -> Run:
     """Train ``config``'s model on its data with a probe attached, writing ``out`` as it goes.
 
     The run directory holds the probe table (per-layer statistics, and ``loss``/``lr`` at every
@@ -40,6 +47,11 @@ def run(config: RunConfig, out: str | os.PathLike, *, overwrite: bool = False, p
 
     ``progress``: a tqdm bar on stderr over the steps, with the last loss and the steps per second
     (the command line shows it where stderr is a terminal); it stays on screen where the run ends.
+
+    ``build``: builds the model instead of ``build_model(config, in_channels, num_classes)``, after
+    the same ``torch.manual_seed(config.seed)`` (e.g. a width sweep's model factory). Its
+    ``model_name`` attribute, when it has one, is stored in meta.json's config as
+    ``model_factory``; :func:`load_model` refuses such a run (it cannot rebuild the model).
     """
     if config.threads is not None:
         torch.set_num_threads(config.threads)
@@ -48,7 +60,7 @@ def run(config: RunConfig, out: str | os.PathLike, *, overwrite: bool = False, p
     split = split_to(load_data(config.data, config.image_size, config.seed, config.data_limit, config.synthetic_n,
                                config.image_channels), device)
     torch.manual_seed(config.seed)
-    model = build_model(config, split.in_channels, split.num_classes).to(device)
+    model = (build or build_model)(config, split.in_channels, split.num_classes).to(device)
     batches = split.batches(config.batch_size, config.seed)
     first = next(batches)
     if config.init_alpha:
@@ -61,8 +73,11 @@ def run(config: RunConfig, out: str | os.PathLike, *, overwrite: bool = False, p
     held_out = split.x_test[:config.eval_batch]
     eval_steps = set(config.eval_steps)
     collapsed_at, last_loss = None, math.nan
+    meta = config.to_dict()
+    if build is not None:
+        meta["model_factory"] = str(getattr(build, "model_name", getattr(build, "__qualname__", type(build).__name__)))
     probe = Probe(model, every=config.every, quantities=config.quantities, out=out, flush_every=config.flush_every,
-                  meta=config.to_dict(), overwrite=overwrite)
+                  meta=meta, overwrite=overwrite)
     model.train()
     bar = progress_bar(config.steps, "run", "step", enabled=progress)
     try:
@@ -131,6 +146,9 @@ def _close_failed(probe: Probe, exc: BaseException) -> None:
 
 def load_model(run_: Run) -> torch.nn.Module:
     """The final model of a run, rebuilt from its config and ``model.pt``, in eval mode, on the CPU."""
+    if run_.config.get("model_factory"):
+        raise ValueError(f"run {run_.path} was built by the model factory {run_.config['model_factory']!r}, which "
+                         "load_model cannot rebuild; build the model with it and load model.pt into it")
     config = RunConfig.from_dict(run_.meta["config"])
     split = load_data(config.data, config.image_size, config.seed, config.data_limit, config.synthetic_n,
                       config.image_channels)

@@ -21,10 +21,12 @@ here loads a run or writes a file (``varprobe plot`` does: ``varprobe.cli.figure
 ``collapse_map``         learning rate x scheme: collapsed or finished, final loss
 ``decomposition``        shares of conv output variance: i.i.d., filter-sum (shift) and rest
 ``result_map``           one number per run (e.g. train accuracy), settings x learning rates
+``coord_check``          a width sweep: each layer's statistic against the width, per step
 ``draw``                 the figure of a ``varprobe plot --kind`` for a table, with its selections
 =======================  ====================================================================
 """
 from .collapse import collapse_map
+from .coord_check import coord_check
 from .curves import curves
 from .decomposition import decomposition, decomposition_table
 from .heatmap import heatmap
@@ -36,4 +38,4 @@ from .theory import theory_vs_measured
 from .transmission import transmission
 
 __all__ = ["spp", "heatmap", "curves", "shift", "transmission", "theory_vs_measured", "collapse_map",
-           "decomposition", "decomposition_table", "result_map", "draw", "KINDS", "SELECTIONS"]
+           "decomposition", "decomposition_table", "result_map", "coord_check", "draw", "KINDS", "SELECTIONS"]

@@ -20,7 +20,8 @@ from ..analysis.rows import conv_rows, is_weight_layer
 from . import _derive as d
 
 __all__ = ["caption_amplification", "caption_curves", "caption_collapse", "caption_shift", "caption_spp",
-           "caption_decomposition", "caption_attribution", "caption_theory", "num", "BOUND", "ROUNDING"]
+           "caption_decomposition", "caption_attribution", "caption_theory", "caption_coord_check", "num", "BOUND",
+           "ROUNDING"]
 
 #: The amplification caption's bound on E[y^2] of a layer output (inputs are about unit scale,
 #: so 100 is two decades of growth).
@@ -280,3 +281,43 @@ def caption_theory(compared: pd.DataFrame, band: float = 0.2) -> str:
             parts.append(f"{' '.join(map(str, key))} {int(g['_in'].sum())} of {len(g)}")
     total = f"{int(data['_in'].sum())} of {len(data)} points within ±{band:.0%}"
     return total + (": " + ", ".join(parts) if parts else "") + "."
+
+
+def caption_coord_check(slopes: pd.DataFrame, steps=None, rows=None, band: float | None = None) -> str:
+    """What the coordinate-check figure shows (``varprobe.plot.coord_check``), from the same slopes
+    table: per row quantity and step of the figure, how many layers are width-stable, grow, shrink
+    or are inconclusive, and every layer that grows or shrinks with its slope and interval, e.g.
+    "out.sq_mean at step 0: 5 of 6 layers width-stable; grows: head +1.01 [0.95, 1.07]." ``steps``
+    and ``rows`` default to the figure's (``choose_steps``, ``ROWS``); ``band`` to
+    ``varprobe.analysis.slopes.WIDTH_BAND``."""
+    from ..analysis.slopes import WIDTH_BAND
+    from .coord_check import ROWS, choose_steps
+
+    band = WIDTH_BAND if band is None else band
+    present = set(slopes["quantity"].astype(str))
+    if rows is None:
+        rows = [next(q for q in group if q in present) for group in ROWS if any(q in present for q in group)]
+    rows = [q for q in rows if q in present]
+    if not rows:
+        raise ValueError("no slopes of the figure's quantities to caption; present: " + ", ".join(sorted(present)))
+    at = slopes[slopes["quantity"].isin(rows)]
+    steps = choose_steps(at["step"]) if steps is None else list(steps)
+    parts = []
+    for q in rows:
+        for step in steps:
+            g = at[(at["quantity"] == q) & (at["step"] == step)]
+            if g.empty:
+                continue
+            counts = g["verdict"].value_counts()
+            text = f"{q} at step {step}: {counts.get('width-stable', 0)} of {len(g)} layers width-stable"
+            for verdict in ("grows", "shrinks", "inconclusive"):
+                if verdict in counts:
+                    rows_v = g[g["verdict"] == verdict]
+                    listed = ", ".join(f"{r.layer} {r.slope:+.2f} [{num(r.ci_low)}, {num(r.ci_high)}]"
+                                       for r in rows_v.head(4).itertuples())
+                    more = f" and {len(rows_v) - 4} more" if len(rows_v) > 4 else ""
+                    text += f"; {verdict}: {listed}{more}"
+            parts.append(text + ".")
+    seeds = int(at["n"].max()) if len(at) else 0
+    return (f"Slope of log statistic on log width per layer, mean over up to {seeds} seeds with its 95% t interval; "
+            f"width-stable: the interval within ±{band:g}. " + " ".join(parts))

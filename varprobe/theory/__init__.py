@@ -6,6 +6,7 @@ or small frozen dataclasses. Imports nothing else of varprobe.
 from .amplification import shift_amplification, shift_weight_norm_change, shifted_filter_split
 from .normalization import bn_centered_split, bn_effective_weight, wn_shift_ratio
 from .shift_ratio import NULL_SHIFT_RATIO
+from .width import KAIMING, STANDARD, filter_sum_slope, init_sq_mean_slopes, loglog_slope
 from .pws import (
     filter_variance,
     pws_fan_var,
@@ -58,6 +59,12 @@ __all__ = [
     "pws_grad_scale_bound",
     # shift ratio
     "NULL_SHIFT_RATIO",
+    # width
+    "KAIMING",
+    "STANDARD",
+    "loglog_slope",
+    "init_sq_mean_slopes",
+    "filter_sum_slope",
     # normalization
     "bn_centered_split",
     "bn_effective_weight",
