@@ -1,8 +1,8 @@
 """Publish a ``reproduce`` report's figures to the docs: ``python -m varprobe.claims.publish OUT``.
 
 Copies the figures and ``captions.json`` that :func:`varprobe.claims.report.write_figures` wrote
-in ``OUT`` to ``docs/figures`` (a quick report) or ``docs/figures/<profile>`` (another profile's,
-read from ``OUT/claims.json``) and replaces the figure section of the gallery page
+in ``OUT`` to ``docs/figures`` (a quick report) or ``docs/figures/<profile>`` (a standard or full
+report, :data:`BESIDE`, read from ``OUT/claims.json``) and replaces the figure section of the gallery page
 ``docs/gallery.md`` (between :data:`BEGIN` and :data:`END`) with :func:`gallery_block` of those
 captions, so every caption there is the one computed from the runs that drew its figure. Nothing
 else in the page is touched; a page without the markers is refused (exit 2), never rewritten.
@@ -23,12 +23,15 @@ from pathlib import Path
 from ..record.files import OutputDir, WriteRefused, atomic_write, inside
 from .report import CAPTIONS_FILE, figure_table
 
-__all__ = ["BEGIN", "END", "GALLERY", "gallery_block", "profile_of", "publish", "main"]
+__all__ = ["BEGIN", "END", "BESIDE", "GALLERY", "gallery_block", "profile_of", "publish", "main"]
 
 BEGIN = "<!-- figures: written by python -m varprobe.claims.publish from captions.json; do not edit -->"
 END = "<!-- /figures -->"
 
 
+#: Profiles whose figures are published beside the gallery's own (``docs/figures/<profile>``); every
+#: other report (quick, and the test profile tiny) is the gallery's.
+BESIDE = ("standard", "full")
 #: The page whose figure section :func:`main` rewrites, relative to the repository's root.
 GALLERY = Path("docs/gallery.md")
 
@@ -96,7 +99,7 @@ def _read_captions(src: Path, out: Path) -> dict[str, str]:
 
 def publish(out: Path, figures: Path, page: Path) -> dict[str, str]:
     """Copy ``out``'s figures and captions to ``figures`` (a quick report's) or ``figures/<profile>``
-    (another profile's, :func:`profile_of`), rewrite ``page``'s figure section (:func:`gallery_block`
+    (a profile of :data:`BESIDE`, :func:`profile_of`), rewrite ``page``'s figure section (:func:`gallery_block`
     of the quick captions in ``figures``, its image links relative to ``page``'s folder).
 
     Raises ValueError (nothing written) when ``out`` has no valid captions.json, a figure name
@@ -111,7 +114,7 @@ def publish(out: Path, figures: Path, page: Path) -> dict[str, str]:
     if BEGIN not in text or END not in text:
         raise ValueError(f"{page} has no figure block ({BEGIN!r} ... {END!r}); add the markers first")
     profile = profile_of(out)
-    sub = "" if profile == "quick" else f"{profile}/"
+    sub = f"{profile}/" if profile in BESIDE else ""
     for name in captions:
         inside(figures, sub + name, f"figure name in {out / CAPTIONS_FILE}")
     docs = OutputDir(figures, "figures")
@@ -138,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, WriteRefused) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    where = "docs/figures" + ("" if profile_of(Path(args[0])) == "quick" else f"/{profile_of(Path(args[0]))}")
+    profile = profile_of(Path(args[0]))
+    where = "docs/figures" + (f"/{profile}" if profile in BESIDE else "")
     print(f"published {len(captions)} figures and their captions to {where} and {GALLERY}")
     return 0
 
