@@ -31,7 +31,7 @@ from __future__ import annotations
 
 __all__ = ["COLUMNS", "INT_COLUMNS", "STRING_COLUMNS", "FLOAT_COLUMNS", "ROLES", "LEGACY_ROLES", "SCHEMES", "QUANTITIES",
            "OUT_SUFFIXES", "FORWARD_OUT", "PRESETS", "SHORT", "SCHEME_COLORS", "EXTRA_COLORS", "PLOT_KINDS",
-           "QUANTITY_KINDS", "FIGURE_EXTENSIONS"]
+           "QUANTITY_KINDS", "FIGURE_EXTENSIONS", "TRAINED"]
 
 # -- the long table --------------------------------------------------------------------------------
 #: Columns of every probe table and run chunk, in this order (``varprobe.record.schema`` gives
@@ -258,6 +258,10 @@ for _s, _d in _OUT.items():
 SHORT["amp.skipped"] = "step skipped by the GradScaler (1) or not (0)"
 SHORT["fwd.var_ratio"] = "Var(out) / Var(in), forward"
 SHORT["bwd.var_ratio"] = "Var(dL/d in) / Var(dL/d out), backward"
+# -- outcomes of a run -----------------------------------------------------------------------------
+#: Final train accuracy at or above which a run "trained"; below it, the run did not train (chance
+#: is 0.1 on ten classes). Fixed; the claims' outcome rows and the collapse figure read this one rule.
+TRAINED: float = 0.5
 # -- figures ---------------------------------------------------------------------------------------
 #: The figures ``varprobe plot --kind`` draws (``varprobe.plot.KINDS``).
 PLOT_KINDS: tuple[str, ...] = ("spp", "heatmap", "curves", "shift", "transmission", "theory", "collapse",

@@ -376,3 +376,23 @@ def test_runs_that_took_different_paths_are_named_with_their_counts(tmp_path):
     assert "(2) 1 runs: CPU capability AVX512" in text and "ATEN_CPU_CAPABILITY=avx512" in text
     assert "(3) 1 runs: not recorded" in text
     assert json.loads((tmp_path / "rep" / "claims.json").read_text())["numeric_path"]["agree"] is False
+
+
+def test_publish_puts_a_standard_report_beside_the_quick_one_with_its_own_captions(tmp_path):
+    """A report whose claims.json names the standard profile goes to figures/standard; the gallery
+    keeps the quick figure and caption and adds the standard figure's own caption (was: a bare link,
+    so the standard figures had no caption on the page, and publish wrote them over the quick ones)."""
+    from varprobe.claims.publish import BEGIN, END, publish
+    figures, page = tmp_path / "figures", tmp_path / "gallery.md"
+    page.write_text(f"intro\n{BEGIN}\nold\n{END}\n")
+    for profile, lr in (("quick", "0.02"), ("standard", "0.01")):
+        out = tmp_path / profile
+        out.mkdir()
+        (out / "a.png").write_bytes(f"png {profile}".encode())
+        (out / "captions.json").write_text(json.dumps({"a.png": f"A figure at lr {lr}."}))
+        (out / "claims.json").write_text(json.dumps({"profile": {"name": profile}}))
+        publish(out, figures, page)
+    assert (figures / "a.png").read_bytes() == b"png quick" and (figures / "standard" / "a.png").read_bytes() == b"png standard"
+    text = page.read_text()
+    assert ("(figures/a.png)\n\nA figure at lr 0.02.\n\n[Standard profile](figures/standard/a.png): A figure at lr 0.01.\n"
+            in text)

@@ -64,10 +64,11 @@ def test_collapse_caption_names_collapsed_cells_per_lr():
     v = {(s, k): [[1, 1], [1, 1]] for s in ("plain", "pws") for k in range(3)}
     frame = _runs(v, "out.var", statuses={("pws", 0): "collapsed", ("pws", 2): "collapsed"})
     text = cap.caption_collapse(frame)
-    assert text.startswith("lr 0.2: collapsed pws 2/3, every other scheme 0")
+    assert text.startswith("lr 0.2 (2 schemes x 3 seeds): did not train: unknown (no train accuracy); "
+                           "blew up pws 2/3, every other scheme 0")
     ok = _runs({(s, k): [[1, 1]] for s in ("plain", "pws") for k in range(3)}, "out.var", lr=0.02)
     both = cap.caption_collapse(pd.concat([frame, ok]))
-    assert "lr 0.02: no run collapsed (2 schemes x 3 seeds)" in both
+    assert "lr 0.02 (2 schemes x 3 seeds): did not train: unknown (no train accuracy); no run blew up" in both
     assert both.index("lr 0.2") < both.index("lr 0.02")  # largest lr first
 
 

@@ -443,14 +443,14 @@ def test_collapse_map(runs):
     fig = vp.collapse_map(runs)
     (ax,) = assert_labelled(fig, 1)
     texts = [t.get_text() for t in ax.texts]
-    assert "loss inf\n1/2 collapsed" in texts  # plain at the large lr: one seed blew up
-    assert sum("0/2 collapsed" in t for t in texts) == 7
+    assert "loss inf\n?/2 did not train\n1/2 blew up" in texts  # plain at the large lr: one seed blew up
+    assert sum("0/2 blew up" in t for t in texts) == 7  # load_runs keeps no accuracy: "did not train" unknown
     assert [t.get_text() for t in ax.get_xticklabels()] == list(SCHEMES)
     close(fig)
     summary = pd.DataFrame({"scheme": ["plain", "pws"], "lr": [1.0, 1.0],
                             "status": ["collapsed", "finished"], "final_loss": [np.nan, 0.5]})
     fig = vp.collapse_map(summary)
-    assert "loss 0.5\n0/1 collapsed" in [t.get_text() for t in panels(fig)[0].texts]
+    assert "loss 0.5\n?/1 did not train\n0/1 blew up" in [t.get_text() for t in panels(fig)[0].texts]
     close(fig)
 
 

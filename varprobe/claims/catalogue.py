@@ -146,15 +146,16 @@ CLAIMS = [
     Claim("7a", "PWS is more robust to mini-batch size than BN",
           "test accuracy drop from the largest to the smallest batch (same samples, lr scaled), bn against pws",
           "paired", ">", 0.0, "no difference",
-          lambda ev, s, lr: (_batch_drop(ev, "bn", s), _batch_drop(ev, "pws", s)), "none"),
+          lambda ev, s, lr: (_batch_drop(ev, "bn", s), _batch_drop(ev, "pws", s)), "none", ("batch.png",)),
     Claim("7b", "PWS changes little with the mini-batch size",
           "pws: test accuracy drop from the largest to the smallest batch", "mean", "<", 0.05, "fixed: 5 points",
-          lambda ev, s, lr: _batch_drop(ev, "pws", s), "none"),
+          lambda ev, s, lr: _batch_drop(ev, "pws", s), "none", ("batch.png",)),
     Claim("8a", "PWS: train-mode and eval-mode outputs are equal",
           "pws final model: max |train - eval output| / max |output| on held-out images", "identity", "<", 1e-5,
-          "float32 rounding", lambda ev, s, lr: m.train_eval_gap(m.final_model(ev, "pws", lr, s), ev.held_out)),
+          "float32 rounding", lambda ev, s, lr: m.train_eval_gap(m.final_model(ev, "pws", lr, s), ev.held_out),
+          figures=("train-eval.png",)),
     Claim("8b", "BN: train and eval outputs differ", "bn final model: the same ratio", "ratio", ">", 1e-3, "fixed",
-          lambda ev, s, lr: m.train_eval_gap(m.final_model(ev, "bn", lr, s), ev.held_out)),
+          lambda ev, s, lr: m.train_eval_gap(m.final_model(ev, "bn", lr, s), ev.held_out), figures=("train-eval.png",)),
     Claim("9a", "PWS trains faster per step than BN", "resnet: median train-step time pws / bn", "ratio", "<", 1.0,
           "equal speed", lambda ev, s, lr: m.step_times(ev, s)[0]["pws"] / m.step_times(ev, s)[0]["bn"], "none"),
     Claim("9b", "Deployed PWS costs what plain convs cost",
@@ -237,7 +238,8 @@ def _cause_claim(row: Row) -> Claim:
         text = f"{name.capitalize()} ({quantity}) ranks {what} better than the relative update size"
         measured = f"{runs}: {stat} of {quantity} minus that of w.update_ratio (same runs, {early}) with {outcome}"
         basis = "equal: neither predicts better"
-    return Claim(row.id, text, measured, row.kind, ">", row.threshold, basis, _cause_measure(row), "large")
+    return Claim(row.id, text, measured, row.kind, ">", row.threshold, basis, _cause_measure(row), "large",
+                 ("predictors.png",))
 
 
 CLAIMS += [_cause_claim(r) for r in ROWS]

@@ -21,6 +21,7 @@ from .causes import EARLY_STEPS
 from ..layers import PWSConv2d, init_alpha, reparameterize
 from ..models import resnet_cifar
 from ..record import Run
+from ..vocabulary import TRAINED
 from ..experiment.runner import load_model
 from ..experiment.timing import eval_fn, interleaved_medians, train_step_fn
 
@@ -34,8 +35,6 @@ __all__ = ["Evidence", "TRAINED", "conv_mean", "per_layer", "shift_share", "tran
            "grad_ratio", "grad_scale_growth", "accuracy", "step_times", "early_value", "early_share",
            "growth_outcome", "cause_runs", "theory_error_at_init"]
 
-#: Final train accuracy at or above which a run "trained" (below: it failed; chance is 0.1). Fixed.
-TRAINED = 0.5
 
 
 @dataclass

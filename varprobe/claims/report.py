@@ -13,6 +13,7 @@ import pandas as pd
 from ..record import Run, load_runs
 from ..record.files import OutputDir
 from .attribution import CONTROLS, causes_report
+from .causes import PREDICTORS
 from .fragility import RULE, STANDINGS
 from .measures import Evidence, accuracy
 from .profiles import MAIN_SCHEMES, Profile
@@ -21,7 +22,8 @@ from .summary import ACROSS_RUNS, KINDS
 if TYPE_CHECKING:
     from .pipeline import Finding
 
-__all__ = ["write_figures", "write_report", "figure_table", "report_files", "FIGURE_TITLES", "CAPTIONS_FILE",
+__all__ = ["write_figures", "write_report", "figure_table", "report_files", "outcome_table", "gap_table",
+           "predictor_table", "FIGURE_TITLES", "CAPTIONS_FILE",
            "PLANNING_LABEL", "FRAGILITY_LABEL", "numeric_paths"]
 
 PLANNING_LABEL = "seeds to settle (planning, not a rerun rule)"
@@ -45,6 +47,11 @@ FIGURE_TITLES = {
     "theory.png": "The i.i.d. variance-transmission prediction of each conv layer against the measurement.",
     "attribution.png": "The attribution controls: final train accuracy.",
     "decomposition.png": "Where conv output variance comes from at the largest lr.",
+    "batch.png": "Test accuracy against the mini-batch size (same samples, lr scaled with the batch), per scheme.",
+    "train-eval.png": "The largest gap between train-mode and eval-mode outputs of the final model, relative to "
+                      "the output, per seed.",
+    "predictors.png": "Each predictor of the competing explanation against the outcome it should rank, every run "
+                      "at the large lr.",
 }
 CAPTIONS_FILE = "captions.json"
 _TABLES = ("claims.md", "claims.json", CAPTIONS_FILE, "figures.md")
@@ -77,6 +84,13 @@ def write_figures(findings: list["Finding"], out: OutputDir, p: Profile, ev: Evi
                               "steps": p.steps, "control": label[4:], "lr": lr, "seed": seed,
                               "train_accuracy": accuracy(r)}
                              for (label, lr, seed), r in ev.runs.items() if label.startswith("ctl:")])
+    collapsed = outcome_table(ev, MAIN_SCHEMES)
+    batches = pd.DataFrame([{**_setting_columns(r), "scheme": label.split(":", 1)[1], "seed": seed,
+                             "test_accuracy": accuracy(r, "test_accuracy")}
+                            for (label, _, seed), r in ev.runs.items() if label.startswith("batch")])
+    gaps, limits = gap_table(findings)
+    causes = predictor_table(ev, p.lrs_large)
+    names = {k: f"{q} (early value)" for k, (_, q) in PREDICTORS.items()}
     amplified = large[large["scheme"].isin(["plain", "bn", "pws"])]
     sums = large[large["scheme"].isin(["wn", "centered", "pws"])]
     theory = pd.concat([small[small["scheme"] == "plain"], frozen])
@@ -85,7 +99,7 @@ def write_figures(findings: list["Finding"], out: OutputDir, p: Profile, ev: Evi
         "amplification.png": (lambda: plot.curves(amplified, "out.sq_mean"),
                               lambda: cap.caption_amplification(amplified, "out.sq_mean")),
         "spp-large-lr.png": (lambda: plot.spp(large), lambda: cap.caption_spp(large)),
-        "collapse.png": (lambda: plot.collapse_map(main), lambda: cap.caption_collapse(main)),
+        "collapse.png": (lambda: plot.collapse_map(collapsed), lambda: cap.caption_collapse(collapsed)),
         "filter-sums.png": (lambda: plot.curves(sums, "k.filter_sum_sq"),
                             lambda: cap.caption_curves(sums, "k.filter_sum_sq")),
         "theory.png": (lambda: plot.draw(theory, "theory"),
@@ -94,16 +108,64 @@ def write_figures(findings: list["Finding"], out: OutputDir, p: Profile, ev: Evi
                                                     f"controls ({p.attribution_model}): mean [min, max] over seeds"),
                             lambda: cap.caption_attribution(outcomes)),
         "decomposition.png": (lambda: plot.decomposition(decomposed), lambda: cap.caption_decomposition(decomposed)),
+        "batch.png": (lambda: plot.per_run(batches, "test_accuracy", "batch_size", title="Test accuracy against "
+                                           "the mini-batch size (rows 7a, 7b): each seed a dot, the mean a line"),
+                      lambda: cap.caption_per_run(batches, "test_accuracy", "batch_size")),
+        "train-eval.png": (lambda: plot.per_run(gaps, "train_eval_gap", "scheme", log=True, thresholds=limits,
+                                                title="max |train − eval output| / max |output| of the final model "
+                                                      "(rows 8a, 8b)",
+                                                ylabel="train_eval_gap: max |f_train − f_eval|\n/ max |f_eval| (log)"),
+                           lambda: cap.caption_per_run(gaps, "train_eval_gap", "scheme")),
+        "predictors.png": (lambda: plot.predictors(causes, names),
+                           lambda: cap.caption_predictors(causes, {k: k for k in names})),
     }
     captions = {}
     for name, (draw, caption) in figures.items():
         save_figure(draw(), name, out)
         captions[name] = f"{FIGURE_TITLES[name]} {caption()}"
     out.write_text(CAPTIONS_FILE, json.dumps(captions, indent=2, ensure_ascii=False) + "\n")
-    out.write_text("figures.md", figure_table(captions, ""))
+    out.write_text("figures.md", figure_table(captions, "", profile=p.name))
     for f in findings:
         f.figures = list(f.claim.figures)
     return captions
+
+
+def _setting_columns(run: Run) -> dict:
+    """What a figure's footer says a run was (model, data, size, batch, lr, steps), from its config."""
+    return {k: run.config[k] for k in ("model", "data", "size", "batch_size", "lr", "steps") if k in run.config}
+
+
+def outcome_table(ev: Evidence, labels) -> pd.DataFrame:
+    """One row per run of ``labels`` (main schemes): scheme, lr, seed, status, final_loss and
+    train_accuracy (NaN where the run has no result), for the collapse figure's two rules."""
+    rows = []
+    for (label, lr, seed), r in ev.runs.items():
+        if label in labels:
+            result = r.meta.get("result") or {}
+            rows.append({**_setting_columns(r), "run": str(r.path), "scheme": label, "lr": lr, "seed": seed,
+                         "status": r.status, "final_loss": float(result.get("final_loss", math.nan)),
+                         "train_accuracy": float(result.get("train_accuracy", math.nan))})
+    return pd.DataFrame(rows)
+
+
+def gap_table(findings: list["Finding"]) -> tuple[pd.DataFrame, dict[str, float]]:
+    """Rows 8a (pws) and 8b (bn) as one row per seed: scheme, seed, train_eval_gap (the very values
+    the rows measured), and their thresholds as label -> value for the figure."""
+    rows, limits = [], {}
+    for f in findings:
+        if f.id in ("8a", "8b"):
+            scheme = "pws" if f.id == "8a" else "bn"
+            rows += [{"scheme": scheme, "seed": k, "train_eval_gap": v} for k, v in enumerate(f.summary.per_seed)]
+            limits[f"{f.id}: {scheme} {f.claim.direction} {f.claim.threshold:g}"] = f.claim.threshold
+    return pd.DataFrame(rows, columns=["scheme", "seed", "train_eval_gap"]), limits
+
+
+def predictor_table(ev: Evidence, lrs) -> pd.DataFrame:
+    """The runs the E rows pool (``measures.cause_runs``), one row each: label, lr, seed, the
+    predictors' early values and the outcomes (collapse: did not train; growth)."""
+    from .measures import cause_runs
+    return pd.DataFrame([{**r, "lr": lr, "seed": seed} for lr in lrs for seed in range(ev.profile.seeds)
+                         for r in cause_runs(ev, lr, seed)])
 
 
 def figure_table(captions: dict[str, str], prefix: str = "docs/figures/", profile: str = "quick",

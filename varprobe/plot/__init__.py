@@ -22,6 +22,8 @@ here loads a run or writes a file (``varprobe plot`` does: ``varprobe.cli.figure
 ``decomposition``        shares of conv output variance: i.i.d., filter-sum (shift) and rest
 ``result_map``           one number per run (e.g. train accuracy), settings x learning rates
 ``coord_check``          a width sweep: each layer's statistic against the width, per step
+``per_run``              one number per run against a setting (e.g. batch size), per scheme
+``predictors``           each predictor's early value per run against the outcome it should rank
 ``draw``                 the figure of a ``varprobe plot --kind`` for a table, with its selections
 =======================  ====================================================================
 """
@@ -31,11 +33,14 @@ from .curves import curves
 from .decomposition import decomposition, decomposition_table
 from .heatmap import heatmap
 from .kinds import KINDS, SELECTIONS, draw
+from .predictors import predictors
 from .result_map import result_map
+from .results import per_run
 from .shift import shift
 from .spp import spp
 from .theory import theory_vs_measured
 from .transmission import transmission
 
 __all__ = ["spp", "heatmap", "curves", "shift", "transmission", "theory_vs_measured", "collapse_map",
-           "decomposition", "decomposition_table", "result_map", "coord_check", "draw", "KINDS", "SELECTIONS"]
+           "decomposition", "decomposition_table", "result_map", "per_run", "predictors", "coord_check", "draw",
+           "KINDS", "SELECTIONS"]

@@ -22,7 +22,8 @@ __all__ = ["config_columns", "prepare", "quantity_rows", "hue_style", "run_table
            "spp_table", "pool_shared", "pooled_notes", "ratios", "conv_mean", "final_state", "select_layers",
            "layer_order", "RATIO_QUANTITIES"]
 
-_NOT_CONFIG = set(COLUMNS) | {"run", "status", "setting", "final_loss", "last_step"}
+_NOT_CONFIG = set(COLUMNS) | {"run", "status", "setting", "final_loss", "last_step", "train_accuracy",
+                              "did_not_train", "blew_up"}
 #: Config entries that say how the run was recorded, not what was trained; never split groups.
 _RECORDING = re.compile(r"^(probe\.|threads$|every$|eval_steps$|eval_batch$|quantities$|config\.)")
 #: Derived by :func:`ratios`.

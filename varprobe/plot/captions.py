@@ -18,17 +18,15 @@ import pandas as pd
 
 from ..analysis.rows import conv_rows, is_weight_layer
 from . import _derive as d
+from .rounding import ROUNDING
 
 __all__ = ["caption_amplification", "caption_curves", "caption_collapse", "caption_shift", "caption_spp",
-           "caption_decomposition", "caption_attribution", "caption_theory", "caption_coord_check", "num", "BOUND",
-           "ROUNDING"]
+           "caption_decomposition", "caption_attribution", "caption_theory", "caption_per_run", "caption_predictors",
+           "caption_coord_check", "num", "BOUND", "ROUNDING"]
 
 #: The amplification caption's bound on E[y^2] of a layer output (inputs are about unit scale,
 #: so 100 is two decades of growth).
 BOUND = 100.0
-#: Shift ratios below this (100 float32 epsilons) are zero up to float rounding
-#: (the same level :func:`varprobe.plot.shift` shades).
-ROUNDING = 100 * float(np.finfo(np.float32).eps)
 
 
 def num(x: float) -> str:
@@ -132,29 +130,34 @@ def caption_curves(frame: pd.DataFrame, quantity: str, mode: str = "train", *, n
 
 
 def caption_collapse(frame: pd.DataFrame) -> str:
-    """Per learning rate (largest first): which schemes had collapsed runs (k/n), and the scheme
-    with the highest mean final training loss there. ``frame``: what ``collapse_map`` takes."""
-    runs = d.final_state(d.prepare(frame, None)) if "quantity" in frame.columns else frame
-    runs = runs.assign(lr=runs["lr"].astype(float), scheme=runs["scheme"].astype(str))
+    """Per learning rate (largest first), by the collapse figure's two rules
+    (``varprobe.plot.collapse.RULES``): which schemes had seeds that did not train (k/n; unknown
+    when the table has no train accuracy) and which blew up, and the scheme with the highest mean
+    final training loss there. ``frame``: what ``collapse_map`` takes."""
+    from .collapse import run_outcomes
+    runs = run_outcomes(frame)
+    known = runs["did_not_train"].notna().all()
     out = []
     for lr in sorted(runs["lr"].unique(), reverse=True):
         at = runs[runs["lr"] == lr]
-        bad, n_cells = [], 0
+        schemes = _schemes(at)
+        seeds = "/".join(str(s) for s in sorted(set(at.groupby("scheme").size())))
+        parts = []
+        for key, what in (("did_not_train", "did not train"), ("blew_up", "blew up")):
+            if key == "did_not_train" and not known:
+                parts.append("did not train: unknown (no train accuracy)")
+                continue
+            bad = [f"{sc} {int(at.loc[at['scheme'] == sc, key].sum())}/{int((at['scheme'] == sc).sum())}"
+                   for sc in schemes if at.loc[at["scheme"] == sc, key].sum() > 0]
+            parts.append(f"{what} " + ", ".join(bad) + (", every other scheme 0" if len(bad) < len(schemes) else "")
+                         if bad else f"no run {what}")
         worst = None
-        for sc in _schemes(at):
-            cell = at[at["scheme"] == sc]
-            n_cells += 1
-            k = int((cell["status"].astype(str) == "collapsed").sum())
-            if k:
-                bad.append(f"{sc} {k}/{len(cell)}")
-            loss = cell["final_loss"].to_numpy(dtype=float) if "final_loss" in cell.columns else np.array([])
+        for sc in schemes:
+            loss = at.loc[at["scheme"] == sc, "final_loss"].to_numpy(dtype=float)
             mean = float(np.mean(loss)) if loss.size else math.nan
             if not math.isnan(mean) and (worst is None or mean > worst[1]):
                 worst = (sc, mean)
-        seeds = sorted(set(at.groupby("scheme").size()))
-        per = "/".join(str(s) for s in seeds)
-        text = (f"lr {lr:g}: collapsed " + ", ".join(bad) + (", every other scheme 0" if len(bad) < n_cells else "")
-                if bad else f"lr {lr:g}: no run collapsed ({n_cells} schemes x {per} seeds)")
+        text = f"lr {lr:g} ({len(schemes)} schemes x {seeds} seeds): " + "; ".join(parts)
         if worst is not None:
             text += f"; highest mean final loss {worst[0]} ({num(worst[1])})"
         out.append(text)
@@ -321,3 +324,59 @@ def caption_coord_check(slopes: pd.DataFrame, steps=None, rows=None, band: float
     seeds = int(at["n"].max()) if len(at) else 0
     return (f"Slope of log statistic on log width per layer, mean over up to {seeds} seeds with its 95% t interval; "
             f"width-stable: the interval within ±{band:g}. " + " ".join(parts))
+
+
+def caption_per_run(runs: pd.DataFrame, value: str, x: str, hue: str = "scheme") -> str:
+    """What ``varprobe.plot.results.per_run`` draws, in numbers: per ``hue`` level, the mean over
+    seeds [min, max] of ``value`` at each ``x`` (a numeric x: from the largest to the smallest, with
+    the change between them); levels whose every value is below :data:`ROUNDING` are named as zero
+    up to float32 rounding."""
+    data = runs.assign(_v=runs[value].astype(float), _h=runs[hue].astype(str))
+    from .style import order_levels
+    numeric = x != hue and pd.api.types.is_numeric_dtype(data[x]) and data[x].nunique() > 1
+    parts = []
+    for lvl in order_levels(data["_h"]):
+        mine = data[data["_h"] == lvl]
+        v = mine["_v"].to_numpy(dtype=float)
+        if not np.isfinite(v).any():
+            parts.append(f"{lvl}: no finite value")
+            continue
+        if numeric:
+            cells = mine.groupby(x)["_v"].agg(["mean", "min", "max"]).sort_index(ascending=False)
+            at = ", ".join(f"{x} {k:g} {num(r['mean'])} [{num(r['min'])}, {num(r['max'])}]" for k, r in cells.iterrows())
+            change = cells["mean"].iloc[-1] - cells["mean"].iloc[0]
+            parts.append(f"{lvl}: {at} (change {'+' if change >= 0 else ''}{num(change)})")
+        else:
+            text = f"{lvl} {num(np.nanmean(v))} [{num(np.nanmin(v))}, {num(np.nanmax(v))}]"
+            if np.nanmax(np.abs(v)) < ROUNDING:
+                text += ", zero up to float32 rounding"
+            parts.append(text)
+    how = "largest first, " if numeric else ""
+    return f"{value} by {x if numeric else hue}, mean [min, max] over seeds ({how}n={len(data)} runs): " + \
+        "; ".join(parts) + "."
+
+
+def caption_predictors(table: pd.DataFrame, names: dict[str, str],
+                       outcomes: tuple[str, ...] = ("collapse", "growth")) -> str:
+    """Per outcome, each predictor's statistic over the runs of ``table`` pooled (as the E rows pool
+    them, ``varprobe.claims.summary``): the AUC for ``collapse`` (Newcombe interval), Spearman's r_s
+    for ``growth`` (Fisher-z interval), with how many runs did not train or blew up."""
+    if "lr" in table.columns and table["lr"].nunique() > 1:
+        return " ".join(caption_predictors(table[table["lr"] == lr], names, outcomes)
+                        for lr in sorted(table["lr"].unique(), reverse=True))
+    from ..analysis import auc_ci, spearman_ci
+    out = []
+    for outcome in outcomes:
+        y = table[outcome].to_numpy(dtype=float)
+        stats = []
+        for col in names:
+            x = table[col].to_numpy(dtype=float)
+            ci = auc_ci(x, y.astype(bool)) if outcome == "collapse" else spearman_ci(x, y)
+            stats.append(f"{col} {num(ci.estimate)} [{num(ci.low)}, {num(ci.high)}] (n={ci.n})")
+        if outcome == "collapse":
+            head = f"collapse ({int(np.nansum(y))} of {len(y)} runs did not train), AUC"
+        else:
+            head = f"variance growth ({int(np.isinf(y).sum())} of {len(y)} runs blew up), Spearman r_s"
+        out.append(f"{head}: " + ", ".join(stats))
+    lrs = f" at {_lrs(table)}" if _lrs(table) else ""
+    return f"Runs pooled over seeds{lrs}. " + "; ".join(out) + "."

@@ -5,6 +5,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from . import _derive as d
+from . import rounding
 from .footer import footer
 from .lines import Lines
 from .style import STEP_LABEL, finite, legend_right, new_figure, qlabel, short, tidy_log, use_log
@@ -29,7 +30,10 @@ def curves(frame: pd.DataFrame, quantity: str, layers=None, mode: str = "train",
     What a reader should see, e.g. for ``out.var``: unnormalized curves climb over the first
     tens of steps and differ from layer to layer, spiking before a collapse; normalized ones stay
     nearer their start; a curve that stops early belongs to a collapsed run, and where one seed
-    stopped the band disappears (one run left).
+    stopped the band disappears (one run left). A scheme with nothing to draw in a panel says why
+    there. Values of a quantity with a rounding rule (``varprobe.plot.rounding.SCALES``, e.g.
+    ``k.filter_sum_sq`` against ``k.sq_norm``) that are zero up to float32 rounding are drawn in a
+    hatched band (log axis) and counted in the footer.
     """
     f, q = d.quantity_rows(frame, quantity, mode)
     step_level = bool((q["layer"] == "").all())
@@ -48,6 +52,9 @@ def curves(frame: pd.DataFrame, quantity: str, layers=None, mode: str = "train",
                                         weight_only=not one_group)
         q = q[q["layer"].isin(chosen)]
         subset = layers is None and len(chosen) < pool
+    flags, level = rounding.at_rounding(pd.concat([q, f[f["quantity"] != quantity]]), quantity)
+    q = rounding.clip(q, flags, level)
+    whole = q  # every row of the chosen layers: Lines.draw says why a scheme has nothing to draw
     q, dropped = finite(q)
     if log is None:
         log = use_log(q["value"])
@@ -70,6 +77,8 @@ def curves(frame: pd.DataFrame, quantity: str, layers=None, mode: str = "train",
             ax.plot(g.index, g.to_numpy(), color=color, linewidth=1.4,
                     label=f"{layer} (depth {depth_of.get(layer, '?')})")
         _axes_style(ax, quantity, log)
+        if flags.any():
+            rounding.shade(ax, level)
         ax.set_xlabel(STEP_LABEL)
         if len(chosen) <= 24:
             h, l = ax.get_legend_handles_labels()
@@ -86,15 +95,17 @@ def curves(frame: pd.DataFrame, quantity: str, layers=None, mode: str = "train",
             who += f", mean of {n_runs} runs"
         fig.suptitle(f"{quantity} over training, per layer ({who}; {mode} mode){sub}", fontsize=10.5)
     else:
-        lines = Lines(q, hue, style)
+        lines = Lines(whole, hue, style)
         n = len(chosen)
         cols = min(n, ncols)
         rows = -(-n // cols)
         fig, axes = new_figure(rows, cols, panel=(3.5, 2.6), extra=(1.8, 0), sharex=True, sharey=True)
         for k, layer in enumerate(chosen):
             ax = axes.flat[k]
-            lines.draw(ax, q[q["layer"] == layer], "step", marker=False, log=log)
+            lines.draw(ax, whole[whole["layer"] == layer], "step", marker=False, log=log)
             _axes_style(ax, quantity, log, label=k % cols == 0)
+            if flags.any():
+                rounding.shade(ax, level)
             if k // cols == rows - 1 or k + cols >= n:
                 ax.set_xlabel(STEP_LABEL)
                 ax.tick_params(labelbottom=True)
@@ -106,8 +117,9 @@ def curves(frame: pd.DataFrame, quantity: str, layers=None, mode: str = "train",
             axes.flat[k].set_axis_off()
         lines.legend(fig)
         fig.suptitle(f"{quantity} over training ({mode} mode){sub}", fontsize=10.5)
-    footer(fig, q, f"{dropped} non-finite{' or non-positive' if log else ''} values left out." if dropped else "",
-           mode=mode)
+    notes = [f"{dropped} non-finite{' or non-positive' if log else ''} values left out." if dropped else "",
+             rounding.note(quantity, int(flags.sum()), log)]
+    footer(fig, q, " ".join(n for n in notes if n), mode=mode)
     return fig
 
 

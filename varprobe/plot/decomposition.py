@@ -14,14 +14,19 @@ from .footer import footer
 from .lines import mean_band
 from .style import STEP_LABEL, new_figure, order_levels
 
-__all__ = ["decomposition", "decomposition_table", "PARTS"]
+__all__ = ["decomposition", "decomposition_table", "PARTS", "SYMBOLS"]
 
-#: dec.* part -> (legend label, colour)
+#: dec.* part -> (legend label: the quantity the probe records, padding-aware; colour)
 PARTS = {
-    "dec.iid": ("i.i.d. inputs: Var(x)·‖K_i‖²", "#4c72b0"),
-    "dec.shift": ("filter sum (shift): mean(x)²·(1ᵀK_i)²", "#c44e52"),
-    "dec.rest": ("rest: correlated or unequal input channels", "#dd8452"),
+    "dec.iid": ("i.i.d. inputs, padding-aware:\nVar(x)·Σ_t C_tt‖K_i[:,t]‖²", "#4c72b0"),
+    "dec.shift": ("filter sum (shift), padding-aware:\nmean(x)²·s_iᵀ C s_i\n(mean(x)²·(1ᵀK_i)² without padding)",
+                  "#c44e52"),
+    "dec.rest": ("rest: correlated or\nunequal input channels", "#dd8452"),
 }
+#: The footer's definitions of the legend's symbols.
+SYMBOLS = ("s_i[t]: filter i's kernel summed over input channels at tap t; C[t, u]: the fraction of output "
+           "positions at which taps t and u both read the input, not the zero padding (so s_iᵀ C s_i is not "
+           "zero for a zero-sum filter at the border of a small feature map); mean over filters i.")
 
 
 def decomposition_table(frame: pd.DataFrame, mode: str = "train", min_depth: int = 1) -> pd.DataFrame:
@@ -41,9 +46,11 @@ def decomposition(frame: pd.DataFrame, mode: str = "train", *, min_depth: int = 
 
     For each conv layer the probe splits the output second moment without bias, dec.measured =
     mean_i E[(y_i - b_i)^2], into dec.iid (what inputs with i.i.d. entries would give, Var(x)
-    ||K_i||^2), dec.shift (the filter-sum term mean(x)^2 (1^T K_i)^2) and dec.rest (what the
+    ||K_i||^2 without padding), dec.shift (the filter-sum term, mean(x)^2 (1^T K_i)^2 without padding)
+    and dec.rest (what the
     i.i.d. model leaves out: filters aligned with correlated inputs, channels with unequal means or
-    variances); padding-aware, see ``varprobe.probe.QUANTITIES``. Lines: each part's share of
+    variances); padding-aware, see ``varprobe.probe.QUANTITIES``: the legend gives the recorded
+    terms (mean(x)^2 s_i^T C s_i, not (1^T K_i)^2) and the footer defines s_i and C. Lines: each part's share of
     dec.measured, pooled over the conv layers at depth >= ``min_depth`` (the first conv reads the
     data; :func:`decomposition_table`), mean over seeds with a 95% CI band. Panel titles give the
     growth of dec.measured from the first to the last recorded step.
@@ -91,12 +98,11 @@ def decomposition(frame: pd.DataFrame, mode: str = "train", *, min_depth: int = 
         ax.set_visible(False)
     from matplotlib.lines import Line2D
     handles = [Line2D([], [], color=c, linewidth=2) for _, c in PARTS.values()]
-    # Legend right of the panels, each entry on two lines: the footer (what was drawn) takes the bottom.
-    two_lines = {"dec.iid": "i.i.d. inputs:\nVar(x)·‖K_i‖²", "dec.shift": "filter sum (shift):\nmean(x)²·(1ᵀK_i)²",
-                 "dec.rest": "rest: correlated or\nunequal input channels"}
-    fig.legend(handles, [two_lines[k] for k in PARTS], labelspacing=1.0,
-               loc="outside right center", frameon=False, title="part", title_fontproperties={"weight": "bold"})
+    # Legend right of the panels, each entry the recorded quantity: the footer (what was drawn) takes the bottom.
+    fig.legend(handles, [label for label, _ in PARTS.values()], labelspacing=1.0,
+               loc="outside right center", frameon=False, title="part (as recorded)",
+               title_fontproperties={"weight": "bold"})
     fig.suptitle(f"Where conv output variance comes from ({mode} mode, conv layers at depth ≥ {min_depth})",
                  fontsize=10.5 if single else 12)
-    footer(fig, prepared[prepared["run"].isin(set(table["run"]))], mode=mode)
+    footer(fig, prepared[prepared["run"].isin(set(table["run"]))], SYMBOLS, mode=mode)
     return fig

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
-from .style import legend_below, legend_right, bold_headers, new_figure, order_levels, scheme_colors, tidy_log
+from .style import _wrap, legend_below, legend_right, bold_headers, new_figure, order_levels, scheme_colors, tidy_log
 
 __all__ = ["Lines", "log_step_grid", "mean_band", "DASHES", "MAX_POOLED_NOTES"]
 
@@ -80,14 +80,22 @@ class Lines:
     def draw(self, ax, data, x: str, y: str = "value", *, marker: bool = True, log: bool = False) -> None:
         """Lines of ``data`` on ``ax``; ``log``: make the y axis logarithmic first, so that the line is
         the geometric mean over seeds and the band its t interval of the logs (else the mean and
-        :func:`mean_band`); rows with a value <= 0 have no logarithm and are left out there."""
+        :func:`mean_band`); non-finite values, and on a log axis values <= 0, are left out there.
+        A hue level of the legend that gets no line in this panel says why in the panel
+        (:meth:`explain`); one with a single point gets that point as a marker."""
         import seaborn as sns
-        if data.empty:
-            return
-        self.bands.add("geometric" if log else "mean")
         if log:
             ax.set_yscale("log")
-            data = data[data[y] > 0]
+        if data.empty:
+            self.explain(ax, data, data, x, y, log)
+            return
+        self.bands.add("geometric" if log else "mean")
+        v = data[y].to_numpy(dtype=float)
+        shown = data[np.isfinite(v) & ((v > 0) if log else True)]
+        self.explain(ax, data, shown, x, y, log)
+        data = shown
+        if data.empty:
+            return
         kw = dict(data=data.assign(**{c: data[c].astype(str) for c in (self.hue, self.style) if c}),
                   x=x, y=y, ax=ax, legend=False, estimator="mean",
                   errorbar=_clipped(mean_band, self._log_clip if log else self._lin_clip),
@@ -101,6 +109,43 @@ class Lines:
         if marker:
             kw.update(marker="o", markersize=3.5, markeredgewidth=0)
         sns.lineplot(**kw)
+
+    def explain(self, ax, data, shown, x: str, y: str = "value", log: bool = False) -> list[str]:
+        """For each hue level of the legend that has fewer than two points in ``shown`` (the rows of
+        ``data``, this panel's rows, that :meth:`draw` draws), a line in the panel saying why: no
+        rows in this panel, every value non-finite (the runs blew up), every value <= 0 on a log
+        axis, or one point only (the runs stopped after it; drawn as a marker). Returns the lines."""
+        if not self.hue:
+            return []
+        notes = []
+        for lvl in self.hue_order:
+            mine = data[data[self.hue].astype(str) == lvl] if len(data) else data
+            kept = shown[shown[self.hue].astype(str) == lvl] if len(shown) else shown
+            xs = kept[x].nunique() if len(kept) else 0
+            if xs >= 2:
+                continue
+            v = mine[y].to_numpy(dtype=float) if len(mine) else np.zeros(0)
+            if not len(mine):
+                why = "no rows in this panel (not recorded, or the runs had stopped)"
+            elif xs == 1:
+                at = kept[x].iloc[0]
+                why = f"one point only, at {x} {at:g}" if isinstance(at, (int, float, np.number)) else \
+                    f"one point only, at {at}"
+                if not np.isfinite(v).all():
+                    why += "; the rest non-finite (blew up)"
+                g = kept[y].astype(float)
+                ax.plot([at], [float(np.exp(np.log(g).mean())) if log else float(g.mean())], linestyle="none",
+                        marker="o", markersize=5, color=self.colors[lvl], zorder=3)
+            elif not np.isfinite(v).any():
+                why = f"all {v.size} values non-finite (the runs blew up)"
+            else:
+                why = "every finite value <= 0 (none on a log axis)" if log else "no finite value"
+            notes.append(f"{lvl}: nothing to draw: {why}" if xs == 0 else f"{lvl}: no line: {why}")
+        if notes:
+            ax.text(0.02, 0.98, "\n".join(_wrap(n, 48) for n in notes),
+                    transform=ax.transAxes, ha="left", va="top", fontsize=7, color="#333333", zorder=6,
+                    bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none", "pad": 1.5})
+        return notes
 
     def legend(self, fig, *, hue_title: str | None = None, where: str = "right", markers: dict | None = None,
                pooled: Sequence[str] = (), pooled_title: str = "geometric mean of the layers\nsharing a depth") -> None:

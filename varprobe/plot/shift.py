@@ -8,7 +8,8 @@ from matplotlib.figure import Figure
 
 from ..theory import NULL_SHIFT_RATIO
 from . import _derive as d
-from .captions import ROUNDING
+from . import rounding
+from .rounding import ROUNDING
 from .footer import footer
 from .lines import Lines
 from .style import STEP_LABEL, finite, new_figure, tidy_log, use_log
@@ -22,7 +23,8 @@ def shift(frame: pd.DataFrame, mode: str = "train", *, log: bool | None = None) 
     Left: ``gw.shift_ratio``, the mean over filters of |g_i| (g_i the average of dL/dW over
     filter i) relative to rms(dL/dW)/sqrt(n); about 0.8 (dotted line) when the per-filter
     average gradient is just noise, >> 1 when every filter's gradient is offset. Values below
-    :data:`ROUNDING` (100 float32 epsilons) are zero up to float rounding; that region is shaded.
+    :data:`ROUNDING` (100 float32 epsilons) are zero up to float rounding; that band is shaded
+    (``varprobe.plot.rounding``, as in every figure) and values further down are drawn at its bottom.
     Each scheme also gets its own marker, staggered along the line, so lines that lie on top of
     each other stay visible. Right: growth of ``w.filter_sum_var`` (the variance over filters of
     each filter's weight sum, which the shifted gradient pumps up): each run's value divided by
@@ -46,13 +48,16 @@ def shift(frame: pd.DataFrame, mode: str = "train", *, log: bool | None = None) 
     m, hue, style = d.hue_style(m)
     lines = Lines(m, hue, style)
     fig, axes = new_figure(1, 2, panel=(4.2, 3.3), extra=(1.8, 0), sharex=True)
-    dropped = 0
+    dropped = zero = 0
     for ax, qn in zip(axes[0], qs):
         rows = m[m["quantity"] == qn]
         lg = use_log(rows["value"], ratio=10) if log is None else log
-        rows, n = finite(rows, positive=lg)
-        dropped += n
+        flags, level = rounding.at_rounding(rows, qn)
+        rows = rounding.clip(rows, flags, level)
+        zero += int(flags.sum())
+        dropped += finite(rows, positive=lg)[1]
         lines.draw(ax, rows, "step", marker=False, log=lg)
+        rows = finite(rows, positive=lg)[0]
         _markers(ax, rows, lines, lg)
         if lg:
             ax.set_yscale("log")
@@ -62,14 +67,8 @@ def shift(frame: pd.DataFrame, mode: str = "train", *, log: bool | None = None) 
             ax.annotate("no shift (≈0.8)", (0.01, NULL_SHIFT_RATIO), xycoords=("axes fraction", "data"),
                         xytext=(0, -2), textcoords="offset points", ha="left", va="top",
                         fontsize=7.5, color="#555555")
-            if lg and len(rows) and float(rows["value"].min()) < ROUNDING:
-                lo, hi = ax.get_ylim()
-                ax.axhspan(min(lo, ROUNDING / 10), ROUNDING, facecolor="#eeeeee", edgecolor="#bbbbbb",
-                           hatch="///", linewidth=0, zorder=0)
-                ax.set_ylim(lo, hi)
-                ax.annotate("float32 rounding: zero up to here\n(below 100 ε ≈ 1.2e-5)", (0.99, ROUNDING),
-                            xycoords=("axes fraction", "data"), xytext=(0, 2), textcoords="offset points",
-                            ha="right", va="bottom", fontsize=7.5, color="#555555")
+            if lg and flags.any():
+                rounding.shade(ax, level)
             ax.set_ylabel("gw.shift_ratio, mean over conv layers\n|avg. filter gradient| / (rms/√n)"
                           + (", log" if lg else ""), fontsize=9)
         else:
@@ -82,7 +81,9 @@ def shift(frame: pd.DataFrame, mode: str = "train", *, log: bool | None = None) 
                       "w.filter_sum_var": "growth of the spread of filter sums"}[qn], fontsize=10)
     lines.legend(fig, markers={lvl: _MARKERS[i % len(_MARKERS)] for i, lvl in enumerate(lines.hue_order)})
     fig.suptitle(f"Shift of the average gradient over training ({mode} mode)")
-    footer(fig, m, f"{dropped} non-finite or non-positive values left out." if dropped else "", mode=mode)
+    notes = [f"{dropped} non-finite or non-positive values left out." if dropped else "",
+             rounding.note("gw.shift_ratio", zero)]
+    footer(fig, m, " ".join(n for n in notes if n), mode=mode)
     return fig
 
 

@@ -7,6 +7,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from . import _derive as d
+from . import rounding
 from .footer import footer
 from .lines import Lines, log_step_grid
 from .style import DEPTH_LABEL, finite, qlabel
@@ -41,7 +42,9 @@ def spp(frame: pd.DataFrame, steps: Sequence[int] | int | None = None, mode: str
     (plain, and WN) the variance and especially the squared channel mean (the mean shift) grow
     and vary from layer to layer, most at a large learning rate; if the paper's claim holds, BN
     and PWS stay lower and flatter. A run missing from a later column stopped early (collapsed);
-    the column title says how many.
+    the column title says how many. A squared channel mean below 100 float32 epsilons squared of
+    its channel's variance (a train-mode BN output's) is zero up to rounding: it is drawn in a
+    hatched band at the bottom of its panel (``varprobe.plot.rounding``), not decades below.
 
     Args:
         frame: a probe table (``Probe.frame()``) or several runs from ``varprobe.load_runs``.
@@ -57,23 +60,29 @@ def spp(frame: pd.DataFrame, steps: Sequence[int] | int | None = None, mode: str
                          "rows of blocks) in the frame; record them with Probe(..., quantities='all' or "
                          "'forward')")
     rows, hue, style = d.hue_style(rows)
-    rows, dropped = finite(rows, positive=True)
-    lines = Lines(rows, hue, style)
     prefix = "block.out." if kind == "block" else "out."
+    flags, level = rounding.at_rounding(rows, prefix + "ch_sq_mean")
+    rows = rounding.clip(rows, flags, level)
+    dropped = finite(rows, positive=True)[1]
+    lines = Lines(rows, hue, style)
     stats = ["ch_var", "ch_sq_mean"]
     n_runs = f["run"].nunique()
 
     def title(step, at):
         missing = n_runs - at["run"].nunique()
         return f"step {step}" + (f"\n({missing} of {n_runs} runs had stopped)" if missing else "")
-    fig, _ = log_step_grid(lines, rows, steps, "stat", stats, "x",
+    fig, axes = log_step_grid(lines, rows, steps, "stat", stats, "x",
                            ylabels=[qlabel(prefix + stat, meaning=_MEANING[stat], width=40) for stat in stats],
                            xlabel="residual block (forward order)" if kind == "block" else DEPTH_LABEL,
                            title=title)
+    if flags.any():
+        for ax in axes[1]:
+            rounding.shade(ax, level)
     what = ("residual stream after each block's add" if kind == "block"
             else "output of each conv/linear layer")
     fig.suptitle(f"Signal propagation over depth ({what}, {mode} mode)")
     lines.legend(fig, pooled=d.pooled_notes(rows, "x"))
-    footer(fig, rows, f"{dropped} non-finite or non-positive values left out (log scale)." if dropped else "",
-           mode=mode)
+    notes = [f"{dropped} non-finite or non-positive values left out (log scale)." if dropped else "",
+             rounding.note(prefix + "ch_sq_mean", int(flags.sum()))]
+    footer(fig, rows, " ".join(n for n in notes if n), mode=mode)
     return fig

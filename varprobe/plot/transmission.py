@@ -50,7 +50,7 @@ def transmission(frame: pd.DataFrame, steps: Sequence[int] | int | None = None,
                          "grad_in.var and grad_out.var (backward) of conv/linear layers")
     steps = d.pick_steps(r, steps)
     r = d.pool_shared(r[r["step"].isin(steps)], ["run", "step", "quantity", "depth"])
-    r, dropped = finite(r, positive=True)
+    dropped = finite(r, positive=True)[1]
     r, hue, style = d.hue_style(r)
     lines = Lines(r, hue, style)
     qs = list(d.RATIO_QUANTITIES)
