@@ -43,8 +43,8 @@ def _moment_rows(probe, mode: str, acc: Moments) -> tuple[list[tuple], list[int]
                     rows.append((layer.name, layer.depth, layer.module_type, layer.table_role, prefix + name))
                     index.append(i * _NCOL + _COL[name])
         return rows, index
+    # depths change only with the dataflow's version (varprobe.probe.dataflow)
     return _cached(probe, ("rows", mode, probe._hooks.flow.version, tuple(c > 0 for c in acc.counts),
-                         tuple(layer.depth for layer in probe._layers),
                          tuple((layer.idx, tuple(sorted(layer.whole[mode]))) for layer in probe._layers
                                if layer.whole[mode])), build)
 
