@@ -35,7 +35,13 @@ batch 16, 32 tokens, 1 thread): unprobed, every step, every 10 steps and the for
 probe also records each attention's Q, K, V and out_proj weights and the residual stream of the
 blocks it finds.
 
+Op counts (issue 27) come first in the launch-bound and transformer sections: the top-level aten
+ops a recorded step adds (``tests/probe/opcount.py``: profiler, CPU activity, aten events with no
+aten op above them, gradient hooks inside backward included), split into the hooks, ``step()``
+and the flush (spread over its steps), per probed tensor read, and what an unrecorded step adds.
+
 Usage: python benchmarks/probe_overhead.py [--reps 6] [--steps 10] [--batch 128] > report.md
+       python benchmarks/probe_overhead.py --only ops                       # op counts only
        python benchmarks/probe_overhead.py --only launch [--launch-reps 15]   # launch-bound only
        python benchmarks/probe_overhead.py --only batch --reps 3               # batch-128 targets only
        python benchmarks/probe_overhead.py --only transformer [--launch-reps 15]   # the small transformer only
@@ -47,7 +53,9 @@ import math
 import os
 import platform
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -58,6 +66,9 @@ from varprobe.models import resnet_cifar
 from varprobe.probe import QUANTITIES, Probe
 from varprobe.probe.select import select
 from varprobe.stats.moments import SMALL_NUMEL
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the op counter lives with the tests
+from tests.probe.opcount import count_ops  # noqa: E402
 
 
 def _channel_sum(x: torch.Tensor, dim: int = 1) -> torch.Tensor:
@@ -353,6 +364,30 @@ def peak_step_memory(kind: str, batch_size: int) -> float | None:
             probe.remove()
 
 
+def op_counts(arch: str) -> str:
+    """Markdown table of the aten ops a recorded step adds (``tests/probe/opcount.py``), 1 thread:
+    ResNet-20 at batch 4, 8x8 (the launch-bound arm) or :class:`TinyEncoder` at batch 16, 32 tokens."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    g = torch.Generator().manual_seed(0)
+    if arch == "transformer":
+        tokens = torch.randint(0, TinyEncoder.VOCAB, (16, 32), generator=g)
+        make, batch = TinyEncoder, (tokens, tokens.cummax(dim=1).values)
+    else:
+        make = lambda: resnet_cifar(20, "bn")  # noqa: E731
+        batch = (torch.randn(4, 3, 8, 8, generator=g), torch.randint(0, 10, (4,), generator=g))
+    rows = []
+    for label, factory in (("all quantities", Probe),
+                           ("quantities='forward'", lambda m, **kw: Probe(m, quantities="forward", **kw))):
+        c = count_ops(make, batch, factory)
+        rows.append(f"| {label} | {c.bare:.0f} | {c.added:.0f} | {c.hooks:.0f} | {c.step:.0f} | {c.flush:.1f} | "
+                    f"{c.reads:.0f} | {c.per_tensor:.2f} | {c.unrecorded:.0f} |")
+    torch.set_num_threads(threads)
+    head = ("| probe | bare step | added per recorded step | hooks | step() | flush (per step) | tensors read | "
+            "hook ops per tensor | added by an unrecorded step |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    return "Top-level aten ops per training step (tests/probe/opcount.py), 1 thread\n\n" + head + "\n" + "\n".join(rows)
+
+
 def machine() -> str:
     cpu = "unknown"
     try:
@@ -371,16 +406,23 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=6)
     ap.add_argument("--steps", type=int, default=10, help="steps per block (every-10 needs 10)")
     ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--only", choices=("launch", "batch", "transformer"), default=None,
+    ap.add_argument("--only", choices=("launch", "batch", "transformer", "ops"), default=None,
                     help="run only the launch-bound section (batch 4, 8 px, 1 thread), only the batch one, "
                          "or only the small transformer (batch 16, 32 tokens, 1 thread)")
     ap.add_argument("--launch-reps", type=int, default=15)
     args = ap.parse_args()
+    if args.only == "ops":
+        print("## Op counts: ResNet-20 (BN), batch 4, 8x8 input\n")
+        print(op_counts("resnet20"), "\n")
+        print("## Op counts: small transformer (TinyEncoder), batch 16, 32 tokens\n")
+        print(op_counts("transformer"))
+        return
     if args.only in (None, "transformer"):
         t0 = time.time()
         print("## Small transformer: nn.TransformerEncoder (3 layers, d_model 32, 4 heads), batch 16, "
               "32 tokens, 1 thread\n")
         print(machine(), "\n")
+        print(op_counts("transformer"), "\n")
         res = timing_pass(1, args.launch_reps, args.steps, 16, 32, quick="targets", arch="transformer")
         torch.set_num_threads(os.cpu_count() or 1)
         print(f"{args.launch_reps} interleaved repetitions of {args.steps}-step blocks, wall clock and "
@@ -395,6 +437,7 @@ def main() -> None:
         t0 = time.time()
         print("## Launch-bound: ResNet-20 (BN), batch 4, 8x8 input, 1 thread\n")
         print(machine(), "\n")
+        print(op_counts("resnet20"), "\n")
         res = timing_pass(1, args.launch_reps, args.steps, 4, 8, quick=True)
         torch.set_num_threads(os.cpu_count() or 1)
         print(f"{args.launch_reps} interleaved repetitions of {args.steps}-step blocks, wall clock and "

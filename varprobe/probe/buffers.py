@@ -16,7 +16,7 @@ from collections.abc import Hashable
 import torch
 from torch import Tensor
 
-__all__ = ["Moments", "Pending", "SUMMARY_COLUMNS", "to_device", "cached"]
+__all__ = ["Moments", "Pending", "SUMMARY_COLUMNS", "to_device", "on", "cached"]
 
 #: Columns of :meth:`Moments.summary`, one row per site.
 SUMMARY_COLUMNS = ("mean", "var", "sq_mean", "ch_var", "ch_sq_mean", "dead_frac", "nonfinite")
@@ -29,6 +29,14 @@ def to_device(t: Tensor, device: torch.device | None) -> Tensor:
     if device is None or torch.device(device).type != "cuda":
         return t.to(device) if device is not None else t
     return t.pin_memory().to(device, non_blocking=True)
+
+
+def on(t: Tensor, device: torch.device | None, dtype: torch.dtype | None = None) -> Tensor:
+    """``t`` on ``device`` (None: where it is) as ``dtype`` (None: its own): ``t`` itself, with no
+    op dispatched, when it already is."""
+    if (device is None or t.device == device) and (dtype is None or t.dtype == dtype):
+        return t
+    return t.to(device if device is not None else t.device, dtype if dtype is not None else t.dtype)
 
 
 class Pending:
@@ -66,6 +74,8 @@ class Moments:
         self.device: torch.device | None = None
         self.data: Tensor | None = None  # (3, capacity): sum, sum of squares, max
         self.nonfinite: Tensor | None = None  # (site capacity,)
+        self.rows: tuple[Tensor, ...] = ()  # data[0], data[1], data[2]: views taken once per allocation
+        self._live: tuple[int, int, tuple[Tensor, ...]] | None = None  # (size, sites, views of the used part)
         self._views: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []
         self._layout_cache: tuple[tuple, tuple[Tensor, Tensor, Tensor, Tensor]] | None = None
         self._counts_dev: Tensor | None = None  # counts after a cross-rank reduction
@@ -110,6 +120,8 @@ class Moments:
                 data[:, :cap].copy_(self.data)
                 nonfinite[:site_cap].copy_(self.nonfinite)
             self.data, self.nonfinite = data, nonfinite
+            self.rows = tuple(data.unbind(0))
+            self._live = None
             self._views = [self._view(i) for i in range(len(self.channels))]
         else:
             self._views.append(self._view(len(self.channels) - 1))
@@ -148,13 +160,13 @@ class Moments:
         ``scatter_reduce_``): a fixed number of kernels whatever the number of sites. Clears ``p``."""
         if p.sites:
             idx = self._channel_index(tuple(p.sites))
-            s = torch.cat(p.s).to(self.device, _F64)
-            r = torch.cat(p.r).to(self.device, _F64)
-            self.data[0].index_add_(0, idx, s)
-            self.data[1].index_add_(0, idx, r * r)
+            s = on(torch.cat(p.s), self.device, _F64)
+            r = on(torch.cat(p.r), self.device, _F64)
+            self.rows[0].index_add_(0, idx, s)
+            self.rows[1].index_add_(0, idx, r * r)
         if p.max_sites:
             idx = self._channel_index(tuple(p.max_sites))
-            self.data[2].scatter_reduce_(0, idx, torch.cat(p.m).to(self.device, _F64), "amax")
+            self.rows[2].scatter_reduce_(0, idx, on(torch.cat(p.m), self.device, _F64), "amax")
         if p.nf_sites:
             key = ("nf",) + tuple(p.nf_sites)
             idx = self._index_cache.get(key)
@@ -254,16 +266,18 @@ class Moments:
         if k == 0:
             return None
         seg, n_c, n_site, c = self._layout()
-        s, q, m = self.data[0, :t], self.data[1, :t], self.data[2, :t]
+        if self._live is None or self._live[:2] != (t, k):
+            self._live = (t, k, tuple(r[:t] for r in self.rows) + (self.nonfinite[:k],))
+        s, q, m, nonfinite = self._live[2]
         mean_c = s / n_c
         var_c = (q / n_c - mean_c * mean_c).clamp_min(0.0)
         per_channel = torch.stack([s, q, var_c, mean_c * mean_c, (m <= 0).to(_F64)])
         tot = torch.zeros(5, k, dtype=_F64, device=self.device).index_add_(1, seg, per_channel)
-        mean = tot[0] / n_site
-        sq_mean = tot[1] / n_site
+        tot_s, tot_q, tot_v, tot_m2, tot_dead = tot.unbind(0)
+        mean = tot_s / n_site
+        sq_mean = tot_q / n_site
         var = (sq_mean - mean * mean).clamp_min(0.0)
-        return torch.stack([mean, var, sq_mean, tot[2] / c, tot[3] / c, tot[4] / c,
-                            self.nonfinite[:k]], dim=1)
+        return torch.stack([mean, var, sq_mean, tot_v / c, tot_m2 / c, tot_dead / c, nonfinite], dim=1)
 
 
 def cached(cache: dict, key: Hashable, build, limit: int):

@@ -7,7 +7,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from .buffers import SUMMARY_COLUMNS, Moments, cached, to_device
+from .buffers import SUMMARY_COLUMNS, Moments, cached, on, to_device
 from .params import StepRows
 from .plan import TRAIN
 from .table import Record, Schema
@@ -43,8 +43,8 @@ def _moment_rows(probe, mode: str, acc: Moments) -> tuple[list[tuple], list[int]
                     rows.append((layer.name, layer.depth, layer.module_type, layer.table_role, prefix + name))
                     index.append(i * _NCOL + _COL[name])
         return rows, index
+    # depths change only with the dataflow's version (varprobe.probe.dataflow)
     return _cached(probe, ("rows", mode, probe._hooks.flow.version, tuple(c > 0 for c in acc.counts),
-                         tuple(layer.depth for layer in probe._layers),
                          tuple((layer.idx, tuple(sorted(layer.whole[mode]))) for layer in probe._layers
                                if layer.whole[mode])), build)
 
@@ -97,7 +97,7 @@ def close_mode(probe, mode: str, *, loss=None, lr=None, scaler=None, grads_unsca
             if v is None or name not in probe._quantities:
                 continue
             if isinstance(v, Tensor):
-                out.add(None, name, out.block(v.detach().to(_F64).mean()))
+                out.add(None, name, out.block(on(v.detach(), None, _F64).mean()))
             else:
                 host_rows.append(("", -1, "", "", name))
                 host_values.append(float(v))
@@ -119,7 +119,7 @@ def _record(probe, mode: str, acc: Moments, out: StepRows, host_rows: list[tuple
     if out.rows:
         idx = _cached(probe, ("idx", tuple(out.index), device),
                       lambda: to_device(torch.tensor(out.index, dtype=torch.long), device))
-        flat = torch.cat([b.to(device, _F64) for b in out.blocks])
+        flat = torch.cat([on(b, device, _F64) for b in out.blocks])
         values = flat.index_select(0, idx)
     schema = _cached(probe, ("schema", tuple(out.rows)), lambda: Schema(tuple(out.rows)))
     host = _cached(probe, ("schema", tuple(host_rows)), lambda: Schema(tuple(host_rows))) if host_rows else None

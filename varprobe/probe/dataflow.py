@@ -213,7 +213,7 @@ class Dataflow:
     # -- placing -----------------------------------------------------------------------------------
     def _place(self, p: LayerPlan, depth: int) -> None:
         if p.depth < 0:
-            p.depth = depth
+            p.place(depth)
             if p.active:
                 self._unplaced -= 1
 

@@ -212,9 +212,11 @@ class Hooks:
         self.root_seen = True
         if self.bns and self.running[mode] is None and self.recording(mode):
             # BatchNorm running statistics before the mode's first forward of the step, all at once.
+            # Two ops: one cat of the buffers (they need no grad), one cast.
             with torch.no_grad():
-                self.running[mode] = torch.cat([torch.cat([p.module.running_mean, p.module.running_var])
-                                                .detach().to(torch.float64) for p in self.bns])
+                self.running[mode] = torch.cat([t for p in self.bns for t in (p.module.running_mean,
+                                                                              p.module.running_var)]
+                                               ).to(torch.float64)
 
     def _on_root_done(self, module: nn.Module, args: tuple, out: Any) -> None:
         self._depth = max(self._depth - 1, 0)
@@ -337,6 +339,12 @@ class Hooks:
         return ax
 
     def _sums(self, t: Tensor, cdim: int, with_max: bool) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Per-channel sum, root sum of squares and (``with_max``) maxima of ``t``: one read per
+        statistic, under no_grad (no ``detach`` op)."""
+        with torch.no_grad():
+            return self._sums_nograd(t, cdim, with_max)
+
+    def _sums_nograd(self, t: Tensor, cdim: int, with_max: bool) -> tuple[Tensor, Tensor, Tensor | None]:
         if self.fused:
             try:
                 s, q, m = fused_channel_sums(t, cdim, with_max=with_max)
@@ -365,13 +373,16 @@ class Hooks:
                 self._cache.clear()
             self._cache[id(t)] = e
         elif with_max and e.m is None:
-            e.m = channel_max(t, cdim)
+            with torch.no_grad():
+                e.m = channel_max(t, cdim)
         if with_nf and not e.checked:
             e.checked = True
             if t.device.type != "cpu":
-                e.nf = count_nonfinite(t)  # sync-free: always count on accelerators
-            elif not np.isfinite(e.s.numpy()).all():  # a finite float64 sum proves every element finite
-                e.nf = count_nonfinite(t)
+                with torch.no_grad():
+                    e.nf = count_nonfinite(t)  # sync-free: always count on accelerators
+            elif not np.isfinite(np.from_dlpack(e.s)).all():  # a finite float64 sum proves every element
+                with torch.no_grad():                         # finite (read through DLPack: no op)
+                    e.nf = count_nonfinite(t)
         return e
 
     def _site(self, acc: Moments, p: LayerPlan, sites: dict, slot: str, channels: int, device) -> int | None:

@@ -10,12 +10,14 @@ built on the host when the set of layers (or an input size) changes and cached.
 from __future__ import annotations
 
 
+import math
+
 import torch
 from torch import Tensor
 
 from ..stats import FILTER_STATS, Segments, filter_stats_many, grad_shift_many
 from ..stats import rounding_tolerance, segment_correlation, segment_sum
-from .buffers import SUMMARY_COLUMNS, Moments, cached
+from .buffers import SUMMARY_COLUMNS, Moments, cached, on
 from .plan import LayerPlan, tap_overlap_of
 from .updates import UpdateRatios
 
@@ -182,9 +184,9 @@ class ParamStats:
         # [1, var_c, mu_c] of the input channels laid end to end
         ic = acc._channel_index(tuple(a for _, a, _ in todo))
         n_in = n_c.index_select(0, ic)
-        mu_c = acc.data[0].index_select(0, ic) / n_in
-        var_c = (acc.data[1].index_select(0, ic) / n_in - mu_c * mu_c).clamp_min(0.0)
-        rows = torch.stack([torch.ones_like(mu_c), var_c, mu_c]).to(dev)
+        mu_c = acc.rows[0].index_select(0, ic) / n_in
+        var_c = (acc.rows[1].index_select(0, ic) / n_in - mu_c * mu_c).clamp_min(0.0)
+        rows = on(torch.stack([torch.ones_like(mu_c), var_c, mu_c]), dev)
         sq, lin = [], []
         for ((cin, t), _, cidx), k in zip(geo.groups, geo.seg.gather(ks)):
             k = k.view(-1, cin, t)
@@ -200,26 +202,28 @@ class ParamStats:
             quad = (torch.bmm(l2, overlap) * l2).sum(2)  # s_i^T C s_i, r_i^T C r_i
             dr = (l2[:, 1] * diag).sum(1)  # diag(C)^T r_i (varprobe.theory.channel_moments)
             parts.append(torch.cat([tap_sq, quad, dr[:, None]], 1))
-        per = (parts[0] if len(parts) == 1 else torch.cat(parts)).to(acc.device)  # (F, 5), filters in geo order
+        per = on(parts[0] if len(parts) == 1 else torch.cat(parts), acc.device)  # (F, 5), filters in geo order
         outs = tuple(b for _, _, b in todo)
         idx = acc._channel_index(outs)
         n = n_c.index_select(0, idx)
-        so, qo = acc.data[0].index_select(0, idx), acc.data[1].index_select(0, idx)
+        so, qo = acc.rows[0].index_select(0, idx), acc.rows[1].index_select(0, idx)
         b = geo.bias_values()
         # E[(y_c - b_c)^2] >= 0 per channel: clamped at 0 against the cancellation of its three terms
         measured_c = (qo / n - 2 * b * so / n + b * b).clamp_min(0.0)
-        mean_f = per[:, 4] + b.index_select(0, geo.filter_order)
+        tap_k2, tap_vk2, quad_s, quad_r, dr = per.unbind(1)
+        mean_f = dr + b.index_select(0, geo.filter_order)
         # iid, shift (s_i^T C s_i >= 0), var, mean^2 per filter
-        per_filter = torch.stack([per[:, 0], per[:, 2].clamp_min(0.0),
-                                  per[:, 1] + (per[:, 3] - per[:, 4] * per[:, 4]).clamp_min(0.0), mean_f * mean_f])
+        per_filter = torch.stack([tap_k2, quad_s.clamp_min(0.0), tap_vk2 + (quad_r - dr * dr).clamp_min(0.0),
+                                  mean_f * mean_f])
         tot = torch.cat([segment_sum(per_filter, geo.layer_of_filter, len(todo)),
                          segment_sum(measured_c, geo.layer_of_channel, len(todo))[None]])
         tot = tot / geo.layer_o
         ins = self._cached(("ins",) + tuple(a for _, a, _ in todo) + (acc.device,),
                            lambda: torch.tensor([a for _, a, _ in todo]).to(acc.device))
         mean, var = summary[ins, _MEAN], summary[ins, _VAR]
-        iid, shift, measured = tot[0] * var, tot[1] * mean * mean, tot[4]
-        at = out.block(torch.stack([measured, iid, shift, measured - iid - shift, tot[2], tot[3]]))
+        t_iid, t_shift, t_var, t_mean2, measured = tot.unbind(0)
+        iid, shift = t_iid * var, t_shift * mean * mean
+        at = out.block(torch.stack([measured, iid, shift, measured - iid - shift, t_var, t_mean2]))
         m = len(todo)
         for j, (p, _, _) in enumerate(todo):
             for name in p.dec_q:
@@ -236,8 +240,9 @@ class ParamStats:
         gs = [grads[p.idx] for p in layers]
         seg = self._segments("gw", gs)
         gi, st, rms_i = grad_shift_many(gs, seg)  # gradients as autograd left them, filters in group order
-        tol = self._cached(("tol",) + tuple((g.dtype, g[0].numel()) for g in gs) + (seg.filters, gi.device),
-                           lambda: torch.tensor([rounding_tolerance(g.dtype, g[0].numel()) for g in gs],
+        fans = [math.prod(g.shape[1:]) for g in gs]
+        tol = self._cached(("tol",) + tuple(zip((g.dtype for g in gs), fans)) + (seg.filters, gi.device),
+                           lambda: torch.tensor([rounding_tolerance(g.dtype, n) for g, n in zip(gs, fans)],
                                                 dtype=_F64).to(gi.device).index_select(0, seg.layer_of))
         # Average gradients that are zero up to rounding (PWS) have no sign or correlation.
         loud = (gi.abs() > tol * rms_i).to(_F64)
@@ -321,13 +326,13 @@ class ParamStats:
         pick, lid, count, which, ins, tol = self._cached(key, build)
         idx = acc._channel_index(tuple(b for *_, b in todo))
         _, n_c, _, _ = acc._layout()
-        db, q = acc.data[0].index_select(0, idx), acc.data[1].index_select(0, idx)
+        db, q = acc.rows[0].index_select(0, idx), acc.rows[1].index_select(0, idx)
         mu = summary[ins, _MEAN]
         # A channel sum within rounding of zero carries no signal (a conv followed by BatchNorm in
         # training mode has sum dL/dy_i = 0 exactly).
         loud = (db.abs() > tol * (n_c.index_select(0, idx) * q).sqrt()).to(_F64)
         ok = signal.index_select(0, which) & (segment_sum(loud, lid, len(todo)) > 0)
-        corr = segment_correlation(gi.index_select(0, pick).to(acc.device), mu.index_select(0, lid) * db, lid,
+        corr = segment_correlation(on(gi.index_select(0, pick), acc.device), mu.index_select(0, lid) * db, lid,
                                    len(todo), count)
         at = out.block(torch.where(ok, corr, torch.nan))
         for k, (_, p, _, _) in enumerate(todo):
@@ -363,9 +368,9 @@ class ParamStats:
         idx = acc._channel_index(tuple(i for _, i, _, _ in todo))
         _, n_c, _, _ = acc._layout()
         n = n_c.index_select(0, idx)
-        mu = acc.data[0].index_select(0, idx) / n
-        var = (acc.data[1].index_select(0, idx) / n - mu * mu).clamp_min(0.0)
-        running = running.to(acc.device)
+        mu = acc.rows[0].index_select(0, idx) / n
+        var = (acc.rows[1].index_select(0, idx) / n - mu * mu).clamp_min(0.0)
+        running = on(running, acc.device)
         rm, rv = running.index_select(0, rm_i), running.index_select(0, rv_i)
         tot = segment_sum(torch.stack([(mu - rm).abs() / (rv + eps).sqrt(), var / rv]), lid, len(todo)) / cnt
         at = out.block(tot)

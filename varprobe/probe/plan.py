@@ -86,7 +86,10 @@ class LayerPlan:
         self.view = target.weight  # the weight of the w.*, gw.* rows (varprobe.layouts), or None
         self.part = target.part  # weight statistics of a part of another plan's module only: no hooks
         self.main: LayerPlan | None = None  # a part's module's plan (make_plans)
-        self._depth = -1
+        self.parts: list[LayerPlan] = []  # a module's plans of its parts (make_plans)
+        #: The layer's depth (-1 until the dataflow places it: :meth:`place`); a part has its
+        #: module's. A plain attribute: rows read it at every recorded step.
+        self.depth = -1
         # The channel axis (varprobe.probe.channel_axis): fixed for every module but a subclass of
         # nn.LayerNorm without data_format, for which it is decided per tensor shape (axis()).
         layout_axis = target.layout.channel_axis if target.layout is not None else None
@@ -136,14 +139,14 @@ class LayerPlan:
         self.reentrant = 0  # forwards of the step under a reentrant checkpoint whose recomputation is due
         self.sites: dict[str, dict[str, int]] = {b: {} for b in BUCKETS}
 
-    @property
-    def depth(self) -> int:
-        """The layer's depth (-1 until it is known); a part has its module's."""
-        return self._depth if self.main is None else self.main.depth
-
-    @depth.setter
-    def depth(self, value: int) -> None:
-        self._depth = value
+    def place(self, depth: int) -> None:
+        """Fix the layer's depth, and its parts'; a part's own placing does nothing (it has its
+        module's depth)."""
+        if self.main is not None:
+            return
+        self.depth = depth
+        for part in self.parts:
+            part.depth = depth
 
     def axis(self, shape: tuple[int, ...]) -> tuple[int | None, bool]:
         """(channel axis of a tensor of ``shape``, whether it was decided just now); cached per shape."""
@@ -173,6 +176,8 @@ def make_plans(targets: list[Target], quantities: frozenset[str]) -> list[LayerP
     for p in plans:
         if p.part:
             p.main = main = owner[id(p.module)]
+            main.parts.append(p)
+            p.depth = main.depth
             p.fires = main.fires
             main.active = main.active or p.active
     return plans

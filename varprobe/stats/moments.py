@@ -38,6 +38,12 @@ def _finite(s: Tensor, q: Tensor) -> bool:
     return math.isfinite(torch.dot(s, q))
 
 
+def _detached(x: Tensor) -> Tensor:
+    """``x`` cut from autograd: itself where nothing would record (grad mode off, or ``x`` needs no
+    grad), so a reduction under ``torch.no_grad()`` costs no ``detach`` op."""
+    return x.detach() if x.requires_grad and torch.is_grad_enabled() else x
+
+
 def channel_count(x: Tensor, dim: int = 1) -> int:
     """Number of elements of ``x`` per channel along ``dim``: numel / x.shape[dim] (host int, no sync)."""
     if x.ndim == 0:
@@ -77,7 +83,7 @@ def channel_sums(x: Tensor, dim: int = 1, *, with_max: bool = False, max_bound: 
     An empty ``x`` gives zero sums and maxima of -inf. Non-finite elements propagate: a channel
     holding inf or NaN has a non-finite s_c or q_c.
     """
-    x = x.detach()
+    x = _detached(x)
     if x.ndim == 0:
         x = x.reshape(1)
     dim = dim % x.ndim
@@ -131,7 +137,7 @@ def channel_sum_norm(x: Tensor, dim: int = 1, *, with_max: bool = False, max_bou
     overhead; entries are squared in float64, so finite float16/bfloat16/float32 input never
     overflows); larger ones go through :func:`channel_sums` (row-wise reductions, same range).
     """
-    x = x.detach()
+    x = _detached(x)
     if x.ndim == 0 or x.numel() > SMALL_NUMEL or x.numel() == 0:
         s, q, m = channel_sums(x, dim, with_max=with_max, max_bound=max_bound)
         return s, q.sqrt(), m
@@ -145,7 +151,7 @@ def channel_sum_norm(x: Tensor, dim: int = 1, *, with_max: bool = False, max_bou
 
 def channel_max(x: Tensor, dim: int = 1) -> Tensor:
     """Per-channel maximum of ``x`` over every axis but ``dim``, shape (C,), dtype of ``x``."""
-    x = x.detach()
+    x = _detached(x)
     if x.ndim == 0:
         return x.reshape(1)
     dim = dim % x.ndim
@@ -177,7 +183,7 @@ def fused_channel_sums(x: Tensor, dim: int = 1, *, with_max: bool = False
     B = 1, not float32/float64) go to :func:`channel_sums`. Same results up to float rounding.
     """
     global _compiled_row_stats
-    x = x.detach()
+    x = _detached(x)
     if not (x.ndim >= 2 and x.numel() and x.is_contiguous() and x.dtype in (torch.float32, torch.float64)):
         return channel_sums(x, dim, with_max=with_max)
     dim = dim % x.ndim
@@ -199,7 +205,7 @@ def fused_channel_sums(x: Tensor, dim: int = 1, *, with_max: bool = False
 
 def count_nonfinite(x: Tensor) -> Tensor:
     """Number of inf and NaN elements of ``x`` (0-d int64 tensor). One extra read of ``x``."""
-    return torch.isfinite(x.detach()).logical_not_().sum()
+    return torch.isfinite(_detached(x)).logical_not_().sum()
 
 
 def moments_from_sums(n: Tensor | float, s: Tensor, q: Tensor) -> tuple[Tensor, Tensor, Tensor]:

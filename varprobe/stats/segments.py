@@ -101,10 +101,10 @@ def filter_stats_many(tensors: Sequence[Tensor], seg: Segments) -> Tensor:
     v = torch.cat([p[1] for p in parts])
     sums = m * seg.n
     per = torch.stack([v * seg.n, m.abs(), sums, sums * sums, seg.n * (v + m * m)])
-    tot = segment_sum(per, seg.layer_of, seg.layers) / seg.layer_o
-    dev = sums - tot[2].index_select(0, seg.layer_of)
+    fan_var, mean_abs, sum_mean, sum_sq, sq_norm = (segment_sum(per, seg.layer_of, seg.layers) / seg.layer_o).unbind(0)
+    dev = sums - sum_mean.index_select(0, seg.layer_of)
     sum_var = segment_sum(dev * dev, seg.layer_of, seg.layers) / seg.layer_o
-    return torch.stack([tot[0], tot[1], sum_var, tot[3], tot[4]])
+    return torch.stack([fan_var, mean_abs, sum_var, sum_sq, sq_norm])
 
 
 def grad_shift_many(tensors: Sequence[Tensor], seg: Segments) -> tuple[Tensor, Tensor, Tensor]:
@@ -116,16 +116,16 @@ def grad_shift_many(tensors: Sequence[Tensor], seg: Segments) -> tuple[Tensor, T
     gi = torch.cat([f.mean(1) for f in mats])
     sq = torch.cat([torch.linalg.vector_norm(f, 2, 1) for f in mats]).square()  # per-filter sum g^2
     rms_i = (sq / seg.n).sqrt()
-    tot = segment_sum(torch.stack([gi.abs(), sq]), seg.layer_of, seg.layers)
-    avg_abs = tot[0] / seg.layer_o
-    rms = (tot[1] / (seg.layer_o * seg.layer_n)).sqrt()
+    tot_abs, tot_sq = segment_sum(torch.stack([gi.abs(), sq]), seg.layer_of, seg.layers).unbind(0)
+    avg_abs = tot_abs / seg.layer_o
+    rms = (tot_sq / (seg.layer_o * seg.layer_n)).sqrt()
     return gi, torch.stack([avg_abs, rms, avg_abs * seg.layer_n.sqrt() / rms]), rms_i
 
 
 def segment_correlation(a: Tensor, b: Tensor, index: Tensor, size: int, count: Tensor) -> Tensor:
     """Pearson correlation of a and b within each segment (``count`` entries each), (size,)."""
-    mean = segment_sum(torch.stack([a, b]), index, size) / count
-    a0 = a - mean[0].index_select(0, index)
-    b0 = b - mean[1].index_select(0, index)
-    s = segment_sum(torch.stack([a0 * b0, a0 * a0, b0 * b0]), index, size)
-    return s[0] / (s[1] * s[2]).sqrt()
+    mean_a, mean_b = (segment_sum(torch.stack([a, b]), index, size) / count).unbind(0)
+    a0 = a - mean_a.index_select(0, index)
+    b0 = b - mean_b.index_select(0, index)
+    ab, aa, bb = segment_sum(torch.stack([a0 * b0, a0 * a0, b0 * b0]), index, size).unbind(0)
+    return ab / (aa * bb).sqrt()
