@@ -39,9 +39,9 @@ import nbformat
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
 
-__all__ = ["ROOT", "NOTEBOOKS", "MAX_BYTES", "CELL_TIMEOUT", "CELL_TIMEOUT_DEFAULT", "MIN_RECORDED_STEPS", "OVER_TRAINING", "kernel_env",
-           "execute", "clean", "text_outputs", "output_kinds", "recorded_steps", "keep_committed_times", "made_on",
-           "main"]
+__all__ = ["ROOT", "NOTEBOOKS", "MAX_BYTES", "CELL_TIMEOUT", "CELL_TIMEOUT_DEFAULT", "MIN_RECORDED_STEPS",
+           "OVER_TRAINING", "kernel_env", "execute", "clean", "output_kinds", "recorded_steps",
+           "keep_committed_times", "made_on", "main"]
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -148,29 +148,6 @@ def clean(nb: nbformat.NotebookNode, settings: str = "default") -> nbformat.Note
                 outputs.append(output)
         cell.outputs = outputs
     return nb
-
-
-def text_outputs(nb: nbformat.NotebookNode) -> list[list[str]]:
-    """Per code cell, the lines of its outputs as text, in order: stream text (``[stdout] ...``);
-    for results and displays their mime types (``[image/png, text/plain] ...``) and their
-    ``text/markdown`` or else ``text/plain`` (a figure's is "<Figure size ... with N Axes>");
-    error names and values. Wall-clock times ("in 2.1 s") and temporary paths are masked (``<t>``,
-    ``<tmpdir>``); figures' pixels are not compared."""
-    cells = []
-    for cell in nb.cells:
-        if cell.cell_type != "code":
-            continue
-        texts = []
-        for o in cell.outputs:
-            if o.output_type == "stream":
-                texts.append(f"[{o.name}] {o.text}")
-            elif o.output_type in ("execute_result", "display_data"):
-                data = o.get("data", {})
-                texts.append(f"[{', '.join(sorted(data))}] " + str(data.get("text/markdown", data.get("text/plain", ""))))
-            elif o.output_type == "error":
-                texts.append(f"[error] {o.ename}: {o.evalue}")
-        cells.append(_mask("".join(texts)).splitlines())
-    return cells
 
 
 def output_kinds(nb: nbformat.NotebookNode) -> list[list[str]]:
