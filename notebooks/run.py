@@ -9,8 +9,8 @@ Each notebook runs top to bottom in a fresh kernel of this interpreter (whatever
 installed), in a temporary working directory, with the environment of :func:`kernel_env`: the
 notebooks' default settings (``VARPROBE_SMALL=0``: large enough that every figure shows what the
 text says, at least :data:`MIN_RECORDED_STEPS` recorded steps in every figure over training), one
-torch thread (``VARPROBE_THREADS=1``) and one BLAS/OpenMP thread, the inline matplotlib backend, a fixed hash seed, and the Hugging Face and W&B
-clients offline (nothing is downloaded). The written file is made to diff cleanly between reruns
+torch thread (``VARPROBE_THREADS=1``) and one BLAS/OpenMP thread, the inline matplotlib backend,
+a fixed hash seed, and the Hugging Face and W&B clients offline (nothing is downloaded). The written file is made to diff cleanly between reruns
 (:func:`clean`): no execution timestamps, no widget state, no interpreter version; a printed
 line that differs from the committed one only in a wall-clock time keeps the committed text
 (:func:`keep_committed_times`). A notebook that raises, whose file would exceed :data:`MAX_BYTES`,
