@@ -1,13 +1,16 @@
 """The catalogue and the profiles: stable ids, a statistic per claim fixed in code, thresholds from
 the theory, ID@LR rows, and the runs each profile plans (checked without running them)."""
 import math
+import types
 
 import pytest
+import torch
 
 from varprobe import theory
 from varprobe.claims import CLAIMS, KINDS, MAIN_SCHEMES, PROFILES, Profile, plan, rows
-from varprobe.claims.measures import grad_ratio, grad_scale_growth
-from varprobe.claims.profiles import configs, estimate_minutes
+from varprobe.claims.measures import Evidence, grad_ratio, grad_scale_growth
+from varprobe.claims.profiles import ACCURACY_SCHEMES, configs, estimate_minutes
+from varprobe.claims.report import _setting
 from varprobe.experiment import RunConfig
 from varprobe.models.resnet import PWS_LAYOUT
 
@@ -87,7 +90,11 @@ def test_a_config_two_experiments_share_is_planned_once():
 
 
 @pytest.mark.parametrize("kwargs, match", [({"lrs": (0.1,)}, "lrs must be"), ({"lrs": (0.2, 0.1)}, "lrs must be"),
-                                           ({"control_lrs": "some"}, "control_lrs must be")])
+                                           ({"control_lrs": "some"}, "control_lrs must be"),
+                                           ({"accuracy_size": 0}, "accuracy_size must be None or a positive"),
+                                           ({"accuracy_size": True}, "accuracy_size must be None or a positive"),
+                                           ({"accuracy_size": "16"}, "accuracy_size must be None or a positive"),
+                                           ({"accuracy_size": 12}, "accuracy_size 12: digits size must be 8, 16 or")])
 def test_bad_profiles_are_named(kwargs, match):
     base = dict(name="x", model="resnet8", data="digits", size=8, width=None, steps=2, seeds=1, lrs=(0.1, 0.2),
                 batch_size=8, every=1, batch_sizes=(4,), samples=8, speed_model="resnet8", speed_size=8,
@@ -108,3 +115,48 @@ def test_measured_step_time_is_a_real_timing():
     from varprobe.claims.profiles import measured_step_seconds
     c = RunConfig(model="resnet8", size=8, batch_size=8, threads=1)
     assert 1e-5 < measured_step_seconds(c) < 5.0
+
+
+class _Recording(dict):
+    """Evidence.runs that answers every key with a finished run and records which keys were read."""
+
+    def __missing__(self, key):
+        self.setdefault("read", []).append(key)
+        return types.SimpleNamespace(meta={"result": {"test_accuracy": 0.5, "train_accuracy": 0.5}})
+
+
+def _labels_read(p, row_id: str) -> set[str]:
+    (claim, _, lr), = [r for r in rows(p) if r[1] == row_id]
+    runs = _Recording()
+    claim.measure(Evidence(p, runs, torch.zeros(1)), 0, lr)
+    return {label for label, _, _ in runs["read"]}
+
+
+def test_standard_accuracy_rows_read_their_own_16px_cells():
+    p = PROFILES["standard"]
+    assert p.accuracy_size == 16  # fixed before these rows' verdicts were read (profiles.py, docs/claims.md)
+    acc = [c for e in plan(p) if e.label.startswith("acc:") for c in configs([e])]
+    main = p.base()
+    assert {(c.scheme, c.project_shift, c.lr) for c in acc} == (
+        {(s, False, p.lr_small) for s in ACCURACY_SCHEMES}
+        | {(s, proj, lr) for s, proj in (("plain+gn", False), ("plain+gn", True)) for lr in p.lrs_large})
+    assert len(acc) == 6 * (len(ACCURACY_SCHEMES) + 2 * len(p.lrs_large))
+    for c in acc:  # only the image side differs from the main runs; nothing is recorded
+        assert (c.size, c.model, c.data, c.channels, c.steps, c.batch_size) == \
+            (16, "resnet20", main.data, main.channels, main.steps, main.batch_size)
+        assert c.every > c.steps and c.eval_steps == ()
+    assert _labels_read(p, "11a") == {"acc:pws", "acc:bn"}
+    assert _labels_read(p, "11b") == {"acc:bn", "acc:gn"}
+    assert _labels_read(p, "11c") == {"acc:pws", "acc:plain"}
+    for lr in p.lrs_large:
+        assert _labels_read(p, f"A3-large@{lr:g}") == {"acc:ctl:plain+gn+proj", "acc:ctl:plain+gn"}
+        assert _labels_read(p, f"A2-large@{lr:g}") == {"ctl:plain+gn", "ctl:plain"}  # the other A rows: as before
+    assert "Accuracy rows (11a-11c" in _setting(p, 1.0) and "at 16px" in _setting(p, 1.0)
+
+
+def test_a_profile_without_accuracy_size_reads_the_main_runs():
+    p = PROFILES["quick"]
+    assert p.accuracy_size is None and not [e for e in plan(p) if e.label.startswith("acc:")]
+    assert _labels_read(p, "11c") == {"pws", "plain"}
+    assert _labels_read(p, "A3-large") == {"ctl:plain+gn+proj", "ctl:plain+gn"}
+    assert "Accuracy rows" not in _setting(p, 1.0)

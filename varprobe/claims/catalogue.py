@@ -16,7 +16,7 @@ from . import measures as m
 from .attribution import COMPARISONS
 from .causes import EARLY_STEPS, OUTCOMES, PREDICTORS, ROWS, Row
 from .measures import TRAINED, Evidence, accuracy as acc
-from .profiles import MAIN_SCHEMES
+from .profiles import ACCURACY_CONTROLS, MAIN_SCHEMES, accuracy_label
 
 __all__ = ["Claim", "CLAIMS", "NULL_SHIFT_RATIO", "THEORY_INIT_ERROR"]
 
@@ -73,6 +73,17 @@ def _batch_drop(ev: Evidence, scheme: str, seed: int) -> float:
 
 def _paired_final(a: str, b: str, key: str = "test_accuracy"):
     return lambda ev, seed, lr: (acc(ev.get(a, lr, seed), key), acc(ev.get(b, lr, seed), key))
+
+
+def _paired_accuracy(a: str, b: str, key: str = "test_accuracy"):
+    """An accuracy row: ``a`` minus ``b`` read from the profile's headroom cells
+    (``varprobe.claims.profiles.accuracy_label``) where it has them."""
+    def measure(ev: Evidence, seed: int, lr: float) -> tuple[float, float]:
+        return tuple(acc(ev.get(accuracy_label(ev.profile, label), lr, seed), key) for label in (a, b))
+    return measure
+
+
+_AT_ACCURACY_SIZE = ", at the profile's accuracy_size where it has one"
 
 
 _TRAINED_TXT = f"final train accuracy >= {TRAINED} (chance 0.1)"
@@ -164,12 +175,14 @@ CLAIMS = [
     Claim("10", "initalpha sets the first-batch output variance of its convs to exactly 2",
           "resnet pws: max over data-init convs of |Var(y) - 2| / 2 on that batch", "identity", "<", 1e-4,
           "exact by construction", lambda ev, s, lr: m.data_init_error(s, ev.profile.speed_size), "none"),
-    Claim("11a", "Accuracy: PWS within 1 point of BN", "small lr: test accuracy pws minus bn (same seed)", "paired",
-          ">", -0.01, "fixed", _paired_final("pws", "bn"), figures=("collapse.png",)),
-    Claim("11b", "Accuracy: BN above GN", "small lr: test accuracy bn minus gn (same seed)", "paired", ">", 0.0,
-          "no difference", _paired_final("bn", "gn"), figures=("collapse.png",)),
-    Claim("11c", "Accuracy: PWS above plain", "small lr: test accuracy pws minus plain (same seed)", "paired", ">",
-          0.0, "no difference", _paired_final("pws", "plain"), figures=("collapse.png",)),
+    Claim("11a", "Accuracy: PWS within 1 point of BN",
+          "small lr: test accuracy pws minus bn (same seed)" + _AT_ACCURACY_SIZE, "paired", ">", -0.01, "fixed",
+          _paired_accuracy("pws", "bn"), figures=("collapse.png",)),
+    Claim("11b", "Accuracy: BN above GN", "small lr: test accuracy bn minus gn (same seed)" + _AT_ACCURACY_SIZE,
+          "paired", ">", 0.0, "no difference", _paired_accuracy("bn", "gn"), figures=("collapse.png",)),
+    Claim("11c", "Accuracy: PWS above plain",
+          "small lr: test accuracy pws minus plain (same seed)" + _AT_ACCURACY_SIZE, "paired", ">", 0.0,
+          "no difference", _paired_accuracy("pws", "plain"), figures=("collapse.png",)),
     Claim("12a", "gamma' bounds the PWS gradient scale when the raw weight shrinks",
           "gamma'=1e-3, V scaled by 0.01: max over filters ||dL/dV_i|| / (||dL/dK_i|| * "
           "varprobe.theory.pws_grad_scale_bound)", "identity", "<", 1.0, "varprobe.theory.pws_grad_scale_bound",
@@ -181,10 +194,17 @@ CLAIMS = [
 ]
 # Attribution (varprobe.claims.attribution): each comparison isolates one cause, on the profile's
 # attribution net (a ResNet, where PWS keeps two GroupNorm layers), paired by seed.
+def _headroom(c) -> bool:
+    """Whether comparison ``c`` is an accuracy row read from the headroom cells (A3)."""
+    return {c.treatment, c.control} <= set(ACCURACY_CONTROLS)
+
+
 CLAIMS += [Claim(f"{c.key}-{tag}", f"{c.claim} ({tag} lr)",
-                 f"attribution net, {tag} lr: final train accuracy, {c.treatment} minus {c.control} (same seed)",
-                 "paired", ">", c.threshold, "no difference", _paired_final(f"ctl:{c.treatment}", f"ctl:{c.control}",
-                                                                            "train_accuracy"),
+                 f"attribution net, {tag} lr: final train accuracy, {c.treatment} minus {c.control} (same seed)"
+                 + (_AT_ACCURACY_SIZE if _headroom(c) else ""),
+                 "paired", ">", c.threshold, "no difference",
+                 (_paired_accuracy if _headroom(c) else _paired_final)(f"ctl:{c.treatment}", f"ctl:{c.control}",
+                                                                       "train_accuracy"),
                  tag, ("attribution.png",))
            for tag in ("large", "small") for c in COMPARISONS]
 CLAIMS += [

@@ -16,7 +16,7 @@ from .attribution import CONTROLS, causes_report
 from .causes import PREDICTORS
 from .fragility import RULE, STANDINGS
 from .measures import Evidence, accuracy
-from .profiles import MAIN_SCHEMES, Profile
+from .profiles import MAIN_SCHEMES, Profile, accuracy_setting
 from .summary import ACROSS_RUNS, KINDS
 
 if TYPE_CHECKING:
@@ -218,13 +218,15 @@ def _numeric_text(paths: list[dict]) -> str:
 
 def _setting(p: Profile, seconds: float) -> str:
     controls_at = "every learning rate" if p.control_lrs == "all" else "the large learning rates"
+    headroom = accuracy_setting(p)
     return (f"Setting: {p.model} on {p.data} at {p.size}px"
             f"{f' in {p.channels} channels' if p.channels else ''}, batch {p.batch_size}, {p.steps} steps, small lr "
             f"{p.lr_small:g}, large lr {', '.join(f'{lr:g}' for lr in p.lrs_large)}, {p.seeds} seeds, SGD momentum "
             f"0.9, weight decay 5e-4 (none on PWS alpha). Attribution claims (A*, D*): {p.attribution_model} at "
             f"{p.attribution_size}px with the same data, steps and seeds, at {controls_at}, one run per control: "
             f"{', '.join(CONTROLS)} (+proj: the per-filter mean of every conv weight gradient removed before each "
-            f"step; plain+gn: plain convs with exactly PWS's two GroupNorms). Took {seconds:.0f} s.\n\n")
+            f"step; plain+gn: plain convs with exactly PWS's two GroupNorms). {headroom + ' ' if headroom else ''}"
+            f"Took {seconds:.0f} s.\n\n")
 
 
 def _rules() -> str:
