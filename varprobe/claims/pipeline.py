@@ -145,7 +145,7 @@ def reproduce(profile: str | Profile = "quick", out: str | Path = "reproduce", s
         p = replace(p, data="synthetic")
     out = Path(out)
     report = OutputDir(out, "report")
-    report.check(report_files())  # before anything runs: never over a file varprobe did not write
+    report.check(report_files(p))  # before anything runs: never over a file varprobe did not write
     report.ensure()
     torch.set_num_threads(p.threads)
     experiments = plan(p)

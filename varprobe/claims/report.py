@@ -58,9 +58,11 @@ CAPTIONS_FILE = "captions.json"
 _TABLES = ("claims.md", "claims.json", CAPTIONS_FILE, "figures.md")
 
 
-def report_files() -> tuple[str, ...]:
-    """Every file a report writes into its directory (checked before a ``reproduce`` starts)."""
-    return (*_TABLES, *FIGURE_TITLES, SWEEP_FIGURE)
+def report_files(p: Profile | None = None) -> tuple[str, ...]:
+    """Every file a report of profile ``p`` writes into its directory (checked before a
+    ``reproduce`` starts): the sweep's figure only where ``p`` has a sweep part; with no ``p``,
+    every file a report of any profile may write."""
+    return (*_TABLES, *FIGURE_TITLES, *((SWEEP_FIGURE,) if p is None or p.sweep is not None else ()))
 
 
 def write_figures(findings: list["Finding"], out: OutputDir, p: Profile, ev: Evidence) -> dict[str, str]:
