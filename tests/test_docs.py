@@ -46,6 +46,7 @@ def test_site_builds_strictly_with_every_page(site):
     assert (site / "index.html").is_file() and (site / "objects.inv").is_file()
     for page in ("getting-started", "own-model", "integrations", "quantities", "claims", "gallery",
                  "cli", "guarantees", "benchmarks", "api", "notebooks", "reproduce-quick", "reproduce-standard",
+                 "width-sweeps",
                  *(f"notebooks/{nb.stem}" for nb in (REPO / "notebooks").glob("*.ipynb"))):
         assert (site / page / "index.html").is_file(), page
 

@@ -24,13 +24,15 @@ def test_every_existing_claim_id_is_kept_and_new_ones_are_new():
     assert len(ids) == len(set(ids))
     assert [i for i in ids if i in OLD_IDS] == OLD_IDS
     assert [i for i in ids if i not in OLD_IDS] == ["4e", *[f"T-{s}" for s in MAIN_SCHEMES],
-                                                    *[f"E{o}{x}" for o in (1, 2) for x in "abcde"]]
+                                                    *[f"E{o}{x}" for o in (1, 2) for x in "abcde"],
+                                                    "W1", "W2", "W3", "W4"]
 
 
 def test_each_claim_has_a_known_kind_a_direction_and_a_finite_threshold():
     for c in CLAIMS:
         assert c.kind in KINDS and c.direction in (">", "<") and math.isfinite(c.threshold), c.id
-        assert c.at in ("small", "large", "none")
+        assert c.at in ("small", "large", "none", "sweep")
+        assert (c.at == "sweep") == (c.kind == "slopes"), c.id
         if c.kind == "ratio":
             assert c.threshold > 0, c.id
         if c.kind == "outcome":

@@ -266,7 +266,8 @@ def test_a_rerun_replaces_the_reports_own_files_and_nothing_else(report):
     from varprobe.claims.report import report_files
     out, _ = report
     mark = json.loads((out / MARK_NAME).read_text())
-    assert mark["kind"] == "report" and set(mark["files"]) == set(report_files())
+    assert mark["kind"] == "report" and set(mark["files"]) == set(report_files(TINY))
+    assert "width-sweep.png" not in report_files(TINY) and "width-sweep.png" in report_files(PROFILES["quick"])
     OutputDir(out, "report").check(report_files())  # a rerun may replace every one of them
     claims = (out / "claims.md").read_bytes()
     try:

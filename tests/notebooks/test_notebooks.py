@@ -41,7 +41,7 @@ _spec.loader.exec_module(run)
 
 NOTEBOOKS = run.NOTEBOOKS
 EXPECTED = ("01-quickstart", "02-variance-transmission-theory", "03-bn-wn-pws", "04-your-own-model",
-            "05-attribution", "06-lightning-and-hf")
+            "05-attribution", "06-lightning-and-hf", "07-width-sweeps")
 IDS = [p.stem for p in NOTEBOOKS]
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 

@@ -33,7 +33,7 @@ from .logscale import geometric_ci
 from .uncertainty import Interval
 
 __all__ = ["WIDTH_BAND", "SWEEP_QUANTITIES", "COORD_COLUMNS", "SLOPE_COLUMNS", "WIDTH_VERDICTS", "SlopeFit",
-           "fit_slopes", "width_verdict", "compare_slopes"]
+           "fit_slopes", "slope_interval", "width_verdict", "compare_slopes"]
 
 #: Half-width of the band around slope 0 within which an interval is "width-stable", fixed before
 #: any sweep was run. Width-scaling theory (the abc-parametrisations behind muP) gives every one of
@@ -100,8 +100,11 @@ def width_verdict(ci: Interval, band: float = WIDTH_BAND) -> str:
     return "inconclusive"
 
 
-def _slope_interval(slopes: np.ndarray, level: float) -> Interval:
-    """The report's ratio statistic on the per-doubling factors 2^slope, back on the slope scale."""
+def slope_interval(slopes: np.ndarray, level: float = 0.95) -> Interval:
+    """The interval over seeds of one coordinate's per-seed ``slopes``: the report's ratio statistic
+    (:func:`~varprobe.analysis.geometric_ci`) on the per-doubling factors 2^slope, back on the slope
+    scale: the mean slope with its Student-t interval. NaN when a slope is not finite; [-inf, inf]
+    for one seed."""
     ci = geometric_ci(np.exp2(slopes), level)
     with np.errstate(divide="ignore"):
         low, high = float(np.log2(ci.low)), float(np.log2(ci.high))
@@ -156,7 +159,7 @@ def fit_slopes(coords: pd.DataFrame, *, band: float = WIDTH_BAND, level: float =
     per_seed = pd.DataFrame(rows, columns=_KEY + ["seed", "slope", "widths"])
     out = []
     for key, g in per_seed.groupby(_KEY, sort=True):
-        ci = _slope_interval(g["slope"].to_numpy(dtype=np.float64), level)
+        ci = slope_interval(g["slope"].to_numpy(dtype=np.float64), level)
         out.append((*key, ci.estimate, ci.low, ci.high, ci.n, width_verdict(ci, band)))
     table = pd.DataFrame(out, columns=list(SLOPE_COLUMNS))
     if warn and (len(left_out) or len(partial)):

@@ -12,11 +12,13 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from .. import theory
+from ..analysis.slopes import WIDTH_BAND
 from . import measures as m
 from .attribution import COMPARISONS
 from .causes import EARLY_STEPS, OUTCOMES, PREDICTORS, ROWS, Row
 from .measures import TRAINED, Evidence, accuracy as acc
 from .profiles import ACCURACY_CONTROLS, MAIN_SCHEMES, accuracy_label
+from . import widths as w
 
 __all__ = ["Claim", "CLAIMS", "NULL_SHIFT_RATIO", "THEORY_INIT_ERROR"]
 
@@ -35,7 +37,8 @@ class Claim:
     threshold: float
     basis: str      # where the threshold comes from
     measure: Callable[[Evidence, int, float], Any]  # (evidence, seed, lr) -> one value
-    at: str = "small"  # "small": at the small lr; "large": at every large lr; "none": no lr
+    at: str = "small"  # "small": at the small lr; "large": at every large lr; "none": no lr; "sweep": the
+    # profile's width sweep (seeds of its sweep part; no row without one)
     figures: tuple[str, ...] = ()
 
     @property
@@ -263,3 +266,35 @@ def _cause_claim(row: Row) -> Claim:
 
 
 CLAIMS += [_cause_claim(r) for r in ROWS]
+
+
+# Width sweeps (varprobe.claims.widths; issue 26): the profile's sweep part trains the plain
+# simple_cnn (He fan-in convs, an N(0, 0.01) linear head) for two steps at each width and seed. Each
+# row reads, per seed, one slope of log(statistic) on log(width) per layer. Fixed before any sweep
+# ran: the band 1/4 of varprobe.analysis.slopes.WIDTH_BAND (half-way from 0 to the nearest other
+# width exponent, 1/2) and the theory each row states.
+_BAND_TXT = "the sweep's band 1/4 (varprobe.analysis.slopes.WIDTH_BAND: half-way to the nearest other exponent 1/2)"
+CLAIMS += [
+    Claim("W1", "At initialization every conv of the Kaiming plain net is width-stable",
+          "width sweep, step 0: per conv the slope of log out.sq_mean on log width (theory: 0, "
+          "varprobe.theory.init_sq_mean_slopes)", "slopes", "<", WIDTH_BAND, _BAND_TXT,
+          lambda ev, s, lr: w.layer_slopes(ev, s, "out.sq_mean", 0, lambda r: w.select(r, "conv")), "sweep",
+          (w.FIGURE,)),
+    Claim("W2", "At initialization the fixed-variance output layer's E[y^2] grows with width as theory says (slope 1)",
+          "width sweep, step 0: the linear head's slope of log out.sq_mean on log width minus theory's "
+          "(varprobe.theory.init_sq_mean_slopes with each layer's init law read off its weights: 1 for N(0, 0.01) "
+          "weights whose fan-in grows)", "slopes", "<", WIDTH_BAND, _BAND_TXT,
+          lambda ev, s, lr: w.layer_slopes(ev, s, "out.sq_mean", 0, lambda r: w.select(r, "linear"), w.init_theory),
+          "sweep", (w.FIGURE,)),
+    Claim("W3", "Under a fixed lr the relative update of every conv after the first grows with width",
+          "width sweep, step 1 (the first update, at the small lr): per conv after the first the slope of log "
+          "w.update_ratio on log width (standard parametrization: ||dW|| ~ width, ||W|| ~ sqrt(width), slope 1/2)",
+          "slopes", ">", WIDTH_BAND, _BAND_TXT,
+          lambda ev, s, lr: w.layer_slopes(ev, s, "w.update_ratio", 1, lambda r: w.select(r, "conv", first=False)),
+          "sweep", (w.FIGURE,)),
+    Claim("W4", "Under a fixed lr the output layer's relative update is width-stable at the first step",
+          "width sweep, step 1: the linear head's slope of log w.update_ratio on log width (N(0, 0.01) head: "
+          "||dW|| and ||W|| both ~ sqrt(width), slope 0)", "slopes", "<", WIDTH_BAND, _BAND_TXT,
+          lambda ev, s, lr: w.layer_slopes(ev, s, "w.update_ratio", 1, lambda r: w.select(r, "linear")), "sweep",
+          (w.FIGURE,)),
+]

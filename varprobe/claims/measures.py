@@ -41,12 +41,14 @@ __all__ = ["Evidence", "TRAINED", "conv_mean", "per_layer", "shift_share", "tran
 class Evidence:
     """The finished runs of one ``reproduce`` call, keyed by (label, lr, seed); ``lr`` is None for
     runs whose learning rate is derived (the batch-size runs). Labels: a main scheme ("plain", ...),
-    "extra:<name>", "ctl:<control>", "batch<b>:<scheme>"."""
+    "extra:<name>", "ctl:<control>", "batch<b>:<scheme>". ``sweeps``: the profile's width sweep
+    ("sweep", ``varprobe.claims.widths``)."""
 
     profile: "Profile"
     runs: dict[tuple[str, float | None, int], Run]
     held_out: torch.Tensor
     cache: dict = field(default_factory=dict)
+    sweeps: dict = field(default_factory=dict)  # name -> varprobe.experiment.sweep.SweepResult (rows W*)
 
     def get(self, label: str, lr: float | None, seed: int) -> Run:
         return self.runs[(label, lr, seed)]

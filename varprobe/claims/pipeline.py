@@ -16,8 +16,9 @@ from ..record.files import OutputDir
 from .catalogue import CLAIMS, Claim
 from .fragility import Fragility, fragility
 from .measures import Evidence
-from .profiles import PROFILES, Experiment, Profile, configs, estimate_minutes, plan
+from .profiles import PROFILES, Experiment, Profile, configs, estimate_minutes, measured_step_seconds, plan
 from .summary import Summary, summarize
+from .widths import run_sweep, sweep_configs
 
 __all__ = ["Finding", "rows", "run_plan", "reproduce", "CIFAR_ROOT"]
 
@@ -71,10 +72,14 @@ class Finding:
 def rows(p: Profile, claims: list[Claim] = CLAIMS) -> list[tuple[Claim, str, float | None]]:
     """(claim, row id, lr) of every row of profile ``p``: "small" claims at the small lr, "large"
     claims at each large lr (id ``ID@LR`` when there are several), "none" claims once. Attribution
-    rows at the small lr only where the controls run there."""
+    rows at the small lr only where the controls run there. "sweep" claims once, where ``p`` has a
+    sweep part."""
     out = []
     for c in claims:
-        if c.at == "small":
+        if c.at == "sweep":
+            if p.sweep is not None:
+                out.append((c, c.id, None))
+        elif c.at == "small":
             if c.id[0] == "A" and p.control_lrs != "all":
                 continue
             out.append((c, c.id, p.lr_small))
@@ -109,6 +114,12 @@ def _measure(claim: Claim, ev: Evidence, seed: int, lr: float | None, log: Calla
         return (math.nan, math.nan) if claim.kind == "paired" else math.nan
 
 
+def _sweep_minutes(p: Profile, jobs: int) -> float:
+    """The sweep part's share of the estimate: its runs as :func:`estimate_minutes` counts runs
+    recorded every step (the step time measured at the model's default width, not at each width)."""
+    return sum(c.steps * measured_step_seconds(c) * 1.6 for c in sweep_configs(p)) / jobs / 60
+
+
 def reproduce(profile: str | Profile = "quick", out: str | Path = "reproduce", seeds: int | None = None,
               progress: bool = True, log: Callable[[str], None] = print, jobs: int = 1) -> list[Finding]:
     """Run every experiment behind ``CLAIMS`` at the scale of ``profile`` and write
@@ -134,14 +145,14 @@ def reproduce(profile: str | Profile = "quick", out: str | Path = "reproduce", s
         p = replace(p, data="synthetic")
     out = Path(out)
     report = OutputDir(out, "report")
-    report.check(report_files())  # before anything runs: never over a file varprobe did not write
+    report.check(report_files(p))  # before anything runs: never over a file varprobe did not write
     report.ensure()
     torch.set_num_threads(p.threads)
     experiments = plan(p)
-    n_runs = len(configs(experiments))
+    n_runs = len(configs(experiments)) + len(sweep_configs(p))
     log(f"[reproduce] profile {p.name}: {p.model} on {p.data} {p.size}px, {p.steps} steps, {p.seeds} seeds, "
         f"lrs {', '.join(f'{lr:g}' for lr in p.lrs)}")
-    estimate = estimate_minutes(p, experiments, jobs)
+    estimate = estimate_minutes(p, experiments, jobs) + _sweep_minutes(p, jobs)
     log(f"[reproduce] {n_runs} training runs, {jobs} at a time; estimated from step times measured here: "
         f"{estimate:.1f} min")
     start = time.perf_counter()
@@ -149,9 +160,13 @@ def reproduce(profile: str | Profile = "quick", out: str | Path = "reproduce", s
     base = p.base()
     split = load_data(base.data, base.image_size, 0, base.data_limit, base.synthetic_n, base.channels)
     ev = Evidence(p, runs, split.x_test[:base.eval_batch])
+    swept = run_sweep(p, out, progress, jobs, log)
+    if swept is not None:
+        ev.sweeps["sweep"] = swept
     findings = []
     for claim, row_id, lr in rows(p):
-        values = [_measure(claim, ev, seed, lr, log) for seed in range(p.seeds)]
+        seeds = p.sweep.seeds if claim.at == "sweep" else p.seeds
+        values = [_measure(claim, ev, seed, lr, log) for seed in range(seeds)]
         s = summarize(claim.kind, values, claim.direction, claim.threshold)
         findings.append(Finding(claim, row_id, lr, s,
                                 fragility=fragility(claim.kind, values, claim.direction, claim.threshold, s.verdict)))

@@ -16,7 +16,9 @@ and records in each run only what the claims and figures that read it need:
   run's shift against its relative update size (``varprobe.claims.causes``);
 * never: the batch-size runs (7a, 7b read the final test accuracy only), and the headroom cells
   of the accuracy rows (11a-11c, A3) where a profile has them (``Profile.accuracy_size``: they
-  read the final accuracy only).
+  read the final accuracy only);
+* the width sweep (:class:`SweepPart`, rows W1-W4, ``varprobe.claims.widths``): every step, all
+  quantities, for the two steps its rows read (initialization and the first update).
 
 An attribution control that is a main scheme on the main network (plain, centered, pws when the
 attribution net is the main net) is the main run itself, recorded as the main runs are.
@@ -32,14 +34,42 @@ import torch
 from ..experiment.config import RunConfig
 from .attribution import CONTROLS
 
-__all__ = ["Profile", "PROFILES", "MAIN_SCHEMES", "ACCURACY_SCHEMES", "ACCURACY_CONTROLS", "accuracy_label",
-           "accuracy_setting", "Experiment", "plan", "configs", "estimate_minutes", "measured_step_seconds"]
+__all__ = ["Profile", "SweepPart", "PROFILES", "MAIN_SCHEMES", "ACCURACY_SCHEMES", "ACCURACY_CONTROLS",
+           "accuracy_label", "accuracy_setting", "Experiment", "plan", "configs", "estimate_minutes",
+           "measured_step_seconds"]
 
 MAIN_SCHEMES = ("plain", "bn", "gn", "wn", "centered", "pws")
 #: The cells the accuracy rows compare: 11a-11c the main schemes' final test accuracy at the small
 #: lr, A3 the attribution controls plain+gn+proj against plain+gn (final train accuracy).
 ACCURACY_SCHEMES = ("plain", "bn", "gn", "pws")
 ACCURACY_CONTROLS = ("plain+gn", "plain+gn+proj")
+
+
+@dataclass(frozen=True)
+class SweepPart:
+    """The width sweep of a profile (``varprobe.experiment.sweep``; rows W1-W4): ``model`` with
+    ``scheme`` at each of ``widths`` with seeds 0 .. ``seeds`` - 1, ``steps`` steps at the
+    profile's small lr, on the profile's data, batch and threads, every step recorded with all
+    quantities."""
+
+    widths: tuple[int, ...]
+    seeds: int
+    steps: int = 2  # the rows read step 0 (initialization) and step 1 (the first update)
+    model: str = "simple_cnn"
+    scheme: str = "plain"
+
+    def __post_init__(self) -> None:
+        from ..experiment.sweep import check_widths
+
+        check_widths(self.widths)
+        if self.seeds < 2 or self.steps < 2:
+            raise ValueError(f"a sweep part needs seeds >= 2 (an interval) and steps >= 2 (a first update), got "
+                             f"seeds={self.seeds}, steps={self.steps}")
+
+    def base(self, p: "Profile") -> RunConfig:
+        """The sweep's runs but for the width and seed."""
+        return p.base().replace(model=self.model, scheme=self.scheme, width=None, steps=self.steps, every=1,
+                                quantities="all", eval_steps=())
 
 
 @dataclass(frozen=True)
@@ -77,6 +107,7 @@ class Profile:
     channels: int | None = None
     control_lrs: str = "all"      # "all" or "large": where the attribution controls run
     accuracy_size: int | None = None  # image side of the accuracy rows' cells; None: the main runs'
+    sweep: SweepPart | None = None  # the width sweep (rows W1-W4); None: no sweep rows
 
     def __post_init__(self) -> None:
         if len(self.lrs) < 2 or any(lr <= self.lrs[0] for lr in self.lrs[1:]):
@@ -111,12 +142,21 @@ class Profile:
                          eval_steps=(0, self.steps - 1), threads=self.threads)
 
 
+# The width sweeps, fixed before any sweep row was measured (issue 26). The rows read the slope of a
+# statistic over the widths, whose noise comes from the weight draw: an a-priori estimate (the
+# filter-sum term of a ReLU input is one chi-square(1) per channel, about a third of E[y^2]) put the
+# per-seed slope's standard deviation of the deepest conv near 0.17 over widths 8-64, so a 95%
+# interval of half-width about 0.11 needs 12 seeds, below the band's 0.25. Widths 8-64: width 128
+# alone took 2/3 of the sweep's time here (6.5 s a run against 2 s at 64, loaded machine). Measured
+# cost with --jobs 2: see the report's setting line.
+QUICK_SWEEP = SweepPart(widths=(8, 16, 32, 64), seeds=12)
+STANDARD_SWEEP = SweepPart(widths=(8, 16, 32, 64, 128), seeds=16)
 PROFILES = {
     "tiny": Profile("tiny", "resnet8", "digits", 8, 8, 12, 2, (0.02, 0.2), 32, 3, (4, 16), 128,
                     "resnet8", 8, 8, 2, threads=1, attribution_size=8),
     # make demo: resnet8 (PWS keeps GroupNorm at stem and neck, as in the authors' ResNets) on 8px digits.
     "quick": Profile("quick", "resnet8", "digits", 8, None, 150, 3, (0.02, 0.2), 64, 5, (2, 8, 32), 1536,
-                     "resnet8", 16, 32, 5, attribution_size=8),
+                     "resnet8", 16, 32, 5, attribution_size=8, sweep=QUICK_SWEEP),
     # The paper's setting at laptop scale: the authors' ResNet-20 layout on digits in 3 channels.
     # Fixed before the first standard run, from the budget (30 min with --jobs 2 on 2 cores): at
     # 16 px the step times measured here put it at about 33 min, so the digits stay at their native
@@ -133,7 +173,7 @@ PROFILES = {
     # accuracy at the cost of an 8 px run, but cannot lower a train accuracy (A3).
     "standard": Profile("standard", "resnet20", "digits", 8, None, 300, 6, (0.01, 0.1, 0.5), 64, 10, (4, 16, 64),
                         3200, "resnet20", 8, 64, 5, attribution_model="resnet20", attribution_size=8, channels=3,
-                        control_lrs="large", accuracy_size=16),
+                        control_lrs="large", accuracy_size=16, sweep=STANDARD_SWEEP),
     "full": Profile("full", "resnet20", "cifar10", 32, None, 2000, 3, (0.02, 0.2), 128, 20, (2, 8, 32, 128),
                     40000, "resnet20", 32, 128, 9, attribution_model="resnet20", attribution_size=32),
 }

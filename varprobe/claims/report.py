@@ -18,6 +18,7 @@ from .fragility import RULE, STANDINGS
 from .measures import Evidence, accuracy
 from .profiles import MAIN_SCHEMES, Profile, accuracy_setting
 from .summary import ACROSS_RUNS, KINDS
+from .widths import FIGURE as SWEEP_FIGURE, SWEEP_DIR, sweep_figure
 
 if TYPE_CHECKING:
     from .pipeline import Finding
@@ -57,9 +58,11 @@ CAPTIONS_FILE = "captions.json"
 _TABLES = ("claims.md", "claims.json", CAPTIONS_FILE, "figures.md")
 
 
-def report_files() -> tuple[str, ...]:
-    """Every file a report writes into its directory (checked before a ``reproduce`` starts)."""
-    return (*_TABLES, *FIGURE_TITLES)
+def report_files(p: Profile | None = None) -> tuple[str, ...]:
+    """Every file a report of profile ``p`` writes into its directory (checked before a
+    ``reproduce`` starts): the sweep's figure only where ``p`` has a sweep part; with no ``p``,
+    every file a report of any profile may write."""
+    return (*_TABLES, *FIGURE_TITLES, *((SWEEP_FIGURE,) if p is None or p.sweep is not None else ()))
 
 
 def write_figures(findings: list["Finding"], out: OutputDir, p: Profile, ev: Evidence) -> dict[str, str]:
@@ -123,6 +126,7 @@ def write_figures(findings: list["Finding"], out: OutputDir, p: Profile, ev: Evi
     for name, (draw, caption) in figures.items():
         save_figure(draw(), name, out)
         captions[name] = f"{FIGURE_TITLES[name]} {caption()}"
+    captions.update(sweep_figure(ev, out))
     out.write_text(CAPTIONS_FILE, json.dumps(captions, indent=2, ensure_ascii=False) + "\n")
     out.write_text("figures.md", figure_table(captions, "", profile=p.name))
     for f in findings:
@@ -225,8 +229,17 @@ def _setting(p: Profile, seconds: float) -> str:
             f"0.9, weight decay 5e-4 (none on PWS alpha). Attribution claims (A*, D*): {p.attribution_model} at "
             f"{p.attribution_size}px with the same data, steps and seeds, at {controls_at}, one run per control: "
             f"{', '.join(CONTROLS)} (+proj: the per-filter mean of every conv weight gradient removed before each "
-            f"step; plain+gn: plain convs with exactly PWS's two GroupNorms). {headroom + ' ' if headroom else ''}"
-            f"Took {seconds:.0f} s.\n\n")
+            f"step; plain+gn: plain convs with exactly PWS's two GroupNorms).{_sweep_setting(p)} "
+            f"{headroom + ' ' if headroom else ''}Took {seconds:.0f} s.\n\n")
+
+
+def _sweep_setting(p: Profile) -> str:
+    if p.sweep is None:
+        return ""
+    w = p.sweep
+    return (f" Width sweep (W*): {w.model} {w.scheme} at widths {', '.join(map(str, w.widths))}, {w.seeds} seeds, "
+            f"{w.steps} steps at lr {p.lr_small:g}, every step recorded; slopes over seeds as the sweep's slopes.csv "
+            f"(its runs and slopes.csv under {SWEEP_DIR}/).")
 
 
 def _rules() -> str:

@@ -8,6 +8,7 @@ inconclusive otherwise). Nothing here looks at which verdict a choice would give
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -16,6 +17,7 @@ import numpy as np
 from ..analysis import (Interval, auc_ci, auc_diff_ci, fisher_p, geometric_ci, mean_ci, odds_ratio_ci, paired_ci,
                         proportion_ci, seeds_for_interval, seeds_for_mean, seeds_for_proportion,
                         seeds_for_two_proportions, sign_string, spearman_ci, spearman_diff_ci, verdict)
+from ..analysis.slopes import slope_interval
 
 __all__ = ["KINDS", "ACROSS_RUNS", "Summary", "summarize"]
 
@@ -41,6 +43,15 @@ KINDS: dict[str, str] = {
             "interval and the Bonett-Wright (2000) standard error; per-seed r_s beside it",
     "rank2": "which of two predictors ranks the continuous outcome better on the same runs: difference of the two "
              "Spearman correlations with Zou's (2007) MOVER interval for overlapping correlations",
+    # A width sweep (varprobe.experiment.sweep): each seed gives one slope per layer.
+    "slopes": "width slopes of several layers, per seed one slope of log(statistic) on log(width) per layer (minus "
+              "theory's where the row says so): per layer the mean slope with the interval of a sweep's slopes.csv "
+              "(the ratio statistic on the factor per doubling 2^slope, back on the slope scale); the row reads "
+              "the layer nearest to breaking the claim. With '<': the largest |slope|, its interval from the "
+              "largest distance of a layer's interval from 0 to the largest |end| of one (below the threshold "
+              "when every layer's interval lies inside +-threshold, at or above it when one lies wholly "
+              "outside); with '>': the smallest slope, its interval from the smallest low end to the smallest "
+              "high end (above the threshold when every layer's interval is)",
 }
 #: kinds whose values are, per seed, a list of per-run tuples (predictor, outcome) or
 #: (predictor 1, predictor 2, outcome)
@@ -92,6 +103,36 @@ def _across_runs(kind: str, values: Sequence) -> tuple[Interval, str, list[float
     return ci, f"{name} {_fmt(ci.estimate)} {_ci(ci)} over {ci.n} runs; per seed {seeds}", per_seed
 
 
+def _layer_slopes(values: Sequence, direction: str) -> tuple[Interval, str, list[float], int]:
+    """The "slopes" kind: per-seed mappings layer -> slope (anything else: a seed without slopes)
+    into the row's interval (``KINDS``), the text shown, the per-seed value of the same
+    aggregate, and the seeds with slopes. A layer missing at a seed has no interval: NaN."""
+    seeds = [dict(v) if isinstance(v, Mapping) else {} for v in values]
+    layers = sorted({k for s in seeds for k in s})
+    if not layers:
+        return Interval(math.nan, math.nan, math.nan, 0), "no slopes", [math.nan] * len(seeds), 0
+    x = np.array([[float(s.get(k, math.nan)) for k in layers] for s in seeds], dtype=np.float64)
+    cis = [slope_interval(x[:, j]) for j in range(len(layers))]
+    est = np.array([c.estimate for c in cis])
+    lo, hi = np.array([c.low for c in cis]), np.array([c.high for c in cis])
+    with np.errstate(invalid="ignore"):
+        if direction == "<":
+            at = np.where((lo <= 0) & (hi >= 0), 0.0, np.minimum(np.abs(lo), np.abs(hi)))
+            ends, key, per_seed = np.maximum(np.abs(lo), np.abs(hi)), np.abs(est), np.abs(x).max(axis=1)
+            pick, what = np.max, "farthest from 0"
+        else:
+            at, ends, key, per_seed = lo, hi, est, x.min(axis=1)
+            pick, what = np.min, "that grows least"
+    n = int(sum(bool(s) for s in seeds))
+    ci = Interval(float(pick(key)), float(pick(at)), float(pick(ends)), n)
+    nan = [layers[j] for j in range(len(layers)) if not np.isfinite(lo[j] + hi[j])]
+    j = int(np.nanargmax(key) if direction == "<" else np.nanargmin(key)) if np.isfinite(key).any() else 0
+    shown = (f"{_fmt(ci.estimate)} {_ci(ci)} over {len(layers)} layers; {what}: {layers[j]} "
+             f"{est[j]:+.3g} [{_fmt(lo[j])}, {_fmt(hi[j])}]"
+             + (f"; no interval: {', '.join(nan)}" if nan else ""))
+    return ci, shown, per_seed.tolist(), n
+
+
 def summarize(kind: str, values: Sequence, direction: str, threshold: float) -> Summary:
     """The interval, verdict, display and planning figure of one row (see ``KINDS``)."""
     if kind not in KINDS:
@@ -103,6 +144,9 @@ def summarize(kind: str, values: Sequence, direction: str, threshold: float) -> 
     if kind in ACROSS_RUNS:
         ci, shown, per_seed = _across_runs(kind, values)
         seeds = sum(1 for v in values if len(v))
+        plan = lambda: seeds_for_interval(ci.estimate, ci.low, ci.high, threshold, max(seeds, 1))
+    elif kind == "slopes":
+        ci, shown, per_seed, seeds = _layer_slopes(values, direction)
         plan = lambda: seeds_for_interval(ci.estimate, ci.low, ci.high, threshold, max(seeds, 1))
     elif kind == "identity":
         x = np.asarray(values, dtype=np.float64)
