@@ -307,11 +307,12 @@ class Probe:
     @property
     def nbytes(self) -> int:
         """Device bytes the probe holds: accumulators and steps buffered since the last flush.
-        O(layers x quantities x buffered steps); it does not depend on the batch size, and no
+        O((layers x quantities + probed channels) x buffered steps: a step keeps its raw reductions
+        until the flush derives its rows); it does not depend on the batch size, and no
         activation is kept."""
         held = sum(a.nbytes() for a in self._hooks.acc.values())
         held += self._params.updates.nbytes  # w.update_ratio snapshots
-        return held + sum(r.values.numel() * r.values.element_size() for r in self._pending if r.values is not None)
+        return held + sum(r.nbytes for r in self._pending)
 
     def __repr__(self) -> str:
         return f"Probe({type(self.model).__name__}, {len(self.layers)} layers, step={self._t}, attached={self.attached})"

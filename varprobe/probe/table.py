@@ -1,6 +1,7 @@
 """Host side of a Probe: recorded steps waiting for transfer, and their conversion to the long table."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -11,7 +12,7 @@ from torch import Tensor
 from ..record.schema import empty_frame
 from ..vocabulary import COLUMNS
 
-__all__ = ["Record", "Schema", "COLUMNS", "empty_frame", "records_to_frame", "collapse_step"]
+__all__ = ["Record", "Schema", "Program", "COLUMNS", "empty_frame", "records_to_frame", "collapse_step"]
 
 
 
@@ -51,9 +52,49 @@ class Schema:
         return hit
 
 
+class Program:
+    """How the values of a step's rows follow from what its ``step()`` kept (``raw``: the raw
+    reductions laid end to end, one float64 vector per step), computed at the flush for all the
+    buffered steps with the same layout at once.
+
+    ``inputs``: name -> (offset, numel, shape) of each kept tensor in ``raw``; ``blocks``: (size,
+    finish) of each block of values, ``finish(env)`` giving (S, size) (any trailing shape of that
+    size) from ``env``, a dict of the inputs with the steps on a leading axis (finishers may keep
+    what later ones reuse in it); ``index``: each row's position in the blocks laid end to end."""
+
+    def __init__(self, inputs: dict[str, tuple[int, int, tuple[int, ...]]],
+                 blocks: list[tuple[int, Callable[[dict], Tensor]]], index: Tensor) -> None:
+        self.inputs, self.blocks, self.index = inputs, blocks, index
+
+    def run(self, raw: Tensor) -> Tensor:
+        """The rows' values (S, rows) of the steps ``raw`` (S, numel)."""
+        env = _Env(raw, self.inputs)
+        n = raw.shape[0]
+        values = [finish(env).reshape(n, size) for size, finish in self.blocks]
+        flat = values[0] if len(values) == 1 else torch.cat(values, 1)
+        return flat.index_select(1, self.index)
+
+
+class _Env(dict):
+    def __init__(self, raw: Tensor, inputs: dict[str, tuple[int, int, tuple[int, ...]]]) -> None:
+        super().__init__()
+        self.raw, self.inputs = raw, inputs
+
+    def __missing__(self, name: str) -> Tensor:
+        at, n, shape = self.inputs[name]
+        v = self.raw[:, at:at + n]
+        if shape != (n,):
+            v = v.reshape((self.raw.shape[0],) + shape)
+        self[name] = v
+        return v
+
+
 @dataclass
 class Record:
-    """One closed step of one mode: device values (one per row of ``schema``) plus host values."""
+    """One closed step of one mode: device values (one per row of ``schema``) plus host values.
+
+    A record of ``step()`` holds ``raw`` and its ``program`` instead of ``values`` until the flush
+    (:func:`finish`)."""
 
     step: int
     mode: str
@@ -61,6 +102,30 @@ class Record:
     values: Tensor | None
     host_schema: Schema | None = None
     host_values: list[float] = field(default_factory=list)
+    raw: Tensor | None = None
+    program: Program | None = None
+
+    @property
+    def nbytes(self) -> int:
+        """Device bytes the record holds."""
+        t = self.values if self.values is not None else self.raw
+        return 0 if t is None else t.numel() * t.element_size()
+
+
+def finish(records: list[Record]) -> None:
+    """Compute the values of every record that holds raw reductions: one :meth:`Program.run` per
+    layout, over all its records at once. All or nothing: no record changes if one fails."""
+    groups: dict[int, list[Record]] = {}
+    for r in records:
+        if r.values is None and r.raw is not None:
+            groups.setdefault(id(r.program), []).append(r)
+    done = []
+    for rs in groups.values():
+        raw = rs[0].raw[None] if len(rs) == 1 else torch.stack([r.raw for r in rs])
+        done.append((rs, rs[0].program.run(raw).unbind(0)))
+    for rs, values in done:
+        for r, v in zip(rs, values):
+            r.values, r.raw, r.program = v, None, None
 
 
 def collapse_step(frame: pd.DataFrame, records: list[Record]) -> int | None:
@@ -78,7 +143,9 @@ def collapse_step(frame: pd.DataFrame, records: list[Record]) -> int | None:
 
 
 def records_to_frame(records: list[Record]) -> pd.DataFrame:
-    """The long-format table of ``records``, with one device-to-host transfer for all of them."""
+    """The long-format table of ``records``, with one device-to-host transfer for all of them
+    (their values computed first: :func:`finish`)."""
+    finish(records)
     device_parts = [r.values for r in records if r.values is not None and r.values.numel()]
     flat = torch.cat(device_parts).cpu().numpy() if device_parts else np.zeros(0)
     pieces: list[tuple[int, str, Schema, np.ndarray]] = []
