@@ -208,31 +208,28 @@ class ParamStats:
         key = ("dec", tuple((p.idx, p.in_size, tuple(k.shape), a, b, isinstance(bb, Tensor))
                             for ((p, a, b), k, bb) in zip(todo, ks, biases)), dev, acc.device)
         geo = self._cached(key, lambda: _DecGeometry([p for p, _, _ in todo], ks, dev, acc.device,
-                                                     [acc.channels[a] for _, a, _ in todo], biases))
+                                                     [acc.channels[a] for _, a, _ in todo],
+                                                     [acc.offsets[a] for _, a, _ in todo], biases))
+        # dec.pred_*: each input channel c's own mean mu_c and biased variance var_c (all channels
+        # of the moments; the kernels' entries pick theirs)
+        s_c, q_c, _, _ = acc.live()
         _, n_c, _, _ = acc._layout()
-        # dec.pred_*: each input channel c's own mean mu_c and biased variance var_c, as rows
-        # [1, var_c, mu_c] of the input channels laid end to end
-        ic = acc._channel_index(tuple(a for _, a, _ in todo))
-        n_in = n_c.index_select(0, ic)
-        mu_c = acc.rows[0].index_select(0, ic) / n_in
-        var_c = (acc.rows[1].index_select(0, ic) / n_in - mu_c * mu_c).clamp_min(0.0)
-        rows = on(torch.stack([torch.ones_like(mu_c), var_c, mu_c]), dev)
-        sq, lin = [], []
-        for ((cin, t), _, cidx), k in zip(geo.groups, geo.seg.gather(ks)):
-            k = k.view(-1, cin, t)
-            a = rows[:, cidx].transpose(0, 1)  # (F_g, 3, C_in/groups)
-            # per tap t, summed over input channels c: [K^2, var_c K^2] and [K, mu_c K] (F_g, 2, T)
-            sq.append(torch.bmm(a[:, :2], k * k))
-            lin.append(torch.bmm(a[:, ::2], k))  # s_i[t] (filter sums), r_i[t]
-        parts = []
-        for members, diag, overlap in geo.taps:  # the groups with the same number of taps, at once
-            s2 = sq[members[0]] if len(members) == 1 else torch.cat([sq[g] for g in members])
-            l2 = lin[members[0]] if len(members) == 1 else torch.cat([lin[g] for g in members])
-            tap_sq = (s2 * diag[:, None]).sum(2)  # sum_{c,t} C[t, t] K_i[c, t]^2 (x var_c)
-            quad = (torch.bmm(l2, overlap) * l2).sum(2)  # s_i^T C s_i, r_i^T C r_i
-            dr = (l2[:, 1] * diag).sum(1)  # diag(C)^T r_i (varprobe.theory.channel_moments)
-            parts.append(torch.cat([tap_sq, quad, dr[:, None]], 1))
-        out.put("dec.per", parts[0] if len(parts) == 1 else torch.cat(parts))  # (F, 5), filters in geo order
+        mu_c = s_c / n_c
+        var_c = on((q_c / n_c - mu_c * mu_c).clamp_min(0.0), dev)
+        k = geo.gather(ks)  # every kernel entry, filter by filter, tap by tap, input channel innermost
+        k2 = k * k
+        # per (filter, tap), summed over input channels c: K^2, K (s_i[t]), var_c K^2, mu_c K (r_i[t])
+        y_k2, y_k = geo.reduce(k2), geo.reduce(k)
+        y_vk2 = geo.reduce(k2.mul_(var_c.index_select(0, geo.entry)))
+        y = torch.stack([y_k2, y_k, y_vk2, geo.reduce(k * on(mu_c, dev).index_select(0, geo.entry))])
+        # sum_t C[t, t] of each row: tap_k2, (unused), tap_vk2, diag(C)^T r_i (varprobe.theory.channel_moments)
+        out.put("dec.taps", torch.segment_reduce(y * geo.diag, "sum", lengths=geo.taps_lengths, axis=1))
+        sr = y[1::2]  # s_i[t], r_i[t]
+        quads = []
+        for lo, hi, t, overlap in geo.taps:  # the filters with the same number of taps, at once
+            l2 = sr[:, lo:hi].view(2, -1, t).transpose(0, 1)
+            quads.append((torch.bmm(l2, overlap) * l2).sum(2))  # s_i^T C s_i, r_i^T C r_i
+        out.put("dec.quad", quads[0] if len(quads) == 1 else torch.cat(quads))  # (F, 2), filters in geo order
         out.put("dec.bias", geo.bias_values())
         idx = acc._channel_index(tuple(b for _, _, b in todo))
         ins = self._cached(("ins",) + tuple(a for _, a, _ in todo) + (acc.device,),
@@ -241,10 +238,11 @@ class ParamStats:
 
         def finish(env: dict) -> Tensor:
             n, so, qo = summary.per_channel(env["acc"], idx)
-            b, per = env["dec.bias"], env["dec.per"]
+            b = env["dec.bias"]
             # E[(y_c - b_c)^2] >= 0 per channel: clamped at 0 against the cancellation of its three terms
             measured_c = (qo / n - 2 * b * so / n + b * b).clamp_min(0.0)
-            tap_k2, tap_vk2, quad_s, quad_r, dr = per.unbind(-1)
+            tap_k2, _, tap_vk2, dr = env["dec.taps"].unbind(-2)
+            quad_s, quad_r = env["dec.quad"].unbind(-1)
             mean_f = dr + b.index_select(-1, geo.filter_order)
             # iid, shift (s_i^T C s_i >= 0), var, mean^2 per filter
             per_filter = torch.stack([tap_k2, quad_s.clamp_min(0.0), tap_vk2 + (quad_r - dr * dr).clamp_min(0.0),
@@ -440,21 +438,24 @@ class ParamStats:
 class _DecGeometry:
     """dec.* layout of a set of layers and input sizes.
 
-    ``seg``: the kernels in one float64 buffer, grouped by kernel shape (C_in/groups, taps);
-    ``groups``: per kernel group ((C_in/groups, T), members, the indices into the layers' input
-    channels laid end to end of the channels each filter reads (F_g, C_in/groups)); ``taps``: per
-    number of taps T, (kernel groups, C[t, t] of every filter's taps (F_T, T), the overlap C
-    (F_T, T, T)). Filters are laid out tap group by tap group (kernel groups within, in
-    ``taps`` order): ``filter_order`` gives each one's index among the layers' output channels
-    laid end to end, ``layer_of_filter`` its layer. ``in_ok``: whether a layer's input has the
-    channels its kernel reads. Per-layer and per-filter tensors live on ``acc_device`` (where the
-    moments are), kernel-side ones on ``device``.
+    The kernels are copied into one float64 buffer (:meth:`gather`), layer by layer with the
+    layers of the same number of taps T together (``taps`` order), each kernel laid out filter by
+    filter, tap by tap, its input channels innermost, so the sums over input channels of every
+    (filter, tap) are one ``segment_reduce`` (:meth:`reduce`) whatever the number of layers.
+    ``entry``: for each entry, the index among the moments' channels of the input channel it reads
+    (where a layer's input does not have the channels its kernel reads, ``in_ok`` False, its
+    input's first channel: no per-channel prediction is recorded for it). ``diag``: C[t, t] of each
+    (filter, tap), ``taps_lengths`` the taps of each filter (4 rows, for the sums over taps);
+    ``taps``: per T, (start, end of its (filter, tap) slots, T, the overlap C of each of its
+    filters (F_T, T, T)). ``filter_order`` gives each filter's index among the layers' output
+    channels laid end to end, ``layer_of_filter`` its layer. Per-layer and per-filter tensors live
+    on ``acc_device`` (where the moments are), kernel-side ones on ``device``.
     """
 
     def __init__(self, layers: list[LayerPlan], kernels: list[Tensor], device, acc_device,
-                 in_channels: list[int], biases: list) -> None:
-        by_shape: dict[tuple[int, int], list[int]] = {}
-        overlaps = []
+                 in_channels: list[int], in_offsets: list[int], biases: list) -> None:
+        by_taps: dict[int, list[int]] = {}
+        overlaps, cins = [], []
         for j, (p, k) in enumerate(zip(layers, kernels)):
             c = tap_overlap_of(p.module, p.in_size)
             cin = k.shape[1] if k.ndim > 1 else 1
@@ -462,35 +463,41 @@ class _DecGeometry:
                 raise ValueError(f"Probe: layer {p.name!r}: kernel {tuple(k.shape)} does not fit an "
                                  f"overlap of {c.shape[0]} taps")
             overlaps.append(c)
-            by_shape.setdefault((cin, c.shape[0]), []).append(j)
-        keys = [None] * len(kernels)
-        for key, members in by_shape.items():
-            for j in members:
-                keys[j] = key
-        self.seg = Segments([k.shape for k in kernels], device, keys)
-        assert [m for _, m in self.seg.groups] == list(by_shape.values())
+            cins.append(cin)
+            by_taps.setdefault(c.shape[0], []).append(j)
         o = [k.shape[0] for k in kernels]
-        in_at = [sum(in_channels[:j]) for j in range(len(kernels))]
         out_at = [sum(o[:j]) for j in range(len(kernels))]
         groups = [getattr(p.module, "groups", 1) for p in layers]
-        self.in_ok = [in_channels[j] == (kernels[j].shape[1] if kernels[j].ndim > 1 else 1) * groups[j]
-                      for j in range(len(kernels))]
-        self.groups = []
-        for (cin, t), members in by_shape.items():
-            cidx = torch.cat([(in_at[j] + (torch.arange(o[j])[:, None] // (o[j] // groups[j])) * cin
-                               + torch.arange(cin)) * self.in_ok[j] for j in members])  # 0 where not in_ok
-            self.groups.append(((cin, t), members, cidx.to(device)))
-        by_taps: dict[int, list[int]] = {}
-        for g, ((_, t), _, _) in enumerate(self.groups):
-            by_taps.setdefault(t, []).append(g)
-        self.taps, layer_of, order = [], [], []
-        for t, gs in by_taps.items():
-            members = [j for g in gs for j in self.groups[g][1]]
-            diag = torch.cat([overlaps[j].diagonal().expand(o[j], t) for j in members])
+        self.in_ok = [in_channels[j] == cins[j] * groups[j] for j in range(len(kernels))]
+        self._buffer = torch.empty(sum(k.numel() for k in kernels), dtype=_F64, device=device)
+        self._views: list[Tensor | None] = [None] * len(kernels)
+        entry, lengths, diag, taps_lengths, layer_of, order = [], [], [], [], [], []
+        self.taps = []
+        at = ft = 0
+        for t, members in by_taps.items():
+            lo = ft
+            for j in members:
+                k, cin = kernels[j], cins[j]
+                # filter, input channel, taps... strides of a (filter, tap, channel) layout
+                strides = (t * cin,) + ((1,) + tuple(cin * math.prod(k.shape[d + 1:]) for d in range(2, k.ndim))
+                                        if k.ndim > 1 else ())
+                self._views[j] = self._buffer.as_strided(tuple(k.shape), strides, at)
+                at += k.numel()
+                ch = (torch.arange(o[j])[:, None] // (o[j] // groups[j])) * cin + torch.arange(cin)
+                ch = in_offsets[j] + (ch if self.in_ok[j] else torch.zeros_like(ch))
+                entry.append(ch[:, None, :].expand(o[j], t, cin).reshape(-1))
+                lengths += [cin] * (o[j] * t)
+                diag.append(overlaps[j].diagonal().to(_F64).repeat(o[j]))
+                taps_lengths += [t] * o[j]
+                layer_of += [j] * o[j]
+                order += [out_at[j] + i for i in range(o[j])]
+                ft += o[j] * t
             full = torch.cat([overlaps[j].expand(o[j], t, t) for j in members])
-            self.taps.append((gs, diag.to(device, _F64), full.to(device, _F64).contiguous()))
-            layer_of += [j for j in members for _ in range(o[j])]
-            order += [out_at[j] + i for j in members for i in range(o[j])]
+            self.taps.append((lo, ft, t, full.to(device, _F64).contiguous()))
+        self.entry = torch.cat(entry).to(torch.int32).to(device)
+        self.lengths = torch.tensor(lengths, dtype=torch.long).to(device)
+        self.diag = torch.cat(diag).to(device)
+        self.taps_lengths = torch.tensor([taps_lengths] * 4, dtype=torch.long).to(device)
         self.filter_order = torch.tensor(order, dtype=torch.long).to(acc_device)
         self.layer_of_filter = torch.tensor(layer_of, dtype=torch.long).to(acc_device)
         self.layer_of_channel = torch.repeat_interleave(torch.arange(len(kernels)), torch.tensor(o)).to(acc_device)
@@ -501,6 +508,17 @@ class _DecGeometry:
                             if isinstance(b, Tensor)]
         self._bias_layers = [j for j, b in enumerate(biases) if isinstance(b, Tensor)]
         self._modules = [p.module for p in layers]
+
+    def gather(self, kernels: list[Tensor]) -> Tensor:
+        """The kernels copied into the float64 buffer (one ``_foreach_copy_``), returned whole."""
+        if torch.is_grad_enabled():
+            kernels = [k.detach() for k in kernels]
+        torch._foreach_copy_(self._views, kernels)
+        return self._buffer
+
+    def reduce(self, values: Tensor) -> Tensor:
+        """Sums of ``values`` (one per buffer entry) over the input channels of each (filter, tap)."""
+        return torch.segment_reduce(values, "sum", lengths=self.lengths)
 
     def bias_values(self) -> Tensor:
         """The layers' biases now, laid end to end (float64, one copy)."""
