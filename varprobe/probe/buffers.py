@@ -314,21 +314,32 @@ class MomentsLayout:
         t, k = self.t, self.k
         return raw[..., :t], raw[..., t:2 * t], raw[..., 2 * t:3 * t], raw[..., 3 * t:3 * t + k], raw[..., 3 * t + k:]
 
-    def per_channel(self, raw: Tensor, index: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(n, s, q) of the channels ``index`` (as ``Moments._channel_index``), (..., len(index))."""
-        s, q, _, _, counts = self.split(raw)
-        return (counts.index_select(-1, self.seg.index_select(0, index)), s.index_select(-1, index),
-                q.index_select(-1, index))
+    def _parts(self, env: dict) -> tuple[Tensor, ...]:
+        """:meth:`split` of ``env["acc"]`` and the per-channel counts, computed once per ``env``."""
+        hit = env.get("acc.parts")
+        if hit is None:
+            parts = self.split(env["acc"])
+            hit = env["acc.parts"] = parts + (parts[4].index_select(-1, self.seg),)
+        return hit
 
-    def summary_of(self, s: Tensor, q: Tensor, m: Tensor, nonfinite: Tensor, counts: Tensor) -> Tensor:
+    def per_channel(self, env: dict, index: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(n, s, q) of the channels ``index`` (as ``Moments._channel_index``) of the kept layout
+        ``env["acc"]``, (..., len(index))."""
+        s, q, _, _, _, n_c = self._parts(env)
+        return n_c.index_select(-1, index), s.index_select(-1, index), q.index_select(-1, index)
+
+    def summary_of(self, s: Tensor, q: Tensor, m: Tensor, nonfinite: Tensor, counts: Tensor,
+                   n_c: Tensor | None = None) -> Tensor:
         """Statistics of every site, (..., sites, 7), columns ``SUMMARY_COLUMNS``, float64.
 
         Site with C channels, n elements per channel, per-channel sums s_c, q_c and maxima m_c:
         mean = sum_c s_c / (nC), sq_mean = sum_c q_c / (nC), var = sq_mean - mean^2;
         ch_var = mean_c (q_c / n - (s_c / n)^2), ch_sq_mean = mean_c (s_c / n)^2,
-        dead_frac = mean_c [m_c <= 0]. Sites with n = 0 give NaN.
+        dead_frac = mean_c [m_c <= 0]. Sites with n = 0 give NaN. ``n_c``: counts per channel,
+        if already known.
         """
-        n_c = counts.index_select(-1, self.seg)
+        if n_c is None:
+            n_c = counts.index_select(-1, self.seg)
         n_site = counts * self.c
         mean_c = s / n_c
         var_c = (q / n_c - mean_c * mean_c).clamp_min(0.0)
@@ -344,7 +355,7 @@ class MomentsLayout:
         """The summary of the kept layout ``env["acc"]``, computed once per ``env``."""
         hit = env.get("summary")
         if hit is None:
-            hit = env["summary"] = self.summary_of(*self.split(env["acc"]))
+            hit = env["summary"] = self.summary_of(*self._parts(env))
         return hit
 
 

@@ -237,7 +237,7 @@ class ParamStats:
         m = len(todo)
 
         def finish(env: dict) -> Tensor:
-            n, so, qo = summary.per_channel(env["acc"], idx)
+            n, so, qo = summary.per_channel(env, idx)
             b = env["dec.bias"]
             # E[(y_c - b_c)^2] >= 0 per channel: clamped at 0 against the cancellation of its three terms
             measured_c = (qo / n - 2 * b * so / n + b * b).clamp_min(0.0)
@@ -374,7 +374,7 @@ class ParamStats:
         m = len(todo)
 
         def finish(env: dict) -> Tensor:
-            n, db, q = summary.per_channel(env["acc"], idx)
+            n, db, q = summary.per_channel(env, idx)
             mu = summary.summary(env).index_select(-2, ins)[..., _MEAN]
             # A channel sum within rounding of zero carries no signal (a conv followed by BatchNorm in
             # training mode has sum dL/dy_i = 0 exactly).
@@ -422,7 +422,7 @@ class ParamStats:
         m = len(todo)
 
         def finish(env: dict) -> Tensor:
-            n, s, q = lay.per_channel(env["acc"], idx)
+            n, s, q = lay.per_channel(env, idx)
             mu = s / n
             var = (q / n - mu * mu).clamp_min(0.0)
             running_ = env["bn.running"]

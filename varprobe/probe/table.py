@@ -70,9 +70,13 @@ class Program:
         """The rows' values (S, rows) of the steps ``raw`` (S, numel)."""
         env = _Env(raw, self.inputs)
         n = raw.shape[0]
-        values = [finish(env).reshape(n, size) for size, finish in self.blocks]
+        values = [_rows(finish(env), n, size) for size, finish in self.blocks]
         flat = values[0] if len(values) == 1 else torch.cat(values, 1)
         return flat.index_select(1, self.index)
+
+
+def _rows(v: Tensor, n: int, size: int) -> Tensor:
+    return v if v.shape == (n, size) else v.reshape(n, size)
 
 
 class _Env(dict):
