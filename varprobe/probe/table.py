@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -116,20 +117,41 @@ class Record:
         return 0 if t is None else t.numel() * t.element_size()
 
 
-def finish(records: list[Record]) -> None:
+def finish(records: list[Record]) -> tuple[list[Record], BaseException | None]:
     """Compute the values of every record that holds raw reductions: one :meth:`Program.run` per
-    layout, over all its records at once. All or nothing: no record changes if one fails."""
+    layout, over all its records at once. Where that run fails, each of its records is run alone,
+    so a failure costs only the steps it is in (as when the derivation ran in ``step()``).
+
+    Returns the records with their values (those that failed left out) and the first error of a
+    step that failed, or None."""
     groups: dict[int, list[Record]] = {}
     for r in records:
         if r.values is None and r.raw is not None:
             groups.setdefault(id(r.program), []).append(r)
-    done = []
+    failed: dict[int, BaseException] = {}
     for rs in groups.values():
-        raw = rs[0].raw[None] if len(rs) == 1 else torch.stack([r.raw for r in rs])
-        done.append((rs, rs[0].program.run(raw).unbind(0)))
-    for rs, values in done:
+        try:
+            raw = rs[0].raw[None] if len(rs) == 1 else torch.stack([r.raw for r in rs])
+            values = rs[0].program.run(raw).unbind(0)
+        except Exception as exc:
+            if len(rs) == 1:
+                failed[id(rs[0])] = exc
+                continue
+            values, before = [], len(failed)
+            for r in rs:
+                try:
+                    values.append(r.program.run(r.raw[None])[0])
+                except Exception as err:
+                    failed[id(r)] = err
+                    values.append(None)
+            if len(failed) == before:
+                warnings.warn(f"Probe: deriving the rows of {len(rs)} buffered steps at once failed ({exc!r}); "
+                              "they were derived step by step", RuntimeWarning, stacklevel=3)
         for r, v in zip(rs, values):
-            r.values, r.raw, r.program = v, None, None
+            if v is not None:
+                r.values, r.raw, r.program = v, None, None
+    kept = [r for r in records if id(r) not in failed]
+    return kept, next(iter(failed.values()), None)
 
 
 def collapse_step(frame: pd.DataFrame, records: list[Record]) -> int | None:
@@ -148,8 +170,10 @@ def collapse_step(frame: pd.DataFrame, records: list[Record]) -> int | None:
 
 def records_to_frame(records: list[Record]) -> pd.DataFrame:
     """The long-format table of ``records``, with one device-to-host transfer for all of them
-    (their values computed first: :func:`finish`)."""
-    finish(records)
+    (their values computed first: :func:`finish`; a record whose values cannot be computed raises)."""
+    records, error = finish(records)
+    if error is not None:
+        raise error
     device_parts = [r.values for r in records if r.values is not None and r.values.numel()]
     flat = torch.cat(device_parts).cpu().numpy() if device_parts else np.zeros(0)
     pieces: list[tuple[int, str, Schema, np.ndarray]] = []
