@@ -173,8 +173,9 @@ class ParamStats:
         if not items:
             return
         ts = [p.module.weight if name == "norm.weight_mean" else p.module.bias for p, name in items]
-        seg = self._segments("norm", ts, [(1, t.numel()) for t in ts])
-        at = out.block(torch.cat([f.mean(1) for f in seg.gather(ts)]))  # one filter of C entries each
+        seg = self._segments("norm", ts, [(1, t.numel()) for t in ts])  # one filter of C entries each
+        out.put("norm.sums", torch.segment_reduce(seg.flat(ts), "sum", lengths=seg.lengths))
+        at = out.later(("norm", seg.key), len(items), lambda env: env["norm.sums"] / seg.n)
         for j, (p, name) in enumerate(items):
             out.add(p, name, at + seg.offsets[j])
 
@@ -316,7 +317,7 @@ class ParamStats:
                     out.add(p, name, at + k * n + j)
             if has_prev[j] and "gw.sign_persistence" in p.gw_q:
                 out.add(p, "gw.sign_persistence", at + 3 * n + j)
-        keep = sums[0]
+        keep = sums[:seg.filters]
         if found_inf is not None:  # a skipped step leaves the previous g_i in place
             keep = torch.where(found_inf, prev if prev is not None else keep.new_zeros(keep.shape), keep)
         for j, p in enumerate(layers):

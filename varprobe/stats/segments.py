@@ -56,8 +56,9 @@ class Segments:
         self.n = torch.tensor(per_n, dtype=_F64).to(device)
         self.layer_n = torch.tensor(n, dtype=_F64).to(device)
         self.layer_o = torch.tensor(o, dtype=_F64).to(device)
-        # filter lengths in buffer order, twice: the lengths of filter_sums' one segment_reduce
-        self.lengths = torch.tensor([per_n, per_n], dtype=torch.long).to(device)
+        # filter lengths in buffer order, and twice: the lengths of filter_sums' one segment_reduce
+        self.lengths = torch.tensor(per_n, dtype=torch.long).to(device)
+        self.lengths2 = torch.tensor(per_n + per_n, dtype=torch.long).to(device)
 
     def gather(self, tensors: Sequence[Tensor]) -> list[Tensor]:
         """Copy ``tensors`` (shapes ``shapes``) into the float64 buffer, one ``_foreach_copy_``;
@@ -94,24 +95,25 @@ def segment_sum(values: Tensor, index: Tensor, size: int) -> Tensor:
 
 def filter_sums(tensors: Sequence[Tensor], seg: Segments) -> Tensor:
     """Per-filter sum and sum of squares of every weight in ``tensors`` (shapes ``seg.shapes``):
-    float64 (2, F), filters in group order. Four kernels whatever the number of weights: one copy
-    into the float64 buffer, one square, one stack and one ``segment_reduce`` (accumulated in
-    float64)."""
+    float64 (2F,), the F sums then the F sums of squares, filters in group order. Four kernels
+    whatever the number of weights: one copy into the float64 buffer, one square, one cat and one
+    ``segment_reduce`` (accumulated in float64)."""
     buf = seg.flat(tensors)
-    return torch.segment_reduce(torch.stack([buf, buf * buf]), "sum", lengths=seg.lengths, axis=1)
+    return torch.segment_reduce(torch.cat([buf, buf * buf]), "sum", lengths=seg.lengths2)
 
 
-def _sums(tensors: Sequence[Tensor] | Tensor, seg: Segments) -> Tensor:
-    return tensors if isinstance(tensors, Tensor) else filter_sums(tensors, seg)
+def _sums(tensors: Sequence[Tensor] | Tensor, seg: Segments) -> tuple[Tensor, Tensor]:
+    sums = tensors if isinstance(tensors, Tensor) else filter_sums(tensors, seg)
+    return sums.unflatten(-1, (2, seg.filters)).unbind(-2)
 
 
 def filter_stats_many(tensors: Sequence[Tensor] | Tensor, seg: Segments) -> Tensor:
     """``filter_stats`` of every weight in ``tensors``: float64 (5, L), rows ``FILTER_STATS``
     (fan_var, filter_mean_abs, filter_sum_var, filter_sum_sq, sq_norm).
 
-    ``tensors`` may instead be their :func:`filter_sums` (..., 2, F), with any leading axes (steps
+    ``tensors`` may instead be their :func:`filter_sums` (..., 2F), with any leading axes (steps
     buffered): the result is then (..., 5, L)."""
-    s, q = _sums(tensors, seg).unbind(-2)
+    s, q = _sums(tensors, seg)
     m = s / seg.n
     # E[x^2] - E[x]^2 in float64 costs about log10(m^2 / v) of its 16 digits (filters of trained
     # nets have m^2 / v well below 1e4)
@@ -126,12 +128,12 @@ def filter_stats_many(tensors: Sequence[Tensor] | Tensor, seg: Segments) -> Tens
 
 def grad_shift_many(tensors: Sequence[Tensor] | Tensor, seg: Segments) -> tuple[Tensor, Tensor, Tensor]:
     """``grad_shift_stats`` of every weight gradient in ``tensors`` (or of their
-    :func:`filter_sums` (..., 2, F), any leading axes).
+    :func:`filter_sums` (..., 2F), any leading axes).
 
     Returns (g_i (..., F): per-filter mean gradient; (..., 3, L) rows avg_abs, rms, shift_ratio;
     rms_i (..., F): per-filter sqrt(mean g^2), the scale of g_i's rounding), float64, filters in
     group order."""
-    s, sq = _sums(tensors, seg).unbind(-2)
+    s, sq = _sums(tensors, seg)
     gi = s / seg.n
     rms_i = (sq / seg.n).sqrt()
     tot_abs, tot_sq = segment_sum(torch.stack([gi.abs(), sq], -2), seg.layer_of, seg.layers).unbind(-2)
