@@ -23,7 +23,7 @@ from torch import Tensor
 from collections.abc import Callable, Hashable
 
 from ..stats import FILTER_STATS, Segments, filter_stats_many, filter_sums, grad_shift_many
-from ..stats import rounding_tolerance, segment_correlation, segment_sum
+from ..stats import rounding_tolerance, run_sums, segment_correlation, segment_sum
 from .buffers import SUMMARY_COLUMNS, Moments, MomentsLayout, cached, on
 from .plan import LayerPlan, tap_overlap_of
 from .updates import UpdateRatios
@@ -174,7 +174,7 @@ class ParamStats:
             return
         ts = [p.module.weight if name == "norm.weight_mean" else p.module.bias for p, name in items]
         seg = self._segments("norm", ts, [(1, t.numel()) for t in ts])  # one filter of C entries each
-        out.put("norm.sums", torch.segment_reduce(seg.flat(ts), "sum", lengths=seg.lengths))
+        out.put("norm.sums", run_sums(seg.flat(ts), seg.lengths))
         at = out.later(("norm", seg.key), len(items), lambda env: env["norm.sums"] / seg.n)
         for j, (p, name) in enumerate(items):
             out.add(p, name, at + seg.offsets[j])
@@ -224,7 +224,7 @@ class ParamStats:
         y_vk2 = geo.reduce(k2.mul_(var_c.index_select(0, geo.entry)))
         y = torch.stack([y_k2, y_k, y_vk2, geo.reduce(k * on(mu_c, dev).index_select(0, geo.entry))])
         # sum_t C[t, t] of each row: tap_k2, (unused), tap_vk2, diag(C)^T r_i (varprobe.theory.channel_moments)
-        out.put("dec.taps", torch.segment_reduce(y * geo.diag, "sum", lengths=geo.taps_lengths, axis=1))
+        out.put("dec.taps", run_sums(y * geo.diag, geo.taps_lengths, axis=1))
         sr = y[1::2]  # s_i[t], r_i[t]
         quads = []
         for lo, hi, t, overlap in geo.taps:  # the filters with the same number of taps, at once
@@ -519,7 +519,7 @@ class _DecGeometry:
 
     def reduce(self, values: Tensor) -> Tensor:
         """Sums of ``values`` (one per buffer entry) over the input channels of each (filter, tap)."""
-        return torch.segment_reduce(values, "sum", lengths=self.lengths)
+        return run_sums(values, self.lengths)
 
     def bias_values(self) -> Tensor:
         """The layers' biases now, laid end to end (float64, one copy)."""

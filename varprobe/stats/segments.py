@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["Segments", "segment_sum", "filter_sums", "filter_stats_many", "grad_shift_many", "segment_correlation"]
+__all__ = ["Segments", "segment_sum", "run_sums", "filter_sums", "filter_stats_many", "grad_shift_many", "segment_correlation"]
 
 _F64 = torch.float64
 
@@ -82,7 +82,7 @@ class Segments:
         return self._mats
 
     def flat(self, tensors: Sequence[Tensor]) -> Tensor:
-        """:meth:`gather`, returning the whole float64 buffer (filters end to end, in group order)."""
+        """``gather``, returning the whole float64 buffer (filters end to end, in group order)."""
         self.gather(tensors)
         return self._buffer
 
@@ -93,13 +93,21 @@ def segment_sum(values: Tensor, index: Tensor, size: int) -> Tensor:
     return out.index_add_(values.ndim - 1, index, values)
 
 
+def run_sums(values: Tensor, lengths: Tensor, axis: int = 0) -> Tensor:
+    """Sums of consecutive runs of ``values`` along ``axis`` (the last axis of ``lengths``), run i
+    of ``lengths[..., i]`` entries: one ``segment_reduce``, accumulated in the values' dtype. The
+    lengths are not checked (built with the layout): checking them reads them on the host, a
+    sync on a GPU."""
+    return torch.segment_reduce(values, "sum", lengths=lengths, axis=axis, unsafe=True)
+
+
 def filter_sums(tensors: Sequence[Tensor], seg: Segments) -> Tensor:
     """Per-filter sum and sum of squares of every weight in ``tensors`` (shapes ``seg.shapes``):
     float64 (2F,), the F sums then the F sums of squares, filters in group order. Four kernels
     whatever the number of weights: one copy into the float64 buffer, one square, one cat and one
     ``segment_reduce`` (accumulated in float64)."""
     buf = seg.flat(tensors)
-    return torch.segment_reduce(torch.cat([buf, buf * buf]), "sum", lengths=seg.lengths2)
+    return run_sums(torch.cat([buf, buf * buf]), seg.lengths2)
 
 
 def _sums(tensors: Sequence[Tensor] | Tensor, seg: Segments) -> tuple[Tensor, Tensor]:
