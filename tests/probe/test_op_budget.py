@@ -6,12 +6,12 @@ Budgets (default quantities, every step recorded, 4 steps per flush; measured on
 a little room):
 
 - ResNet-20 (BN), batch 4, 8x8 input: at most 3 hook ops per probed tensor read (issue target;
-  measured 2.4), ``step()`` at most 90 ops (measured 79; issue target 150: step() only launches
-  the reductions that read tensors, the rows are derived at the flush), at most 470 ops added in
-  all (measured 455, of which the flush 54 per step; issue target 450);
+  measured 2.4), ``step()`` at most 80 ops (measured 73; issue target 150: step() only launches
+  the reductions that read tensors, the rows are derived at the flush), at most 460 ops added in
+  all (measured 449, of which the flush 54 per step; issue target 450);
 - the any-model transformer (``tests/probe/test_any_model.py``: Linear, a 2-layer
   ``nn.TransformerEncoder``, d_model 16), batch 4, 5 tokens: at most 3 hook ops per tensor
-  (measured 2.3), ``step()`` at most 115 (measured 105), at most 265 added (measured 243);
+  (measured 2.3), ``step()`` at most 110 (measured 101), at most 255 added (measured 240);
 - a step the schedule does not record adds at most 2 ops (measured 1) on both.
 
 The flush derives all the steps it carries at once, in a fixed number of ops
@@ -46,8 +46,8 @@ def _transformer_batch():
 
 #: model, batch, (hook ops per tensor, step() ops, added ops, unrecorded-step ops)
 BUDGETS = {
-    "resnet20": (lambda: resnet_cifar(20, "bn"), _resnet_batch, (3.0, 90, 470, 2)),
-    "transformer": (transformer, _transformer_batch, (3.0, 115, 265, 2)),
+    "resnet20": (lambda: resnet_cifar(20, "bn"), _resnet_batch, (3.0, 80, 460, 2)),
+    "transformer": (transformer, _transformer_batch, (3.0, 110, 255, 2)),
 }
 
 
