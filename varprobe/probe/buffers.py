@@ -16,7 +16,7 @@ from collections.abc import Hashable
 import torch
 from torch import Tensor
 
-__all__ = ["Moments", "Pending", "SUMMARY_COLUMNS", "to_device", "on", "cached"]
+__all__ = ["Moments", "MomentsLayout", "Pending", "SUMMARY_COLUMNS", "to_device", "on", "cached"]
 
 #: Columns of :meth:`Moments.summary`, one row per site.
 SUMMARY_COLUMNS = ("mean", "var", "sq_mean", "ch_var", "ch_sq_mean", "dead_frac", "nonfinite")
@@ -79,7 +79,9 @@ class Moments:
         self._views: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []
         self._layout_cache: tuple[tuple, tuple[Tensor, Tensor, Tensor, Tensor]] | None = None
         self._counts_dev: Tensor | None = None  # counts after a cross-rank reduction
+        self._counts_cache: tuple[tuple, Tensor] | None = None  # (counts, the same on the device)
         self._index_cache: dict[tuple, Tensor] = {}
+        self._step_layout: MomentsLayout | None = None
 
     def __len__(self) -> int:
         return len(self.channels)
@@ -254,30 +256,107 @@ class Moments:
             self._layout_cache = (key, layout)
         return layout
 
+    def live(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Views of the used part: per-channel sums, sums of squares, maxima (t,) and the
+        non-finite counts (k,) (taken once per allocation and layout)."""
+        k, t = len(self.channels), self.size
+        if self._live is None or self._live[:2] != (t, k):
+            self._live = (t, k, tuple(r[:t] for r in self.rows) + (self.nonfinite[:k],))
+        return self._live[2]
+
+    def counts_tensor(self) -> Tensor:
+        """Elements per channel of every site (k,) float64 on the device: the reduced counts after
+        ``all_reduce_``, otherwise the host counts, copied once per distinct value."""
+        if self._counts_dev is not None:
+            return self._counts_dev
+        key = tuple(self.counts)
+        if self._counts_cache is None or self._counts_cache[0] != key:
+            self._counts_cache = (key, to_device(torch.tensor(self.counts, dtype=_F64), self.device))
+        return self._counts_cache[1]
+
+    def step_layout(self) -> "MomentsLayout":
+        """The layout of the used part as a step's record keeps it (cached per number of sites)."""
+        lay = self._step_layout
+        if lay is None or lay.k != len(self.channels) or lay.t != self.size:
+            lay = self._step_layout = MomentsLayout(self)
+        return lay
+
     def summary(self) -> Tensor | None:
-        """Statistics of every site, shape (sites, 7), columns ``SUMMARY_COLUMNS``, float64.
+        """Statistics of every site, shape (sites, 7), columns ``SUMMARY_COLUMNS``, float64
+        (:meth:`MomentsLayout.summary_of` of the accumulators now)."""
+        if not self.channels:
+            return None
+        lay = self.step_layout()
+        return lay.summary_of(*self.live(), self.counts_tensor())
+
+
+class MomentsLayout:
+    """The used part of a :class:`Moments` (t channels of k sites) as a step's record keeps it, laid
+    end to end: per-channel sums, sums of squares and maxima (t each), then per site the non-finite
+    and the element counts (k each). What follows from it (the summary, per-channel moments of
+    some sites) is computed at the flush with any leading axes (the buffered steps).
+
+    ``key`` identifies the layout within a probe (sites are only ever appended)."""
+
+    def __init__(self, acc: Moments) -> None:
+        self.k, self.t = len(acc.channels), acc.size
+        self.key = ("moments", id(acc), self.k, self.t)
+        channels = torch.tensor(acc.channels, dtype=torch.long)
+        self.seg = to_device(torch.repeat_interleave(torch.arange(self.k), channels), acc.device)
+        self.c = to_device(channels.to(_F64), acc.device)
+
+    def parts(self, acc: Moments) -> list[Tensor]:
+        """The tensors to keep, in order (views and a cached tensor: no op)."""
+        return [*acc.live(), acc.counts_tensor()]
+
+    def split(self, raw: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """(s, q, m (..., t), nonfinite, counts (..., k)) of a kept layout ``raw`` (..., 3t + 2k)."""
+        t, k = self.t, self.k
+        return raw[..., :t], raw[..., t:2 * t], raw[..., 2 * t:3 * t], raw[..., 3 * t:3 * t + k], raw[..., 3 * t + k:]
+
+    def _parts(self, env: dict) -> tuple[Tensor, ...]:
+        """:meth:`split` of ``env["acc"]`` and the per-channel counts, computed once per ``env``."""
+        hit = env.get("acc.parts")
+        if hit is None:
+            parts = self.split(env["acc"])
+            hit = env["acc.parts"] = parts + (parts[4].index_select(-1, self.seg),)
+        return hit
+
+    def per_channel(self, env: dict, index: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(n, s, q) of the channels ``index`` (as ``Moments._channel_index``) of the kept layout
+        ``env["acc"]``, (..., len(index))."""
+        s, q, _, _, _, n_c = self._parts(env)
+        return n_c.index_select(-1, index), s.index_select(-1, index), q.index_select(-1, index)
+
+    def summary_of(self, s: Tensor, q: Tensor, m: Tensor, nonfinite: Tensor, counts: Tensor,
+                   n_c: Tensor | None = None) -> Tensor:
+        """Statistics of every site, (..., sites, 7), columns ``SUMMARY_COLUMNS``, float64.
 
         Site with C channels, n elements per channel, per-channel sums s_c, q_c and maxima m_c:
         mean = sum_c s_c / (nC), sq_mean = sum_c q_c / (nC), var = sq_mean - mean^2;
         ch_var = mean_c (q_c / n - (s_c / n)^2), ch_sq_mean = mean_c (s_c / n)^2,
-        dead_frac = mean_c [m_c <= 0]. Sites with n = 0 give NaN.
+        dead_frac = mean_c [m_c <= 0]. Sites with n = 0 give NaN. ``n_c``: counts per channel,
+        if already known.
         """
-        k, t = len(self.channels), self.size
-        if k == 0:
-            return None
-        seg, n_c, n_site, c = self._layout()
-        if self._live is None or self._live[:2] != (t, k):
-            self._live = (t, k, tuple(r[:t] for r in self.rows) + (self.nonfinite[:k],))
-        s, q, m, nonfinite = self._live[2]
+        if n_c is None:
+            n_c = counts.index_select(-1, self.seg)
+        n_site = counts * self.c
         mean_c = s / n_c
         var_c = (q / n_c - mean_c * mean_c).clamp_min(0.0)
-        per_channel = torch.stack([s, q, var_c, mean_c * mean_c, (m <= 0).to(_F64)])
-        tot = torch.zeros(5, k, dtype=_F64, device=self.device).index_add_(1, seg, per_channel)
-        tot_s, tot_q, tot_v, tot_m2, tot_dead = tot.unbind(0)
+        per_channel = torch.stack([s, q, var_c, mean_c * mean_c, (m <= 0).to(_F64)], -2)
+        tot = per_channel.new_zeros(per_channel.shape[:-1] + (self.k,)).index_add_(-1, self.seg, per_channel)
+        tot_s, tot_q, tot_v, tot_m2, tot_dead = tot.unbind(-2)
         mean = tot_s / n_site
         sq_mean = tot_q / n_site
         var = (sq_mean - mean * mean).clamp_min(0.0)
-        return torch.stack([mean, var, sq_mean, tot_v / c, tot_m2 / c, tot_dead / c, nonfinite], dim=1)
+        return torch.stack([mean, var, sq_mean, tot_v / self.c, tot_m2 / self.c, tot_dead / self.c, nonfinite], -1)
+
+    def summary(self, env: dict) -> Tensor:
+        """The summary of the kept layout ``env["acc"]``, computed once per ``env``."""
+        hit = env.get("summary")
+        if hit is None:
+            hit = env["summary"] = self.summary_of(*self._parts(env))
+        return hit
 
 
 def cached(cache: dict, key: Hashable, build, limit: int):

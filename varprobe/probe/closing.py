@@ -10,7 +10,7 @@ from torch import Tensor
 from .buffers import SUMMARY_COLUMNS, Moments, cached, on, to_device
 from .params import StepRows
 from .plan import TRAIN
-from .table import Record, Schema
+from .table import Program, Record, Schema
 
 __all__ = ["close_mode", "drop_skipped"]
 
@@ -79,10 +79,11 @@ def close_mode(probe, mode: str, *, loss=None, lr=None, scaler=None, grads_unsca
         _check_layout(probe, acc)
         acc.all_reduce_(probe._group)
     out = StepRows()
-    summary = acc.summary() if fired else None
-    if summary is not None:
+    summary = acc.step_layout() if fired else None
+    if summary is not None:  # the moments are kept as they are; the site statistics follow at the flush
         rows, index = _moment_rows(probe, mode, acc)
-        out.block(summary)
+        out.put("acc", summary.parts(acc))
+        out.later(("summary", summary.key), summary.k * _NCOL, summary.summary)
         out.rows, out.index = list(rows), list(index)
     probe._params.batchnorm(out, mode, acc, h.running[mode])
     host_rows: list[tuple] = []
@@ -113,17 +114,33 @@ def close_mode(probe, mode: str, *, loss=None, lr=None, scaler=None, grads_unsca
 
 def _record(probe, mode: str, acc: Moments, out: StepRows, host_rows: list[tuple],
             host_values: list[float]) -> Record:
-    """The Record of the closing step: the device rows gathered into one tensor (no transfer)."""
-    device = acc.device or out.blocks[0].device if out.blocks else torch.device("cpu")
-    values = None
+    """The Record of the closing step: what the step kept, laid end to end in one float64 tensor
+    (one copy, no transfer), and the :class:`~varprobe.probe.table.Program` that derives its rows
+    from it at the flush (cached per layout)."""
+    raw = program = None
     if out.rows:
-        idx = _cached(probe, ("idx", tuple(out.index), device),
-                      lambda: to_device(torch.tensor(out.index, dtype=torch.long), device))
-        flat = torch.cat([on(b, device, _F64) for b in out.blocks])
-        values = flat.index_select(0, idx)
+        first = next(iter(out.inputs.values()))
+        device = acc.device or (first[0] if isinstance(first, list) else first).device
+        parts, inputs, at = [], {}, 0
+        for name, v in out.inputs.items():
+            ts = v if isinstance(v, list) else [v]
+            n = sum(t.numel() for t in ts)
+            inputs[name] = (at, n, tuple(v.shape) if isinstance(v, Tensor) else (n,))
+            at += n
+            parts += [on(t, device) if t.ndim == 1 else on(t, device).reshape(-1) for t in ts]
+        raw = torch.cat(parts)
+        if raw.dtype != _F64:
+            raw = raw.to(_F64)
+        key = ("program", tuple(inputs.items()), tuple((k, size) for k, size, _ in out.blocks),
+               tuple(out.index), device)
+
+        def build() -> Program:
+            idx = to_device(torch.tensor(out.index, dtype=torch.long), device)
+            return Program(inputs, [(size, finish) for _, size, finish in out.blocks], idx)
+        program = _cached(probe, key, build)
     schema = _cached(probe, ("schema", tuple(out.rows)), lambda: Schema(tuple(out.rows)))
     host = _cached(probe, ("schema", tuple(host_rows)), lambda: Schema(tuple(host_rows))) if host_rows else None
-    return Record(probe._t, mode, schema, values, host, host_values)
+    return Record(probe._t, mode, schema, None, host, host_values, raw=raw, program=program)
 
 
 def _check_layout(probe, acc: Moments) -> None:

@@ -1,11 +1,16 @@
-"""Statistics a Probe computes at ``step()``: weights, kernels, average gradients, the variance
+"""Statistics a Probe records at ``step()``: weights, kernels, average gradients, the variance
 decomposition, BatchNorm batch vs running statistics and norm affine parameters, for all layers
 together.
 
-Each group is one batched computation over every layer it applies to (the tensors laid end to
-end, segment sums by ``index_add_``; ``varprobe.stats.segments``), so a step costs a fixed number
-of kernels whatever the number of layers, and nothing syncs with the host. Index tensors are
-built on the host when the set of layers (or an input size) changes and cached.
+``step()`` only launches the reductions that read tensors (per-filter sums and sums of squares
+of weights and gradients, the decomposition's kernel products, the update difference) and keeps
+them, with the step's accumulated moments, in the step's record (:class:`StepRows`); everything
+derived from them (variances, ratios, shift ratio, sign persistence, bias correlation,
+decomposition shares) is computed at the flush, for all buffered steps with the same layout at
+once (``varprobe.probe.table.Program``). Each group is one batched computation over every layer
+it applies to (the tensors laid end to end; ``varprobe.stats.segments``), so a step costs a fixed
+number of kernels whatever the number of layers, and nothing syncs with the host. Index tensors
+are built on the host when the set of layers (or an input size) changes and cached.
 """
 from __future__ import annotations
 
@@ -15,9 +20,11 @@ import math
 import torch
 from torch import Tensor
 
-from ..stats import FILTER_STATS, Segments, filter_stats_many, grad_shift_many
-from ..stats import rounding_tolerance, segment_correlation, segment_sum
-from .buffers import SUMMARY_COLUMNS, Moments, cached, on
+from collections.abc import Callable, Hashable
+
+from ..stats import FILTER_STATS, Segments, filter_stats_many, filter_sums, grad_shift_many
+from ..stats import rounding_tolerance, run_sums, segment_correlation, segment_sum
+from .buffers import SUMMARY_COLUMNS, Moments, MomentsLayout, cached, on
 from .plan import LayerPlan, tap_overlap_of
 from .updates import UpdateRatios
 
@@ -31,22 +38,38 @@ _DEC = ("dec.measured", "dec.iid", "dec.shift", "dec.rest") + _DEC_PRED
 
 
 class StepRows:
-    """Rows of a step being assembled: (layer, depth, module_type, role, quantity) and, per row, an index
-    into the concatenation of the value blocks added so far."""
+    """Rows of a step being assembled: (layer, depth, module_type, role, quantity) and, per row, an
+    index into the concatenation of the value blocks added so far.
+
+    A block is computed at the flush by ``finish(env)`` from the tensors the step kept
+    (:meth:`put`), ``env`` holding each of them with the buffered steps on a leading axis
+    (``varprobe.probe.table.Program``). ``key`` identifies what ``finish`` does: steps whose
+    blocks have the same keys (and inputs of the same shapes) are finished together by the first
+    one's functions, so a finisher may use only the host values and cached layouts its key names."""
 
     def __init__(self) -> None:
         self.rows: list[tuple] = []
         self.index: list[int] = []
-        self.blocks: list[Tensor] = []
+        self.inputs: dict[str, Tensor | list[Tensor]] = {}
+        self.blocks: list[tuple[Hashable, int, Callable[[dict], Tensor]]] = []
         self.size = 0
 
-    def block(self, values: Tensor) -> int:
-        """Add a block of values (any shape, flattened); returns its offset."""
-        v = values.reshape(-1)
+    def put(self, name: str, values: Tensor | list[Tensor]) -> None:
+        """Keep ``values`` (a tensor, or 1-d tensors laid end to end) until the flush, as ``name``."""
+        self.inputs.setdefault(name, values)
+
+    def later(self, key: Hashable, size: int, finish: Callable[[dict], Tensor]) -> int:
+        """Add a block of ``size`` values per step computed at the flush; returns its offset."""
         at = self.size
-        self.blocks.append(v)
-        self.size += v.numel()
+        self.blocks.append((key, size, finish))
+        self.size += size
         return at
+
+    def block(self, values: Tensor) -> int:
+        """Add a block of values known now (any shape, flattened); returns its offset."""
+        name = f"#{len(self.blocks)}"
+        self.put(name, values)
+        return self.later(("now", name), values.numel(), lambda env: env[name])
 
     def add(self, p: LayerPlan | None, quantity: str, at: int) -> None:
         if p is None:
@@ -91,14 +114,20 @@ class ParamStats:
         """The cached layout of ``tensors`` (as ``shapes``, their own by default)."""
         shapes = shapes or [tuple(t.shape) for t in tensors]
         key = (tag, tuple((s, t.dtype) for s, t in zip(shapes, tensors)), tensors[0].device)
-        return self._cached(key, lambda: Segments(shapes, tensors[0].device))
+
+        def build() -> Segments:
+            seg = Segments(shapes, tensors[0].device)
+            seg.key = key
+            return seg
+        return self._cached(key, build)
 
     # -- training step -----------------------------------------------------------------------------
-    def train(self, out: StepRows, acc: Moments, summary: Tensor | None, inv_scale: Tensor | None,
+    def train(self, out: StepRows, acc: Moments, summary: MomentsLayout | None, inv_scale: Tensor | None,
               found_inf: Tensor | None, step: int) -> None:
         """Add the norm.*, w.*, k.*, dec.*, gw.* and w.update_ratio rows of the closing training
         step ``step`` (the step's g_i are kept for the next one by :meth:`commit`, once its record
-        is built). ``inv_scale``: 1/S to divide the ``.grad``-based first moments (gw.avg_abs,
+        is built). ``summary``: the layout of the moments the step kept (``out.put("acc")``), None
+        when none fired. ``inv_scale``: 1/S to divide the ``.grad``-based first moments (gw.avg_abs,
         gw.rms) by, or None when ``.grad`` is not scaled (no scaler, or already unscaled)."""
         self._staged.clear()
         with torch.no_grad():
@@ -144,8 +173,9 @@ class ParamStats:
         if not items:
             return
         ts = [p.module.weight if name == "norm.weight_mean" else p.module.bias for p, name in items]
-        seg = self._segments("norm", ts, [(1, t.numel()) for t in ts])
-        at = out.block(torch.cat([f.mean(1) for f in seg.gather(ts)]))  # one filter of C entries each
+        seg = self._segments("norm", ts, [(1, t.numel()) for t in ts])  # one filter of C entries each
+        out.put("norm.sums", run_sums(seg.flat(ts), seg.lengths))
+        at = out.later(("norm", seg.key), len(items), lambda env: env["norm.sums"] / seg.n)
         for j, (p, name) in enumerate(items):
             out.add(p, name, at + seg.offsets[j])
 
@@ -153,14 +183,15 @@ class ParamStats:
         if not layers:
             return
         ts = [ws[p.idx] for p in layers]
-        st = filter_stats_many(ts, self._segments(prefix, ts))  # (5, L)
-        at = out.block(st)
+        seg = self._segments(prefix, ts)
+        out.put(prefix + "sums", filter_sums(ts, seg))
         n = len(layers)
+        at = out.later(("filters", seg.key), 5 * n, lambda env: filter_stats_many(env[prefix + "sums"], seg))
         for j, p in enumerate(layers):
             for name in (p.w_q if prefix == "w." else p.k_q):
                 out.add(p, name, at + FILTER_STATS.index(name[2:]) * n + j)
 
-    def _decomposition(self, out: StepRows, acc: Moments, summary: Tensor, layers: list[LayerPlan],
+    def _decomposition(self, out: StepRows, acc: Moments, summary: MomentsLayout, layers: list[LayerPlan],
                        raw: dict[int, Tensor], kern: dict[int, Tensor]) -> None:
         """dec.*: the step's output second moment without bias, and its i.i.d., filter-sum and
         remaining parts (``varprobe.stats.second_moment_parts``), from the step's input moments."""
@@ -178,60 +209,61 @@ class ParamStats:
         key = ("dec", tuple((p.idx, p.in_size, tuple(k.shape), a, b, isinstance(bb, Tensor))
                             for ((p, a, b), k, bb) in zip(todo, ks, biases)), dev, acc.device)
         geo = self._cached(key, lambda: _DecGeometry([p for p, _, _ in todo], ks, dev, acc.device,
-                                                     [acc.channels[a] for _, a, _ in todo], biases))
+                                                     [acc.channels[a] for _, a, _ in todo],
+                                                     [acc.offsets[a] for _, a, _ in todo], biases))
+        # dec.pred_*: each input channel c's own mean mu_c and biased variance var_c (all channels
+        # of the moments; the kernels' entries pick theirs)
+        s_c, q_c, _, _ = acc.live()
         _, n_c, _, _ = acc._layout()
-        # dec.pred_*: each input channel c's own mean mu_c and biased variance var_c, as rows
-        # [1, var_c, mu_c] of the input channels laid end to end
-        ic = acc._channel_index(tuple(a for _, a, _ in todo))
-        n_in = n_c.index_select(0, ic)
-        mu_c = acc.rows[0].index_select(0, ic) / n_in
-        var_c = (acc.rows[1].index_select(0, ic) / n_in - mu_c * mu_c).clamp_min(0.0)
-        rows = on(torch.stack([torch.ones_like(mu_c), var_c, mu_c]), dev)
-        sq, lin = [], []
-        for ((cin, t), _, cidx), k in zip(geo.groups, geo.seg.gather(ks)):
-            k = k.view(-1, cin, t)
-            a = rows[:, cidx].transpose(0, 1)  # (F_g, 3, C_in/groups)
-            # per tap t, summed over input channels c: [K^2, var_c K^2] and [K, mu_c K] (F_g, 2, T)
-            sq.append(torch.bmm(a[:, :2], k * k))
-            lin.append(torch.bmm(a[:, ::2], k))  # s_i[t] (filter sums), r_i[t]
-        parts = []
-        for members, diag, overlap in geo.taps:  # the groups with the same number of taps, at once
-            s2 = sq[members[0]] if len(members) == 1 else torch.cat([sq[g] for g in members])
-            l2 = lin[members[0]] if len(members) == 1 else torch.cat([lin[g] for g in members])
-            tap_sq = (s2 * diag[:, None]).sum(2)  # sum_{c,t} C[t, t] K_i[c, t]^2 (x var_c)
-            quad = (torch.bmm(l2, overlap) * l2).sum(2)  # s_i^T C s_i, r_i^T C r_i
-            dr = (l2[:, 1] * diag).sum(1)  # diag(C)^T r_i (varprobe.theory.channel_moments)
-            parts.append(torch.cat([tap_sq, quad, dr[:, None]], 1))
-        per = on(parts[0] if len(parts) == 1 else torch.cat(parts), acc.device)  # (F, 5), filters in geo order
-        outs = tuple(b for _, _, b in todo)
-        idx = acc._channel_index(outs)
-        n = n_c.index_select(0, idx)
-        so, qo = acc.rows[0].index_select(0, idx), acc.rows[1].index_select(0, idx)
-        b = geo.bias_values()
-        # E[(y_c - b_c)^2] >= 0 per channel: clamped at 0 against the cancellation of its three terms
-        measured_c = (qo / n - 2 * b * so / n + b * b).clamp_min(0.0)
-        tap_k2, tap_vk2, quad_s, quad_r, dr = per.unbind(1)
-        mean_f = dr + b.index_select(0, geo.filter_order)
-        # iid, shift (s_i^T C s_i >= 0), var, mean^2 per filter
-        per_filter = torch.stack([tap_k2, quad_s.clamp_min(0.0), tap_vk2 + (quad_r - dr * dr).clamp_min(0.0),
-                                  mean_f * mean_f])
-        tot = torch.cat([segment_sum(per_filter, geo.layer_of_filter, len(todo)),
-                         segment_sum(measured_c, geo.layer_of_channel, len(todo))[None]])
-        tot = tot / geo.layer_o
+        mu_c = s_c / n_c
+        var_c = on((q_c / n_c - mu_c * mu_c).clamp_min(0.0), dev)
+        k = geo.gather(ks)  # every kernel entry, filter by filter, tap by tap, input channel innermost
+        k2 = k * k
+        # per (filter, tap), summed over input channels c: K^2, K (s_i[t]), var_c K^2, mu_c K (r_i[t])
+        y_k2, y_k = geo.reduce(k2), geo.reduce(k)
+        y_vk2 = geo.reduce(k2.mul_(var_c.index_select(0, geo.entry)))
+        y = torch.stack([y_k2, y_k, y_vk2, geo.reduce(k * on(mu_c, dev).index_select(0, geo.entry))])
+        # sum_t C[t, t] of each row: tap_k2, (unused), tap_vk2, diag(C)^T r_i (varprobe.theory.channel_moments)
+        out.put("dec.taps", run_sums(y * geo.diag, geo.taps_lengths, axis=1))
+        sr = y[1::2]  # s_i[t], r_i[t]
+        quads = []
+        for lo, hi, t, overlap in geo.taps:  # the filters with the same number of taps, at once
+            l2 = sr[:, lo:hi].view(2, -1, t).transpose(0, 1)
+            quads.append((torch.bmm(l2, overlap) * l2).sum(2))  # s_i^T C s_i, r_i^T C r_i
+        out.put("dec.quad", quads[0] if len(quads) == 1 else torch.cat(quads))  # (F, 2), filters in geo order
+        out.put("dec.bias", geo.bias_values())
+        idx = acc._channel_index(tuple(b for _, _, b in todo))
         ins = self._cached(("ins",) + tuple(a for _, a, _ in todo) + (acc.device,),
                            lambda: torch.tensor([a for _, a, _ in todo]).to(acc.device))
-        mean, var = summary[ins, _MEAN], summary[ins, _VAR]
-        t_iid, t_shift, t_var, t_mean2, measured = tot.unbind(0)
-        iid, shift = t_iid * var, t_shift * mean * mean
-        at = out.block(torch.stack([measured, iid, shift, measured - iid - shift, t_var, t_mean2]))
         m = len(todo)
+
+        def finish(env: dict) -> Tensor:
+            n, so, qo = summary.per_channel(env, idx)
+            b = env["dec.bias"]
+            # E[(y_c - b_c)^2] >= 0 per channel: clamped at 0 against the cancellation of its three terms
+            measured_c = (qo / n - 2 * b * so / n + b * b).clamp_min(0.0)
+            tap_k2, _, tap_vk2, dr = env["dec.taps"].unbind(-2)
+            quad_s, quad_r = env["dec.quad"].unbind(-1)
+            mean_f = dr + b.index_select(-1, geo.filter_order)
+            # iid, shift (s_i^T C s_i >= 0), var, mean^2 per filter
+            per_filter = torch.stack([tap_k2, quad_s.clamp_min(0.0), tap_vk2 + (quad_r - dr * dr).clamp_min(0.0),
+                                      mean_f * mean_f], -2)
+            tot = torch.cat([segment_sum(per_filter, geo.layer_of_filter, m),
+                             segment_sum(measured_c, geo.layer_of_channel, m)[..., None, :]], -2) / geo.layer_o
+            site = summary.summary(env).index_select(-2, ins)
+            mean, var = site[..., _MEAN], site[..., _VAR]
+            t_iid, t_shift, t_var, t_mean2, measured = tot.unbind(-2)
+            iid, shift = t_iid * var, t_shift * mean * mean
+            return torch.stack([measured, iid, shift, measured - iid - shift, t_var, t_mean2], -2)
+
+        at = out.later(("dec", key, summary.key), 6 * m, finish)
         for j, (p, _, _) in enumerate(todo):
             for name in p.dec_q:
                 if name in _DEC_PRED and not geo.in_ok[j]:
                     continue  # the input's channels are not the kernel's: no per-channel prediction
                 out.add(p, name, at + _DEC.index(name) * m + j)
 
-    def _grads(self, out: StepRows, acc: Moments, summary: Tensor | None, need: list[LayerPlan],
+    def _grads(self, out: StepRows, acc: Moments, summary: MomentsLayout | None, need: list[LayerPlan],
                raw: dict[int, Tensor], inv_scale: Tensor | None, found_inf: Tensor | None) -> None:
         grads = {p.idx: p.view.grad() for p in need if p.gw_q and p.fires["train"]}
         layers = [p for p in need if grads.get(p.idx) is not None]
@@ -239,42 +271,55 @@ class ParamStats:
             return
         gs = [grads[p.idx] for p in layers]
         seg = self._segments("gw", gs)
-        gi, st, rms_i = grad_shift_many(gs, seg)  # gradients as autograd left them, filters in group order
+        sums = filter_sums(gs, seg)  # gradients as autograd left them, filters in group order
+        out.put("gw.sums", sums)
         fans = [math.prod(g.shape[1:]) for g in gs]
-        tol = self._cached(("tol",) + tuple(zip((g.dtype for g in gs), fans)) + (seg.filters, gi.device),
+        tol = self._cached(("tol",) + tuple(zip((g.dtype for g in gs), fans)) + (seg.filters, sums.device),
                            lambda: torch.tensor([rounding_tolerance(g.dtype, n) for g, n in zip(gs, fans)],
-                                                dtype=_F64).to(gi.device).index_select(0, seg.layer_of))
-        # Average gradients that are zero up to rounding (PWS) have no sign or correlation.
-        loud = (gi.abs() > tol * rms_i).to(_F64)
-        signal = segment_sum(loud, seg.layer_of, seg.layers) > 0
+                                                dtype=_F64).to(sums.device).index_select(0, seg.layer_of))
         if inv_scale is not None:  # the loss scale of a GradScaler: avg_abs and rms are first moments
-            st = st * torch.stack([inv_scale, inv_scale, torch.ones_like(inv_scale)])[:, None]
-        at = out.block(st)
+            out.put("gw.inv_scale", inv_scale)
         n = len(layers)
+        # sign persistence against the previous recorded step of the same layer: the signs of the
+        # per-filter sums (those of g_i) kept on the device
+        has_prev = [p.idx in self.prev and self.prev[p.idx][2] == g.shape[0] for p, g in zip(layers, gs)]
+        zeros = sums.new_zeros(()) if found_inf is not None else None
+        prev = None
+        if any(has_prev):
+            prev = self._previous(layers, gs, seg, has_prev)
+            out.put("gw.prev", prev)
+            if found_inf is not None:
+                out.put("gw.prev_ok", torch.stack([self.prev_ok.get(p.idx, zeros) if h else zeros
+                                                   for p, h in zip(layers, has_prev)]))
+        scaled, sign = inv_scale is not None, any(has_prev)
+        amp = found_inf is not None
+
+        def finish(env: dict) -> Tensor:
+            gi, st, rms_i = grad_shift_many(env["gw.sums"], seg)
+            # Average gradients that are zero up to rounding (PWS) have no sign or correlation.
+            loud = (gi.abs() > tol * rms_i).to(_F64)
+            signal = env["gw.signal"] = segment_sum(loud, seg.layer_of, seg.layers) > 0
+            env["gw.gi"] = gi
+            if scaled:
+                inv = env["gw.inv_scale"]
+                st = st * torch.stack([inv, inv, torch.ones_like(inv)], -1)[..., None]
+            if not sign:
+                return st
+            agree = (torch.sign(gi) == torch.sign(env["gw.prev"])).to(_F64)
+            sp = segment_sum(agree, seg.layer_of, seg.layers) / seg.layer_o
+            ok = signal & (env["gw.prev_ok"] > 0) if amp else signal
+            return torch.cat([st.flatten(-2), torch.where(ok, sp, torch.nan)], -1)
+
+        at = out.later(("gw", seg.key, scaled, amp, tuple(has_prev)), (4 if sign else 3) * n, finish)
         for j, p in enumerate(layers):
             for k, name in enumerate(("gw.avg_abs", "gw.rms", "gw.shift_ratio")):
                 if name in p.gw_q:
                     out.add(p, name, at + k * n + j)
-        # sign persistence against the previous recorded step of the same layer
-        has_prev = [p.idx in self.prev and self.prev[p.idx][2] == g.shape[0] for p, g in zip(layers, gs)]
-        zeros = gi.new_zeros(())
-        if any(has_prev):
-            prev = self._previous(layers, gs, seg, has_prev)
-            agree = (torch.sign(gi) == torch.sign(prev)).to(_F64)
-            sp = segment_sum(agree, seg.layer_of, seg.layers) / seg.layer_o
-            ok = signal
-            if found_inf is not None:
-                ok = ok & (torch.stack([self.prev_ok.get(p.idx, zeros) if h else zeros
-                                        for p, h in zip(layers, has_prev)]) > 0)
-            at = out.block(torch.where(ok, sp, torch.nan))
-            for j, (p, h) in enumerate(zip(layers, has_prev)):
-                if h and "gw.sign_persistence" in p.gw_q:
-                    out.add(p, "gw.sign_persistence", at + j)
-        else:
-            prev = None
-        keep = gi
+            if has_prev[j] and "gw.sign_persistence" in p.gw_q:
+                out.add(p, "gw.sign_persistence", at + 3 * n + j)
+        keep = sums[:seg.filters]
         if found_inf is not None:  # a skipped step leaves the previous g_i in place
-            keep = torch.where(found_inf, prev if prev is not None else gi.new_zeros(gi.shape), gi)
+            keep = torch.where(found_inf, prev if prev is not None else keep.new_zeros(keep.shape), keep)
         for j, p in enumerate(layers):
             ok = None
             if found_inf is not None:
@@ -282,11 +327,12 @@ class ParamStats:
                 ok = torch.where(found_inf, old, 1.0)
             self._staged[p.idx] = ((keep, seg.offsets[j], seg.o[j]), ok)
         if summary is not None:
-            self._bias_corr(out, acc, summary, layers, gs, seg, gi, signal)
+            self._bias_corr(out, acc, summary, layers, gs, seg)
 
     def _previous(self, layers: list[LayerPlan], gs: list[Tensor], seg: Segments, has_prev: list[bool]) -> Tensor:
-        """The previous recorded step's g_i of ``layers`` in this step's filter order (zeros where a
-        layer has none): that step's vector itself when the layout is the same (the usual case)."""
+        """The previous recorded step's per-filter gradient sums of ``layers`` in this step's filter
+        order (zeros where a layer has none): that step's vector itself when the layout is the same
+        (the usual case)."""
         v = self.prev[layers[0].idx][0] if has_prev[0] else None
         if v is not None and v.shape[0] == seg.filters and all(
                 h and self.prev[p.idx][0] is v and self.prev[p.idx][1] == seg.offsets[j]
@@ -302,8 +348,9 @@ class ParamStats:
                     parts.append(torch.zeros(gs[j].shape[0], dtype=_F64, device=seg.device))
         return torch.cat(parts)
 
-    def _bias_corr(self, out: StepRows, acc: Moments, summary: Tensor, layers: list[LayerPlan],
-                   gs: list[Tensor], seg: Segments, gi: Tensor, signal: Tensor) -> None:
+    def _bias_corr(self, out: StepRows, acc: Moments, summary: MomentsLayout, layers: list[LayerPlan],
+                   gs: list[Tensor], seg: Segments) -> None:
+        """gw.bias_corr at the flush, from the step's g_i and grad_out sums (block ``gw`` first)."""
         todo = []
         for j, (p, g) in enumerate(zip(layers, gs)):
             i_in, i_g = p.sites["train"].get("in"), p.sites["train"].get("grad_out")
@@ -325,24 +372,29 @@ class ParamStats:
 
         pick, lid, count, which, ins, tol = self._cached(key, build)
         idx = acc._channel_index(tuple(b for *_, b in todo))
-        _, n_c, _, _ = acc._layout()
-        db, q = acc.rows[0].index_select(0, idx), acc.rows[1].index_select(0, idx)
-        mu = summary[ins, _MEAN]
-        # A channel sum within rounding of zero carries no signal (a conv followed by BatchNorm in
-        # training mode has sum dL/dy_i = 0 exactly).
-        loud = (db.abs() > tol * (n_c.index_select(0, idx) * q).sqrt()).to(_F64)
-        ok = signal.index_select(0, which) & (segment_sum(loud, lid, len(todo)) > 0)
-        corr = segment_correlation(on(gi.index_select(0, pick), acc.device), mu.index_select(0, lid) * db, lid,
-                                   len(todo), count)
-        at = out.block(torch.where(ok, corr, torch.nan))
+        m = len(todo)
+
+        def finish(env: dict) -> Tensor:
+            n, db, q = summary.per_channel(env, idx)
+            mu = summary.summary(env).index_select(-2, ins)[..., _MEAN]
+            # A channel sum within rounding of zero carries no signal (a conv followed by BatchNorm in
+            # training mode has sum dL/dy_i = 0 exactly).
+            loud = (db.abs() > tol * (n * q).sqrt()).to(_F64)
+            ok = env["gw.signal"].index_select(-1, which) & (segment_sum(loud, lid, m) > 0)
+            corr = segment_correlation(env["gw.gi"].index_select(-1, pick), mu.index_select(-1, lid) * db, lid,
+                                       m, count)
+            return torch.where(ok, corr, torch.nan)
+
+        at = out.later(("corr", key, seg.key, summary.key), m, finish)
         for k, (_, p, _, _) in enumerate(todo):
             out.add(p, "gw.bias_corr", at + k)
 
     # -- BatchNorm ---------------------------------------------------------------------------------
     def batchnorm(self, out: StepRows, mode: str, acc: Moments, running: Tensor | None) -> None:
-        """bn.mean_gap, bn.var_ratio of the BatchNorm layers that ran in ``mode`` this step."""
+        """bn.mean_gap, bn.var_ratio of the BatchNorm layers that ran in ``mode`` this step (at the
+        flush, from the step's kept moments ``out.put("acc")`` and running statistics)."""
         bns = [p for p in self.plans if p.bn_q]
-        if running is None or not bns:
+        if running is None or not bns or not len(acc):
             return
         todo, offset = [], 0
         for p in bns:
@@ -366,15 +418,19 @@ class ParamStats:
 
         rm_i, rv_i, lid, eps, cnt = self._cached(key, build)
         idx = acc._channel_index(tuple(i for _, i, _, _ in todo))
-        _, n_c, _, _ = acc._layout()
-        n = n_c.index_select(0, idx)
-        mu = acc.rows[0].index_select(0, idx) / n
-        var = (acc.rows[1].index_select(0, idx) / n - mu * mu).clamp_min(0.0)
-        running = on(running, acc.device)
-        rm, rv = running.index_select(0, rm_i), running.index_select(0, rv_i)
-        tot = segment_sum(torch.stack([(mu - rm).abs() / (rv + eps).sqrt(), var / rv]), lid, len(todo)) / cnt
-        at = out.block(tot)
+        lay = acc.step_layout()
+        out.put("bn.running", running)
         m = len(todo)
+
+        def finish(env: dict) -> Tensor:
+            n, s, q = lay.per_channel(env, idx)
+            mu = s / n
+            var = (q / n - mu * mu).clamp_min(0.0)
+            running_ = env["bn.running"]
+            rm, rv = running_.index_select(-1, rm_i), running_.index_select(-1, rv_i)
+            return segment_sum(torch.stack([(mu - rm).abs() / (rv + eps).sqrt(), var / rv], -2), lid, m) / cnt
+
+        at = out.later(("bn", key, lay.key, running.numel()), 2 * m, finish)
         for j, (p, _, _, _) in enumerate(todo):
             for name in p.bn_q:
                 out.add(p, name, at + ("bn.mean_gap", "bn.var_ratio").index(name) * m + j)
@@ -383,21 +439,24 @@ class ParamStats:
 class _DecGeometry:
     """dec.* layout of a set of layers and input sizes.
 
-    ``seg``: the kernels in one float64 buffer, grouped by kernel shape (C_in/groups, taps);
-    ``groups``: per kernel group ((C_in/groups, T), members, the indices into the layers' input
-    channels laid end to end of the channels each filter reads (F_g, C_in/groups)); ``taps``: per
-    number of taps T, (kernel groups, C[t, t] of every filter's taps (F_T, T), the overlap C
-    (F_T, T, T)). Filters are laid out tap group by tap group (kernel groups within, in
-    ``taps`` order): ``filter_order`` gives each one's index among the layers' output channels
-    laid end to end, ``layer_of_filter`` its layer. ``in_ok``: whether a layer's input has the
-    channels its kernel reads. Per-layer and per-filter tensors live on ``acc_device`` (where the
-    moments are), kernel-side ones on ``device``.
+    The kernels are copied into one float64 buffer (:meth:`gather`), layer by layer with the
+    layers of the same number of taps T together (``taps`` order), each kernel laid out filter by
+    filter, tap by tap, its input channels innermost, so the sums over input channels of every
+    (filter, tap) are one ``segment_reduce`` (:meth:`reduce`) whatever the number of layers.
+    ``entry``: for each entry, the index among the moments' channels of the input channel it reads
+    (where a layer's input does not have the channels its kernel reads, ``in_ok`` False, its
+    input's first channel: no per-channel prediction is recorded for it). ``diag``: C[t, t] of each
+    (filter, tap), ``taps_lengths`` the taps of each filter (4 rows, for the sums over taps);
+    ``taps``: per T, (start, end of its (filter, tap) slots, T, the overlap C of each of its
+    filters (F_T, T, T)). ``filter_order`` gives each filter's index among the layers' output
+    channels laid end to end, ``layer_of_filter`` its layer. Per-layer and per-filter tensors live
+    on ``acc_device`` (where the moments are), kernel-side ones on ``device``.
     """
 
     def __init__(self, layers: list[LayerPlan], kernels: list[Tensor], device, acc_device,
-                 in_channels: list[int], biases: list) -> None:
-        by_shape: dict[tuple[int, int], list[int]] = {}
-        overlaps = []
+                 in_channels: list[int], in_offsets: list[int], biases: list) -> None:
+        by_taps: dict[int, list[int]] = {}
+        overlaps, cins = [], []
         for j, (p, k) in enumerate(zip(layers, kernels)):
             c = tap_overlap_of(p.module, p.in_size)
             cin = k.shape[1] if k.ndim > 1 else 1
@@ -405,35 +464,41 @@ class _DecGeometry:
                 raise ValueError(f"Probe: layer {p.name!r}: kernel {tuple(k.shape)} does not fit an "
                                  f"overlap of {c.shape[0]} taps")
             overlaps.append(c)
-            by_shape.setdefault((cin, c.shape[0]), []).append(j)
-        keys = [None] * len(kernels)
-        for key, members in by_shape.items():
-            for j in members:
-                keys[j] = key
-        self.seg = Segments([k.shape for k in kernels], device, keys)
-        assert [m for _, m in self.seg.groups] == list(by_shape.values())
+            cins.append(cin)
+            by_taps.setdefault(c.shape[0], []).append(j)
         o = [k.shape[0] for k in kernels]
-        in_at = [sum(in_channels[:j]) for j in range(len(kernels))]
         out_at = [sum(o[:j]) for j in range(len(kernels))]
         groups = [getattr(p.module, "groups", 1) for p in layers]
-        self.in_ok = [in_channels[j] == (kernels[j].shape[1] if kernels[j].ndim > 1 else 1) * groups[j]
-                      for j in range(len(kernels))]
-        self.groups = []
-        for (cin, t), members in by_shape.items():
-            cidx = torch.cat([(in_at[j] + (torch.arange(o[j])[:, None] // (o[j] // groups[j])) * cin
-                               + torch.arange(cin)) * self.in_ok[j] for j in members])  # 0 where not in_ok
-            self.groups.append(((cin, t), members, cidx.to(device)))
-        by_taps: dict[int, list[int]] = {}
-        for g, ((_, t), _, _) in enumerate(self.groups):
-            by_taps.setdefault(t, []).append(g)
-        self.taps, layer_of, order = [], [], []
-        for t, gs in by_taps.items():
-            members = [j for g in gs for j in self.groups[g][1]]
-            diag = torch.cat([overlaps[j].diagonal().expand(o[j], t) for j in members])
+        self.in_ok = [in_channels[j] == cins[j] * groups[j] for j in range(len(kernels))]
+        self._buffer = torch.empty(sum(k.numel() for k in kernels), dtype=_F64, device=device)
+        self._views: list[Tensor | None] = [None] * len(kernels)
+        entry, lengths, diag, taps_lengths, layer_of, order = [], [], [], [], [], []
+        self.taps = []
+        at = ft = 0
+        for t, members in by_taps.items():
+            lo = ft
+            for j in members:
+                k, cin = kernels[j], cins[j]
+                # filter, input channel, taps... strides of a (filter, tap, channel) layout
+                strides = (t * cin,) + ((1,) + tuple(cin * math.prod(k.shape[d + 1:]) for d in range(2, k.ndim))
+                                        if k.ndim > 1 else ())
+                self._views[j] = self._buffer.as_strided(tuple(k.shape), strides, at)
+                at += k.numel()
+                ch = (torch.arange(o[j])[:, None] // (o[j] // groups[j])) * cin + torch.arange(cin)
+                ch = in_offsets[j] + (ch if self.in_ok[j] else torch.zeros_like(ch))
+                entry.append(ch[:, None, :].expand(o[j], t, cin).reshape(-1))
+                lengths += [cin] * (o[j] * t)
+                diag.append(overlaps[j].diagonal().to(_F64).repeat(o[j]))
+                taps_lengths += [t] * o[j]
+                layer_of += [j] * o[j]
+                order += [out_at[j] + i for i in range(o[j])]
+                ft += o[j] * t
             full = torch.cat([overlaps[j].expand(o[j], t, t) for j in members])
-            self.taps.append((gs, diag.to(device, _F64), full.to(device, _F64).contiguous()))
-            layer_of += [j for j in members for _ in range(o[j])]
-            order += [out_at[j] + i for j in members for i in range(o[j])]
+            self.taps.append((lo, ft, t, full.to(device, _F64).contiguous()))
+        self.entry = torch.cat(entry).to(torch.int32).to(device)
+        self.lengths = torch.tensor(lengths, dtype=torch.long).to(device)
+        self.diag = torch.cat(diag).to(device)
+        self.taps_lengths = torch.tensor([taps_lengths] * 4, dtype=torch.long).to(device)
         self.filter_order = torch.tensor(order, dtype=torch.long).to(acc_device)
         self.layer_of_filter = torch.tensor(layer_of, dtype=torch.long).to(acc_device)
         self.layer_of_channel = torch.repeat_interleave(torch.arange(len(kernels)), torch.tensor(o)).to(acc_device)
@@ -444,6 +509,17 @@ class _DecGeometry:
                             if isinstance(b, Tensor)]
         self._bias_layers = [j for j, b in enumerate(biases) if isinstance(b, Tensor)]
         self._modules = [p.module for p in layers]
+
+    def gather(self, kernels: list[Tensor]) -> Tensor:
+        """The kernels copied into the float64 buffer (one ``_foreach_copy_``), returned whole."""
+        if torch.is_grad_enabled():
+            kernels = [k.detach() for k in kernels]
+        torch._foreach_copy_(self._views, kernels)
+        return self._buffer
+
+    def reduce(self, values: Tensor) -> Tensor:
+        """Sums of ``values`` (one per buffer entry) over the input channels of each (filter, tap)."""
+        return run_sums(values, self.lengths)
 
     def bias_values(self) -> Tensor:
         """The layers' biases now, laid end to end (float64, one copy)."""

@@ -23,7 +23,7 @@ from .quantities import resolve_quantities
 from .schedule import as_schedule
 from .select import named_modules, select, unwrap
 from .sink import ParquetSink, deliver, save_run
-from .table import Record, collapse_step, empty_frame, records_to_frame
+from .table import Record, collapse_step, empty_frame, finish, records_to_frame
 
 __all__ = ["Probe"]
 
@@ -307,11 +307,12 @@ class Probe:
     @property
     def nbytes(self) -> int:
         """Device bytes the probe holds: accumulators and steps buffered since the last flush.
-        O(layers x quantities x buffered steps); it does not depend on the batch size, and no
+        O((layers x quantities + probed channels) x buffered steps: a step keeps its raw reductions
+        until the flush derives its rows); it does not depend on the batch size, and no
         activation is kept."""
         held = sum(a.nbytes() for a in self._hooks.acc.values())
         held += self._params.updates.nbytes  # w.update_ratio snapshots
-        return held + sum(r.values.numel() * r.values.element_size() for r in self._pending if r.values is not None)
+        return held + sum(r.nbytes for r in self._pending)
 
     def __repr__(self) -> str:
         return f"Probe({type(self.model).__name__}, {len(self.layers)} layers, step={self._t}, attached={self.attached})"
@@ -504,11 +505,14 @@ class Probe:
 
     # -- output ------------------------------------------------------------------------------------
     def flush(self) -> None:
-        """Transfer the buffered steps to the host (one copy) and hand them to the sinks (the run
-        directory ``out`` first), or keep them (no ``out``)."""
+        """Derive the buffered steps' rows (``varprobe.probe.table.finish``), transfer them to the
+        host (one copy) and hand them to the sinks (the run directory ``out`` first), or keep them
+        (no ``out``). A step whose rows cannot be derived is left out and its error raised after
+        the others are delivered."""
         if not self._pending:
             return
         records, self._pending = self._pending, []
+        records, error = finish(records)  # a step whose rows cannot be derived is left out, then raised
         frame = records_to_frame(records)
         if self._collapsed_step is None:
             self._note_collapse(collapse_step(frame, records))
@@ -519,6 +523,8 @@ class Probe:
         if self._writer is not None:
             self._writer(frame)  # first: a sink that raises after it loses nothing of the run
         deliver(self._sinks, None, frame)
+        if error is not None:
+            raise error
 
     def _note_collapse(self, step: int | None) -> None:
         if step is not None:

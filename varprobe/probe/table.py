@@ -1,6 +1,8 @@
 """Host side of a Probe: recorded steps waiting for transfer, and their conversion to the long table."""
 from __future__ import annotations
 
+from collections.abc import Callable
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -11,7 +13,7 @@ from torch import Tensor
 from ..record.schema import empty_frame
 from ..vocabulary import COLUMNS
 
-__all__ = ["Record", "Schema", "COLUMNS", "empty_frame", "records_to_frame", "collapse_step"]
+__all__ = ["Record", "Schema", "Program", "COLUMNS", "empty_frame", "records_to_frame", "collapse_step"]
 
 
 
@@ -51,9 +53,53 @@ class Schema:
         return hit
 
 
+class Program:
+    """How the values of a step's rows follow from what its ``step()`` kept (``raw``: the raw
+    reductions laid end to end, one float64 vector per step), computed at the flush for all the
+    buffered steps with the same layout at once.
+
+    ``inputs``: name -> (offset, numel, shape) of each kept tensor in ``raw``; ``blocks``: (size,
+    finish) of each block of values, ``finish(env)`` giving (S, size) (any trailing shape of that
+    size) from ``env``, a dict of the inputs with the steps on a leading axis (finishers may keep
+    what later ones reuse in it); ``index``: each row's position in the blocks laid end to end."""
+
+    def __init__(self, inputs: dict[str, tuple[int, int, tuple[int, ...]]],
+                 blocks: list[tuple[int, Callable[[dict], Tensor]]], index: Tensor) -> None:
+        self.inputs, self.blocks, self.index = inputs, blocks, index
+
+    def run(self, raw: Tensor) -> Tensor:
+        """The rows' values (S, rows) of the steps ``raw`` (S, numel)."""
+        env = _Env(raw, self.inputs)
+        n = raw.shape[0]
+        values = [_rows(finish(env), n, size) for size, finish in self.blocks]
+        flat = values[0] if len(values) == 1 else torch.cat(values, 1)
+        return flat.index_select(1, self.index)
+
+
+def _rows(v: Tensor, n: int, size: int) -> Tensor:
+    return v if v.shape == (n, size) else v.reshape(n, size)
+
+
+class _Env(dict):
+    def __init__(self, raw: Tensor, inputs: dict[str, tuple[int, int, tuple[int, ...]]]) -> None:
+        super().__init__()
+        self.raw, self.inputs = raw, inputs
+
+    def __missing__(self, name: str) -> Tensor:
+        at, n, shape = self.inputs[name]
+        v = self.raw[:, at:at + n]
+        if shape != (n,):
+            v = v.reshape((self.raw.shape[0],) + shape)
+        self[name] = v
+        return v
+
+
 @dataclass
 class Record:
-    """One closed step of one mode: device values (one per row of ``schema``) plus host values."""
+    """One closed step of one mode: device values (one per row of ``schema``) plus host values.
+
+    A record of ``step()`` holds ``raw`` and its ``program`` instead of ``values`` until the flush
+    (:func:`finish`)."""
 
     step: int
     mode: str
@@ -61,6 +107,51 @@ class Record:
     values: Tensor | None
     host_schema: Schema | None = None
     host_values: list[float] = field(default_factory=list)
+    raw: Tensor | None = None
+    program: Program | None = None
+
+    @property
+    def nbytes(self) -> int:
+        """Device bytes the record holds."""
+        t = self.values if self.values is not None else self.raw
+        return 0 if t is None else t.numel() * t.element_size()
+
+
+def finish(records: list[Record]) -> tuple[list[Record], BaseException | None]:
+    """Compute the values of every record that holds raw reductions: one :meth:`Program.run` per
+    layout, over all its records at once. Where that run fails, each of its records is run alone,
+    so a failure costs only the steps it is in (as when the derivation ran in ``step()``).
+
+    Returns the records with their values (those that failed left out) and the first error of a
+    step that failed, or None."""
+    groups: dict[int, list[Record]] = {}
+    for r in records:
+        if r.values is None and r.raw is not None:
+            groups.setdefault(id(r.program), []).append(r)
+    failed: dict[int, BaseException] = {}
+    for rs in groups.values():
+        try:
+            raw = rs[0].raw[None] if len(rs) == 1 else torch.stack([r.raw for r in rs])
+            values = rs[0].program.run(raw).unbind(0)
+        except Exception as exc:
+            if len(rs) == 1:
+                failed[id(rs[0])] = exc
+                continue
+            values, before = [], len(failed)
+            for r in rs:
+                try:
+                    values.append(r.program.run(r.raw[None])[0])
+                except Exception as err:
+                    failed[id(r)] = err
+                    values.append(None)
+            if len(failed) == before:
+                warnings.warn(f"Probe: deriving the rows of {len(rs)} buffered steps at once failed ({exc!r}); "
+                              "they were derived step by step", RuntimeWarning, stacklevel=3)
+        for r, v in zip(rs, values):
+            if v is not None:
+                r.values, r.raw, r.program = v, None, None
+    kept = [r for r in records if id(r) not in failed]
+    return kept, next(iter(failed.values()), None)
 
 
 def collapse_step(frame: pd.DataFrame, records: list[Record]) -> int | None:
@@ -78,7 +169,11 @@ def collapse_step(frame: pd.DataFrame, records: list[Record]) -> int | None:
 
 
 def records_to_frame(records: list[Record]) -> pd.DataFrame:
-    """The long-format table of ``records``, with one device-to-host transfer for all of them."""
+    """The long-format table of ``records``, with one device-to-host transfer for all of them
+    (their values computed first: :func:`finish`; a record whose values cannot be computed raises)."""
+    records, error = finish(records)
+    if error is not None:
+        raise error
     device_parts = [r.values for r in records if r.values is not None and r.values.numel()]
     flat = torch.cat(device_parts).cpu().numpy() if device_parts else np.zeros(0)
     pieces: list[tuple[int, str, Schema, np.ndarray]] = []

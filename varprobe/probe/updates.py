@@ -117,9 +117,8 @@ class UpdateRatios:
             return torch.full((n,), math.nan, dtype=_F64, device=device)
         same = [_key(v, w) == k for v, w, k in zip(views, weights, self._keys)]
         idx = [i for i, ok in enumerate(same) if ok]
-        out = torch.full((n,), math.nan, dtype=_F64, device=device)
         if not idx:
-            return out
+            return torch.full((n,), math.nan, dtype=_F64, device=device)
         cur = [weights[i] for i in idx]
         prev = [self._buffers[i] for i in idx]
         with torch.no_grad():
@@ -128,5 +127,6 @@ class UpdateRatios:
                 torch._foreach_norm(prev, 2, dtype=_F64), device)
         if len(idx) == n:
             return ratio
+        out = torch.full((n,), math.nan, dtype=_F64, device=device)
         out[torch.tensor(idx, device=device)] = ratio
         return out

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["Segments", "segment_sum", "filter_stats_many", "grad_shift_many", "segment_correlation"]
+__all__ = ["Segments", "segment_sum", "run_sums", "filter_sums", "filter_stats_many", "grad_shift_many", "segment_correlation"]
 
 _F64 = torch.float64
 
@@ -56,6 +56,9 @@ class Segments:
         self.n = torch.tensor(per_n, dtype=_F64).to(device)
         self.layer_n = torch.tensor(n, dtype=_F64).to(device)
         self.layer_o = torch.tensor(o, dtype=_F64).to(device)
+        # filter lengths in buffer order, and twice: the lengths of filter_sums' one segment_reduce
+        self.lengths = torch.tensor(per_n, dtype=torch.long).to(device)
+        self.lengths2 = torch.tensor(per_n + per_n, dtype=torch.long).to(device)
 
     def gather(self, tensors: Sequence[Tensor]) -> list[Tensor]:
         """Copy ``tensors`` (shapes ``shapes``) into the float64 buffer, one ``_foreach_copy_``;
@@ -78,6 +81,11 @@ class Segments:
         torch._foreach_copy_(self._views, list(tensors))
         return self._mats
 
+    def flat(self, tensors: Sequence[Tensor]) -> Tensor:
+        """``gather``, returning the whole float64 buffer (filters end to end, in group order)."""
+        self.gather(tensors)
+        return self._buffer
+
 
 def segment_sum(values: Tensor, index: Tensor, size: int) -> Tensor:
     """out[..., j] = sum of values[..., i] over i with index[i] == j (along the last axis)."""
@@ -85,47 +93,68 @@ def segment_sum(values: Tensor, index: Tensor, size: int) -> Tensor:
     return out.index_add_(values.ndim - 1, index, values)
 
 
-def _mean_var(f: Tensor) -> tuple[Tensor, Tensor]:
-    # Two reads of the float64 copy; E[x^2] - E[x]^2 in float64 costs about log10(m^2 / v) of its
-    # 16 digits (filters of trained nets have m^2 / v well below 1e4).
-    m = f.mean(1)
-    r = torch.linalg.vector_norm(f, 2, 1)  # no f * f temporary
-    return m, (r * r / f.shape[1] - m * m).clamp_min(0.0)
+def run_sums(values: Tensor, lengths: Tensor, axis: int = 0) -> Tensor:
+    """Sums of consecutive runs of ``values`` along ``axis`` (the last axis of ``lengths``), run i
+    of ``lengths[..., i]`` entries: one ``segment_reduce``, accumulated in the values' dtype. The
+    lengths are not checked (built with the layout): checking them reads them on the host, a
+    sync on a GPU."""
+    return torch.segment_reduce(values, "sum", lengths=lengths, axis=axis, unsafe=True)
 
 
-def filter_stats_many(tensors: Sequence[Tensor], seg: Segments) -> Tensor:
+def filter_sums(tensors: Sequence[Tensor], seg: Segments) -> Tensor:
+    """Per-filter sum and sum of squares of every weight in ``tensors`` (shapes ``seg.shapes``):
+    float64 (2F,), the F sums then the F sums of squares, filters in group order. Four kernels
+    whatever the number of weights: one copy into the float64 buffer, one square, one cat and one
+    ``segment_reduce`` (accumulated in float64)."""
+    buf = seg.flat(tensors)
+    return run_sums(torch.cat([buf, buf * buf]), seg.lengths2)
+
+
+def _sums(tensors: Sequence[Tensor] | Tensor, seg: Segments) -> tuple[Tensor, Tensor]:
+    sums = tensors if isinstance(tensors, Tensor) else filter_sums(tensors, seg)
+    return sums.unflatten(-1, (2, seg.filters)).unbind(-2)
+
+
+def filter_stats_many(tensors: Sequence[Tensor] | Tensor, seg: Segments) -> Tensor:
     """``filter_stats`` of every weight in ``tensors``: float64 (5, L), rows ``FILTER_STATS``
-    (fan_var, filter_mean_abs, filter_sum_var, filter_sum_sq, sq_norm)."""
-    parts = [_mean_var(f) for f in seg.gather(tensors)]
-    m = torch.cat([p[0] for p in parts])
-    v = torch.cat([p[1] for p in parts])
-    sums = m * seg.n
-    per = torch.stack([v * seg.n, m.abs(), sums, sums * sums, seg.n * (v + m * m)])
-    fan_var, mean_abs, sum_mean, sum_sq, sq_norm = (segment_sum(per, seg.layer_of, seg.layers) / seg.layer_o).unbind(0)
-    dev = sums - sum_mean.index_select(0, seg.layer_of)
+    (fan_var, filter_mean_abs, filter_sum_var, filter_sum_sq, sq_norm).
+
+    ``tensors`` may instead be their :func:`filter_sums` (..., 2F), with any leading axes (steps
+    buffered): the result is then (..., 5, L)."""
+    s, q = _sums(tensors, seg)
+    m = s / seg.n
+    # E[x^2] - E[x]^2 in float64 costs about log10(m^2 / v) of its 16 digits (filters of trained
+    # nets have m^2 / v well below 1e4)
+    v = (q / seg.n - m * m).clamp_min(0.0)
+    per = torch.stack([v * seg.n, m.abs(), s, s * s, seg.n * (v + m * m)], -2)
+    fan_var, mean_abs, sum_mean, sum_sq, sq_norm = (segment_sum(per, seg.layer_of, seg.layers)
+                                                    / seg.layer_o).unbind(-2)
+    dev = s - sum_mean.index_select(-1, seg.layer_of)
     sum_var = segment_sum(dev * dev, seg.layer_of, seg.layers) / seg.layer_o
-    return torch.stack([fan_var, mean_abs, sum_var, sum_sq, sq_norm])
+    return torch.stack([fan_var, mean_abs, sum_var, sum_sq, sq_norm], -2)
 
 
-def grad_shift_many(tensors: Sequence[Tensor], seg: Segments) -> tuple[Tensor, Tensor, Tensor]:
-    """``grad_shift_stats`` of every weight gradient in ``tensors``.
+def grad_shift_many(tensors: Sequence[Tensor] | Tensor, seg: Segments) -> tuple[Tensor, Tensor, Tensor]:
+    """``grad_shift_stats`` of every weight gradient in ``tensors`` (or of their
+    :func:`filter_sums` (..., 2F), any leading axes).
 
-    Returns (g_i (F,): per-filter mean gradient; (3, L) rows avg_abs, rms, shift_ratio; rms_i (F,):
-    per-filter sqrt(mean g^2), the scale of g_i's rounding), float64, filters in group order."""
-    mats = seg.gather(tensors)
-    gi = torch.cat([f.mean(1) for f in mats])
-    sq = torch.cat([torch.linalg.vector_norm(f, 2, 1) for f in mats]).square()  # per-filter sum g^2
+    Returns (g_i (..., F): per-filter mean gradient; (..., 3, L) rows avg_abs, rms, shift_ratio;
+    rms_i (..., F): per-filter sqrt(mean g^2), the scale of g_i's rounding), float64, filters in
+    group order."""
+    s, sq = _sums(tensors, seg)
+    gi = s / seg.n
     rms_i = (sq / seg.n).sqrt()
-    tot_abs, tot_sq = segment_sum(torch.stack([gi.abs(), sq]), seg.layer_of, seg.layers).unbind(0)
+    tot_abs, tot_sq = segment_sum(torch.stack([gi.abs(), sq], -2), seg.layer_of, seg.layers).unbind(-2)
     avg_abs = tot_abs / seg.layer_o
     rms = (tot_sq / (seg.layer_o * seg.layer_n)).sqrt()
-    return gi, torch.stack([avg_abs, rms, avg_abs * seg.layer_n.sqrt() / rms]), rms_i
+    return gi, torch.stack([avg_abs, rms, avg_abs * seg.layer_n.sqrt() / rms], -2), rms_i
 
 
 def segment_correlation(a: Tensor, b: Tensor, index: Tensor, size: int, count: Tensor) -> Tensor:
-    """Pearson correlation of a and b within each segment (``count`` entries each), (size,)."""
-    mean_a, mean_b = (segment_sum(torch.stack([a, b]), index, size) / count).unbind(0)
-    a0 = a - mean_a.index_select(0, index)
-    b0 = b - mean_b.index_select(0, index)
-    ab, aa, bb = segment_sum(torch.stack([a0 * b0, a0 * a0, b0 * b0]), index, size).unbind(0)
+    """Pearson correlation of a and b within each segment (``count`` entries each), (..., size)
+    (segments along the last axis; any leading axes)."""
+    mean_a, mean_b = (segment_sum(torch.stack([a, b], -2), index, size) / count).unbind(-2)
+    a0 = a - mean_a.index_select(-1, index)
+    b0 = b - mean_b.index_select(-1, index)
+    ab, aa, bb = segment_sum(torch.stack([a0 * b0, a0 * a0, b0 * b0], -2), index, size).unbind(-2)
     return ab / (aa * bb).sqrt()
