@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.profiler import ProfilerActivity, profile, record_function
 
+from varprobe.stats import segments
+
 __all__ = ["OpCount", "count_ops"]
 
 _STEP = "varprobe.Probe.step"
@@ -79,7 +81,19 @@ def count_ops(make_model: Callable[[], nn.Module], batch: tuple[torch.Tensor, to
     ``make_probe(model, every=..., flush_every=...)`` builds the probe (e.g. ``Probe`` or a
     ``functools.partial`` of it with quantities). The probed model records every step; after two
     warm-up steps (layouts, caches, first allocations) ``steps`` recorded steps are profiled, then
-    one flush of those steps."""
+    one flush of those steps.
+
+    Counted on the accelerator's path: ``varprobe.stats.segments.DENSE_RUNS`` is 0 while counting,
+    so each run sum is the one ``segment_reduce`` a GPU launches (on the CPU the probe takes a few
+    dense row sums instead, faster there; the values are the same)."""
+    saved, segments.DENSE_RUNS = segments.DENSE_RUNS, 0
+    try:
+        return _count_ops(make_model, batch, make_probe, steps, loss_fn)
+    finally:
+        segments.DENSE_RUNS = saved
+
+
+def _count_ops(make_model, batch, make_probe, steps, loss_fn) -> OpCount:
     x, y = batch
     torch.manual_seed(0)
     model = make_model()

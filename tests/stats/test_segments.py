@@ -2,12 +2,15 @@
 squares of the probe's hot path, against float64 definitions and the one-tensor functions."""
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
 from varprobe.stats import (Segments, channel_sum_norm, correlation, filter_stats, filter_stats_many,
                             grad_shift_many, grad_shift_stats, layer_tap_overlap, segment_correlation,
-                            tap_overlap)
+                            run_sums, tap_overlap)
+from varprobe.stats import segments
 from varprobe.stats.moments import SMALL_NUMEL
 
 F64 = torch.float64
@@ -79,3 +82,18 @@ def test_layer_tap_overlap_padding_forms():
                        torch.ones(9, 9, dtype=F64))
     torch.testing.assert_close(layer_tap_overlap((6, 6), (3, 3), (2, 2), (1, 1), (1, 1)),
                                tap_overlap((6, 6), (3, 3), (2, 2), (1, 1), [(1, 1), (1, 1)]))
+
+
+@pytest.mark.parametrize("lengths", [[3, 3, 3, 5, 5, 1], [27] * 4 + [144] * 8 + [576] * 3, list(range(1, 40)), [2, 0, 2]],
+                         ids=["few stretches", "resnet-like", "more stretches than DENSE_RUNS", "a zero length"])
+@pytest.mark.parametrize("dense", [0, segments.DENSE_RUNS], ids=["segment_reduce", "dense on the cpu"])
+def test_run_sums_of_either_path_equal_a_float64_loop(lengths, dense, monkeypatch):
+    monkeypatch.setattr(segments, "DENSE_RUNS", dense)
+    gen = torch.Generator().manual_seed(0)
+    values = torch.randn(3, sum(lengths), generator=gen, dtype=F64)
+    edges = [0, *itertools.accumulate(lengths)]
+    want = torch.tensor([[float(values[r, a:b].sum()) for a, b in zip(edges, edges[1:])] for r in range(3)], dtype=F64)
+    got_rows = run_sums(values, torch.tensor([lengths] * 3), axis=1)
+    got_flat = run_sums(values[1], torch.tensor(lengths))
+    torch.testing.assert_close(got_rows, want, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(got_flat, want[1], rtol=1e-12, atol=1e-12)
