@@ -55,14 +55,6 @@ def test_steps_derived_together_equal_steps_derived_alone():
                                rtol=1e-12, atol=1e-15, equal_nan=True)
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_flush_costs_the_same_ops_whatever_the_number_of_steps_it_carries(one_thread):
     few = count_ops(_net, _batch(), Probe, steps=2)
     many = count_ops(_net, _batch(), Probe, steps=5)

@@ -51,14 +51,6 @@ BUDGETS = {
 }
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("name", list(BUDGETS))
 def test_recorded_step_stays_within_its_op_budget(name, one_thread):
     make_model, batch, (per_tensor, step, added, unrecorded) = BUDGETS[name]
