@@ -97,3 +97,20 @@ def test_run_sums_of_either_path_equal_a_float64_loop(lengths, dense, monkeypatc
     got_flat = run_sums(values[1], torch.tensor(lengths))
     torch.testing.assert_close(got_rows, want, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(got_flat, want[1], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("shapes", [SHAPES, [(2, k) for k in range(1, 20)]],
+                         ids=["shared sizes", "more sizes than DENSE_RUNS"])
+@pytest.mark.parametrize("dense", [0, segments.DENSE_RUNS], ids=["segment_reduce", "dense on the cpu"])
+def test_filter_sums_of_either_path_equal_a_float64_loop(shapes, dense, monkeypatch):
+    monkeypatch.setattr(segments, "DENSE_RUNS", dense)
+    gen = torch.Generator().manual_seed(1)
+    ws = [torch.randn(s, generator=gen) * 0.3 + 0.1 for s in shapes]
+    seg = Segments([w.shape for w in ws])
+    got = segments.filter_sums(ws, seg)
+    s, q = torch.zeros(seg.filters, dtype=F64), torch.zeros(seg.filters, dtype=F64)
+    for j, w in enumerate(ws):  # filters of layer j at its offset, in float64 one by one
+        for i, f in enumerate(w.reshape(w.shape[0], -1).tolist()):
+            s[seg.offsets[j] + i] = sum(f)
+            q[seg.offsets[j] + i] = sum(x * x for x in f)
+    torch.testing.assert_close(got, torch.cat([s, q]), rtol=1e-12, atol=1e-14)

@@ -146,9 +146,16 @@ def run_sums(values: Tensor, lengths: Tensor, axis: int = 0) -> Tensor:
 
 def filter_sums(tensors: Sequence[Tensor], seg: Segments) -> Tensor:
     """Per-filter sum and sum of squares of every weight in ``tensors`` (shapes ``seg.shapes``):
-    float64 (2F,), the F sums then the F sums of squares, filters in group order. Four kernels
-    whatever the number of weights: one copy into the float64 buffer, one square, one cat and one
-    ``segment_reduce`` (accumulated in float64)."""
+    float64 (2F,), the F sums then the F sums of squares, filters in group order, accumulated in
+    float64. Four kernels whatever the number of weights: one copy into the float64 buffer, one
+    square, one cat and one ``segment_reduce``. On the CPU, with at most :data:`DENSE_RUNS` filter
+    sizes, a row sum and a row 2-norm of each size's (F_g, n) matrix instead, one cat, one square:
+    no squared copy of the buffer (the sums of squares equal the one-kernel path's to rounding)."""
+    if DENSE_RUNS and seg.device.type == "cpu" and len(seg.groups) <= DENSE_RUNS:
+        mats = seg.gather(tensors)
+        out = torch.cat([m.sum(1) for m in mats] + [torch.linalg.vector_norm(m, 2, 1) for m in mats])
+        out[seg.filters:].square_()
+        return out
     buf = seg.flat(tensors)
     return run_sums(torch.cat([buf, buf * buf]), seg.lengths2)
 
