@@ -218,11 +218,8 @@ class ParamStats:
         mu_c = s_c / n_c
         var_c = on((q_c / n_c - mu_c * mu_c).clamp_min(0.0), dev)
         k = geo.gather(ks)  # every kernel entry, filter by filter, tap by tap, input channel innermost
-        k2 = k * k
         # per (filter, tap), summed over input channels c: K^2, K (s_i[t]), var_c K^2, mu_c K (r_i[t])
-        y_k2, y_k = geo.reduce(k2), geo.reduce(k)
-        y_vk2 = geo.reduce(k2.mul_(var_c.index_select(0, geo.entry)))
-        y = torch.stack([y_k2, y_k, y_vk2, geo.reduce(k * on(mu_c, dev).index_select(0, geo.entry))])
+        y = geo.reduce(geo.products(k, var_c, on(mu_c, dev)))
         # sum_t C[t, t] of each row: tap_k2, (unused), tap_vk2, diag(C)^T r_i (varprobe.theory.channel_moments)
         out.put("dec.taps", run_sums(y * geo.diag, geo.taps_lengths, axis=1))
         sr = y[1::2]  # s_i[t], r_i[t]
@@ -496,7 +493,7 @@ class _DecGeometry:
             full = torch.cat([overlaps[j].expand(o[j], t, t) for j in members])
             self.taps.append((lo, ft, t, full.to(device, _F64).contiguous()))
         self.entry = torch.cat(entry).to(torch.int32).to(device)
-        self.lengths = torch.tensor(lengths, dtype=torch.long).to(device)
+        self.lengths = torch.tensor([lengths] * 4, dtype=torch.long).to(device)  # one row per product
         self.diag = torch.cat(diag).to(device)
         self.taps_lengths = torch.tensor([taps_lengths] * 4, dtype=torch.long).to(device)
         self.filter_order = torch.tensor(order, dtype=torch.long).to(acc_device)
@@ -517,9 +514,21 @@ class _DecGeometry:
         torch._foreach_copy_(self._views, kernels)
         return self._buffer
 
+    def products(self, k: Tensor, var_c: Tensor, mu_c: Tensor) -> Tensor:
+        """(4, entries) float64: K^2, K, var_c K^2 and mu_c K of every entry of the gathered kernels
+        ``k``, c the input channel the entry reads (``entry``); each row written once, in place."""
+        rows = k.new_empty((4, k.numel()))
+        k2, k1, vk2, mk = rows.unbind(0)
+        torch.mul(k, k, out=k2)
+        k1.copy_(k)
+        torch.index_select(var_c, 0, self.entry, out=vk2).mul_(k2)
+        torch.index_select(mu_c, 0, self.entry, out=mk).mul_(k)
+        return rows
+
     def reduce(self, values: Tensor) -> Tensor:
-        """Sums of ``values`` (one per buffer entry) over the input channels of each (filter, tap)."""
-        return run_sums(values, self.lengths)
+        """Sums of the rows of ``values`` (4, entries) over the input channels of each (filter,
+        tap): (4, filter taps), one run sum."""
+        return run_sums(values, self.lengths, axis=1)
 
     def bias_values(self) -> Tensor:
         """The layers' biases now, laid end to end (float64, one copy)."""
