@@ -188,18 +188,31 @@ def records_to_frame(records: list[Record]) -> pd.DataFrame:
     if not pieces:
         return empty_frame()
     sizes = [len(p[2]) for p in pieces]
-    cols = [p[2].columns(p[1]) for p in pieces]
-
-    def strings(j: int) -> pd.Series:
-        return pd.concat([c[j] for c in cols], ignore_index=True) if len(cols) > 1 else cols[0][j].copy()
-
+    layer, mode, module_type, role, quantity = _strings([(p[2], p[1]) for p in pieces])
     return pd.DataFrame({
         "step": np.repeat(np.array([p[0] for p in pieces], np.int64), sizes),
-        "layer": strings(0),
+        "layer": layer,
         "depth": np.concatenate([p[2].depth for p in pieces]),
-        "mode": strings(1),
-        "module_type": strings(2),
-        "role": strings(3),
-        "quantity": strings(4),
+        "mode": mode,
+        "module_type": module_type,
+        "role": role,
+        "quantity": quantity,
         "value": np.concatenate([p[3] for p in pieces]).astype(np.float64),
     })
+
+
+_LAST_STRINGS: list = [(), ()]  # the last flush's (schema, mode) pieces and their string columns
+
+
+def _strings(pieces: list[tuple[Schema, str]]) -> tuple[pd.Series, ...]:
+    """The string columns (layer, mode, module_type, role, quantity) of ``pieces`` laid end to end.
+    A flush of as many steps of the same layouts as the last one reuses its columns (pandas
+    copies on write: the frames cannot change each other's)."""
+    last, cols = _LAST_STRINGS
+    if len(last) == len(pieces) and all(a is s and b == m for (a, b), (s, m) in zip(last, pieces)):
+        return cols
+    per = [s.columns(m) for s, m in pieces]
+    cols = tuple(pd.concat([c[j] for c in per], ignore_index=True) if len(per) > 1 else per[0][j].copy()
+                 for j in range(5))
+    _LAST_STRINGS[:] = [pieces, cols]
+    return cols
