@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.utils.checkpoint
 from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
 
 from ..stats import channel_count, channel_max, channel_sum_norm, count_nonfinite, fused_channel_sums
 from .buffers import Moments, Pending
@@ -74,6 +75,31 @@ def _version(t: Tensor) -> int:
     return -1 if t.is_inference() else t._version
 
 
+class _HostArray:
+    """A contiguous CPU tensor as ``numpy.from_dlpack`` reads it, without ``Tensor.__dlpack__``'s
+    Python checks (they cost more than the rest of the read on a launch-bound step): the array
+    shares the tensor's memory and no aten op runs (``Tensor.numpy()`` dispatches four)."""
+
+    __slots__ = ("t",)
+    _versioned = getattr(torch._C, "_to_dlpack_versioned", None)
+
+    def __init__(self, t: Tensor) -> None:
+        self.t = t
+
+    def __dlpack__(self, *, stream=None, max_version=None, dl_device=None, copy=None):
+        if max_version is not None and max_version[0] >= 1 and self._versioned is not None:
+            return self._versioned(self.t)
+        return torch._C._to_dlpack(self.t)
+
+    def __dlpack_device__(self) -> tuple[int, int]:
+        return (1, 0)  # kDLCPU, device 0
+
+
+def _all_finite(s: Tensor) -> bool:
+    """Whether every entry of the contiguous CPU tensor ``s`` is finite, read in place."""
+    return bool(np.isfinite(np.from_dlpack(_HostArray(s))).all())
+
+
 def _hooked(plans: list[LayerPlan]) -> list[LayerPlan]:
     """The plans that get a forward hook: the active ones but parts (a part is recorded by its
     module's plan; a hook of its own would count each call of the module again)."""
@@ -108,11 +134,13 @@ class Hooks:
         self._root: list = []
         self._layer: list = []
         self._wrapped: list | None = None
+        self._led: int | None = None  # RemovableHandle.next_id when the layer hooks were last put first
         self._temporary = False
         self.epoch = 0  # bumped by a discarded step: gradients of its forwards are not recorded
         self.merges = {b: 0 for b in BUCKETS}  # pending lists merged during forwards (rollback)
         self._depth = 0  # root forwards running (nested calls of the root)
         self._mark: tuple | None = None
+        self._fired: list[tuple[dict, str]] = []  # (fires, mode) of each layer call in the open root forward
         self._root_ckpt: bool | None = None  # a no_grad root forward: inside a reentrant checkpoint?
 
     # -- arming ------------------------------------------------------------------------------------
@@ -140,6 +168,7 @@ class Hooks:
                 h.remove()
             raise
         self._layer = handles
+        self._led = RemovableHandle.next_id  # registered with prepend=True: first
 
     def _refresh_active(self) -> None:
         """Hook only the plans still active (a found block shown not residual is dropped)."""
@@ -156,11 +185,15 @@ class Hooks:
     def lead(self) -> None:
         """Put the probe's forward hook first among each module's forward hooks, so that it sees
         the module's own output whenever others registered theirs (even with ``prepend=True``,
-        after the probe armed)."""
+        after the probe armed). Nothing to do while no hook was registered anywhere since the
+        last look: each registration takes the next ``RemovableHandle.next_id``."""
+        if RemovableHandle.next_id == self._led:
+            return
         for p, h in zip(reversed(self.active), reversed(self._layer)):
             hooks = p.module._forward_hooks
             if next(iter(hooks)) != h.id:
                 hooks.move_to_end(h.id, last=False)
+        self._led = RemovableHandle.next_id
 
     def disarm(self) -> None:
         for h in self._layer:
@@ -230,6 +263,7 @@ class Hooks:
                 "a backward; the probe records the forwards that complete"))
         if self._depth == 0:
             self._mark = self._root_ckpt = None
+            self._fired.clear()
             if self.flow.tracing:
                 if out is None and sys.exc_info()[0] is not None:
                     self.flow.forward_aborted()
@@ -240,10 +274,11 @@ class Hooks:
 
     def mark(self, pending_seen: bool) -> tuple:
         """What :meth:`rollback` needs to forget a forward of the root: the pending lists' lengths,
-        the element counts, firing counts and call counters, taken when the forward starts."""
+        the element counts, the layer calls so far (their firing counts are undone from
+        ``_fired``) and call counters, taken when the forward starts."""
         return ([(len(self.pending[b]), len(self.pending[b].max_sites), len(self.pending[b].nf_sites),
                   list(self.acc[b].counts), self.merges[b]) for b in BUCKETS],
-                [tuple(p.fires.values()) for p in self.plans], dict(self.root_calls), dict(self.running),
+                len(self._fired), dict(self.root_calls), dict(self.running),
                 self.grad_hooks, self.pending_hooks, pending_seen)
 
     def rollback(self, mark: tuple) -> list[str]:
@@ -252,8 +287,9 @@ class Hooks:
         buckets, fires, self.root_calls, self.running, self.grad_hooks, self.pending_hooks, \
             self.pending_seen = mark
         self.root_calls, self.running = dict(self.root_calls), dict(self.running)
-        for p, f in zip(self.plans, fires):
-            p.fires.update(zip(BUCKETS, f))
+        for f, mode in self._fired[fires:]:
+            f[mode] -= 1
+        del self._fired[fires:]
         whole = []
         for b, (n, n_max, n_nf, counts, merges) in zip(BUCKETS, buckets):
             if self.merges[b] != merges:
@@ -281,6 +317,8 @@ class Hooks:
                 self._watch_grads(p, mode, args, first_tensor(out))
             return
         p.fires[mode] += 1
+        if self._depth:
+            self._fired.append((p.fires, mode))
         x = args[0] if args and isinstance(args[0], Tensor) else None
         y = first_tensor(out)
         if self.flow.tracing:
@@ -386,8 +424,8 @@ class Hooks:
             if t.device.type != "cpu":
                 with torch.no_grad():
                     e.nf = count_nonfinite(t)  # sync-free: always count on accelerators
-            elif not np.isfinite(np.from_dlpack(e.s)).all():  # a finite float64 sum proves every element
-                with torch.no_grad():                         # finite (read through DLPack: no op)
+            elif not _all_finite(e.s):  # a finite float64 sum proves every element finite
+                with torch.no_grad():
                     e.nf = count_nonfinite(t)
         return e
 
