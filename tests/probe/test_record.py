@@ -123,3 +123,19 @@ def test_a_raising_sink_is_named_and_the_run_directory_keeps_its_data(tmp_path):
     assert set(run.frame.step) == {0}  # written before the sink raised at the first flush
     with pytest.raises(TypeError, match="sinks entries must be callables"):
         Probe(model, sinks=["nope"])
+
+
+def test_flushes_of_one_layout_give_frames_that_do_not_share_writes():
+    """Flushes of the same layouts reuse their string columns; a sink that edits its table in place
+    changes neither the next flush's table, nor another sink's, nor the probe's own."""
+    model = Chain()
+    got, other = [], []
+    with Probe(model, flush_every=1, sinks=[got.append, other.append]) as probe:
+        _train(model, probe, 3)
+    assert len(got) == 3 and got[1]["layer"].tolist() == got[2]["layer"].tolist()
+    want = got[2].copy()
+    got[1].loc[:, "layer"] = "edited"
+    got[1].loc[:, "quantity"] = "edited"
+    pd.testing.assert_frame_equal(got[2], want)
+    assert other[1]["layer"].tolist() == want["layer"].tolist()
+    assert "edited" not in set(probe.frame()["layer"]) | set(probe.frame()["quantity"])

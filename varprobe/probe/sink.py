@@ -55,14 +55,16 @@ def _name(sink: object) -> str:
 def deliver(sinks: Sequence[object], method: str | None, *args: Any, **kwargs: Any) -> None:
     """Call every sink (``method`` None: the sink itself; else that method where it has one), in
     order. Every sink is called even if an earlier one raises; then the first error is raised as
-    a :class:`SinkError` naming its sink."""
+    a :class:`SinkError` naming its sink. Each sink gets its own shallow copy of a table: an edit
+    it makes in place reaches neither the probe's table nor the other sinks (pandas copies on
+    write)."""
     first: tuple[object, BaseException] | None = None
     for sink in sinks:
         fn = sink if method is None else getattr(sink, method, None)
         if fn is None:
             continue
         try:
-            fn(*args, **kwargs)
+            fn(*(a.copy(deep=False) if isinstance(a, pd.DataFrame) else a for a in args), **kwargs)
         except Exception as exc:
             if first is None:
                 first = (sink, exc)
