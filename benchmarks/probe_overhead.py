@@ -24,7 +24,8 @@ Reported per configuration: median ms per step over repetitions (wall clock and 
 the median over repetitions of the ratio to the unprobed block of the same repetition, and the
 probe's self time: the process CPU time spent inside the probe's hooks, ``step()`` and flushes,
 relative to the rest of the step (robust to other load on a shared machine, but blind to indirect
-costs such as cache pollution). A second pass runs with one thread.
+costs such as cache pollution), and the same time in ms per step (a ratio moves when the rest of
+the step does; the ms do not). A second pass runs with one thread.
 Memory: bytes the probe holds (batch 32 vs 128) and peak live CPU memory of one step from the
 torch profiler's memory timeline.
 
@@ -302,10 +303,11 @@ def timing_pass(threads: int, reps: int, steps: int, batch_size: int, size: int 
 
 def table(res: dict[str, dict[str, list[float]]], clocks: tuple[str, ...]) -> str:
     """Median ms/step and median paired ratio to unprobed per clock, and the probe's own CPU time
-    as a fraction of the rest of the step (``self``)."""
+    as a fraction of the rest of the step (``self``) and in ms per step."""
     base = res[UNPROBED]
-    head = "| configuration |" + "".join(f" {c} ms/step | {c} ratio |" for c in clocks) + " probe self time |"
-    lines = [head, "|---|" + "---:|---:|" * len(clocks) + "---:|"]
+    head = ("| configuration |" + "".join(f" {c} ms/step | {c} ratio |" for c in clocks)
+            + " probe self time | probe self ms/step |")
+    lines = [head, "|---|" + "---:|---:|" * len(clocks) + "---:|---:|"]
     for name, r in res.items():
         cells = []
         for c in clocks:
@@ -313,6 +315,7 @@ def table(res: dict[str, dict[str, list[float]]], clocks: tuple[str, ...]) -> st
             cells.append(f" {statistics.median(r[c]) * 1e3:.1f} | {statistics.median(ratios):.3f} |")
         own = [o / (c - o) for o, c in zip(r["self"], r["cpu"])]
         cells.append(f" {statistics.median(own):+.1%} |" if own and own[0] == own[0] else " |")
+        cells.append(f" {statistics.median(r['self']) * 1e3:.2f} |" if own and own[0] == own[0] else " |")
         lines.append(f"| {name} |" + "".join(cells))
     return "\n".join(lines)
 

@@ -6,9 +6,9 @@ Budgets (default quantities, every step recorded, 4 steps per flush; measured on
 a little room):
 
 - ResNet-20 (BN), batch 4, 8x8 input: at most 3 hook ops per probed tensor read (issue target;
-  measured 2.4), ``step()`` at most 80 ops (measured 73; issue target 150: step() only launches
+  measured 2.4), ``step()`` at most 80 ops (measured 72; issue target 150: step() only launches
   the reductions that read tensors, the rows are derived at the flush), at most 460 ops added in
-  all (measured 449, of which the flush 54 per step; issue target 450);
+  all (measured 448, of which the flush 54 per step; issue target 450);
 - the any-model transformer (``tests/probe/test_any_model.py``: Linear, a 2-layer
   ``nn.TransformerEncoder``, d_model 16), batch 4, 5 tokens: at most 3 hook ops per tensor
   (measured 2.3), ``step()`` at most 110 (measured 101), at most 255 added (measured 240);
