@@ -9,9 +9,10 @@ from collections.abc import Sequence
 from ..experiment.config import RunConfig, check_config
 from ..experiment.device import resolve_device
 from ..record import RunLockedError
+from .arguments import backend, jobs
 from .paths import directory_problem
 
-__all__ = ["check_data", "check_out", "check_device", "check_parallel", "OUT_ERRORS"]
+__all__ = ["check_data", "check_out", "check_device", "add_parallel", "check_parallel", "OUT_ERRORS"]
 
 #: What ``experiment.run`` and ``experiment.grid`` raise for an unusable ``--out``: a usage error.
 OUT_ERRORS = (FileExistsError, NotADirectoryError, RunLockedError)
@@ -51,8 +52,21 @@ def check_device(config: RunConfig, parser: argparse.ArgumentParser) -> None:
         parser.error(str(exc))
 
 
+def add_parallel(parser: argparse.ArgumentParser, per_run: str = "") -> None:
+    """--jobs, --backend and --scheduler, as ``grid`` and ``sweep`` take them (checked together by
+    :func:`check_parallel`); ``per_run``: what --jobs also sets per run, said in its help."""
+    parser.add_argument("--jobs", type=jobs, default=None, metavar="N",
+                        help=f"runs at once (at most 1024), one worker process each{per_run} (default: 1, in this "
+                             "process; with --backend dask: every worker thread of the cluster)")
+    parser.add_argument("--backend", type=backend, default="loky", metavar="NAME",
+                        help="where the workers run: loky (this machine) or dask (a Dask cluster, needs "
+                             "--scheduler and pip install 'varprobe[cluster]') (default: %(default)s)")
+    parser.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                        help="the Dask scheduler, e.g. tcp://HOST:8786, for --backend dask only (default: none)")
+
+
 def check_parallel(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    """--jobs, --backend and --scheduler of ``grid`` agree (each alone is checked by its type)."""
+    """--jobs, --backend and --scheduler (:func:`add_parallel`) agree (each alone is checked by its type)."""
     if args.scheduler is not None and args.backend != "dask":
         parser.error(f"--scheduler {args.scheduler!r} needs --backend dask (got --backend {args.backend})")
     if args.backend == "dask" and not args.scheduler:

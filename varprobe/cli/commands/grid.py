@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from ...experiment.config import RunConfig
 from ...vocabulary import SCHEMES
-from ..arguments import backend, jobs, list_of, path
-from ..checks import OUT_ERRORS, check_data, check_device, check_out, check_parallel
+from ..arguments import list_of, path
+from ..checks import OUT_ERRORS, add_parallel, check_data, check_device, check_out, check_parallel
 from ..exits import EXIT_FAILED, EXIT_MISSING, EXIT_OK, PROG
 from ..hints import add_quiet, figure_beside, plot_command, say, shows_progress
 from ..parser import subparser
@@ -103,15 +103,7 @@ def add(sub: Any) -> None:
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar (default: a tqdm bar on stderr where stderr is a terminal)")
     add_quiet(p)
-    p.add_argument("--jobs", type=jobs, default=None, metavar="N",
-                   help="runs at once (at most 1024), one worker process each, torch threads per run: cores // N unless "
-                        "--threads (default: 1, in this process; with --backend dask: every worker thread of "
-                        "the cluster)")
-    p.add_argument("--backend", type=backend, default="loky", metavar="NAME",
-                   help="where the workers run: loky (this machine) or dask (a Dask cluster, needs "
-                        "--scheduler and pip install 'varprobe[cluster]') (default: %(default)s)")
-    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
-                   help="the Dask scheduler, e.g. tcp://HOST:8786, for --backend dask only (default: none)")
+    add_parallel(p, ", torch threads per run: cores // N unless --threads")
     group = p.add_argument_group("run configuration, shared by every run of the grid")
     for option in RUN_OPTIONS:
         if option.field not in GRID_AXES:

@@ -6,8 +6,8 @@ import argparse
 import sys
 from typing import Any
 
-from ..arguments import backend, jobs, list_of, path, positive_int
-from ..checks import OUT_ERRORS, check_data, check_device, check_out, check_parallel
+from ..arguments import list_of, path, positive_int
+from ..checks import OUT_ERRORS, add_parallel, check_data, check_device, check_out, check_parallel
 from ..exits import EXIT_FAILED, EXIT_MISSING, EXIT_OK, PROG
 from ..hints import add_quiet, say, shows_progress
 from ..parser import subparser
@@ -82,14 +82,7 @@ def add(sub: Any) -> None:
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar (default: a tqdm bar on stderr where stderr is a terminal)")
     add_quiet(p)
-    p.add_argument("--jobs", type=jobs, default=None, metavar="N",
-                   help="runs at once (at most 1024), one worker process each (default: 1, in this process; "
-                        "with --backend dask: every worker thread of the cluster)")
-    p.add_argument("--backend", type=backend, default="loky", metavar="NAME",
-                   help="where the workers run: loky (this machine) or dask (a Dask cluster, needs --scheduler) "
-                        "(default: %(default)s)")
-    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
-                   help="the Dask scheduler, e.g. tcp://HOST:8786, for --backend dask only (default: none)")
+    add_parallel(p)
     group = p.add_argument_group("run configuration, shared by every run of the sweep (--steps defaults to 50)")
     for option in RUN_OPTIONS:
         if option.field not in _AXES:
