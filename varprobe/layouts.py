@@ -152,14 +152,18 @@ def fallback(module: nn.Module) -> Layout:
 def raw_parameter(module: nn.Module, name: str) -> Tensor:
     """The tensor the optimizer updates for ``module``'s weight ``name``: the attribute itself;
     under a torch parametrization of ``name``, the original of the weight's shape (``v`` of
-    ``weight_norm``); for the legacy ``torch.nn.utils.weight_norm``, ``<name>_v``."""
+    ``weight_norm``); for the legacy ``torch.nn.utils.weight_norm``, ``<name>_v``, and for the legacy
+    ``torch.nn.utils.spectral_norm``, ``<name>_orig``."""
     if "parametrizations" in module._modules and parametrize.is_parametrized(module, name):
         plist = getattr(module.parametrizations, name)
         originals = [getattr(plist, n) for n in ("original", *(f"original{i}" for i in range(8)))
                      if hasattr(plist, n)]
         shape = getattr(module, name).shape
         return next((o for o in originals if o.shape == shape), originals[0])
-    legacy = module._parameters.get(f"{name}_v")  # torch.nn.utils.weight_norm registers it there
+    # the legacy torch.nn.utils.weight_norm registers <name>_v, torch.nn.utils.spectral_norm <name>_orig
+    legacy = module._parameters.get(f"{name}_v")
+    if legacy is None:
+        legacy = module._parameters.get(f"{name}_orig")
     if legacy is not None:
         return legacy
     if "." in name:
@@ -169,7 +173,8 @@ def raw_parameter(module: nn.Module, name: str) -> Tensor:
 
 
 def _reparametrized(module: nn.Module, name: str) -> bool:
-    return parametrize.is_parametrized(module, name) or isinstance(getattr(module, f"{name}_v", None), Tensor)
+    return parametrize.is_parametrized(module, name) or any(
+        isinstance(module._parameters.get(f"{name}{s}"), Tensor) for s in ("_v", "_orig"))
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from torch import nn
 
 from tests.layers import nd_refs
 from varprobe.layers import (SCHEMES, ConvNorm, PWSConv1d, PWSConv2d, PWSConv3d, PWSConvNd, WNConvTranspose2d,
-                             init_alpha, scheme_conv_class)
+                             init_alpha, reparameterize, scheme_conv_class)
 from varprobe.models import convert
 
 TORCH_CONV = {(1, False): nn.Conv1d, (2, False): nn.Conv2d, (3, False): nn.Conv3d,
@@ -258,3 +258,62 @@ def test_bn_after_relu_in_1d_raises_with_the_true_reason():
 
 def test_pws_conv_nd_covers_every_dimension():
     assert all(issubclass(scheme_conv_class("pws", d, t), PWSConvNd) for d in (1, 2, 3) for t in (False, True))
+
+
+def test_gn_groups_that_do_not_divide_a_conv_raise_naming_it_and_the_values_that_fit():
+    """Was: torch's "num_channels (12) must be divisible by num_groups (8)", naming no layer."""
+    model = nn.Sequential(nn.Conv1d(1, 8, 3), nn.ReLU(), nn.Conv1d(8, 12, 3, groups=4))
+    for scheme in ("gn", "ws"):
+        with pytest.raises(ValueError, match=r"^convert: gn_groups=8 does not divide the output channels of "
+                                             r"2 \(12\): .*gn_groups that fit every conv: 1, 2, 4$"):
+            convert(model, scheme)
+    assert isinstance(convert(model, "gn", gn_groups=4)[2].norm, nn.GroupNorm)
+
+
+class Normed(nn.Module):
+    """Convs whose weight torch computes (weight_norm / spectral_norm, parametrized and legacy), each
+    followed by a BatchNorm."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        par = torch.nn.utils.parametrizations
+        self.c1, self.b1 = par.weight_norm(nn.Conv1d(2, 4, 3, padding=1)), nn.BatchNorm1d(4)
+        self.c2, self.b2 = par.spectral_norm(nn.ConvTranspose1d(4, 4, 3, padding=1)), nn.BatchNorm1d(4)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # the legacy one is deprecated
+            self.c3 = torch.nn.utils.weight_norm(nn.Conv1d(4, 4, 1))
+        self.b3 = nn.BatchNorm1d(4)
+
+    def forward(self, x):
+        return self.b3(self.c3(F.relu(self.b2(self.c2(F.relu(self.b1(self.c1(x))))))))
+
+
+def test_weight_norm_and_spectral_norm_convs_are_folded_and_refused_by_name():
+    """Was: reparameterize raised KeyError "attribute 'weight' already exists" folding a BatchNorm
+    into a parametrized conv; convert called a parametrized conv "a subclass ... whose forward may
+    differ" and silently dropped a legacy weight_norm (converting the weight of the last forward)."""
+    torch.manual_seed(4)
+    model = Normed().double()
+    x = torch.randn(3, 2, 9, dtype=torch.float64)
+    model.train()
+    for _ in range(3):
+        model(x)
+    model.eval()
+    with torch.no_grad():
+        ref = model(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        deploy = reparameterize(model)
+    assert [type(deploy.get_submodule(n)) for n in ("c1", "c2", "c3")] == [nn.Conv1d, nn.ConvTranspose1d, nn.Conv1d]
+    assert all(isinstance(deploy.get_submodule(n), nn.Identity) for n in ("b1", "b2", "b3"))
+    with torch.no_grad():
+        torch.testing.assert_close(deploy(x), ref, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(model(x), ref, rtol=0, atol=0)  # the original still works as it did
+    with pytest.warns(RuntimeWarning) as rec:
+        new = convert(model, "wn")
+    msg = str(rec[0].message)
+    assert "convert changed nothing: 3 conv(s) not converted to 'wn'" in msg
+    assert "c1 (its weight is computed by a torch parametrization (_WeightNorm)" in msg
+    assert "c2 (its weight is computed by a torch parametrization (_SpectralNorm)" in msg
+    assert "c3 (its weight is computed by torch.nn.utils.weight_norm" in msg
+    assert new.c3.weight_g is not None and type(new.c1) is type(model.c1)

@@ -95,3 +95,22 @@ def test_coverage_depth_and_statistics_against_float64_hooks(kind):
         assert value(frame, n, "grad_out.var") == pytest.approx(biased_var(seen[n]["grad"]), rel=1e-6)
         assert value(frame, n, "gw.shift_ratio") == pytest.approx(
             shift_ratio(model.get_submodule(n).weight.grad, layout), rel=1e-6)
+
+
+def test_legacy_spectral_norm_conv_records_its_raw_weight():
+    """torch.nn.utils.spectral_norm (the legacy hook) keeps the raw weight in ``weight_orig``. Was:
+    w.* of the computed weight, no gw.* (torch warned of reading .grad of a non-leaf tensor), and
+    coverage said weight_orig acts "in the output of" the conv."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.utils.spectral_norm(nn.Conv1d(2, 4, 3)), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 5, 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with varprobe.Probe(model, modes=("train",)) as probe:
+            loss = nn.functional.cross_entropy(model(torch.randn(4, 2, 7)), torch.tensor([0, 1, 2, 0]))
+            loss.backward()
+            probe.step(loss=loss)
+            frame = probe.frame()
+    assert probe.coverage.complete and probe.coverage.recorded["0.weight_orig"] == "w.*, gw.* of 0"
+    assert value(frame, "0", "gw.shift_ratio") == pytest.approx(shift_ratio(model[0].weight_orig.grad), rel=1e-6)
+    raw = model[0].weight_orig.detach().double()  # the raw weight, not the computed one: mean filter norm²
+    assert value(frame, "0", "w.sq_norm") == pytest.approx(float(raw.square().sum()) / 4, rel=1e-6)

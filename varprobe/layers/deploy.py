@@ -11,11 +11,13 @@ import torch.fx
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
+from torch.nn.utils import parametrize
 
-from .reparam import ReparamConvNd, filter_major, from_filter_major
+from .reparam import PLAIN_CONVS, ReparamConvNd, filter_major, from_filter_major
 
 __all__ = ["reparameterize", "conv_bn_pairs", "attribute_pairs", "check_pairs", "find_pairs", "replace_module",
-           "fold_batchnorm", "pairable"]
+           "fold_batchnorm", "pairable", "bake_weight",
+           "weight_parametrization"]
 
 _BN_DIMS = ((nn.BatchNorm1d, 1), (nn.BatchNorm2d, 2), (nn.BatchNorm3d, 3))
 
@@ -247,11 +249,62 @@ def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(model.get_submodule(parent) if parent else model, child, new)
 
 
+def _legacy_hooks(conv: nn.Module) -> list:
+    return [h for h in conv._forward_pre_hooks.values()
+            if type(h).__name__ in ("WeightNorm", "SpectralNorm") and getattr(h, "name", None) == "weight"]
+
+
+def weight_parametrization(conv: nn.Module) -> str | None:
+    """What computes ``conv``'s weight from other tensors at each forward, named for a message
+    (``"torch.nn.utils.parametrizations.spectral_norm (_SpectralNorm)"``, ``"torch.nn.utils.weight_norm"``),
+    or None for a weight used as it is."""
+    if parametrize.is_parametrized(conv, "weight"):
+        kinds = ", ".join(type(p).__name__ for p in conv.parametrizations.weight)
+        return f"a torch parametrization ({kinds})"
+    legacy = [type(h).__name__ for h in _legacy_hooks(conv)]
+    if legacy:
+        return " and ".join({"WeightNorm": "torch.nn.utils.weight_norm",
+                             "SpectralNorm": "torch.nn.utils.spectral_norm"}[k] for k in legacy)
+    return None
+
+
+@torch.no_grad()
+def bake_weight(conv: _ConvNd) -> _ConvNd:
+    """A new plain torch conv (``nn.Conv1d`` ... ``nn.ConvTranspose3d``) of ``conv``'s geometry whose
+    weight is the weight ``conv``'s forward computes now from a torch parametrization
+    (``torch.nn.utils.parametrizations.weight_norm``, ``spectral_norm``, any ``parametrize``) or
+    the legacy hooks of ``torch.nn.utils.weight_norm`` / ``spectral_norm``, detached; spectral norm
+    uses its current singular vectors (no power iteration). ``conv`` is not modified (torch's
+    ``remove_parametrizations`` would also strip the weight from every deep copy's class)."""
+    legacy = _legacy_hooks(conv)
+    if legacy:
+        hook = legacy[-1]
+        weight = (hook.compute_weight(conv) if type(hook).__name__ == "WeightNorm"
+                  else hook.compute_weight(conv, do_power_iteration=False))
+    else:
+        weight = conv.weight
+    transposed = bool(conv.transposed)
+    geometry = dict(stride=conv.stride, padding=conv.padding, dilation=conv.dilation, groups=conv.groups,
+                    bias=conv.bias is not None, padding_mode=conv.padding_mode)
+    if transposed:
+        geometry["output_padding"] = conv.output_padding
+    plain = PLAIN_CONVS[(len(conv.kernel_size), transposed)](
+        conv.in_channels, conv.out_channels, conv.kernel_size, **geometry, device=weight.device, dtype=weight.dtype)
+    plain.weight.copy_(weight)
+    if conv.bias is not None:
+        plain.bias.copy_(conv.bias)
+    return plain.train(conv.training)
+
+
 @torch.no_grad()
 def fold_batchnorm(conv: _ConvNd, bn: _BatchNorm) -> _ConvNd:
     """A copy of plain conv ``conv`` computing ``bn(conv(x))`` with ``bn``'s running statistics:
     each output unit's filter times s = g / sqrt(rv + eps), bias (b - rm) * s + beta (g = 1, beta =
-    0 without affine). A transposed conv's output units are the filter-major rows of its weight."""
+    0 without affine). A transposed conv's output units are the filter-major rows of its weight. A
+    conv whose weight is parametrized (``weight_norm``, ``spectral_norm``) is folded with the weight
+    it computes now (:func:`bake_weight`)."""
+    if weight_parametrization(conv) is not None:
+        conv = bake_weight(conv)
     fused = copy.deepcopy(conv)
     scale = torch.rsqrt(bn.running_var + bn.eps)
     if bn.weight is not None:
@@ -276,7 +329,9 @@ def reparameterize(model: nn.Module, *, pairs: Sequence[tuple[str, str]] | None 
     Each BatchNorm right after a conv of its dimensionality (as ``find_pairs`` finds them) is folded
     into it (``fold_batchnorm``; the BN becomes ``nn.Identity``); one without running statistics is
     kept, since in eval mode it still normalizes with the batch's statistics. Every remaining
-    reparametrized conv becomes the plain conv whose weight is its ``kernel()``. In eval mode the
+    reparametrized conv becomes the plain conv whose weight is its ``kernel()``, and every conv whose
+    weight is a torch parametrization (``weight_norm``, ``spectral_norm``, legacy or not) the plain
+    conv of the weight it computes in eval mode (:func:`bake_weight`). In eval mode the
     copy computes what the original computes, up to float rounding. ``model`` is not modified.
 
     ``pairs``: explicit ``[(conv name, batchnorm name), ...]`` to fold; by default they are found
@@ -285,6 +340,14 @@ def reparameterize(model: nn.Module, *, pairs: Sequence[tuple[str, str]] | None 
     unfolded and the reason ``find_pairs`` gives for it.
     """
     deploy = copy.deepcopy(model).eval()
+    baked: dict[int, nn.Module] = {}  # one plain conv per parametrized conv, on all of its paths
+    for name, module in list(deploy.named_modules(remove_duplicate=False)):
+        if isinstance(module, _ConvNd) and weight_parametrization(module) is not None:
+            if id(module) not in baked:
+                baked[id(module)] = bake_weight(module)
+            if not name:
+                return baked[id(module)].eval()
+            replace_module(deploy, name, baked[id(module)])
     pairs, unpaired = find_pairs(deploy, pairs)
     kept = {}
     for conv_name, bn_name in pairs:

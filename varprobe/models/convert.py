@@ -9,7 +9,7 @@ from torch import nn
 from torch.nn.modules.conv import _ConvNd
 
 from ..layers import PWSConvNd, ReparamConvNd, WNConvNd, make_conv
-from ..layers.deploy import find_pairs, replace_module
+from ..layers.deploy import find_pairs, replace_module, weight_parametrization
 from ..layers.factory import check_options, scheme_conv_class
 from ..layers.reparam import PLAIN_CONVS
 
@@ -39,6 +39,8 @@ def convert(model: nn.Module, scheme: str, *, drop_batchnorm: bool = False,
     transposed conv with stride > 1 under "ws", "pws" or "centered" (``ReparamConvNd.refusal``: its
     output positions see one stride phase of each filter, so centring the filter removes no shift),
     a conv already reparametrized or of another subclass (its forward may not be the plain conv's),
+    a conv whose weight is computed by ``weight_norm`` or ``spectral_norm`` (a torch parametrization
+    or the legacy hooks; rebuilding would drop them),
     and a lazy conv not yet initialised. A convert that changes nothing (no conv converted, no
     BatchNorm dropped) says so in that warning, or, for a model without convs, in its own; it is a
     warning, not an error, so that the rest of a partly convertible model is still converted.
@@ -48,8 +50,10 @@ def convert(model: nn.Module, scheme: str, *, drop_batchnorm: bool = False,
     the conv and norm children of one module called in that order, verified on a forward:
     ``varprobe.layers.deploy.find_pairs``) becomes ``nn.Identity``; ``pairs=[(conv name, bn name),
     ...]`` names them explicitly instead. A BatchNorm that cannot be matched to a conv raises
-    ValueError naming it and why. ``options`` go to ``make_conv`` (``gamma``, ``gamma_mode``,
-    ``fan``, ``gn_groups``, ...). ``model`` is not modified.
+    ValueError naming it and why, and so does a ``gn_groups`` (default 8) that does not divide the
+    output channels of a conv under "gn" or "ws" (naming the convs and the values that fit).
+    ``options`` go to ``make_conv`` (``gamma``, ``gamma_mode``, ``fan``, ``gn_groups``, ...).
+    ``model`` is not modified.
 
     The converted kernels keep the old weights' scale, which for PyTorch's default conv init is
     fan * Var = 1/3, not He's 2: without its BatchNorms such a network starts with a vanishing
@@ -66,6 +70,8 @@ def convert(model: nn.Module, scheme: str, *, drop_batchnorm: bool = False,
         for _, name in found:
             replace_module(new_model, name, nn.Identity())
         dropped = len(found)
+    if scheme in ("gn", "ws"):
+        _check_gn_groups(new_model, scheme, options.get("gn_groups", 8))
     refused: dict[str, str] = {}
     new: dict[int, nn.Module] = {}  # one new conv per old module, on all of its paths
     for name, old in list(new_model.named_modules(remove_duplicate=False)):
@@ -92,9 +98,27 @@ def convert(model: nn.Module, scheme: str, *, drop_batchnorm: bool = False,
     return new_model
 
 
+def _check_gn_groups(model: nn.Module, scheme: str, groups) -> None:
+    """Raise ValueError, naming the convs and the ``gn_groups`` that fit them all, when the GroupNorm
+    of ``scheme`` ("gn", "ws") cannot have ``groups`` groups after a conv that would be converted."""
+    convs = {n: m.out_channels for n, m in model.named_modules()
+             if isinstance(m, _ConvNd) and _refusal(m, scheme) is None}
+    bad = {n: c for n, c in convs.items() if not isinstance(groups, int) or groups < 1 or c % groups}
+    if bad:
+        fit = [g for g in range(1, min(convs.values()) + 1) if all(c % g == 0 for c in convs.values())]
+        listed = ", ".join(f"{n or '(the model)'} ({c})" for n, c in bad.items())
+        raise ValueError(f"convert: gn_groups={groups!r} does not divide the output channels of {listed}: the "
+                         f"GroupNorm of {scheme!r} needs it to; gn_groups that fit every conv: "
+                         f"{', '.join(map(str, fit))}")
+
+
 def _refusal(old: _ConvNd, scheme: str) -> str | None:
     """Why ``old`` is not rebuilt under ``scheme``, or None."""
     dims, transposed = len(old.kernel_size), bool(old.transposed)
+    computed = weight_parametrization(old)
+    if computed is not None:
+        return (f"its weight is computed by {computed}, which rebuilding would drop; "
+                "varprobe.layers.deploy.bake_weight(conv) gives the plain conv of its current weight")
     if type(old) is not PLAIN_CONVS.get((dims, transposed)):
         if isinstance(old, ReparamConvNd):
             return f"already a {type(old).__name__}: only plain torch convs are rebuilt"
