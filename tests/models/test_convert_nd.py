@@ -317,3 +317,24 @@ def test_weight_norm_and_spectral_norm_convs_are_folded_and_refused_by_name():
     assert "c2 (its weight is computed by a torch parametrization (_SpectralNorm)" in msg
     assert "c3 (its weight is computed by torch.nn.utils.weight_norm" in msg
     assert new.c3.weight_g is not None and type(new.c1) is type(model.c1)
+
+
+def test_convert_and_reparameterize_copy_a_legacy_weight_norm_model_after_a_training_step():
+    """Was: after a forward with grad, the legacy weight_norm's ``weight`` is a non-leaf tensor and
+    both raised torch's "Only Tensors created explicitly by the user ... support the deepcopy
+    protocol"."""
+    torch.manual_seed(5)
+    model = Normed().double()
+    x = torch.randn(3, 2, 9, dtype=torch.float64)
+    model(x).square().mean().backward()  # a training step: c3.weight now has autograd history
+    weight = model.c3.weight
+    assert not weight.is_leaf
+    deploy = reparameterize(model)
+    with pytest.warns(RuntimeWarning, match="c3 \\(its weight is computed by torch.nn.utils.weight_norm"):
+        converted = convert(model, "pws")
+    assert model.c3.weight is weight  # the original is left as it was
+    model.eval()
+    with torch.no_grad():
+        ref = model(x)
+        torch.testing.assert_close(deploy(x), ref, rtol=1e-10, atol=1e-10)
+    assert type(converted.c3) is type(model.c3) and converted.c3.weight_v is not model.c3.weight_v

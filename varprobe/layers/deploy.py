@@ -16,8 +16,7 @@ from torch.nn.utils import parametrize
 from .reparam import PLAIN_CONVS, ReparamConvNd, filter_major, from_filter_major
 
 __all__ = ["reparameterize", "conv_bn_pairs", "attribute_pairs", "check_pairs", "find_pairs", "replace_module",
-           "fold_batchnorm", "pairable", "bake_weight",
-           "weight_parametrization"]
+           "fold_batchnorm", "pairable", "bake_weight", "weight_parametrization", "copy_model"]
 
 _BN_DIMS = ((nn.BatchNorm1d, 1), (nn.BatchNorm2d, 2), (nn.BatchNorm3d, 3))
 
@@ -110,7 +109,7 @@ def attribute_pairs(model: nn.Module, skip: Iterable[str] = ()) -> list[tuple[st
         if (prefix + bn_name in skip or paths[id(conv)] != 1 or paths[id(bn)] != 1
                 or pairable(conv, bn) is not None):
             continue
-        trial = copy.deepcopy(module).eval()
+        trial = copy_model(module).eval()
         t_conv, t_bn = getattr(trial, cn), getattr(trial, bn_name)
         calls: list[tuple[str, object, object]] = []  # (which, input, output): the tensors themselves
         hooks = [t_conv.register_forward_hook(lambda m, a, o: calls.append(("conv", a[0], o))),
@@ -249,6 +248,18 @@ def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(model.get_submodule(parent) if parent else model, child, new)
 
 
+def copy_model(model: nn.Module) -> nn.Module:
+    """``copy.deepcopy(model)``, also after a forward of a legacy ``torch.nn.utils.weight_norm``
+    module (its ``weight`` attribute is then a non-leaf tensor, which ``deepcopy`` refuses): such
+    tensors are copied detached (the copy's first forward recomputes them). ``model`` is not modified."""
+    memo: dict[int, object] = {}
+    for module in model.modules():
+        for value in vars(module).values():
+            if isinstance(value, torch.Tensor) and not value.is_leaf:
+                memo[id(value)] = value.detach().clone()
+    return copy.deepcopy(model, memo)
+
+
 def _legacy_hooks(conv: nn.Module) -> list:
     return [h for h in conv._forward_pre_hooks.values()
             if type(h).__name__ in ("WeightNorm", "SpectralNorm") and getattr(h, "name", None) == "weight"]
@@ -305,7 +316,7 @@ def fold_batchnorm(conv: _ConvNd, bn: _BatchNorm) -> _ConvNd:
     it computes now (:func:`bake_weight`)."""
     if weight_parametrization(conv) is not None:
         conv = bake_weight(conv)
-    fused = copy.deepcopy(conv)
+    fused = copy_model(conv)
     scale = torch.rsqrt(bn.running_var + bn.eps)
     if bn.weight is not None:
         scale = bn.weight * scale
@@ -339,7 +350,7 @@ def reparameterize(model: nn.Module, *, pairs: Sequence[tuple[str, str]] | None 
     called in that order, verified on a forward). A RuntimeWarning names every BatchNorm left
     unfolded and the reason ``find_pairs`` gives for it.
     """
-    deploy = copy.deepcopy(model).eval()
+    deploy = copy_model(model).eval()
     baked: dict[int, nn.Module] = {}  # one plain conv per parametrized conv, on all of its paths
     for name, module in list(deploy.named_modules(remove_duplicate=False)):
         if isinstance(module, _ConvNd) and weight_parametrization(module) is not None:

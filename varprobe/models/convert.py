@@ -1,7 +1,6 @@
 """Convert a user's own model to a normalization scheme."""
 from __future__ import annotations
 
-import copy
 import warnings
 
 import torch
@@ -9,7 +8,7 @@ from torch import nn
 from torch.nn.modules.conv import _ConvNd
 
 from ..layers import PWSConvNd, ReparamConvNd, WNConvNd, make_conv
-from ..layers.deploy import find_pairs, replace_module, weight_parametrization
+from ..layers.deploy import copy_model, find_pairs, replace_module, weight_parametrization
 from ..layers.factory import check_options, scheme_conv_class
 from ..layers.reparam import PLAIN_CONVS
 
@@ -60,7 +59,7 @@ def convert(model: nn.Module, scheme: str, *, drop_batchnorm: bool = False,
     signal. Call ``varprobe.layers.init_alpha(converted, batch)`` to rescale PWS convs from data.
     """
     check_options(scheme, {k: v for k, v in options.items() if k != "gn_groups"})
-    new_model = copy.deepcopy(model)
+    new_model = copy_model(model)
     dropped = 0
     if drop_batchnorm:
         found, unpaired = find_pairs(new_model, pairs)
