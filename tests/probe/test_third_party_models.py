@@ -185,3 +185,22 @@ def test_gpt2_conv1d_is_a_linear_layer_with_filters_on_axis_1():
     assert frame.loc[frame["layer"] == name, "role"].iloc[0] == "linear"
     assert value(frame, name, "w.fan_var") == pytest.approx(float((32 * cols.var(1, unbiased=False)).mean()), rel=1e-6)
     assert value(frame, name, "gw.shift_ratio") == pytest.approx(shift_ratio(w.grad.t()), rel=1e-6)
+
+
+def test_tied_lm_head_bias_is_recorded_by_the_decoder_that_holds_it():
+    """RoBERTa's masked-LM head holds its bias and ties it into its decoder Linear
+    (``decoder.bias = bias``): the bias is recorded in the decoder's output. Fails while coverage
+    looks only at the first module that holds a tied parameter (the head, not probed), and names it
+    missing, "used in its own forward"."""
+    torch.manual_seed(0)
+    cfg = transformers.RobertaConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                     intermediate_size=32, max_position_embeddings=40)
+    model = transformers.RobertaForMaskedLM(cfg).train()
+    assert model.lm_head.bias is model.lm_head.decoder.bias
+    ids = torch.randint(0, 50, (2, 6))
+    probe, frame, _ = transformer_step(model, [], lambda m: m(input_ids=ids, labels=ids).loss)
+    cov = probe.coverage
+    assert cov.complete, str(cov)
+    assert set(cov.sizes) == {n for n, p in model.named_parameters() if p.requires_grad}
+    assert cov.recorded["lm_head.bias"] == "in the output of lm_head.decoder"
+    assert cov.warning() is None
