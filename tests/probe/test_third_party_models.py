@@ -204,3 +204,34 @@ def test_tied_lm_head_bias_is_recorded_by_the_decoder_that_holds_it():
     assert set(cov.sizes) == {n for n, p in model.named_parameters() if p.requires_grad}
     assert cov.recorded["lm_head.bias"] == "in the output of lm_head.decoder"
     assert cov.warning() is None
+
+
+def test_llama_rmsnorm_is_a_norm_over_the_last_axis_against_float64():
+    """Hugging Face's LlamaRMSNorm (each model has its own RMSNorm class, none an nn.RMSNorm) is a
+    norm whose channels are the hidden features (last axis), recorded by a layout: coverage is
+    complete. Fails while it is a module without a layout: role "other", its weight "recorded
+    whole", and channel statistics taken over axis 1 (the sequence positions)."""
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                   num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=32)
+    model = transformers.LlamaForCausalLM(cfg).train()
+    ids = torch.randint(0, 50, (2, 8))
+    names = ["model.layers.0.input_layernorm", "model.norm", "model.layers.1.self_attn.q_proj"]
+    probe, frame, seen = transformer_step(model, names, lambda m: m(input_ids=ids, labels=ids).loss)
+    cov = probe.coverage
+    assert cov.complete, str(cov)
+    assert set(cov.sizes) == {n for n, p in model.named_parameters() if p.requires_grad}
+    roles = frame.drop_duplicates("layer").set_index("layer")["role"]
+    assert set(roles[roles.index.str.contains("norm")]) == {"norm"}
+    assert {roles[f"model.layers.{i}"] for i in range(2)} == {"block"}  # the residual stream, found
+    for n in names:
+        out, grad = seen[n]["out"], seen[n]["grad"]  # (batch, seq, hidden)
+        assert value(frame, n, "out.var") == pytest.approx(biased_var(out), rel=1e-6)
+        assert value(frame, n, "grad_out.var") == pytest.approx(biased_var(grad), rel=1e-6)
+        per_feature = out.flatten(0, 1)
+        assert value(frame, n, "out.ch_var") == pytest.approx(float(per_feature.var(0, unbiased=False).mean()),
+                                                              rel=1e-6)
+    q = model.get_submodule(names[2]).weight
+    assert value(frame, names[2], "gw.shift_ratio") == pytest.approx(shift_ratio(q.grad), rel=1e-6)
+    w = model.model.norm.weight.detach().to(torch.float64)
+    assert value(frame, "model.norm", "norm.weight_mean") == pytest.approx(float(w.mean()), rel=1e-6)
