@@ -235,3 +235,29 @@ def test_llama_rmsnorm_is_a_norm_over_the_last_axis_against_float64():
     assert value(frame, names[2], "gw.shift_ratio") == pytest.approx(shift_ratio(q.grad), rel=1e-6)
     w = model.model.norm.weight.detach().to(torch.float64)
     assert value(frame, "model.norm", "norm.weight_mean") == pytest.approx(float(w.mean()), rel=1e-6)
+
+
+def test_mixtral_fused_experts_are_recorded_as_a_leaf_module():
+    """transformers' MixtralExperts holds every expert's weights as two 3-d parameters and has one
+    child, its activation (no parameters): the probe hooks it as a leaf of role "other" (its output
+    and output gradient, against float64 hooks) and coverage says the experts are recorded whole.
+    Fails while a module with any child is a container: the expert weights, most of the model, are
+    "not recorded", "used in its own forward, which no probe hook sees"."""
+    torch.manual_seed(0)
+    cfg = transformers.MixtralConfig(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                     num_attention_heads=2, num_key_value_heads=1, head_dim=8, num_local_experts=2,
+                                     num_experts_per_tok=1, max_position_embeddings=32)
+    model = transformers.MixtralForCausalLM(cfg).train()
+    ids = torch.randint(0, 50, (2, 8))
+    experts = "model.layers.1.mlp.experts"
+    probe, frame, seen = transformer_step(model, [experts], lambda m: m(input_ids=ids, labels=ids).loss)
+    cov = probe.coverage
+    assert set(cov.sizes) == {n for n, p in model.named_parameters() if p.requires_grad}
+    assert not cov.missing, str(cov)
+    params = [n for n, _ in model.get_submodule(experts).named_parameters()]
+    assert len(params) == 2
+    for p in params:
+        assert f"{experts} records its output and output gradient" in cov.whole[f"{experts}.{p}"]
+    assert frame.loc[frame["layer"] == experts, "role"].iloc[0] == "other"
+    assert value(frame, experts, "out.var") == pytest.approx(biased_var(seen[experts]["out"]), rel=1e-6)
+    assert value(frame, experts, "grad_out.var") == pytest.approx(biased_var(seen[experts]["grad"]), rel=1e-6)

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from torch.nn.parameter import is_lazy
 
 from ..layouts import layout_of
-from .select import Target, layer_name, owned
+from .select import Target, layer_name, owned, param_leaf
 
 __all__ = ["Coverage", "coverage"]
 
