@@ -261,3 +261,22 @@ def test_mixtral_fused_experts_are_recorded_as_a_leaf_module():
     assert frame.loc[frame["layer"] == experts, "role"].iloc[0] == "other"
     assert value(frame, experts, "out.var") == pytest.approx(biased_var(seen[experts]["out"]), rel=1e-6)
     assert value(frame, experts, "grad_out.var") == pytest.approx(biased_var(seen[experts]["grad"]), rel=1e-6)
+
+
+def test_t5_tied_shared_embedding_never_fires_and_the_warning_says_why():
+    """T5's ``shared`` embedding is never called: ``encoder.embed_tokens`` and
+    ``decoder.embed_tokens`` hold the same weight and are. The "never fired" warning names the
+    layer it is tied to; fails while the warning gives only reasons that do not apply."""
+    torch.manual_seed(0)
+    cfg = transformers.T5Config(vocab_size=50, d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2,
+                                decoder_start_token_id=0, pad_token_id=0)
+    model = transformers.T5ForConditionalGeneration(cfg).train()
+    assert model.shared.weight is model.encoder.embed_tokens.weight
+    x, y = torch.randint(0, 50, (2, 6)), torch.randint(0, 50, (2, 4))
+    with pytest.warns(RuntimeWarning, match=r"never fired during training step 0: shared \(its weight is tied to "
+                                            r"'encoder\.embed_tokens', which fired\)"):
+        with varprobe.Probe(model, modes=("train",)) as probe:
+            loss = model(input_ids=x, labels=y).loss
+            loss.backward()
+            probe.step(loss=loss)
+    assert probe.coverage.complete, str(probe.coverage)  # T5LayerNorm: a norm
