@@ -18,8 +18,12 @@ Built in: ``Conv1d/2d/3d`` (weight ``[out, in/groups, *k]``, filters on axis 0),
 the norms ``BatchNorm*`` (``SyncBatchNorm`` too), ``GroupNorm``, ``LayerNorm``, ``RMSNorm``,
 ``InstanceNorm*`` (no weight statistics: their affine parameters give ``norm.*``), and Hugging Face's
 ``Conv1D`` of GPT-2 (a linear layer with weight ``[in, out]``; matched by name, transformers is not
-imported). varprobe's own
-layers (``varprobe.layers``) register theirs where they are defined, as a user would.
+imported), and a norm known by name and shape: a leaf module of a type without a layout whose class
+name ends in ``RMSNorm`` or ``LayerNorm`` and whose parameters are a 1-d ``weight`` and optionally a
+1-d ``bias`` of its length (Hugging Face's ``LlamaRMSNorm``, ``T5LayerNorm`` and the RMSNorm of every
+model copied from them: role "norm", channels on the last axis, or on axis 1 where the module says
+``data_format="channels_first"``). varprobe's own layers (``varprobe.layers``) register theirs where
+they are defined, as a user would.
 
 A leaf module of a type without a layout that owns trainable parameters gets :func:`fallback`:
 role "other", its input, output and their gradients, and whole-tensor weight statistics (the
@@ -30,6 +34,7 @@ Register a layout for your own type with :func:`register_layout` (``varprobe.reg
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -129,12 +134,29 @@ def register_layout(cls: type, role: str = "other", weight: str | None = "weight
 
 def layout_of(module: nn.Module) -> Layout | None:
     """The layout of ``module``'s type: the registered one of the first type of its MRO that has
-    one, or None."""
+    one; else the norm layout for a norm known by name and shape (:func:`_norm_like`); else None."""
     for cls in type(module).__mro__:
         hit = _REGISTRY.get(cls) or _BY_NAME.get(f"{cls.__module__}.{cls.__qualname__}")
         if hit is not None:
             return hit
-    return None
+    return _norm_like(module)
+
+
+_NORM_NAME = re.compile(r"(RMS|Layer)Norm$")
+
+
+def _norm_like(module: nn.Module) -> Layout | None:
+    """The norm layout of a leaf module whose class name ends in ``RMSNorm`` or ``LayerNorm`` and
+    whose parameters are a 1-d ``weight`` and optionally a 1-d ``bias`` of the same shape (the
+    norms of Hugging Face models, each model's own class); its channel axis is the last one, or 1
+    for ``data_format="channels_first"``. None for any other module."""
+    if not _NORM_NAME.search(type(module).__name__) or next(module.children(), None) is not None:
+        return None
+    own = dict(module.named_parameters(recurse=False))
+    w = own.get("weight")
+    if w is None or w.ndim != 1 or set(own) - {"weight", "bias"} or own.get("bias", w).shape != w.shape:
+        return None
+    return _NORM_FIRST if getattr(module, "data_format", None) == "channels_first" else _NORM_LAST
 
 
 def fallback(module: nn.Module) -> Layout:
@@ -285,3 +307,6 @@ if hasattr(nn, "RMSNorm"):
     register_layout(nn.RMSNorm, "norm", weight=None, channel_axis=-1)
 # Hugging Face's Conv1D (GPT-2 c_attn, c_proj, c_fc): a linear layer whose weight is [in, out].
 _BY_NAME["transformers.pytorch_utils.Conv1D"] = Layout("linear", filter_axis=1, channel_axis=-1)
+# Norms known by name and shape (_norm_like): Hugging Face's LlamaRMSNorm, T5LayerNorm, ...
+_NORM_LAST = Layout("norm", weight=None, channel_axis=-1)
+_NORM_FIRST = Layout("norm", weight=None, channel_axis=1)

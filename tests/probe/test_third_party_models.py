@@ -185,3 +185,98 @@ def test_gpt2_conv1d_is_a_linear_layer_with_filters_on_axis_1():
     assert frame.loc[frame["layer"] == name, "role"].iloc[0] == "linear"
     assert value(frame, name, "w.fan_var") == pytest.approx(float((32 * cols.var(1, unbiased=False)).mean()), rel=1e-6)
     assert value(frame, name, "gw.shift_ratio") == pytest.approx(shift_ratio(w.grad.t()), rel=1e-6)
+
+
+def test_tied_lm_head_bias_is_recorded_by_the_decoder_that_holds_it():
+    """RoBERTa's masked-LM head holds its bias and ties it into its decoder Linear
+    (``decoder.bias = bias``): the bias is recorded in the decoder's output. Fails while coverage
+    looks only at the first module that holds a tied parameter (the head, not probed), and names it
+    missing, "used in its own forward"."""
+    torch.manual_seed(0)
+    cfg = transformers.RobertaConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                     intermediate_size=32, max_position_embeddings=40)
+    model = transformers.RobertaForMaskedLM(cfg).train()
+    assert model.lm_head.bias is model.lm_head.decoder.bias
+    ids = torch.randint(0, 50, (2, 6))
+    probe, frame, _ = transformer_step(model, [], lambda m: m(input_ids=ids, labels=ids).loss)
+    cov = probe.coverage
+    assert cov.complete, str(cov)
+    assert set(cov.sizes) == {n for n, p in model.named_parameters() if p.requires_grad}
+    assert cov.recorded["lm_head.bias"] == "in the output of lm_head.decoder"
+    assert cov.warning() is None
+
+
+def test_llama_rmsnorm_is_a_norm_over_the_last_axis_against_float64():
+    """Hugging Face's LlamaRMSNorm (each model has its own RMSNorm class, none an nn.RMSNorm) is a
+    norm whose channels are the hidden features (last axis), recorded by a layout: coverage is
+    complete. Fails while it is a module without a layout: role "other", its weight "recorded
+    whole", and channel statistics taken over axis 1 (the sequence positions)."""
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                   num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=32)
+    model = transformers.LlamaForCausalLM(cfg).train()
+    ids = torch.randint(0, 50, (2, 8))
+    names = ["model.layers.0.input_layernorm", "model.norm", "model.layers.1.self_attn.q_proj"]
+    probe, frame, seen = transformer_step(model, names, lambda m: m(input_ids=ids, labels=ids).loss)
+    cov = probe.coverage
+    assert cov.complete, str(cov)
+    assert set(cov.sizes) == {n for n, p in model.named_parameters() if p.requires_grad}
+    roles = frame.drop_duplicates("layer").set_index("layer")["role"]
+    assert set(roles[roles.index.str.contains("norm")]) == {"norm"}
+    assert {roles[f"model.layers.{i}"] for i in range(2)} == {"block"}  # the residual stream, found
+    for n in names:
+        out, grad = seen[n]["out"], seen[n]["grad"]  # (batch, seq, hidden)
+        assert value(frame, n, "out.var") == pytest.approx(biased_var(out), rel=1e-6)
+        assert value(frame, n, "grad_out.var") == pytest.approx(biased_var(grad), rel=1e-6)
+        per_feature = out.flatten(0, 1)
+        assert value(frame, n, "out.ch_var") == pytest.approx(float(per_feature.var(0, unbiased=False).mean()),
+                                                              rel=1e-6)
+    q = model.get_submodule(names[2]).weight
+    assert value(frame, names[2], "gw.shift_ratio") == pytest.approx(shift_ratio(q.grad), rel=1e-6)
+    w = model.model.norm.weight.detach().to(torch.float64)
+    assert value(frame, "model.norm", "norm.weight_mean") == pytest.approx(float(w.mean()), rel=1e-6)
+
+
+def test_mixtral_fused_experts_are_recorded_as_a_leaf_module():
+    """transformers' MixtralExperts holds every expert's weights as two 3-d parameters and has one
+    child, its activation (no parameters): the probe hooks it as a leaf of role "other" (its output
+    and output gradient, against float64 hooks) and coverage says the experts are recorded whole.
+    Fails while a module with any child is a container: the expert weights, most of the model, are
+    "not recorded", "used in its own forward, which no probe hook sees"."""
+    torch.manual_seed(0)
+    cfg = transformers.MixtralConfig(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                     num_attention_heads=2, num_key_value_heads=1, head_dim=8, num_local_experts=2,
+                                     num_experts_per_tok=1, max_position_embeddings=32)
+    model = transformers.MixtralForCausalLM(cfg).train()
+    ids = torch.randint(0, 50, (2, 8))
+    experts = "model.layers.1.mlp.experts"
+    probe, frame, seen = transformer_step(model, [experts], lambda m: m(input_ids=ids, labels=ids).loss)
+    cov = probe.coverage
+    assert set(cov.sizes) == {n for n, p in model.named_parameters() if p.requires_grad}
+    assert not cov.missing, str(cov)
+    params = [n for n, _ in model.get_submodule(experts).named_parameters()]
+    assert len(params) == 2
+    for p in params:
+        assert f"{experts} records its output and output gradient" in cov.whole[f"{experts}.{p}"]
+    assert frame.loc[frame["layer"] == experts, "role"].iloc[0] == "other"
+    assert value(frame, experts, "out.var") == pytest.approx(biased_var(seen[experts]["out"]), rel=1e-6)
+    assert value(frame, experts, "grad_out.var") == pytest.approx(biased_var(seen[experts]["grad"]), rel=1e-6)
+
+
+def test_t5_tied_shared_embedding_never_fires_and_the_warning_says_why():
+    """T5's ``shared`` embedding is never called: ``encoder.embed_tokens`` and
+    ``decoder.embed_tokens`` hold the same weight and are. The "never fired" warning names the
+    layer it is tied to; fails while the warning gives only reasons that do not apply."""
+    torch.manual_seed(0)
+    cfg = transformers.T5Config(vocab_size=50, d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2,
+                                decoder_start_token_id=0, pad_token_id=0)
+    model = transformers.T5ForConditionalGeneration(cfg).train()
+    assert model.shared.weight is model.encoder.embed_tokens.weight
+    x, y = torch.randint(0, 50, (2, 6)), torch.randint(0, 50, (2, 4))
+    with pytest.warns(RuntimeWarning, match=r"never fired during training step 0: shared \(its weight is tied to "
+                                            r"'encoder\.embed_tokens', which fired\)"):
+        with varprobe.Probe(model, modes=("train",)) as probe:
+            loss = model(input_ids=x, labels=y).loss
+            loss.backward()
+            probe.step(loss=loss)
+    assert probe.coverage.complete, str(probe.coverage)  # T5LayerNorm: a norm

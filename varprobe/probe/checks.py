@@ -91,12 +91,16 @@ def check_fires(probe, t: int) -> None:
              and (layer.name, "never") not in probe._warned]
     if never:
         probe._warned.update((n, "never") for n in never)
+        tied = _tied_to_fired(probe._layers, set(never))
+        listed = ", ".join(f"{n} (its weight is tied to {tied[n]!r}, which fired)" if n in tied else n
+                           for n in never[:20])
         warnings.warn(
             f"Probe: {len(never)} probed layer(s) never fired during training step {t}: "
-            f"{', '.join(never[:20])}{', ...' if len(never) > 20 else ''}. They are not called in "
-            "the forward, are called through module.forward() directly (which skips hooks), or the "
-            "model was torch.compile'd and run before the probe was attached (or without "
-            "persistent_hooks=True)", RuntimeWarning, stacklevel=3)
+            f"{listed}{', ...' if len(never) > 20 else ''}. They are not called in "
+            "the forward (a tied copy of a layer that is called, a layer whose weight its parent uses "
+            "directly, as in F.linear(x, self.proj.weight)), are called through module.forward() directly "
+            "(which skips hooks), or the model was torch.compile'd and run before the probe was attached (or "
+            "without persistent_hooks=True); their weight statistics (w.*) are still recorded", RuntimeWarning, stacklevel=3)
     calls = probe._hooks.root_calls[TRAIN]
     for layer in active:
         if layer.recomputed:
@@ -109,6 +113,17 @@ def check_fires(probe, t: int) -> None:
                 f"Probe: layer {layer.name!r} fired {layer.fires[TRAIN]} times in step {t} for {calls} "
                 "forward(s) of the model: it is called more than once per forward (its calls are "
                 "merged into one record), or its forward is recomputed (activation checkpointing)"))
+
+
+def _tied_to_fired(layers, never: set[str]) -> dict[str, str]:
+    """name -> the name of a layer that fired and whose weight is the same tensor, for each layer
+    of ``never`` that has one (T5's ``shared`` embedding, tied to ``encoder.embed_tokens``)."""
+    fired: dict[int, str] = {}
+    for layer in layers:
+        if layer.view is not None and layer.name not in never and (layer.fires[TRAIN] or layer.recomputed):
+            fired.setdefault(id(layer.view.parameter()), layer.name)
+    return {layer.name: fired[id(layer.view.parameter())] for layer in layers
+            if layer.name in never and layer.view is not None and id(layer.view.parameter()) in fired}
 
 
 def _check_number(name: str, v: Any, *, finite: bool) -> None:

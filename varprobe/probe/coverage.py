@@ -3,8 +3,8 @@
 Each trainable parameter (``requires_grad``; a tied parameter once, under its first name) is in
 exactly one of three groups:
 
-- recorded: it belongs to a probed module, or to a child module a probed module's layout owns
-  (``nn.MultiheadAttention.out_proj``), or to a parametrized probed module's ``parametrizations``;
+- recorded: it belongs to a probed module (a tied parameter: any module that holds it), or to a
+  child module a probed module's layout owns (``nn.MultiheadAttention.out_proj``), or to a parametrized probed module's ``parametrizations``;
   ``Coverage.recorded`` names the layers whose ``w.*``/``gw.*`` rows describe it, or the layer whose
   output it acts in (a bias, a norm's affine parameters);
 - whole: it belongs to a probed module whose type has no layout (:func:`varprobe.layouts.fallback`):
@@ -17,11 +17,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from torch import nn
+from torch import Tensor, nn
 from torch.nn.parameter import is_lazy
 
 from ..layouts import layout_of
-from .select import Target, layer_name, owned
+from .select import Target, layer_name, owned, param_leaf
 
 __all__ = ["Coverage", "coverage"]
 
@@ -77,6 +77,12 @@ class Coverage:
         return "\n".join(parts)
 
 
+def _holder(m: nn.Module, inner: dict[int, str], by_name: dict[str, nn.Module]) -> nn.Module:
+    """The module that records the parameters ``m`` holds: the probed module owning ``m``
+    (``varprobe.probe.select.owned``), or ``m``."""
+    return by_name.get(inner[id(m)], m) if id(m) in inner else m
+
+
 def coverage(model: nn.Module, targets: list[Target], layers=None) -> Coverage:
     """The :class:`Coverage` of ``model`` probed at ``targets`` (``select(model, layers, ...)``)."""
     probed: dict[int, Target] = {}
@@ -94,36 +100,39 @@ def coverage(model: nn.Module, targets: list[Target], layers=None) -> Coverage:
     whole: dict[str, str] = {}
     missing: dict[str, str] = {}
     deselected = set()
-    seen: set[int] = set()
-    for raw_name, m in model.named_modules():
+    holders: dict[int, list[tuple[str, str, nn.Module, Tensor]]] = {}  # parameter -> (name, module name, module, it)
+    for raw_name, m in model.named_modules(remove_duplicate=False):
         n = layer_name(raw_name)
         for a, prm in m.named_parameters(recurse=False):
-            if not prm.requires_grad or id(prm) in seen:
-                continue
-            seen.add(id(prm))
-            name = f"{n}.{a}" if n else a
-            sizes[name] = 0 if is_lazy(prm) else prm.numel()  # a lazy module's, before its first forward: 0
-            holder = by_name.get(inner[id(m)], m) if id(m) in inner else m
-            target = probed.get(id(holder))
-            kind = type(holder).__name__
-            if target is not None:
-                rows = weighed.get(id(prm))
-                if target.layout is not None and target.layout.whole:
-                    whole[name] = (f"{kind} has no layout: {target.name or '<root>'} records its output and output "
-                                   "gradient, " + ("and whole-tensor w.*/gw.* of this weight (as one filter)"
-                                                   if rows else "and no statistics of this parameter"))
-                else:
-                    recorded[name] = (f"w.*, gw.* of {', '.join(rows)}" if rows
-                                      else f"in the output of {target.name or '<root>'}")
-                continue
-            where = inner.get(id(m), n)
-            desc = f"{where!r} ({kind})" if where else f"the model ({kind})"
-            if layers is not None:
-                missing[name] = f"{desc} is not selected by layers={layers!r}"
-                deselected.add(name)
-            elif next(holder.children(), None) is not None and layout_of(holder) is None:
-                missing[name] = (f"held directly by {desc}, which has child modules and no layout: used in "
-                                 "its own forward, which no probe hook sees")
+            if prm.requires_grad:
+                holders.setdefault(id(prm), []).append((f"{n}.{a}" if n else a, n, m, prm))
+    for held in holders.values():
+        name, _, _, prm = held[0]
+        sizes[name] = 0 if is_lazy(prm) else prm.numel()  # a lazy module's, before its first forward: 0
+        # a tied parameter (a masked-LM head's bias, held by the head and by its decoder) is recorded
+        # when any module that holds it is probed
+        n, m = next(((n, m) for _, n, m, _ in held if id(_holder(m, inner, by_name)) in probed), held[0][1:3])
+        holder = _holder(m, inner, by_name)
+        target = probed.get(id(holder))
+        kind = type(holder).__name__
+        if target is not None:
+            rows = weighed.get(id(prm))
+            if target.layout is not None and target.layout.whole:
+                whole[name] = (f"{kind} has no layout: {target.name or '<root>'} records its output and output "
+                               "gradient, " + ("and whole-tensor w.*/gw.* of this weight (as one filter)"
+                                               if rows else "and no statistics of this parameter"))
             else:
-                missing[name] = f"{desc} is not probed"
+                recorded[name] = (f"w.*, gw.* of {', '.join(rows)}" if rows
+                                  else f"in the output of {target.name or '<root>'}")
+            continue
+        where = inner.get(id(m), n)
+        desc = f"{where!r} ({kind})" if where else f"the model ({kind})"
+        if layers is not None:
+            missing[name] = f"{desc} is not selected by layers={layers!r}"
+            deselected.add(name)
+        elif next(holder.children(), None) is not None and layout_of(holder) is None:
+            missing[name] = (f"held directly by {desc}, which has child modules and no layout: used in "
+                             "its own forward, which no probe hook sees")
+        else:
+            missing[name] = f"{desc} is not probed"
     return Coverage(type(model).__name__, sizes, recorded, whole, missing, frozenset(deselected))

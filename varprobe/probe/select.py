@@ -3,7 +3,9 @@
 What a module is recorded as comes from its layout (``varprobe.layouts``): every module whose
 type has one, every residual block (a layout of role "block", or a type in ``blocks``), every Tap,
 and every other leaf module that owns trainable parameters (role "other", :func:`~varprobe.layouts.fallback`)
-is recorded by default. A layout's parts (``nn.MultiheadAttention``'s Q, K, V, out_proj) are targets
+is recorded by default. A leaf is a module none of whose children hold parameters (:func:`param_leaf`):
+a module whose only children are activations or dropout, such as the fused experts of a Hugging Face
+mixture-of-experts layer, is one. A layout's parts (``nn.MultiheadAttention``'s Q, K, V, out_proj) are targets
 of their own that record weight statistics only, and the child modules it owns are not probed.
 """
 from __future__ import annotations
@@ -18,8 +20,8 @@ from torch.nn.utils import parametrize
 from ..layouts import Layout, WeightView, fallback, layout_of, weight_views
 from .tap import Tap
 
-__all__ = ["Target", "WRAPPER_ATTRS", "unwrap", "layer_name", "named_modules", "role_of", "layout_for",
-           "owned", "candidates", "select"]
+__all__ = ["Target", "WRAPPER_ATTRS", "unwrap", "layer_name", "named_modules", "role_of", "param_leaf",
+           "layout_for", "owned", "candidates", "select"]
 
 #: Attributes through which a wrapper holds the module it wraps: torch.compile's ``OptimizedModule``
 #: (``_orig_mod``) and FSDP's ``FullyShardedDataParallel`` (``_fsdp_wrapped_module``). Layer names
@@ -98,9 +100,16 @@ def role_of(module: nn.Module, blocks: Mapping[type, str | None]) -> str | None:
     layout = layout_for(module, blocks)
     if layout is not None:
         return layout.role
-    if next(module.children(), None) is None and any(p.requires_grad for p in module.parameters(recurse=False)):
+    if param_leaf(module) and any(p.requires_grad for p in module.parameters(recurse=False)):
         return "other"
     return None
+
+
+def param_leaf(module: nn.Module) -> bool:
+    """Whether ``module`` is a leaf for the probe: none of its child modules holds a parameter
+    (children that are activations, dropout or other parameter-free modules do not count), so
+    every parameter it owns is used in its own forward, which its hooks see."""
+    return not any(True for c in module.children() for _ in c.parameters())
 
 
 def owned(model: nn.Module) -> dict[int, str]:
