@@ -228,3 +228,39 @@ def test_depth_is_fixed_at_the_first_recorded_training_step():
     frame = probe.frame()
     assert frame.groupby("layer")["depth"].nunique().max() == 1
     assert flow.version == 1
+
+
+class Unfired(nn.Module):
+    """A tied copy that never runs (T5's ``shared``) and a layer whose weight the parent uses
+    directly (Mamba's ``conv1d``): no dataflow reaches either."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(10, 4)
+        self.shared = nn.Embedding(10, 4)
+        self.shared.weight = self.embed.weight
+        self.a = nn.Linear(4, 4)
+        self.direct = nn.Linear(4, 4)
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, tokens):
+        h = self.a(self.embed(tokens))
+        return self.head(F.linear(h, self.direct.weight, self.direct.bias))
+
+
+def test_layers_no_dataflow_reaches_are_placed_not_left_at_minus_one():
+    """Was: their w.* rows sat at depth -1, the depth of rows of no layer (loss, lr)."""
+    torch.manual_seed(0)
+    model = Unfired()
+    probe = Probe(model)
+    with probe, pytest.warns(RuntimeWarning, match=r"shared \(its weight is tied to 'embed'.*direct.*"
+                                                   r"module order \(one deeper for a weight layer\)"):
+        for _ in range(2):
+            model(torch.randint(0, 10, (3, 5))).square().mean().backward()
+            probe.step(loss=1.0)
+    frame = probe.frame()
+    depth = frame[frame.layer != ""].groupby("layer")["depth"].agg(["min", "max"])
+    assert (depth["min"] == depth["max"]).all()  # one depth per layer, every step
+    depth = depth["min"].to_dict()
+    assert depth == {"embed": 0, "shared": 0, "a": 1, "direct": 2, "head": 2}
+    assert set(frame.loc[frame.depth < 0, "layer"]) == {""}

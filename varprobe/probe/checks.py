@@ -87,9 +87,11 @@ def check_step(probe, loss: Any, lr: Any, scaler: Any, grads_unscaled: Any = Fal
 
 def check_fires(probe, t: int) -> None:
     active = [layer for layer in probe._layers if layer.active and not layer.part]
-    never = [layer.name for layer in active if not layer.fires[TRAIN] and not layer.recomputed
-             and (layer.name, "never") not in probe._warned]
+    silent = [layer for layer in active if not layer.fires[TRAIN] and not layer.recomputed
+              and (layer.name, "never") not in probe._warned]
+    never = [layer.name for layer in silent]
     if never:
+        placing = any(layer.depth < 0 for layer in silent)
         probe._warned.update((n, "never") for n in never)
         tied = _tied_to_fired(probe._layers, set(never))
         listed = ", ".join(f"{n} (its weight is tied to {tied[n]!r}, which fired)" if n in tied else n
@@ -100,7 +102,10 @@ def check_fires(probe, t: int) -> None:
             "the forward (a tied copy of a layer that is called, a layer whose weight its parent uses "
             "directly, as in F.linear(x, self.proj.weight)), are called through module.forward() directly "
             "(which skips hooks), or the model was torch.compile'd and run before the probe was attached (or "
-            "without persistent_hooks=True); their weight statistics (w.*) are still recorded", RuntimeWarning, stacklevel=3)
+            "without persistent_hooks=True); their weight statistics (w.*) are still recorded"
+            + (", those not placed yet at the depth of the layer their weight is tied to, or else of the layer "
+               "before them in the model's module order (one deeper for a weight layer), fixed from now on"
+               if placing else ""), RuntimeWarning, stacklevel=3)
     calls = probe._hooks.root_calls[TRAIN]
     for layer in active:
         if layer.recomputed:

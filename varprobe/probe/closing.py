@@ -56,6 +56,8 @@ def close_mode(probe, mode: str, *, loss=None, lr=None, scaler=None, grads_unsca
     statistics are divided by the loss scale, not those computed from ``.grad``."""
     h = probe._hooks
     h.flow.fix_unplaced()  # depths of layers seen only in forwards without a graph
+    if mode == TRAIN:  # and of those that did not run (warned by check_fires)
+        h.flow.place_unfired(lambda p: p.view.parameter() if p.view is not None else None)
     if mode != TRAIN and mode not in h.dirty:  # no hook recorded in this mode: no rows
         if reset:
             h.reset(mode)

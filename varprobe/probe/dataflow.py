@@ -34,7 +34,11 @@ Where the graph cannot tell (documented and warned, never silent):
 - rows built before any forward with a graph was recorded (eval-only probes, ``no_grad`` forwards
   only): the layers that ran get call-order depths the same way, fixed from then on;
 - a module called more than once in one forward (weight sharing) at different depths: the deepest
-  call's depth, and a warning naming the layer and its depths.
+  call's depth, and a warning naming the layer and its depths;
+- a layer that did not run in the first recorded training step (a tied copy of a layer that ran, a
+  layer whose weight its parent uses directly, one skipped by LayerDrop): the depth of the layer its
+  weight is tied to, or else by module order as by call order (:meth:`Dataflow.place_unfired`),
+  with the "never fired" warning.
 
 The order of the layers' first calls is kept too (``LayerPlan``-independent, :meth:`Dataflow.row_order`):
 rows of a step come in that order, so a frame lists layers by call order, and plots that order
@@ -209,6 +213,33 @@ class Dataflow:
                 "call order instead of the dataflow; it is fixed from now on"))
         self.version += 1
         self.update_tracing()
+
+    def place_unfired(self, weight_of: Callable[[LayerPlan], object]) -> list[LayerPlan]:
+        """After a training step whose forwards had a graph: place the active layers that did not
+        run in it (no dataflow reaches them: a tied copy of a layer that ran, a layer whose weight
+        its parent uses directly, a layer skipped by LayerDrop) so that none of their rows is at
+        depth -1. A layer whose weight (``weight_of(layer)``, or None) is that of a placed layer
+        takes its depth; any other follows the model's module order as call order does (the layer
+        before it, one deeper for a weight layer; 0 for the first). Fixed from then on. Returns
+        the layers placed."""
+        if not self.order:
+            return []
+        loose = [p for p in self.plans if p.active and not p.part and p.depth < 0]
+        if not loose:
+            return []
+        placed = {}
+        for p in self.plans:
+            w = weight_of(p) if p.depth >= 0 else None
+            if w is not None:
+                placed.setdefault(id(w), p.depth)
+        for p in loose:
+            w = weight_of(p)
+            if w is not None and id(w) in placed:
+                self._place(p, placed[id(w)])
+        self._by_call_order([p for p in self.plans if p.active and not p.part])
+        self.version += 1
+        self.update_tracing()
+        return loose
 
     # -- placing -----------------------------------------------------------------------------------
     def _place(self, p: LayerPlan, depth: int) -> None:
