@@ -165,3 +165,40 @@ def test_bad_blocks_argument_is_refused_in_one_line(bad):
     with pytest.raises(TypeError, match=r"blocks must be None, False or a mapping .* got ") as err:
         Probe(nn.Sequential(nn.Linear(2, 2)), blocks=bad)
     assert "\n" not in str(err.value)
+
+
+class Basic(nn.Module):
+    """A ResNet basic block; the first of a stage projects its skip (1x1 conv + BatchNorm)."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout)
+        self.proj = (nn.Sequential(nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout))
+                     if cin != cout else None)
+
+    def forward(self, x):
+        skip = x if self.proj is None else self.proj(x)
+        return torch.relu(self.bn(self.conv(x)) + skip)
+
+
+def test_a_projection_shortcut_block_is_found_beside_its_identity_siblings():
+    """Was: the first block of each stage (skip through a 1x1 conv) was dropped, so the stream over
+    blocks skipped it without a word; blocks of two weighted paths with no identity sibling stay out."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ModuleList([Basic(4, 4), Basic(4, 4)]),
+                          nn.ModuleList([Basic(4, 8), Basic(8, 8), Basic(8, 8)]))
+
+    def forward(x):
+        h = model[0](x)
+        for stage in (model[1], model[2]):
+            for b in stage:
+                h = b(h)
+        return h
+
+    model.forward = forward
+    probe = Probe(model, quantities=["block.out.var"])
+    with probe, warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model(torch.randn(2, 3, 6, 6)).sum().backward()
+        probe.step()
+    assert list(probe.frame().layer) == ["1.0", "1.1", "2.0", "2.1", "2.2"]

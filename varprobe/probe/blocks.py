@@ -9,7 +9,9 @@ forward with an autograd graph in which it runs (:meth:`FoundBlocks.decide`). It
 block when its output's autograd graph reaches its input along a path of weight-free operations
 (adds, norms, activations, dropout, casts, views: no matmul, conv, embedding or attention) that
 passes through an add of two tensors: ``x + f(x)``, pre-norm (``x + f(norm(x))``) and post-norm
-(``norm(x + f(x))``) blocks alike. Then its output is recorded as ``block.out.*`` under its name,
+(``norm(x + f(x))``) blocks alike. A block of the type of blocks shown residual beside it (same
+container) whose skip path holds weights after the add (a projection shortcut ``proj(x) + f(x)``:
+the first block of a ResNet stage) is residual too. Then its output is recorded as ``block.out.*`` under its name,
 like ``varprobe.layers.ResidualBlock``, with the channel axis of the last conv, linear or norm
 inside it (:func:`block_channel_axis`: the last axis for transformer layers); otherwise it records
 nothing, is unhooked and leaves ``Probe.layers``. Where residual candidates nest (a stage of
@@ -67,9 +69,10 @@ def _is_leaf(leaf: Tensor, node: Node) -> bool:
     return getattr(node, "variable", None) is leaf
 
 
-def is_residual(out_node: Node, is_input: Callable[[Node], bool]) -> bool:
+def is_residual(out_node: Node, is_input: Callable[[Node], bool], *, through_weights: bool = False) -> bool:
     """Whether the graph from ``out_node`` reaches a node ``is_input`` accepts along weight-free
-    nodes, through at least one add of two tensors (the module docstring)."""
+    nodes, through at least one add of two tensors (the module docstring). ``through_weights``:
+    along any nodes after the add (the skip path of a projection shortcut holds a conv or linear)."""
     if out_node is None or _WEIGHT_OPS.search(_op(out_node)):
         return False
     stack, seen = [(out_node, False)], set()
@@ -84,7 +87,7 @@ def is_residual(out_node: Node, is_input: Callable[[Node], bool]) -> bool:
                 if added:
                     return True
                 continue
-            if not _WEIGHT_OPS.search(_op(child)):
+            if not _WEIGHT_OPS.search(_op(child)) or (added and through_weights):
                 stack.append((child, added))
     return False
 
@@ -136,6 +139,8 @@ def find_blocks(model: nn.Module, targets: list[Target]) -> list[Target]:
             continue
         groups: dict[type, list[nn.Module]] = {}
         for child in map(_unwrapped, parent.children()):
+            if isinstance(child, (nn.ModuleList, nn.ModuleDict)):  # containers: never called
+                continue
             if next(child.children(), None) is not None and next(child.parameters(), None) is not None:
                 groups.setdefault(type(child), []).append(child)
         for kids in groups.values():
@@ -188,17 +193,24 @@ class FoundBlocks:
         takes the decision of its siblings: the candidates of its type in the same container,
         which run the same ``forward``, when all those decided agree."""
         unknown: dict[int, LayerPlan] = {}
-        decided = False
+        checked: dict[int, tuple[LayerPlan, bool, Node, Callable[[Node], bool]]] = {}
         for p, node, x in seq:
-            if not self.wants(p):
+            if not self.wants(p) or p.idx in checked:
                 continue
             if node is None or x is None:
                 unknown[p.idx] = p
                 continue
             in_node, leaf = x
             is_input = partial(_is_leaf, leaf) if leaf is not None else partial(_is_node, in_node)
-            self._set(p, is_residual(node, is_input))
-            decided = True
+            checked[p.idx] = (p, is_residual(node, is_input), node, is_input)
+        # a projection shortcut (the first block of a stage): of the type of blocks shown residual
+        # beside it, and its output reaches its input through an add, past the projection's weights
+        residual_groups = {self._group(p) for p, ok, _, _ in checked.values() if ok}
+        residual_groups |= {self._group(q) for q in self.plans if self.state[q.idx] == _KEPT}
+        for p, ok, node, is_input in checked.values():
+            self._set(p, ok or (self._group(p) in residual_groups
+                                and is_residual(node, is_input, through_weights=True)))
+        decided = bool(checked)
         for p in list(unknown.values()):
             group = self._group(p)
             verdicts = {self.state[q.idx] for q in self.plans if self._group(q) == group} - {_UNDECIDED}
