@@ -222,7 +222,7 @@ class Dataflow:
         takes its depth; any other follows the model's module order as call order does (the layer
         before it, one deeper for a weight layer; 0 for the first). Fixed from then on. Returns
         the layers placed."""
-        if not self.order:
+        if not self.order or not self._unplaced:
             return []
         loose = [p for p in self.plans if p.active and not p.part and p.depth < 0]
         if not loose:
