@@ -201,18 +201,16 @@ def records_to_frame(records: list[Record]) -> pd.DataFrame:
     })
 
 
-_LAST_STRINGS: list = [(), ()]  # the last flush's (schema, mode) pieces and their string columns
-
-
 def _strings(pieces: list[tuple[Schema, str]]) -> tuple[pd.Series, ...]:
     """The string columns (layer, mode, module_type, role, quantity) of ``pieces`` laid end to end.
-    A flush of as many steps of the same layouts as the last one reuses its columns (pandas
-    copies on write: the frames cannot change each other's)."""
-    last, cols = _LAST_STRINGS
+    A flush of the same layouts as the last flush that began with the same schema reuses its
+    columns, kept on that schema (pandas copies on write: the frames cannot change each other's)."""
+    first = pieces[0][0].__dict__
+    last, cols = first.get("_joined", ((), ()))
     if len(last) == len(pieces) and all(a is s and b == m for (a, b), (s, m) in zip(last, pieces)):
         return cols
     per = [s.columns(m) for s, m in pieces]
     cols = tuple(pd.concat([c[j] for c in per], ignore_index=True) if len(per) > 1 else per[0][j].copy()
                  for j in range(5))
-    _LAST_STRINGS[:] = [pieces, cols]
+    first["_joined"] = (pieces, cols)
     return cols
