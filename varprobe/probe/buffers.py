@@ -77,7 +77,7 @@ class Moments:
         self.rows: tuple[Tensor, ...] = ()  # data[0], data[1], data[2]: views taken once per allocation
         self._live: tuple[int, int, tuple[Tensor, ...]] | None = None  # (size, sites, views of the used part)
         self._views: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []
-        self._layout_cache: tuple[tuple, tuple[Tensor, Tensor, Tensor, Tensor]] | None = None
+        self._n_c: tuple[Tensor, MomentsLayout, Tensor] | None = None  # (counts, layout, per channel)
         self._counts_dev: Tensor | None = None  # counts after a cross-rank reduction
         self._counts_cache: tuple[tuple, Tensor] | None = None  # (counts, the same on the device)
         self._index_cache: dict[tuple, Tensor] = {}
@@ -102,7 +102,6 @@ class Moments:
         self.size += channels
         self._grow()
         self._index_cache.clear()
-        self._layout_cache = None
         return i
 
     def _view(self, i: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -237,24 +236,6 @@ class Moments:
         maxima = self.data[2, :t].contiguous()
         dist.all_reduce(maxima, op=dist.ReduceOp.MAX, group=group)
         self.data[2, :t].copy_(maxima)
-        self._layout_cache = None
-
-    def _layout(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        # Segment ids and counts per channel; rebuilt only when the layout or the counts change
-        # (with a fixed batch size, once), so the steady state does no host-to-device copy.
-        key = (self.size, tuple(self.counts)) if self._counts_dev is None else None
-        if key is not None and self._layout_cache is not None and self._layout_cache[0] == key:
-            return self._layout_cache[1]
-        dev = self.device
-        channels = torch.tensor(self.channels, dtype=torch.long)
-        seg = to_device(torch.repeat_interleave(torch.arange(len(self.channels)), channels), dev)
-        counts = (self._counts_dev if self._counts_dev is not None
-                  else to_device(torch.tensor(self.counts, dtype=_F64), dev))
-        c = to_device(channels.to(_F64), dev)
-        layout = (seg, counts[seg], counts * c, c)
-        if key is not None:
-            self._layout_cache = (key, layout)
-        return layout
 
     def live(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Views of the used part: per-channel sums, sums of squares, maxima (t,) and the
@@ -273,6 +254,14 @@ class Moments:
         if self._counts_cache is None or self._counts_cache[0] != key:
             self._counts_cache = (key, to_device(torch.tensor(self.counts, dtype=_F64), self.device))
         return self._counts_cache[1]
+
+    def channel_counts(self) -> Tensor:
+        """Elements of each used channel (t,) float64 on the device: :meth:`counts_tensor` spread
+        over each site's channels, recomputed only when the counts or the layout change."""
+        counts, lay = self.counts_tensor(), self.step_layout()
+        if self._n_c is None or self._n_c[0] is not counts or self._n_c[1] is not lay:
+            self._n_c = (counts, lay, counts.index_select(0, lay.seg))
+        return self._n_c[2]
 
     def step_layout(self) -> "MomentsLayout":
         """The layout of the used part as a step's record keeps it (cached per number of sites)."""

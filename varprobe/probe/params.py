@@ -214,7 +214,7 @@ class ParamStats:
         # dec.pred_*: each input channel c's own mean mu_c and biased variance var_c (all channels
         # of the moments; the kernels' entries pick theirs)
         s_c, q_c, _, _ = acc.live()
-        _, n_c, _, _ = acc._layout()
+        n_c = acc.channel_counts()
         mu_c = s_c / n_c
         var_c = on((q_c / n_c - mu_c * mu_c).clamp_min(0.0), dev)
         k = geo.gather(ks)  # every kernel entry, filter by filter, tap by tap, input channel innermost
